@@ -1,0 +1,24 @@
+# Thin wrappers around scripts/. See scripts/*.sh for details.
+# Extra go test arguments: make test TEST_ARGS='-run Foo ./websocket/'
+
+TEST_ARGS ?=
+
+.PHONY: run test services lint build bench
+
+run:
+	go run ./cmd/streamspace-realtime serve --dev
+
+test:
+	bash scripts/test.sh $(TEST_ARGS)
+
+services:
+	bash scripts/services.sh
+
+lint:
+	bash scripts/lint.sh
+
+build:
+	go build -o bin/streamspace-realtime ./cmd/streamspace-realtime
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./...

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestTokenCommand(t *testing.T) {
+	secret := strings.Repeat("s", 40)
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"token", "--user", "u1", "--org", "o1", "--role", "operator", "--ttl", "2h"},
+		env(map[string]string{"STREAMSPACE_JWT_SECRET": secret}), &out, &errs)
+	if err != nil {
+		t.Fatalf("token: %v (%s)", err, errs.String())
+	}
+	v, err := auth.NewVerifier([]byte(secret), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.Verify(strings.TrimSpace(out.String()))
+	if err != nil || id.UserID != "u1" || id.OrgID != "o1" || id.Role != auth.RoleOperator {
+		t.Fatalf("minted token verifies to %+v, %v", id, err)
+	}
+	if time.Until(id.ExpiresAt) < 119*time.Minute {
+		t.Fatalf("expiry %v, want ~2h", id.ExpiresAt)
+	}
+	for _, args := range [][]string{
+		{"token", "--org", "o1"},
+		{"token", "--user", "u", "--org", "o", "--role", "root"},
+		{"token", "--user", "u", "--org", "o", "--secret", "short"},
+		{"nonsense"},
+		{},
+	} {
+		if err := run(context.Background(), args, env(map[string]string{"STREAMSPACE_JWT_SECRET": secret}), &out, &errs); err == nil {
+			t.Errorf("%v: want an error", args)
+		}
+	}
+}
+
+// TestServeDev runs the README's first command the way a newcomer would:
+// `serve --dev` prints a token and a publish line that work as printed.
+func TestServeDev(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errs lockedBuffer
+	done := make(chan error, 1)
+	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "dev.db")
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--database-url", dbURL}, env(nil), &out, &errs)
+	}()
+	var host, browserToken, serviceToken string
+	deadline := time.Now().Add(20 * time.Second)
+	for host == "" || browserToken == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve --dev printed no connection details; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		s := out.String()
+		if m := regexp.MustCompile(`ws://([^/]+)/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`).FindStringSubmatch(s); m != nil {
+			host, browserToken = m[1], m[2]
+		}
+		if m := regexp.MustCompile(`service token: (\S+)`).FindStringSubmatch(s); m != nil {
+			serviceToken = m[1]
+		}
+	}
+	conn, _, err := gorilla.DefaultDialer.Dial("ws://"+host+"/api/v1/ws/sessions?token="+browserToken, nil)
+	if err != nil {
+		t.Fatalf("dial with the printed token: %v", err)
+	}
+	defer conn.Close()
+	read := func() map[string]any {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var f map[string]any
+		if err := conn.ReadJSON(&f); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return f
+	}
+	if f := read(); f["type"] != "connected" {
+		t.Fatalf("first frame %v", f)
+	}
+	if f := read(); f["type"] != "sessions_update" || f["org_id"] != "default-org" {
+		t.Fatalf("snapshot %v", f)
+	}
+	// The printed curl line's body, sent the same way.
+	body := regexp.MustCompile(`-d '([^']+)'`).FindStringSubmatch(out.String())
+	if body == nil {
+		t.Fatalf("no publish line in:\n%s", out.String())
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+host+"/api/v1/events", strings.NewReader(body[1]))
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var acc map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&acc)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %d %v", resp.StatusCode, acc)
+	}
+	if f := read(); f["type"] != "session.created" || f["sessionId"] != "demo-1" {
+		t.Fatalf("event %v", f)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop after cancellation")
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err = conn.ReadMessage()
+	if !gorilla.IsCloseError(err, gorilla.CloseGoingAway) {
+		t.Fatalf("after shutdown: %v, want close 1001", err)
+	}
+}
+
+func TestServeRefusesIncompleteConfig(t *testing.T) {
+	var out, errs bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--addr", "127.0.0.1:0"}, env(nil), &out, &errs)
+	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_JWT_SECRET") || !strings.Contains(err.Error(), "STREAMSPACE_SERVICE_TOKEN") {
+		t.Fatalf("serve without secrets: %v", err)
+	}
+	err = run(context.Background(), []string{"serve", "--dev", "--redis-url", "redis://127.0.0.1:6379"}, env(nil), &out, &errs)
+	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_REDIS_URL") {
+		t.Fatalf("serve with redis: %v", err)
+	}
+}

@@ -1,0 +1,194 @@
+package server
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the server's whole configuration. Every field is a flag of
+// `serve` and an environment variable (ARCHITECTURE.md, Configuration);
+// flags win over the environment, and zero values mean the defaults below.
+type Config struct {
+	Addr             string
+	DatabaseURL      string
+	RedisURL         string
+	Replica          string
+	JWTSecret        string
+	ServiceToken     string
+	AllowedOrigins   []string
+	SessionSource    string
+	Kubeconfig       string
+	DefaultOrg       string
+	DefaultNamespace string
+	ClientQueue      int
+	PingInterval     time.Duration
+	PongWait         time.Duration
+	WriteWait        time.Duration
+	MaxMessageSize   int64
+	MaxBodyBytes     int64
+	ShutdownTimeout  time.Duration
+	LogLevel         string
+	LogFormat        string
+	// Dev generates missing secrets and prints how to connect.
+	Dev bool
+}
+
+// Defaults.
+const (
+	DefaultAddr            = ":8080"
+	DefaultDatabaseURL     = "sqlite://streamspace.db"
+	DefaultSessionSource   = "database"
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// envFlag binds one setting to its flag and environment variable.
+type envFlag struct {
+	flag, env, usage string
+	set              func(string) error
+	def              string
+}
+
+func (c *Config) bindings() []envFlag {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	dur := func(p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("not a duration: %q", v)
+			}
+			*p = d
+			return nil
+		}
+	}
+	integer := func(p *int64) func(string) error {
+		return func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("not a non-negative integer: %q", v)
+			}
+			*p = n
+			return nil
+		}
+	}
+	var queue int64
+	return []envFlag{
+		{"addr", "STREAMSPACE_ADDR", "listen address", str(&c.Addr), DefaultAddr},
+		{"database-url", "STREAMSPACE_DATABASE_URL", "sqlite://path or postgres://…", str(&c.DatabaseURL), DefaultDatabaseURL},
+		{"redis-url", "STREAMSPACE_REDIS_URL", "Redis for several replicas (empty: single node)", str(&c.RedisURL), ""},
+		{"replica", "STREAMSPACE_REPLICA", "this replica's name (default: hostname)", str(&c.Replica), ""},
+		{"jwt-secret", "STREAMSPACE_JWT_SECRET", "HS256 secret of browser tokens (≥ 32 bytes)", str(&c.JWTSecret), ""},
+		{"service-token", "STREAMSPACE_SERVICE_TOKEN", "bearer token of services and admins", str(&c.ServiceToken), ""},
+		{"allowed-origins", "STREAMSPACE_ALLOWED_ORIGINS", "comma-separated browser origins (empty: same host only)", func(v string) error {
+			c.AllowedOrigins = splitList(v)
+			return nil
+		}, ""},
+		{"session-source", "STREAMSPACE_SESSION_SOURCE", "database or kubernetes", str(&c.SessionSource), DefaultSessionSource},
+		{"kubeconfig", "STREAMSPACE_KUBECONFIG", "kubeconfig path (empty: in-cluster)", str(&c.Kubeconfig), ""},
+		{"default-org", "STREAMSPACE_DEFAULT_ORG", "organization of deprecated org-less entry points", str(&c.DefaultOrg), "default-org"},
+		{"default-namespace", "STREAMSPACE_DEFAULT_NAMESPACE", "namespace of last resort", str(&c.DefaultNamespace), "streamspace"},
+		{"client-queue", "STREAMSPACE_CLIENT_QUEUE", "messages queued per browser before it is closed with 4001", func(v string) error {
+			if err := integer(&queue)(v); err != nil {
+				return err
+			}
+			c.ClientQueue = int(queue)
+			return nil
+		}, "256"},
+		{"ping-interval", "STREAMSPACE_PING_INTERVAL", "WebSocket ping interval", dur(&c.PingInterval), "54s"},
+		{"pong-wait", "STREAMSPACE_PONG_WAIT", "silence after which a connection is dropped", dur(&c.PongWait), "60s"},
+		{"write-wait", "STREAMSPACE_WRITE_WAIT", "bound on one socket write", dur(&c.WriteWait), "10s"},
+		{"max-message-size", "STREAMSPACE_MAX_MESSAGE_SIZE", "largest browser message in bytes (larger: 1009)", integer(&c.MaxMessageSize), "4096"},
+		{"max-body-bytes", "STREAMSPACE_MAX_BODY_BYTES", "largest HTTP request body (larger: 413)", integer(&c.MaxBodyBytes), strconv.Itoa(DefaultMaxBodyBytes)},
+		{"shutdown-timeout", "STREAMSPACE_SHUTDOWN_TIMEOUT", "how long shutdown drains connections", dur(&c.ShutdownTimeout), DefaultShutdownTimeout.String()},
+		{"log-level", "STREAMSPACE_LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel), "info"},
+		{"log-format", "STREAMSPACE_LOG_FORMAT", "text or json", str(&c.LogFormat), "text"},
+	}
+}
+
+// LoadConfig reads the environment through getenv, then the `serve` flags in
+// args, and validates the result.
+func LoadConfig(args []string, getenv func(string) string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: SQLite, generated secrets, printed token and curl line")
+	for _, b := range c.bindings() {
+		v := b.def
+		if e := getenv(b.env); e != "" {
+			v = e
+		}
+		if err := b.set(v); err != nil {
+			return Config{}, fmt.Errorf("%s: %w", b.env, err)
+		}
+		fs.Func(b.flag, b.usage+" (env "+b.env+", default "+quoteEmpty(b.def)+")", b.set)
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return c, c.complete()
+}
+
+// complete fills derived values and validates.
+func (c *Config) complete() error {
+	if c.Replica == "" {
+		c.Replica, _ = os.Hostname()
+	}
+	if c.Dev {
+		if c.JWTSecret == "" {
+			c.JWTSecret = randomHex(32)
+		}
+		if c.ServiceToken == "" {
+			c.ServiceToken = randomHex(24)
+		}
+	}
+	var errs []error
+	if len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("STREAMSPACE_JWT_SECRET must be set to at least 32 bytes (or run with --dev)"))
+	}
+	if c.ServiceToken == "" {
+		errs = append(errs, errors.New("STREAMSPACE_SERVICE_TOKEN must be set (or run with --dev)"))
+	}
+	if c.RedisURL != "" {
+		errs = append(errs, errors.New("STREAMSPACE_REDIS_URL is set, but this build serves a single node only; unset it rather than run a split cluster"))
+	}
+	if c.SessionSource != DefaultSessionSource {
+		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: only %q is available in this build", c.SessionSource, DefaultSessionSource))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("STREAMSPACE_LOG_FORMAT %q: want text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func quoteEmpty(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return s
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

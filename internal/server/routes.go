@@ -1,0 +1,31 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler returns the server's routes. Every error answer is JSON
+// {"error","message"} (PROTOCOL.md 1), including 404 and 405.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(method, path string, h http.HandlerFunc) {
+		mux.Handle(method+" "+path, s.instrument(path, h))
+		mux.Handle(path, s.instrument(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			s.fail(w, r, http.StatusMethodNotAllowed, "method_not_allowed", "use "+method)
+		}))
+	}
+	route(http.MethodGet, "/api/v1/ws/sessions", s.handleSessionsSocket)
+	route(http.MethodGet, "/ws/sessions", s.handleSessionsSocket)
+	route(http.MethodPost, "/api/v1/events", s.handlePublishEvent)
+	route(http.MethodPost, "/api/v1/orgs/{org}/broadcast", s.handleOrgBroadcast)
+	route(http.MethodGet, "/healthz", s.handleHealthz)
+	route(http.MethodGet, "/readyz", s.handleReadyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.Handle("/", s.instrument("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, http.StatusNotFound, "not_found", "no such endpoint")
+	}))
+	return s.recoverPanics(mux)
+}

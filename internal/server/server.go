@@ -1,0 +1,145 @@
+// Package server is the HTTP face of StreamSpace Realtime: routes,
+// authentication and origin checks before any upgrade, the publish and
+// broadcast APIs, health, readiness and Prometheus metrics, and the orderly
+// shutdown of everything it started.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/websocket"
+)
+
+// Server wires storage, authentication and the websocket Manager behind
+// HTTP. It is safe for concurrent use; Serve runs it and Shutdown (or the
+// cancellation of Serve's context) stops it, once.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	db       *db.Database
+	manager  *websocket.Manager
+	verifier *auth.Verifier
+	origins  *auth.OriginPolicy
+	registry *prometheus.Registry
+	metrics  *httpMetrics
+	upgrader gorilla.Upgrader
+	http     *http.Server
+	draining atomic.Bool
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New opens the database (applying migrations) and builds the server.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	verifier, err := auth.NewVerifier([]byte(cfg.JWTSecret), nil)
+	if err != nil {
+		return nil, fmt.Errorf("jwt secret: %w", err)
+	}
+	origins, err := auth.NewOriginPolicy(cfg.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("allowed origins: %w", err)
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, err
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
+		QueueSize:        cfg.ClientQueue,
+		PingInterval:     cfg.PingInterval,
+		PongWait:         cfg.PongWait,
+		WriteWait:        cfg.WriteWait,
+		MaxMessageSize:   cfg.MaxMessageSize,
+		DrainTimeout:     cfg.ShutdownTimeout,
+		DefaultOrg:       cfg.DefaultOrg,
+		DefaultNamespace: cfg.DefaultNamespace,
+		Logger:           log,
+		Registerer:       registry,
+	})
+	s := &Server{
+		cfg:      cfg,
+		log:      log,
+		db:       database,
+		manager:  manager,
+		verifier: verifier,
+		origins:  origins,
+		registry: registry,
+		metrics:  newHTTPMetrics(registry),
+		upgrader: gorilla.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferSize: 4096,
+			// Idle connections hold no write buffer: one is borrowed per write.
+			WriteBufferPool: &sync.Pool{},
+			// Origins are checked before the upgrade, with a JSON 403.
+			CheckOrigin: func(*http.Request) bool { return true },
+		},
+	}
+	s.http = &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	manager.Start()
+	return s, nil
+}
+
+// Database returns the server's storage (for seeding in dev mode and tests).
+func (s *Server) Database() *db.Database { return s.db }
+
+// Manager returns the websocket manager, whose Notifier in-process callers use.
+func (s *Server) Manager() *websocket.Manager { return s.manager }
+
+// Serve accepts connections on ln until ctx is cancelled or Shutdown is
+// called, then shuts down within the configured timeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(ln) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return s.shutdownErr
+		}
+		_ = s.Shutdown(context.Background())
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		err := s.Shutdown(sctx)
+		<-errc
+		return err
+	}
+}
+
+// Shutdown stops accepting, reports not ready, closes every browser with
+// 1001 after its queue is written, and closes the database. It is
+// idempotent; later calls return the first call's result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() {
+		s.draining.Store(true)
+		httpErr := s.http.Shutdown(ctx)
+		wsErr := s.manager.Shutdown(ctx)
+		dbErr := s.db.Close()
+		s.shutdownErr = errors.Join(httpErr, wsErr, dbErr)
+		s.log.Info("server stopped", "err", s.shutdownErr)
+	})
+	return s.shutdownErr
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/websocket"
+)
+
+// authenticate checks the Origin and the browser token, in that order, and
+// answers the refusal itself (403 or 401) when they fail.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Identity, bool) {
+	if !s.origins.Allowed(r) {
+		s.fail(w, r, http.StatusForbidden, "forbidden_origin", "origin not allowed")
+		return auth.Identity{}, false
+	}
+	token, err := auth.TokenFromRequest(r)
+	if err == nil {
+		var id auth.Identity
+		if id, err = s.verifier.Verify(token); err == nil {
+			return id, true
+		}
+	}
+	s.fail(w, r, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
+	return auth.Identity{}, false
+}
+
+// orgContext is the only way an OrgContext is made: from verified claims.
+func orgContext(id auth.Identity) *websocket.OrgContext {
+	return &websocket.OrgContext{
+		OrgID:        id.OrgID,
+		K8sNamespace: id.K8sNamespace,
+		UserID:       id.UserID,
+		Role:         string(id.Role),
+		ExpiresAt:    id.ExpiresAt,
+	}
+}
+
+// handleSessionsSocket serves GET /api/v1/ws/sessions[?session_id=S][&since=E:N].
+// Every refusal is an HTTP answer before the upgrade.
+func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.authenticate(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	if since := q.Get("since"); since != "" {
+		if _, _, err := parseSince(since); err != nil {
+			s.fail(w, r, http.StatusBadRequest, "invalid_since", err.Error())
+			return
+		}
+	}
+	org := orgContext(id)
+	sessionID := q.Get("session_id")
+	if sessionID != "" {
+		err := s.manager.AuthorizeSession(r.Context(), org, sessionID)
+		switch {
+		case errors.Is(err, websocket.ErrSessionNotVisible):
+			s.fail(w, r, http.StatusForbidden, "forbidden_session", "session not found in your organization, or not yours")
+			return
+		case err != nil:
+			s.log.Error("authorize session", "org_id", id.OrgID, "user_id", id.UserID, "session_id", sessionID, "err", err)
+			s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot check the session now")
+			return
+		}
+	}
+	if !gorilla.IsWebSocketUpgrade(r) {
+		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
+		return
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered and the failure is the client's
+	}
+	if err := s.manager.ServeSessions(r.Context(), conn, org, websocket.SessionsRequest{SessionID: sessionID}); err != nil {
+		s.log.Warn("sessions socket closed at start", "org_id", id.OrgID, "user_id", id.UserID, "err", err)
+	}
+}
+
+// parseSince reads PROTOCOL.md 2.4's `since` value, "<epoch>:<offset>".
+func parseSince(v string) (string, uint64, error) {
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 || i == len(v)-1 {
+		return "", 0, errors.New("since must be <epoch>:<offset>")
+	}
+	off, err := strconv.ParseUint(v[i+1:], 10, 64)
+	if err != nil {
+		return "", 0, errors.New("since offset must be a non-negative integer")
+	}
+	return v[:i], off, nil
+}

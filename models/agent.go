@@ -1,0 +1,78 @@
+package models
+
+import "time"
+
+// Agent statuses: whether an agent is connected and accepting new sessions.
+const (
+	AgentStatusOnline   = "online"
+	AgentStatusOffline  = "offline"
+	AgentStatusDraining = "draining"
+)
+
+// Agent approval states: a new agent waits for an admin unless auto-approval is on.
+const (
+	ApprovalPending  = "pending"
+	ApprovalApproved = "approved"
+	ApprovalRejected = "rejected"
+)
+
+// Command statuses. A command only moves forward: pending → sent → ack → completed | failed,
+// or expired when its deadline passes (PROTOCOL.md 3.5).
+const (
+	CommandStatusPending   = "pending"
+	CommandStatusSent      = "sent"
+	CommandStatusAck       = "ack"
+	CommandStatusCompleted = "completed"
+	CommandStatusFailed    = "failed"
+	CommandStatusExpired   = "expired"
+)
+
+// CommandStatusFinal reports whether a command in this status will never change again, so
+// callers can stop retrying or waiting for it.
+func CommandStatusFinal(status string) bool {
+	switch status {
+	case CommandStatusCompleted, CommandStatusFailed, CommandStatusExpired:
+		return true
+	}
+	return false
+}
+
+// Agent is a remote process that runs sessions on a platform (kubernetes, docker, vm, cloud).
+// An empty OrgID marks a shared agent that serves every org. APIKeyHash never leaves the
+// server: it is excluded from JSON so the type can be returned by handlers safely.
+type Agent struct {
+	ID             string         `json:"agentId"`
+	OrgID          string         `json:"orgId,omitempty"`
+	Platform       string         `json:"platform"`
+	Region         string         `json:"region"`
+	Status         string         `json:"status"`
+	ApprovalStatus string         `json:"approvalStatus"`
+	APIKeyHash     string         `json:"-"`
+	Capacity       map[string]any `json:"capacity,omitempty"`
+	Metadata       map[string]any `json:"metadata,omitempty"`
+	// Replica holds the agent's connection; empty while the agent is offline.
+	Replica string `json:"replica"`
+	// LastHeartbeat is nil until the first heartbeat, so it is absent on the wire rather than
+	// a zero time that agents would misread.
+	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
+	CreatedAt     time.Time  `json:"createdAt"`
+	UpdatedAt     time.Time  `json:"updatedAt"`
+}
+
+// AgentCommand is one entry of the durable command queue. The database row is the record of
+// truth; the JSON shape is the one GET /api/v1/admin/commands/{commandId} returns.
+type AgentCommand struct {
+	CommandID      string                 `json:"commandId"`
+	AgentID        string                 `json:"agentId"`
+	SessionID      string                 `json:"sessionId,omitempty"`
+	Action         string                 `json:"action"`
+	Payload        map[string]interface{} `json:"payload"`
+	Status         string                 `json:"status"`
+	Attempts       int                    `json:"attempts"`
+	Error          string                 `json:"error,omitempty"`
+	Result         map[string]interface{} `json:"result,omitempty"`
+	CreatedAt      time.Time              `json:"createdAt"`
+	SentAt         *time.Time             `json:"sentAt,omitempty"`
+	AcknowledgedAt *time.Time             `json:"acknowledgedAt,omitempty"`
+	CompletedAt    *time.Time             `json:"completedAt,omitempty"`
+}

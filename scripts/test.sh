@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: services, tools, lint (gofmt/vet/staticcheck),
+# go.mod tidiness, then go test -race.
+#
+#   scripts/test.sh                       # everything, go test ./...
+#   scripts/test.sh -run Foo ./websocket/ # extra args replace ./... (give packages too)
+#
+# STREAMSPACE_TEST_DATABASE_URL and STREAMSPACE_TEST_REDIS_URL default to the
+# local services that scripts/services.sh manages.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'test.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+export STREAMSPACE_TEST_DATABASE_URL="${STREAMSPACE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}"
+export STREAMSPACE_TEST_REDIS_URL="${STREAMSPACE_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+
+step "services (PostgreSQL, Redis)"
+bash scripts/services.sh
+
+step "tools"
+bash scripts/tools.sh
+
+bash scripts/lint.sh
+
+step "go mod tidy -diff"
+if ! go mod tidy -diff; then
+	die "go.mod/go.sum are not tidy (diff above); run: go mod tidy"
+fi
+
+if [[ $# -gt 0 ]]; then
+	args=("$@")
+else
+	args=(./...)
+fi
+step "go test -race -count=1 -timeout 30m ${args[*]}"
+# exec: go test's own output and exit status are the last thing we produce.
+exec go test -race -count=1 -timeout 30m "${args[@]}"

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Install pinned developer tools into $(go env GOPATH)/bin when missing (or
+# when the installed version differs from the pin). Quiet when all is well.
+#
+#   staticcheck  honnef.co/go/tools/cmd/staticcheck
+#
+# Also checks that cgo has a C compiler, which `go test -race` needs, and
+# installs gcc with apt-get when it is missing.
+#
+# Prints nothing on success unless something was installed.
+set -euo pipefail
+
+# staticcheck 2026.2.2 (module version v0.8.2): the newest release; its go.mod
+# targets go 1.26.0, and it analyses Go 1.26 code (new(expr) etc.) correctly.
+readonly STATICCHECK_VERSION=v0.8.2
+
+log() { printf 'tools.sh: %s\n' "$*" >&2; }
+die() { printf 'tools.sh: ERROR: %s\n' "$*" >&2; exit 1; }
+
+command -v go >/dev/null 2>&1 || die "go not found in PATH"
+
+gopath="$(go env GOPATH)"
+gopath="${gopath%%:*}" # first entry if GOPATH is a list
+[[ -n ${gopath} ]] || die "go env GOPATH is empty"
+bindir="${gopath}/bin"
+mkdir -p "${bindir}"
+
+# install_tool NAME PACKAGE VERSION VERSION_REGEX: (re)install BIN unless
+# `BIN -version` output matches VERSION_REGEX.
+install_tool() {
+	local name="$1" pkg="$2" version="$3" want="$4" bin have
+	bin="${bindir}/${name}"
+	if [[ -x ${bin} ]] && have="$("${bin}" -version 2>/dev/null)" && [[ ${have} =~ ${want} ]]; then
+		return 0
+	fi
+	log "installing ${pkg}@${version} into ${bindir}"
+	# GOBIN pins the destination; GOFLAGS=-mod=mod keeps a -mod=vendor
+	# setting from leaking in. Running from / keeps the project's go.mod out of it.
+	(cd / && GOBIN="${bindir}" GOFLAGS=-mod=mod go install "${pkg}@${version}") ||
+		die "go install ${pkg}@${version} failed"
+	have="$("${bin}" -version 2>&1)" || die "${bin} does not run after installing it: ${have}"
+	[[ ${have} =~ ${want} ]] || die "${bin} reports '${have}', expected ${version}"
+}
+
+# `staticcheck -version` prints e.g. "staticcheck 2026.2.2 (0.8.2)".
+install_tool staticcheck honnef.co/go/tools/cmd/staticcheck "${STATICCHECK_VERSION}" "\(v?${STATICCHECK_VERSION#v}\)"
+
+# go test -race requires cgo, hence a C compiler.
+if [[ "$(go env CGO_ENABLED)" != 1 ]] || ! command -v "$(go env CC | awk '{print $1}')" >/dev/null 2>&1; then
+	if command -v gcc >/dev/null 2>&1; then
+		log "warning: go test -race needs cgo, but CGO_ENABLED=$(go env CGO_ENABLED) CC=$(go env CC); set CGO_ENABLED=1 CC=gcc"
+		exit 0
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "go test -race needs a C compiler (gcc); install one"
+	[[ ${EUID} -eq 0 ]] || die "go test -race needs a C compiler: run 'apt-get install gcc libc6-dev' as root"
+	log "installing gcc (needed by go test -race)"
+	aptlog="$(mktemp)"
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev; } >"${aptlog}" 2>&1; then
+		cat "${aptlog}" >&2
+		rm -f "${aptlog}"
+		die "apt-get install gcc libc6-dev failed"
+	fi
+	rm -f "${aptlog}"
+fi

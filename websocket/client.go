@@ -1,0 +1,251 @@
+package websocket
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Client represents one browser WebSocket connection.
+//
+// Concurrency contract: a Client owns exactly two goroutines, a reader and
+// a writer, both started by the hub and both ended by the connection's
+// close; the writer is the only one that writes to the socket and the one
+// that unregisters the client. Its organization context is fixed at
+// registration. Its outbound queue is bounded (Config.QueueSize, 256 by
+// default); when it is full the client is closed with 4001 instead of
+// slowing the publisher. Exported methods are safe for concurrent use.
+type Client struct {
+	hub  *Hub
+	conn *websocket.Conn
+	send chan []byte
+	id   string
+	org  OrgContext
+
+	// users and sessions are the client's subscriptions, guarded by hub.mu.
+	users    map[string]struct{}
+	sessions map[string]struct{}
+
+	closeOnce   sync.Once
+	done        chan struct{} // closed by closeWith: the client must go
+	closeCode   int
+	closeReason string
+	pumps       atomic.Int32
+	readDone    chan struct{} // closed when the reader returns
+	expiry      *time.Timer
+}
+
+// closeGrace bounds the closing handshake: after its close frame the writer
+// waits this long for the peer's, so the socket is not reset under data
+// the peer is still sending.
+const closeGrace = time.Second
+
+func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
+	return &Client{
+		hub:      h,
+		conn:     conn,
+		send:     make(chan []byte, h.cfg.QueueSize),
+		id:       spec.id,
+		org:      spec.org,
+		users:    make(map[string]struct{}),
+		sessions: make(map[string]struct{}),
+		done:     make(chan struct{}),
+		readDone: make(chan struct{}),
+	}
+}
+
+// ID returns the client's identifier.
+func (c *Client) ID() string { return c.id }
+
+// OrgID returns the organization the client belongs to.
+func (c *Client) OrgID() string { return c.org.OrgID }
+
+// K8sNamespace returns the client's Kubernetes namespace.
+func (c *Client) K8sNamespace() string { return c.org.K8sNamespace }
+
+// UserID returns the authenticated user of the client.
+func (c *Client) UserID() string { return c.org.UserID }
+
+// Role returns the client's role ("user", "operator" or "admin").
+func (c *Client) Role() string { return c.org.Role }
+
+// Done is closed when the client has been told to close.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+func (c *Client) start() {
+	c.pumps.Store(2)
+	if !c.org.ExpiresAt.IsZero() {
+		c.expiry = time.AfterFunc(c.org.ExpiresAt.Sub(c.hub.cfg.Now()), func() {
+			c.closeWith(CloseTokenExpired, "token expired", "token_expired")
+		})
+	}
+	go c.writePump()
+	go c.readPump()
+}
+
+// enqueue queues message without blocking. A full queue closes the client
+// with 4001: one slow browser never delays anyone else.
+func (c *Client) enqueue(message []byte) bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	select {
+	case c.send <- message:
+		c.hub.metrics.messagesOut.WithLabelValues(c.hub.kind).Inc()
+		return true
+	default:
+		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+		return false
+	}
+}
+
+// closeWith asks the client to close with code and reason. Only the first
+// call counts; it never blocks and never does I/O itself.
+func (c *Client) closeWith(code int, reason, metricReason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeReason = code, reason
+		close(c.done)
+		c.hub.metrics.disconnects.WithLabelValues(c.hub.kind, metricReason).Inc()
+		if code == CloseSlowConsumer || code == CloseTokenExpired {
+			c.hub.cfg.Logger.Info("closing browser connection",
+				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID,
+				"code", code, "reason", reason)
+		}
+	})
+}
+
+// pumpDone reports one goroutine's end; the last one tells the hub.
+func (c *Client) pumpDone() {
+	if c.pumps.Add(-1) == 0 {
+		c.hub.finished()
+	}
+}
+
+// readPump reads and discards browser messages (the sessions socket takes
+// no commands), enforcing the size limit and the pong deadline. After a
+// too-big message it keeps discarding until the peer answers the close
+// frame or the writer gives up on the handshake.
+func (c *Client) readPump() {
+	defer c.pumpDone()
+	defer close(c.readDone)
+	cfg := c.hub.cfg
+	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	c.conn.SetPongHandler(func(string) error {
+		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	})
+	for {
+		_, r, err := c.conn.NextReader()
+		if err != nil {
+			c.closeWith(readCloseCode(err))
+			return
+		}
+		n, err := io.Copy(io.Discard, io.LimitReader(r, cfg.MaxMessageSize+1))
+		if err != nil {
+			c.closeWith(readCloseCode(err))
+			return
+		}
+		if n > cfg.MaxMessageSize {
+			c.closeWith(websocket.CloseMessageTooBig, "message too big", "too_big")
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	}
+}
+
+// readCloseCode maps a read error to the close to send and a metric reason.
+func readCloseCode(err error) (int, string, string) {
+	var ce *websocket.CloseError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		return websocket.CloseNormalClosure, "bye", "client_closed"
+	case errors.As(err, &ne) && ne.Timeout():
+		return websocket.CloseGoingAway, "pong timeout", "pong_timeout"
+	default:
+		return websocket.CloseGoingAway, "connection lost", "read_error"
+	}
+}
+
+// writePump is the only writer of the socket. It sends queued messages one
+// frame each, pings, and on close drains what is queued (on shutdown only),
+// sends the close frame, closes the socket and unregisters the client.
+func (c *Client) writePump() {
+	cfg := c.hub.cfg
+	ticker := time.NewTicker(cfg.PingInterval)
+	defer func() {
+		ticker.Stop()
+		if c.expiry != nil {
+			c.expiry.Stop()
+		}
+		_ = c.conn.Close()
+		c.hub.unregister(c)
+		c.pumpDone()
+	}()
+	for {
+		select {
+		case msg := <-c.send:
+			if err := c.write(msg); err != nil {
+				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
+				return
+			}
+		case <-ticker.C:
+			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
+				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")
+				return
+			}
+		case <-c.done:
+			if c.closeCode == websocket.CloseGoingAway {
+				c.drain()
+			}
+			_ = c.conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(c.closeCode, c.closeReason),
+				time.Now().Add(cfg.WriteWait))
+			c.awaitPeerClose()
+			return
+		}
+	}
+}
+
+// awaitPeerClose gives the reader closeGrace to see the peer's close frame.
+func (c *Client) awaitPeerClose() {
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-c.readDone:
+	case <-t.C:
+	}
+}
+
+func (c *Client) write(msg []byte) error {
+	if err := c.conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
+		return err
+	}
+	return c.conn.WriteMessage(websocket.TextMessage, msg)
+}
+
+// drain writes what is already queued, within the write deadline, so a
+// client closed by a shutdown loses nothing it was sent.
+func (c *Client) drain() {
+	for {
+		select {
+		case msg := <-c.send:
+			if c.write(msg) != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// closeConn refuses a connection that was never registered.
+func closeConn(conn *websocket.Conn, wait time.Duration, code int, reason string) {
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(wait))
+	_ = conn.Close()
+}

@@ -1,0 +1,106 @@
+package websocket
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+)
+
+// Close codes of PROTOCOL.md 1 beyond RFC 6455's.
+const (
+	// CloseReplaced: a newer connection of the same agent took over.
+	CloseReplaced = 4000
+	// CloseSlowConsumer: the connection's queue overflowed.
+	CloseSlowConsumer = 4001
+	// CloseHeartbeatTimeout: the agent stopped sending heartbeats.
+	CloseHeartbeatTimeout = 4002
+	// CloseTokenExpired: the credentials of the connection expired.
+	CloseTokenExpired = 4003
+)
+
+// Defaults used when a Config field is zero.
+const (
+	DefaultQueueSize        = 256
+	DefaultPingInterval     = 54 * time.Second
+	DefaultPongWait         = 60 * time.Second
+	DefaultWriteWait        = 10 * time.Second
+	DefaultMaxMessageSize   = 4 << 10
+	DefaultDrainTimeout     = 5 * time.Second
+	DefaultOrg              = "default-org"
+	DefaultNamespace        = "streamspace"
+	defaultStoreCallTimeout = 5 * time.Second
+)
+
+// Config tunes the browser side of the package. The zero value means the
+// documented defaults, so Config{} is always valid.
+type Config struct {
+	// QueueSize bounds each client's outbound queue (messages). A client
+	// whose queue is full is closed with 4001 rather than slowing anyone.
+	QueueSize int
+	// PingInterval is how often a ping is sent; PongWait how long a
+	// connection may stay silent (no pong, no message) before it is closed.
+	PingInterval time.Duration
+	PongWait     time.Duration
+	// WriteWait bounds every write to a socket.
+	WriteWait time.Duration
+	// MaxMessageSize bounds one inbound browser message (bytes); larger
+	// messages close the connection with 1009.
+	MaxMessageSize int64
+	// DrainTimeout bounds how long shutdown waits for queued messages to be
+	// written and connections to close.
+	DrainTimeout time.Duration
+	// DefaultOrg and DefaultNamespace are what the deprecated entry points
+	// without an organization map to, and the namespace of last resort.
+	DefaultOrg       string
+	DefaultNamespace string
+	// Bus carries each organization's ordered event stream between
+	// replicas. Nil means an in-process bus owned by the Manager.
+	Bus cluster.Bus
+	// Logger receives the package's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the package's Prometheus collectors; nil means
+	// they are kept but not registered.
+	Registerer prometheus.Registerer
+	// Now is the clock; nil means time.Now. Tests drive token expiry with it.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PongWait <= 0 {
+		c.PongWait = DefaultPongWait
+	}
+	if c.PingInterval >= c.PongWait {
+		c.PingInterval = c.PongWait * 9 / 10
+	}
+	if c.WriteWait <= 0 {
+		c.WriteWait = DefaultWriteWait
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.DefaultOrg == "" {
+		c.DefaultOrg = DefaultOrg
+	}
+	if c.DefaultNamespace == "" {
+		c.DefaultNamespace = DefaultNamespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}

@@ -1,0 +1,38 @@
+// Package websocket provides real-time WebSocket communication for
+// StreamSpace: browsers receive live session events, session lists and
+// metrics; agents receive commands (AgentHub, AgentConnection).
+//
+// The API follows StreamSpace's reference package name for name: Hub,
+// Client, Notifier, Manager, OrgContext, SessionEvent, EventType,
+// BroadcastMessage. Where the reference was weak, this package does what a
+// production system needs, and says so here:
+//
+//   - Tenancy at the boundary. Every client belongs to exactly one
+//     organization, fixed at registration from an OrgContext that the caller
+//     built from verified credentials. Deliveries are looked up in that
+//     organization's index only, so nothing reaches another organization.
+//     The deprecated entry points without an organization (ServeClient,
+//     HandleSessionsWebSocket) place the client in Config.DefaultOrg.
+//   - Roles. OrgContext.Role "operator" and "admin" receive every event of
+//     their organization; a "user" receives its own and those of sessions it
+//     subscribed to and may see.
+//   - Fan-out never blocks. Each client's queue is bounded (256 messages by
+//     default); a client that cannot keep up is closed with 4001 and counted,
+//     and nobody else waits for it. The reference's blocking sends are gone.
+//   - Indexes, not scans. Clients are indexed by organization, user, session
+//     and role; routing an event costs its receivers only.
+//   - One ordered stream per organization. Notifier.Publish and
+//     Notifier.BroadcastToOrg go through a cluster bus (in-process by
+//     default, Redis across replicas); every frame carries the stream's
+//     "offset" and "epoch", and the sessions socket opens with a
+//     `connected` frame stating the position the client starts from.
+//   - Keepalive and limits. Pings every 54 s, 60 s pong wait, 10 s write
+//     wait, 4 KiB inbound limit (1009), all configurable; the connection is
+//     closed with 4003 when the caller's token expires.
+//   - One message, one frame. Queued messages are never joined into one
+//     frame (StreamSpace joined them with newlines and its browsers dropped
+//     them).
+//   - Orderly shutdown. Stop/Shutdown/CloseAll close every client with 1001
+//     after writing what is queued, within a deadline; they are idempotent,
+//     and nothing blocks after them.
+package websocket

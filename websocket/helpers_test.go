@@ -1,0 +1,153 @@
+package websocket
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testUpgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+
+// sessionsServer serves m's sessions socket; the test names the caller's
+// OrgContext in the query (org, user, role, session, ttl), standing in for
+// the verified token the real server uses.
+func sessionsServer(t *testing.T, m *Manager) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		org := &OrgContext{OrgID: q.Get("org"), UserID: q.Get("user"), Role: q.Get("role"), K8sNamespace: q.Get("ns")}
+		if ttl := q.Get("ttl"); ttl != "" {
+			d, _ := time.ParseDuration(ttl)
+			org.ExpiresAt = time.Now().Add(d)
+		}
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = m.ServeSessions(r.Context(), conn, org, SessionsRequest{SessionID: q.Get("session")})
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+// hubServer serves h through the reference entry points: ServeClientWithOrg
+// with the org in the query, or the deprecated ServeClient when it is absent.
+func hubServer(t *testing.T, h *Hub) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		if q.Has("org") {
+			h.ServeClientWithOrg(conn, q.Get("id"), q.Get("org"), q.Get("ns"), q.Get("user"))
+		} else {
+			h.ServeClient(conn, q.Get("id"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
+func dial(t testing.TB, base string, params url.Values) *websocket.Conn {
+	t.Helper()
+	conn, _, err := websocket.DefaultDialer.Dial(base+"?"+params.Encode(), nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// frame is a decoded server frame.
+type frame map[string]any
+
+func (f frame) str(k string) string { s, _ := f[k].(string); return s }
+
+func readFrame(t testing.TB, conn *websocket.Conn) frame {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, data, err := conn.ReadMessage()
+	if err != nil {
+		t.Fatalf("read frame: %v", err)
+	}
+	var f frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatalf("frame %q is not one JSON object: %v", data, err)
+	}
+	return f
+}
+
+// readUntilType skips frames until one of type typ arrives.
+func readUntilType(t testing.TB, conn *websocket.Conn, typ string) frame {
+	t.Helper()
+	for {
+		if f := readFrame(t, conn); f.str("type") == typ {
+			return f
+		}
+	}
+}
+
+// expectClose reads until the server's close frame and returns its code and reason.
+func expectClose(t testing.TB, conn *websocket.Conn, within time.Duration) (int, string) {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(within))
+	for {
+		_, _, err := conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Text
+		}
+		t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// startManager returns a started manager that is shut down at cleanup.
+func startManager(t testing.TB, store SessionStore, cfg Config) *Manager {
+	t.Helper()
+	m := newManager(store, nil, cfg)
+	m.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := m.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	})
+	return m
+}
+
+func params(kv ...string) url.Values {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v
+}

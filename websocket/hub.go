@@ -1,0 +1,411 @@
+package websocket
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+)
+
+// Hub maintains the browser WebSocket connections of one replica and
+// delivers messages to them.
+//
+// Concurrency contract: every method is safe for concurrent use. Clients are
+// indexed by organization, and within it by subscribed user and session and
+// by role, so a delivery costs the number of its receivers, not the number
+// of connections. Delivery never blocks the caller: each client has a
+// bounded queue, and a client whose queue is full is closed with 4001. No
+// socket I/O ever happens under the hub's lock; each Client's own two
+// goroutines do it.
+//
+// Lifecycle: NewHub, then `go hub.Run()`. Clients may be served before Run
+// starts. Stop (or Shutdown) closes every client with 1001 and refuses new
+// ones; Run returns once all client goroutines have ended or DrainTimeout
+// passed. After Stop nothing blocks: Broadcast and friends become no-ops.
+type Hub struct {
+	cfg     Config
+	kind    string
+	metrics *hubMetrics
+
+	mu      sync.RWMutex // guards byID, orgs, total, stopped and client subscription sets
+	byID    map[string]*Client
+	orgs    map[string]*orgIndex
+	total   int
+	live    int // clients whose goroutines have not ended yet
+	stopped bool
+
+	// positions records the last stream position delivered per org, so a
+	// client registering now is told exactly where its stream starts.
+	posMu     sync.Mutex
+	positions map[string]cluster.Position
+
+	stopOnce sync.Once
+	stopCh   chan struct{}
+	drained  chan struct{} // closed when stopped and live == 0
+}
+
+// orgIndex is one organization's clients. It exists while the org has any.
+type orgIndex struct {
+	namespace string
+	clients   map[*Client]struct{}
+	wholeOrg  map[*Client]struct{}
+	users     map[string]map[*Client]struct{}
+	sessions  map[string]map[*Client]struct{}
+}
+
+type clientSet = map[*Client]struct{}
+
+// NewHub creates a hub with the default configuration.
+func NewHub() *Hub { return NewHubWithConfig(Config{}) }
+
+// NewHubWithConfig creates a hub; zero Config fields take their defaults.
+func NewHubWithConfig(cfg Config) *Hub {
+	cfg = cfg.withDefaults()
+	return newHub(cfg, "browser", newHubMetrics(cfg.Registerer))
+}
+
+func newHub(cfg Config, kind string, m *hubMetrics) *Hub {
+	return &Hub{
+		cfg:       cfg,
+		kind:      kind,
+		metrics:   m,
+		byID:      make(map[string]*Client),
+		orgs:      make(map[string]*orgIndex),
+		positions: make(map[string]cluster.Position),
+		stopCh:    make(chan struct{}),
+		drained:   make(chan struct{}),
+	}
+}
+
+// Run blocks until Stop is called, then waits up to DrainTimeout for every
+// client to finish writing its queue and close.
+func (h *Hub) Run() {
+	<-h.stopCh
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
+	defer cancel()
+	_ = h.wait(ctx)
+}
+
+// Stop closes every client with 1001 and makes the hub refuse new clients.
+// It does not wait; it is idempotent.
+func (h *Hub) Stop() {
+	h.stopOnce.Do(func() {
+		h.mu.Lock()
+		h.stopped = true
+		clients := make([]*Client, 0, h.total)
+		for _, idx := range h.orgs {
+			for c := range idx.clients {
+				clients = append(clients, c)
+			}
+		}
+		if h.live == 0 {
+			close(h.drained)
+		}
+		h.mu.Unlock()
+		close(h.stopCh)
+		for _, c := range clients {
+			c.closeWith(websocket.CloseGoingAway, "server shutting down", "shutdown")
+		}
+	})
+}
+
+// Shutdown stops the hub and waits until every client's goroutines have
+// ended or ctx is done.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.Stop()
+	return h.wait(ctx)
+}
+
+func (h *Hub) wait(ctx context.Context) error {
+	select {
+	case <-h.drained:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ServeClient handles a new WebSocket connection.
+//
+// Deprecated: it has no organization. The client is placed in the configured
+// default organization and receives only that organization's messages. The
+// server never uses it; use ServeClientWithOrg.
+func (h *Hub) ServeClient(conn *websocket.Conn, clientID string) {
+	h.ServeClientWithOrg(conn, clientID, h.cfg.DefaultOrg, h.cfg.DefaultNamespace, "")
+}
+
+// ServeClientWithOrg registers conn as a client of orgID and starts its
+// reader and writer goroutines; it returns at once. The client receives the
+// organization's broadcasts, and session events once subscribed through the
+// Notifier. An empty orgID is refused with close code 1008.
+func (h *Hub) ServeClientWithOrg(conn *websocket.Conn, clientID, orgID, k8sNamespace, userID string) {
+	if orgID == "" {
+		closeConn(conn, h.cfg.WriteWait, websocket.ClosePolicyViolation, "organization required")
+		return
+	}
+	h.serve(conn, clientSpec{id: clientID, org: OrgContext{OrgID: orgID, K8sNamespace: k8sNamespace, UserID: userID}}, nil, cluster.Position{})
+}
+
+// clientSpec is everything a client is registered with, atomically.
+type clientSpec struct {
+	id       string
+	org      OrgContext
+	users    []string
+	sessions []string
+}
+
+// serve creates and registers a client. greet, when set, builds the first
+// frame from the org's stream position at the instant of registration, so
+// the client knows exactly which events it will and will not receive.
+// It returns nil when the hub is stopped (conn is then closed with 1001).
+//
+// fallback is the org's position as the bus reported it just before; the
+// hub's own record wins when it has one, since it is updated under the same
+// lock that registration takes.
+func (h *Hub) serve(conn *websocket.Conn, spec clientSpec, greet func(cluster.Position) []byte, fallback cluster.Position) *Client {
+	c := newClient(h, conn, spec)
+	if !h.register(c, spec, greet, fallback) {
+		closeConn(conn, h.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
+		return nil
+	}
+	c.start()
+	return c
+}
+
+func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) []byte, fallback cluster.Position) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.stopped {
+		return false
+	}
+	idx := h.orgs[c.org.OrgID]
+	if idx == nil {
+		ns := c.org.K8sNamespace
+		idx = &orgIndex{
+			namespace: ns,
+			clients:   make(clientSet),
+			wholeOrg:  make(clientSet),
+			users:     make(map[string]clientSet),
+			sessions:  make(map[string]clientSet),
+		}
+		h.orgs[c.org.OrgID] = idx
+	}
+	if idx.namespace == "" {
+		idx.namespace = c.org.K8sNamespace
+	}
+	idx.clients[c] = struct{}{}
+	if c.org.seesWholeOrg() {
+		idx.wholeOrg[c] = struct{}{}
+	}
+	for _, u := range spec.users {
+		h.subscribeLocked(idx.users, c.users, c, u)
+	}
+	for _, s := range spec.sessions {
+		h.subscribeLocked(idx.sessions, c.sessions, c, s)
+	}
+	h.byID[c.id] = c
+	h.total++
+	h.live++
+	h.metrics.connections.WithLabelValues(h.kind).Inc()
+	if greet != nil {
+		h.posMu.Lock()
+		pos, seen := h.positions[c.org.OrgID]
+		h.posMu.Unlock()
+		if !seen {
+			pos = fallback
+		}
+		c.enqueue(greet(pos))
+	}
+	return true
+}
+
+func (h *Hub) subscribeLocked(index map[string]clientSet, own map[string]struct{}, c *Client, key string) {
+	if key == "" {
+		return
+	}
+	set := index[key]
+	if set == nil {
+		set = make(clientSet)
+		index[key] = set
+	}
+	set[c] = struct{}{}
+	own[key] = struct{}{}
+}
+
+// unregister removes c from every index. It is called once, by c's writer.
+func (h *Hub) unregister(c *Client) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	idx := h.orgs[c.org.OrgID]
+	if idx == nil {
+		return
+	}
+	if _, ok := idx.clients[c]; !ok {
+		return
+	}
+	delete(idx.clients, c)
+	delete(idx.wholeOrg, c)
+	h.unsubscribeLocked(idx, c)
+	if len(idx.clients) == 0 {
+		delete(h.orgs, c.org.OrgID)
+	}
+	if h.byID[c.id] == c {
+		delete(h.byID, c.id)
+	}
+	h.total--
+	h.metrics.connections.WithLabelValues(h.kind).Dec()
+}
+
+func (h *Hub) unsubscribeLocked(idx *orgIndex, c *Client) {
+	for u := range c.users {
+		removeFromSet(idx.users, u, c)
+	}
+	for s := range c.sessions {
+		removeFromSet(idx.sessions, s, c)
+	}
+	clear(c.users)
+	clear(c.sessions)
+}
+
+func removeFromSet(index map[string]clientSet, key string, c *Client) {
+	if set := index[key]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(index, key)
+		}
+	}
+}
+
+// finished is called once when both of c's goroutines have returned.
+func (h *Hub) finished() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.live--
+	if h.stopped && h.live == 0 {
+		close(h.drained)
+	}
+}
+
+// subscribe adds a user or session subscription to a registered client.
+func (h *Hub) subscribe(clientID, key string, session bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.byID[clientID]
+	if c == nil {
+		return false
+	}
+	idx := h.orgs[c.org.OrgID]
+	if idx == nil {
+		return false
+	}
+	if session {
+		h.subscribeLocked(idx.sessions, c.sessions, c, key)
+	} else {
+		h.subscribeLocked(idx.users, c.users, c, key)
+	}
+	return true
+}
+
+// unsubscribeClient drops every subscription of the client with clientID;
+// the connection stays open and keeps receiving org-wide messages.
+func (h *Hub) unsubscribeClient(clientID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.byID[clientID]
+	if c == nil {
+		return
+	}
+	if idx := h.orgs[c.org.OrgID]; idx != nil {
+		h.unsubscribeLocked(idx, c)
+	}
+}
+
+// clearSubscriptions drops every user and session subscription of every client.
+func (h *Hub) clearSubscriptions() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, idx := range h.orgs {
+		for c := range idx.clients {
+			h.unsubscribeLocked(idx, c)
+		}
+	}
+}
+
+// Broadcast sends message to every client of every organization on this
+// replica. SECURITY: it crosses organizations; use it only for messages
+// that carry no tenant data. Prefer BroadcastToOrg.
+func (h *Hub) Broadcast(message []byte) {
+	start := time.Now()
+	h.mu.RLock()
+	for _, idx := range h.orgs {
+		for c := range idx.clients {
+			c.enqueue(message)
+		}
+	}
+	h.mu.RUnlock()
+	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+}
+
+// BroadcastToOrg sends message to every client of orgID on this replica,
+// at once. SECURITY: this is the preferred broadcast for org-scoped data.
+// To reach the org's clients on every replica, in the org's ordered stream,
+// use Notifier.BroadcastToOrg.
+func (h *Hub) BroadcastToOrg(orgID string, message []byte) {
+	start := time.Now()
+	h.mu.RLock()
+	if idx := h.orgs[orgID]; idx != nil {
+		for c := range idx.clients {
+			c.enqueue(message)
+		}
+	}
+	h.mu.RUnlock()
+	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+}
+
+// ClientCount returns the number of connected clients.
+func (h *Hub) ClientCount() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.total
+}
+
+// GetClientsByOrg returns the clients of one organization.
+// SECURITY: used for org-scoped work; never mixes organizations.
+func (h *Hub) GetClientsByOrg(orgID string) []*Client {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	idx := h.orgs[orgID]
+	if idx == nil {
+		return nil
+	}
+	out := make([]*Client, 0, len(idx.clients))
+	for c := range idx.clients {
+		out = append(out, c)
+	}
+	return out
+}
+
+// GetK8sNamespaceForOrg returns the Kubernetes namespace of the first client
+// of orgID that named one, or "" when the org has no such client.
+func (h *Hub) GetK8sNamespaceForOrg(orgID string) string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if idx := h.orgs[orgID]; idx != nil {
+		return idx.namespace
+	}
+	return ""
+}
+
+// GetUniqueOrgs returns the organizations that have connected clients.
+func (h *Hub) GetUniqueOrgs() []string {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]string, 0, len(h.orgs))
+	for org := range h.orgs {
+		out = append(out, org)
+	}
+	return out
+}

@@ -1,0 +1,312 @@
+package websocket
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/k8s"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// SessionStore is what the Manager reads sessions and organizations from.
+// *db.Database implements it.
+type SessionStore interface {
+	GetSession(ctx context.Context, id string) (models.Session, error)
+	ListSessions(ctx context.Context, orgID, userID string, extraIDs ...string) ([]models.Session, error)
+	GetOrganization(ctx context.Context, id string) (models.Organization, error)
+	IsSessionSharedWith(ctx context.Context, sessionID, userID string) (bool, error)
+}
+
+var _ SessionStore = (*db.Database)(nil)
+
+// ErrSessionNotVisible means the caller may not subscribe to the session:
+// it does not exist, belongs to another organization, or is neither the
+// caller's nor shared with it. One error for all three, so that no caller
+// learns whether another organization's session exists.
+var ErrSessionNotVisible = errors.New("websocket: session not visible to caller")
+
+// Manager manages all WebSocket hubs and their data sources.
+//
+// Concurrency contract: safe for concurrent use. It owns the sessions Hub,
+// the Notifier and, unless Config.Bus is set, an in-process bus. Start runs
+// the hub; CloseAll (or Shutdown, with a deadline) closes every connection
+// with 1001 and stops everything the Manager started; both are idempotent.
+type Manager struct {
+	cfg      Config
+	store    SessionStore
+	k8s      *k8s.Client
+	metrics  *hubMetrics
+	bus      cluster.Bus
+	ownBus   bool
+	hub      *Hub
+	notifier *Notifier
+	unsub    func()
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	startOnce sync.Once
+	started   chan struct{}
+	runDone   chan struct{}
+	closeOnce sync.Once
+}
+
+// NewManager creates a manager with the default configuration. A nil
+// database means no snapshots and no session subscriptions can be
+// authorized; a nil k8sClient means the database is the session source.
+func NewManager(database *db.Database, k8sClient *k8s.Client) *Manager {
+	return NewManagerWithConfig(database, k8sClient, Config{})
+}
+
+// NewManagerWithConfig creates a manager; zero Config fields take defaults.
+func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Config) *Manager {
+	var store SessionStore
+	if database != nil {
+		store = database
+	}
+	return newManager(store, k8sClient, cfg)
+}
+
+func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
+	cfg = cfg.withDefaults()
+	m := &Manager{
+		cfg:     cfg,
+		store:   store,
+		k8s:     k8sClient,
+		metrics: newHubMetrics(cfg.Registerer),
+		bus:     cfg.Bus,
+		started: make(chan struct{}),
+		runDone: make(chan struct{}),
+	}
+	if m.bus == nil {
+		m.bus, m.ownBus = cluster.NewMemoryBus(), true
+	}
+	m.hub = newHub(cfg, "browser", m.metrics)
+	m.unsub = m.bus.Subscribe(m.hub.deliver)
+	m.notifier = NewNotifier(m)
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	return m
+}
+
+// Start runs the manager's hub. It is idempotent.
+func (m *Manager) Start() {
+	m.startOnce.Do(func() {
+		close(m.started)
+		go func() {
+			defer close(m.runDone)
+			m.hub.Run()
+		}()
+	})
+}
+
+// GetNotifier returns the notifier for event-driven notifications.
+func (m *Manager) GetNotifier() *Notifier { return m.notifier }
+
+// Hub returns the sessions hub.
+func (m *Manager) Hub() *Hub { return m.hub }
+
+// CloseAll closes all WebSocket connections (1001) and subscriptions, and
+// waits up to DrainTimeout for them to finish.
+func (m *Manager) CloseAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DrainTimeout)
+	defer cancel()
+	_ = m.Shutdown(ctx)
+}
+
+// Shutdown is CloseAll with the caller's deadline. Queued messages are
+// written before each close frame, within the deadline.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.closeOnce.Do(func() {
+		m.cancel()
+		m.hub.Stop()
+		m.notifier.CloseAll()
+	})
+	err := m.hub.wait(ctx)
+	select {
+	case <-m.started:
+		select {
+		case <-m.runDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	default:
+	}
+	m.unsub()
+	if m.ownBus {
+		_ = m.bus.Close()
+	}
+	return err
+}
+
+// HandleSessionsWebSocket handles a sessions connection without an
+// organization.
+//
+// Deprecated: the client is placed in the configured default organization
+// as a plain user; the server never uses it. Use
+// HandleSessionsWebSocketWithOrg.
+func (m *Manager) HandleSessionsWebSocket(conn *websocket.Conn, userID, sessionID string) {
+	m.HandleSessionsWebSocketWithOrg(conn, userID, sessionID, &OrgContext{OrgID: m.cfg.DefaultOrg, UserID: userID})
+}
+
+// HandleSessionsWebSocketWithOrg serves a browser's sessions socket: it
+// registers the client (subscribed to its user, to sessionID when given,
+// and to the whole organization for operators and admins), sends the
+// `connected` frame and a `sessions_update` snapshot, and returns; the
+// client's own goroutines run the connection. A missing OrgContext, or a
+// sessionID the caller may not see, closes the connection with 1008.
+func (m *Manager) HandleSessionsWebSocketWithOrg(conn *websocket.Conn, userID, sessionID string, orgCtx *OrgContext) {
+	ctx, cancel := context.WithTimeout(m.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	if err := m.ServeSessions(ctx, conn, orgCtx, SessionsRequest{UserID: userID, SessionID: sessionID}); err != nil {
+		m.cfg.Logger.Warn("sessions socket refused", "err", err)
+	}
+}
+
+// SessionsRequest is what a browser asked for on the sessions socket.
+type SessionsRequest struct {
+	// UserID defaults to the OrgContext's user. Only operators and admins
+	// may name another user.
+	UserID string
+	// SessionID, when set, subscribes to one session the caller may see.
+	SessionID string
+}
+
+// ServeSessions is HandleSessionsWebSocketWithOrg with a context for its
+// database reads and an error saying why a connection was refused (the
+// connection is then closed with 1008 or 1011).
+func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCtx *OrgContext, req SessionsRequest) error {
+	if orgCtx == nil || orgCtx.OrgID == "" {
+		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "organization required")
+		return errors.New("sessions socket: organization required")
+	}
+	org := *orgCtx
+	if org.Role == "" {
+		org.Role = "user"
+	}
+	if req.UserID == "" {
+		req.UserID = org.UserID
+	}
+	if req.UserID != org.UserID && !org.seesWholeOrg() {
+		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "not allowed")
+		return fmt.Errorf("sessions socket: user %q may not subscribe to user %q", org.UserID, req.UserID)
+	}
+	if req.SessionID != "" {
+		if err := m.AuthorizeSession(ctx, &org, req.SessionID); err != nil {
+			code, reason := websocket.ClosePolicyViolation, "session not visible"
+			if !errors.Is(err, ErrSessionNotVisible) {
+				code, reason = websocket.CloseInternalServerErr, "internal error"
+			}
+			closeConn(conn, m.cfg.WriteWait, code, reason)
+			return err
+		}
+	}
+	org.K8sNamespace = m.namespaceFor(ctx, &org)
+	fallback, err := m.bus.Position(ctx, org.OrgID)
+	if err != nil {
+		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
+		return fmt.Errorf("sessions socket: stream position: %w", err)
+	}
+	spec := clientSpec{id: newClientID(), org: org}
+	if req.UserID != "" {
+		spec.users = []string{req.UserID}
+	}
+	if req.SessionID != "" {
+		spec.sessions = []string{req.SessionID}
+	}
+	c := m.hub.serve(conn, spec, func(pos cluster.Position) []byte {
+		return connectedFrame(spec.id, pos, false)
+	}, fallback)
+	if c == nil {
+		return errors.New("sessions socket: shutting down")
+	}
+	m.sendSnapshot(ctx, c, req)
+	return nil
+}
+
+// sendSnapshot queues the client's `sessions_update`. It is read after the
+// client registered, so it includes every change whose event the client
+// may have missed before registration.
+func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsRequest) {
+	var sessions []models.Session
+	if m.store != nil {
+		user := req.UserID
+		if c.org.seesWholeOrg() {
+			user = ""
+		}
+		var extra []string
+		if req.SessionID != "" {
+			extra = []string{req.SessionID}
+		}
+		var err error
+		sessions, err = m.store.ListSessions(ctx, c.org.OrgID, user, extra...)
+		if err != nil {
+			m.cfg.Logger.Error("sessions snapshot failed", "org_id", c.org.OrgID, "client_id", c.id, "err", err)
+			c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
+			return
+		}
+	}
+	frame, err := sessionsUpdateFrame(c.org.OrgID, sessions, m.cfg.Now())
+	if err != nil {
+		m.cfg.Logger.Error("encode sessions snapshot", "org_id", c.org.OrgID, "err", err)
+		return
+	}
+	c.enqueue(frame)
+}
+
+// AuthorizeSession returns nil when orgCtx may subscribe to sessionID:
+// the session is in orgCtx's organization and the caller is an operator or
+// admin, its owner, or a user it is shared with. Otherwise it returns
+// ErrSessionNotVisible, or a wrapped storage error.
+func (m *Manager) AuthorizeSession(ctx context.Context, orgCtx *OrgContext, sessionID string) error {
+	if m.store == nil {
+		return ErrSessionNotVisible
+	}
+	s, err := m.store.GetSession(ctx, sessionID)
+	if errors.Is(err, db.ErrNotFound) {
+		return ErrSessionNotVisible
+	}
+	if err != nil {
+		return fmt.Errorf("authorize session: %w", err)
+	}
+	if s.OrgID != orgCtx.OrgID {
+		return ErrSessionNotVisible
+	}
+	if orgCtx.seesWholeOrg() || s.UserID == orgCtx.UserID {
+		return nil
+	}
+	shared, err := m.store.IsSessionSharedWith(ctx, sessionID, orgCtx.UserID)
+	if err != nil {
+		return fmt.Errorf("authorize session: %w", err)
+	}
+	if !shared {
+		return ErrSessionNotVisible
+	}
+	return nil
+}
+
+// namespaceFor is the token's namespace, else the organization's, else the
+// default namespace.
+func (m *Manager) namespaceFor(ctx context.Context, org *OrgContext) string {
+	if org.K8sNamespace != "" {
+		return org.K8sNamespace
+	}
+	if m.store != nil {
+		if o, err := m.store.GetOrganization(ctx, org.OrgID); err == nil && o.K8sNamespace != "" {
+			return o.K8sNamespace
+		}
+	}
+	return m.cfg.DefaultNamespace
+}
+
+func newClientID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,61 @@
+package websocket
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// hubMetrics are the browser side's Prometheus collectors. Labels are
+// bounded enums (kind, reason): never an org, user or session id.
+type hubMetrics struct {
+	connections *prometheus.GaugeVec
+	messagesOut *prometheus.CounterVec
+	disconnects *prometheus.CounterVec
+	fanout      *prometheus.HistogramVec
+	published   *prometheus.CounterVec
+}
+
+func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
+	m := &hubMetrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "streamspace_connections", Help: "Open WebSocket connections by kind.",
+		}, []string{"kind"}),
+		messagesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_messages_out_total", Help: "Messages queued to WebSocket connections by kind.",
+		}, []string{"kind"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_disconnects_total", Help: "Closed WebSocket connections by kind and reason.",
+		}, []string{"kind", "reason"}),
+		fanout: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "streamspace_fanout_seconds",
+			Help:    "Time to queue one message to all its receivers on this replica.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
+		}, []string{"kind"}),
+		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_events_published_total", Help: "Messages published to organization streams by kind.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		m.connections = register(reg, m.connections)
+		m.messagesOut = register(reg, m.messagesOut)
+		m.disconnects = register(reg, m.disconnects)
+		m.fanout = register(reg, m.fanout)
+		m.published = register(reg, m.published)
+	}
+	return m
+}
+
+// register adds c to reg, or returns the collector already registered under
+// the same description, so several hubs can share one registry.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}

@@ -1,0 +1,123 @@
+package websocket
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+)
+
+// An organization's stream carries two kinds of entries: session events,
+// routed by user, session and role, and org broadcasts, for every client of
+// the org. The entry travels through the bus as JSON; the payload inside it
+// is the exact frame body browsers get, minus the stream position.
+const (
+	entryEvent     = "e"
+	entryBroadcast = "b"
+)
+
+type streamEntry struct {
+	Kind      string          `json:"k"`
+	UserID    string          `json:"u,omitempty"`
+	SessionID string          `json:"s,omitempty"`
+	Payload   json.RawMessage `json:"p"`
+}
+
+func encodeEventEntry(event SessionEvent) ([]byte, error) {
+	if event.Timestamp.IsZero() {
+		event.Timestamp = time.Now()
+	}
+	event.Timestamp = event.Timestamp.UTC()
+	payload, err := json.Marshal(event)
+	if err != nil {
+		return nil, fmt.Errorf("encode session event: %w", err)
+	}
+	return json.Marshal(streamEntry{Kind: entryEvent, UserID: event.UserID, SessionID: event.SessionID, Payload: payload})
+}
+
+// encodeBroadcastEntry wraps a JSON object; it is compacted so the stream
+// position can be appended to it byte-wise.
+func encodeBroadcastEntry(message []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, message); err != nil {
+		return nil, fmt.Errorf("broadcast message is not JSON: %w", err)
+	}
+	if buf.Len() < 2 || buf.Bytes()[0] != '{' {
+		return nil, fmt.Errorf("broadcast message must be a JSON object")
+	}
+	return json.Marshal(streamEntry{Kind: entryBroadcast, Payload: buf.Bytes()})
+}
+
+// withPosition appends "offset" and "epoch" to a compact JSON object.
+func withPosition(object []byte, pos cluster.Position) []byte {
+	out := make([]byte, 0, len(object)+48+len(pos.Epoch))
+	out = append(out, object[:len(object)-1]...)
+	if len(object) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, `"offset":`...)
+	out = strconv.AppendUint(out, pos.Offset, 10)
+	out = append(out, `,"epoch":`...)
+	out = strconv.AppendQuote(out, pos.Epoch)
+	return append(out, '}')
+}
+
+// deliver is the hub's bus handler: it records the org's position and
+// queues the entry's frame to its receivers on this replica. It runs under
+// the bus's per-org ordering, so every client sees its org's entries in
+// offset order, and under the hub's read lock, so a registering client sees
+// either all of a delivery or none of it.
+func (h *Hub) deliver(msg cluster.Message) {
+	var e streamEntry
+	if err := json.Unmarshal(msg.Payload, &e); err != nil || len(e.Payload) < 2 {
+		h.cfg.Logger.Error("dropping malformed stream entry", "org_id", msg.OrgID, "offset", msg.Offset, "err", err)
+		return
+	}
+	frame := withPosition(e.Payload, msg.Position)
+	start := time.Now()
+	h.mu.RLock()
+	h.posMu.Lock()
+	h.positions[msg.OrgID] = msg.Position
+	h.posMu.Unlock()
+	if idx := h.orgs[msg.OrgID]; idx != nil {
+		switch e.Kind {
+		case entryBroadcast:
+			for c := range idx.clients {
+				c.enqueue(frame)
+			}
+		case entryEvent:
+			idx.deliverEvent(frame, e.UserID, e.SessionID)
+		}
+	}
+	h.mu.RUnlock()
+	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+}
+
+// deliverEvent queues frame once to each entitled client: the org's
+// operators and admins, the user's subscribers and the session's.
+func (idx *orgIndex) deliverEvent(frame []byte, userID, sessionID string) {
+	for c := range idx.wholeOrg {
+		c.enqueue(frame)
+	}
+	var byUser clientSet
+	if userID != "" {
+		byUser = idx.users[userID]
+		for c := range byUser {
+			if _, dup := idx.wholeOrg[c]; !dup {
+				c.enqueue(frame)
+			}
+		}
+	}
+	if sessionID != "" {
+		for c := range idx.sessions[sessionID] {
+			_, dup1 := idx.wholeOrg[c]
+			_, dup2 := byUser[c]
+			if !dup1 && !dup2 {
+				c.enqueue(frame)
+			}
+		}
+	}
+}
