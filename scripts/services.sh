@@ -34,11 +34,12 @@ die() { printf 'services.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- helpers
 
 # Run a command as root (directly, or through password-less sudo).
+# Fd 9 (the lock, see main) is closed so daemons started here don't inherit it.
 as_root() {
 	if [[ ${EUID} -eq 0 ]]; then
-		"$@"
+		"$@" 9>&-
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-		sudo -n "$@"
+		sudo -n "$@" 9>&-
 	else
 		die "root privileges are needed to run: $* (re-run as root, or start the service yourself)"
 	fi
@@ -250,14 +251,18 @@ pg_install_and_start() {
 
 	if ! pg_wait "${PG_LOCAL_ADDR}" "${PG_DEFAULT_PORT}"; then
 		tail -n 20 "/var/log/postgresql/postgresql-${ver}-${name}.log" >&2 2>/dev/null || true
-		die "PostgreSQL cluster ${ver}/${name} is ${status} but not accepting connections on ${PG_LOCAL_ADDR}:${PG_DEFAULT_PORT} after ${WAIT_SECS}s (check listen_addresses/port in /etc/postgresql/${ver}/${name}/postgresql.conf)"
+		die "PostgreSQL cluster ${ver}/${name} is not accepting connections on ${PG_LOCAL_ADDR}:${PG_DEFAULT_PORT} after ${WAIT_SECS}s (check listen_addresses/port in /etc/postgresql/${ver}/${name}/postgresql.conf)"
 	fi
 }
 
 # Make sure user postgres can log in without a password and the database exists.
 pg_ensure_access_and_db() {
 	local err cluster ver name status exists
-	command -v psql >/dev/null 2>&1 || apt_install postgresql-client
+	if ! command -v psql >/dev/null 2>&1; then
+		# Only possible when the server answering isn't a local Debian install.
+		log "warning: psql not found; cannot check trust auth or that database ${PG_DB} exists"
+		return 0
+	fi
 
 	if ! err="$(pg_psql postgres 'SELECT 1' 2>&1 >/dev/null)"; then
 		cluster="$(pg_default_cluster)"
@@ -417,9 +422,10 @@ ensure_redis() {
 
 main() {
 	# Serialize concurrent runs (e.g. make -j) so they don't race to install/start.
+	# Every command that may start a daemon goes through as_root, which closes fd 9.
 	if command -v flock >/dev/null 2>&1; then
 		if { exec 9>>"${TMPDIR:-/tmp}/streamspace-realtime-services.lock"; } 2>/dev/null; then
-			flock -w 600 9 || die "timed out waiting for another services.sh run to finish"
+			flock -w 300 9 || die "timed out waiting for another services.sh run to finish"
 		fi
 	fi
 	ensure_postgres
