@@ -98,7 +98,7 @@ func (c *Client) enqueue(message []byte) bool {
 	}
 	select {
 	case c.send <- message:
-		c.hub.metrics.messagesOut.WithLabelValues(c.hub.kind).Inc()
+		c.hub.metrics.messagesOut.Inc()
 		return true
 	default:
 		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
@@ -112,7 +112,7 @@ func (c *Client) closeWith(code int, reason, metricReason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		close(c.done)
-		c.hub.metrics.disconnects.WithLabelValues(c.hub.kind, metricReason).Inc()
+		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		if code == CloseSlowConsumer || code == CloseTokenExpired {
 			c.hub.cfg.Logger.Info("closing browser connection",
 				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID,

@@ -13,11 +13,13 @@ import (
 
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var testUpgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+var testUpgrader = NewUpgrader(nil)
 
 // sessionsServer serves m's sessions socket; the test names the caller's
 // OrgContext in the query (org, user, role, session, ttl), standing in for
@@ -150,4 +152,24 @@ func params(kv ...string) url.Values {
 		v.Set(kv[i], kv[i+1])
 	}
 	return v
+}
+
+var clusterPositionZero = cluster.Position{Epoch: "e"}
+
+func clusterMessage(org string, offset uint64, payload []byte) cluster.Message {
+	return cluster.Message{OrgID: org, Position: cluster.Position{Epoch: "e", Offset: offset}, Payload: payload}
+}
+
+// sessionsServerB is sessionsServer for benchmarks.
+func sessionsServerB(b *testing.B, m *Manager) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: q.Get("org"), UserID: q.Get("user")}, SessionsRequest{})
+	}))
+	b.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }

@@ -27,8 +27,7 @@ import (
 // passed. After Stop nothing blocks: Broadcast and friends become no-ops.
 type Hub struct {
 	cfg     Config
-	kind    string
-	metrics *hubMetrics
+	metrics kindMetrics
 
 	mu      sync.RWMutex // guards byID, orgs, total, stopped and client subscription sets
 	byID    map[string]*Client
@@ -70,8 +69,7 @@ func NewHubWithConfig(cfg Config) *Hub {
 func newHub(cfg Config, kind string, m *hubMetrics) *Hub {
 	return &Hub{
 		cfg:       cfg,
-		kind:      kind,
-		metrics:   m,
+		metrics:   m.forKind(kind),
 		byID:      make(map[string]*Client),
 		orgs:      make(map[string]*orgIndex),
 		positions: make(map[string]cluster.Position),
@@ -209,7 +207,7 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 	h.byID[c.id] = c
 	h.total++
 	h.live++
-	h.metrics.connections.WithLabelValues(h.kind).Inc()
+	h.metrics.connections.Inc()
 	if greet != nil {
 		h.posMu.Lock()
 		pos, seen := h.positions[c.org.OrgID]
@@ -256,7 +254,7 @@ func (h *Hub) unregister(c *Client) {
 		delete(h.byID, c.id)
 	}
 	h.total--
-	h.metrics.connections.WithLabelValues(h.kind).Dec()
+	h.metrics.connections.Dec()
 }
 
 func (h *Hub) unsubscribeLocked(idx *orgIndex, c *Client) {
@@ -346,7 +344,7 @@ func (h *Hub) Broadcast(message []byte) {
 		}
 	}
 	h.mu.RUnlock()
-	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 // BroadcastToOrg sends message to every client of orgID on this replica,
@@ -362,7 +360,7 @@ func (h *Hub) BroadcastToOrg(orgID string, message []byte) {
 		}
 	}
 	h.mu.RUnlock()
-	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 // ClientCount returns the number of connected clients.

@@ -46,6 +46,24 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 	return m
 }
 
+// kindMetrics are one hub's children of the collectors, resolved once so
+// the per-message path does no label lookup.
+type kindMetrics struct {
+	connections prometheus.Gauge
+	messagesOut prometheus.Counter
+	fanout      prometheus.Observer
+	disconnects *prometheus.CounterVec // by reason
+}
+
+func (m *hubMetrics) forKind(kind string) kindMetrics {
+	return kindMetrics{
+		connections: m.connections.WithLabelValues(kind),
+		messagesOut: m.messagesOut.WithLabelValues(kind),
+		fanout:      m.fanout.WithLabelValues(kind),
+		disconnects: m.disconnects.MustCurryWith(prometheus.Labels{"kind": kind}),
+	}
+}
+
 // register adds c to reg, or returns the collector already registered under
 // the same description, so several hubs can share one registry.
 func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {

@@ -93,7 +93,7 @@ func (h *Hub) deliver(msg cluster.Message) {
 		}
 	}
 	h.mu.RUnlock()
-	h.metrics.fanout.WithLabelValues(h.kind).Observe(time.Since(start).Seconds())
+	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
 // deliverEvent queues frame once to each entitled client: the org's

@@ -36,7 +36,7 @@ type Server struct {
 	origins  *auth.OriginPolicy
 	registry *prometheus.Registry
 	metrics  *httpMetrics
-	upgrader gorilla.Upgrader
+	upgrader *gorilla.Upgrader
 	http     *http.Server
 	draining atomic.Bool
 
@@ -84,19 +84,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		origins:  origins,
 		registry: registry,
 		metrics:  newHTTPMetrics(registry),
-		upgrader: gorilla.Upgrader{
-			ReadBufferSize:  1024,
-			WriteBufferSize: 4096,
-			// Idle connections hold no write buffer: one is borrowed per write.
-			WriteBufferPool: &sync.Pool{},
-			// Origins are checked before the upgrade, with a JSON 403.
-			CheckOrigin: func(*http.Request) bool { return true },
-		},
+		// Origins are checked before the upgrade, with a JSON 403.
+		upgrader: websocket.NewUpgrader(nil),
+	}
+	// The handshake's own failures (bad version, missing key) are JSON too.
+	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+		s.fail(w, r, status, "upgrade_failed", reason.Error())
 	}
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		// Bounds on plain HTTP; an upgraded connection's deadlines are its
+		// own (each read and write sets them).
+		ReadTimeout:  30 * time.Second,
+		WriteTimeout: 30 * time.Second,
+		IdleTimeout:  2 * time.Minute,
+		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	manager.Start()
 	return s, nil

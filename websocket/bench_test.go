@@ -1,0 +1,111 @@
+package websocket
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// BenchmarkConnectIdle connects N real clients to the sessions socket and
+// reports the cost of holding them idle. Client and server share this
+// process, so heap and goroutines are reported for both ends together
+// (the client side uses 1 KiB buffers to keep its share small).
+func BenchmarkConnectIdle(b *testing.B) {
+	for _, n := range []int{2000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				benchConnectIdle(b, n)
+			}
+		})
+	}
+}
+
+func benchConnectIdle(b *testing.B, n int) {
+	b.StopTimer()
+	m := startManager(b, nil, Config{})
+	base := sessionsServerB(b, m)
+	dialer := websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	goroutines := runtime.NumGoroutine()
+	conns := make([]*websocket.Conn, n)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	b.StartTimer()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			q := params("org", fmt.Sprintf("org-%d", i%10), "user", fmt.Sprintf("u%d", i))
+			c, _, err := dialer.Dial(base+"?"+q.Encode(), nil)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			// Read the connected frame and the snapshot: the client is live.
+			for k := 0; k < 2; k++ {
+				if _, _, err := c.ReadMessage(); err != nil {
+					b.Error(err)
+				}
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(elapsed.Microseconds())/float64(n), "µs/connect")
+	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/float64(n), "heap-KiB/conn(both-ends)")
+	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/float64(n), "goroutines/conn")
+	for _, c := range conns {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = m.Shutdown(ctx)
+}
+
+// BenchmarkDeliverToOrg measures one org stream entry fanned out to N
+// clients' queues on this replica (no sockets: the hub's own cost).
+func BenchmarkDeliverToOrg(b *testing.B) {
+	for _, n := range []int{1, 100, 1000, 10000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			h := NewHubWithConfig(Config{QueueSize: 1})
+			for i := 0; i < n; i++ {
+				c := newClient(h, nil, clientSpec{id: fmt.Sprint(i), org: OrgContext{OrgID: "o", Role: "admin"}})
+				c.send = make(chan []byte, 1)
+				if !h.register(c, clientSpec{org: c.org}, nil, clusterPositionZero) {
+					b.Fatal("register failed")
+				}
+			}
+			entry, err := encodeEventEntry(SessionEvent{Type: EventSessionStateChange, SessionID: "s", UserID: "u",
+				Data: map[string]any{"oldState": "pending", "newState": "running"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			clients := h.GetClientsByOrg("o")
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				h.deliver(clusterMessage("o", uint64(i+1), entry))
+				b.StopTimer()
+				for _, c := range clients {
+					<-c.send
+				}
+				b.StartTimer()
+			}
+		})
+	}
+}
