@@ -20,6 +20,8 @@ func TestHubAccessorsAndOrgScopedBroadcast(t *testing.T) {
 	base := hubServer(t, h)
 
 	a1 := dial(t, base, params("org", "org-a", "id", "a1", "ns", "ns-a", "user", "u1"))
+	// Registration happens after the handshake: wait, so a1 is the org's first client.
+	eventually(t, 5*time.Second, "a1 registered", func() bool { return h.ClientCount() == 1 })
 	a2 := dial(t, base, params("org", "org-a", "id", "a2", "ns", "ns-a2", "user", "u2"))
 	b1 := dial(t, base, params("org", "org-b", "id", "b1", "ns", "ns-b", "user", "u1"))
 	legacy := dial(t, base, params("id", "old"))
