@@ -1,6 +1,6 @@
 // Command streamspace-realtime is StreamSpace's real-time server: browsers
 // receive live session events over WebSocket, services publish them over
-// HTTP. Subcommands: serve, token.
+// HTTP. Subcommands: serve, token, watch.
 package main
 
 import (
@@ -19,6 +19,7 @@ const usage = `usage: streamspace-realtime <command> [flags]
 commands:
   serve   run the server (serve --dev: embedded default with generated secrets)
   token   mint a browser JWT for a user of an organization
+  watch   print the frames of a sessions socket (what a browser receives)
 
 Run 'streamspace-realtime <command> -h' for a command's flags.
 `
@@ -44,6 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, args[1:], getenv, stdout, stderr)
 	case "token":
 		return token(args[1:], getenv, stdout, stderr)
+	case "watch":
+		return watch(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -137,6 +137,40 @@ func TestServeDev(t *testing.T) {
 	if f := read(); f["type"] != "session.created" || f["sessionId"] != "demo-1" {
 		t.Fatalf("event %v", f)
 	}
+
+	// The printed watch line works too: it prints each frame on a line.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	var watched lockedBuffer
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- run(watchCtx, []string{"watch", "--server", "ws://" + host, "--token", browserToken}, env(nil), &watched, &errs)
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(watched.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("watch never printed %s; got:\n%s\nstderr:\n%s", what, watched.String(), errs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(`"type":"sessions_update"`)
+	req, _ = http.NewRequest(http.MethodPost, "http://"+host+"/api/v1/events", strings.NewReader(body[1]))
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitFor(`"type":"session.created"`)
+	stopWatch()
+	if err := <-watchDone; err != nil {
+		t.Fatalf("watch returned %v after interrupt", err)
+	}
+	if err := run(ctx, []string{"watch", "--server", "ws://" + host, "--token", "bad"}, env(nil), &watched, &errs); err == nil ||
+		!strings.Contains(err.Error(), "401") {
+		t.Fatalf("watch with a bad token: %v, want the 401 refusal", err)
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -147,7 +181,9 @@ func TestServeDev(t *testing.T) {
 		t.Fatal("serve did not stop after cancellation")
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, _, err = conn.ReadMessage()
+	for err == nil {
+		_, _, err = conn.ReadMessage() // the second event, then the close
+	}
 	if !gorilla.IsCloseError(err, gorilla.CloseGoingAway) {
 		t.Fatalf("after shutdown: %v, want close 1001", err)
 	}

@@ -78,7 +78,8 @@ func devSetup(ctx context.Context, srv *server.Server, cfg server.Config, addr n
   browser token (admin of %[4]s, 24h):
     %[5]s
 
-  watch events:  websocat 'ws://%[1]s/api/v1/ws/sessions?token=%[5]s'
+  watch events:  go run ./cmd/streamspace-realtime watch --server ws://%[1]s --token %[5]s
+                 (or: websocat 'ws://%[1]s/api/v1/ws/sessions?token=%[5]s')
   publish one:   curl -sS -X POST http://%[1]s/api/v1/events \
                    -H 'Authorization: Bearer %[3]s' -H 'Content-Type: application/json' \
                    -d '{"orgId":"%[4]s","type":"session.created","sessionId":"demo-1","userId":"dev-user","data":{"template":"firefox-browser","state":"running"}}'
