@@ -36,8 +36,15 @@ type Client struct {
 	closeCode   int
 	closeReason string
 	pumps       atomic.Int32
-	readDone    chan struct{} // closed when the reader returns
-	expiry      *time.Timer
+
+	// While held, deliveries wait in pending (bounded like the queue) so
+	// that the frames the client must see first, its snapshot, go first.
+	held    atomic.Bool
+	holdMu  sync.Mutex
+	pending [][]byte
+
+	readDone chan struct{} // closed when the reader returns
+	expiry   *time.Timer
 }
 
 // closeGrace bounds the closing handshake: after its close frame the writer
@@ -46,7 +53,7 @@ type Client struct {
 const closeGrace = time.Second
 
 func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
-	return &Client{
+	c := &Client{
 		hub:      h,
 		conn:     conn,
 		send:     make(chan []byte, h.cfg.QueueSize),
@@ -57,6 +64,8 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
+	c.held.Store(spec.held)
+	return c
 }
 
 // ID returns the client's identifier.
@@ -91,6 +100,40 @@ func (c *Client) start() {
 // enqueue queues message without blocking. A full queue closes the client
 // with 4001: one slow browser never delays anyone else.
 func (c *Client) enqueue(message []byte) bool {
+	if c.held.Load() {
+		c.holdMu.Lock()
+		if c.held.Load() {
+			defer c.holdMu.Unlock()
+			if len(c.pending) >= cap(c.send) {
+				c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+				return false
+			}
+			c.pending = append(c.pending, message)
+			return true
+		}
+		c.holdMu.Unlock()
+	}
+	return c.push(message)
+}
+
+// release queues first, then what was held back, and lets deliveries
+// through from then on, all in that order.
+func (c *Client) release(first []byte) {
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	if c.push(first) {
+		for _, m := range c.pending {
+			if !c.push(m) {
+				break
+			}
+		}
+	}
+	c.pending = nil
+	c.held.Store(false)
+}
+
+// push is the queue itself.
+func (c *Client) push(message []byte) bool {
 	select {
 	case <-c.done:
 		return false

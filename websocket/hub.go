@@ -153,6 +153,9 @@ type clientSpec struct {
 	org      OrgContext
 	users    []string
 	sessions []string
+	// held: deliveries wait until the caller releases the client with its
+	// first frames (the greeting still goes first).
+	held bool
 }
 
 // serve creates and registers a client. greet, when set, builds the first
@@ -181,17 +184,15 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 	}
 	idx := h.orgs[c.org.OrgID]
 	if idx == nil {
-		ns := c.org.K8sNamespace
 		idx = &orgIndex{
-			namespace: ns,
-			clients:   make(clientSet),
-			wholeOrg:  make(clientSet),
-			users:     make(map[string]clientSet),
-			sessions:  make(map[string]clientSet),
+			clients:  make(clientSet),
+			wholeOrg: make(clientSet),
+			users:    make(map[string]clientSet),
+			sessions: make(map[string]clientSet),
 		}
 		h.orgs[c.org.OrgID] = idx
 	}
-	if idx.namespace == "" {
+	if idx.namespace == "" { // the first client that names one
 		idx.namespace = c.org.K8sNamespace
 	}
 	idx.clients[c] = struct{}{}
@@ -199,10 +200,10 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		idx.wholeOrg[c] = struct{}{}
 	}
 	for _, u := range spec.users {
-		h.subscribeLocked(idx.users, c.users, c, u)
+		addSubscription(idx.users, c.users, c, u)
 	}
 	for _, s := range spec.sessions {
-		h.subscribeLocked(idx.sessions, c.sessions, c, s)
+		addSubscription(idx.sessions, c.sessions, c, s)
 	}
 	h.byID[c.id] = c
 	h.total++
@@ -215,12 +216,14 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		if !seen {
 			pos = fallback
 		}
-		c.enqueue(greet(pos))
+		c.push(greet(pos))
 	}
 	return true
 }
 
-func (h *Hub) subscribeLocked(index map[string]clientSet, own map[string]struct{}, c *Client, key string) {
+// addSubscription indexes c under key, and records key on c for removal.
+// The caller holds the hub's lock.
+func addSubscription(index map[string]clientSet, own map[string]struct{}, c *Client, key string) {
 	if key == "" {
 		return
 	}
@@ -246,7 +249,7 @@ func (h *Hub) unregister(c *Client) {
 	}
 	delete(idx.clients, c)
 	delete(idx.wholeOrg, c)
-	h.unsubscribeLocked(idx, c)
+	idx.unsubscribe(c)
 	if len(idx.clients) == 0 {
 		delete(h.orgs, c.org.OrgID)
 	}
@@ -257,7 +260,9 @@ func (h *Hub) unregister(c *Client) {
 	h.metrics.connections.Dec()
 }
 
-func (h *Hub) unsubscribeLocked(idx *orgIndex, c *Client) {
+// unsubscribe drops every user and session subscription of c; the caller
+// holds the hub's lock.
+func (idx *orgIndex) unsubscribe(c *Client) {
 	for u := range c.users {
 		removeFromSet(idx.users, u, c)
 	}
@@ -300,9 +305,9 @@ func (h *Hub) subscribe(clientID, key string, session bool) bool {
 		return false
 	}
 	if session {
-		h.subscribeLocked(idx.sessions, c.sessions, c, key)
+		addSubscription(idx.sessions, c.sessions, c, key)
 	} else {
-		h.subscribeLocked(idx.users, c.users, c, key)
+		addSubscription(idx.users, c.users, c, key)
 	}
 	return true
 }
@@ -317,7 +322,7 @@ func (h *Hub) unsubscribeClient(clientID string) {
 		return
 	}
 	if idx := h.orgs[c.org.OrgID]; idx != nil {
-		h.unsubscribeLocked(idx, c)
+		idx.unsubscribe(c)
 	}
 }
 
@@ -327,7 +332,7 @@ func (h *Hub) clearSubscriptions() {
 	defer h.mu.Unlock()
 	for _, idx := range h.orgs {
 		for c := range idx.clients {
-			h.unsubscribeLocked(idx, c)
+			idx.unsubscribe(c)
 		}
 	}
 }

@@ -213,7 +213,7 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
 		return fmt.Errorf("sessions socket: stream position: %w", err)
 	}
-	spec := clientSpec{id: newClientID(), org: org}
+	spec := clientSpec{id: newClientID(), org: org, held: true}
 	if req.UserID != "" {
 		spec.users = []string{req.UserID}
 	}
@@ -230,9 +230,9 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 	return nil
 }
 
-// sendSnapshot queues the client's `sessions_update`. It is read after the
-// client registered, so it includes every change whose event the client
-// may have missed before registration.
+// sendSnapshot queues the client's `sessions_update` and releases the
+// events held back meanwhile after it. It is read after the client
+// registered, so no change falls between the snapshot and the events.
 func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsRequest) {
 	var sessions []models.Session
 	if m.store != nil {
@@ -255,9 +255,10 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 	frame, err := sessionsUpdateFrame(c.org.OrgID, sessions, m.cfg.Now())
 	if err != nil {
 		m.cfg.Logger.Error("encode sessions snapshot", "org_id", c.org.OrgID, "err", err)
+		c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
 		return
 	}
-	c.enqueue(frame)
+	c.release(frame)
 }
 
 // AuthorizeSession returns nil when orgCtx may subscribe to sessionID:

@@ -206,3 +206,57 @@ func TestEventTypesValid(t *testing.T) {
 		t.Error("unknown type reported valid")
 	}
 }
+
+// gatedStore holds ListSessions until the test opens the gate, so events
+// can be published while a client's snapshot is being read.
+type gatedStore struct {
+	SessionStore
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedStore) ListSessions(ctx context.Context, orgID, userID string, extraIDs ...string) ([]models.Session, error) {
+	g.entered <- struct{}{}
+	<-g.gate
+	return g.SessionStore.ListSessions(ctx, orgID, userID, extraIDs...)
+}
+
+// TestSnapshotPrecedesEvents: events published while the snapshot is read
+// wait for it, so a browser always sees connected, sessions_update, then
+// events, in stream order.
+func TestSnapshotPrecedesEvents(t *testing.T) {
+	store := &gatedStore{SessionStore: seedStore(t), entered: make(chan struct{}), gate: make(chan struct{})}
+	m := startManager(t, store, Config{})
+	base := sessionsServer(t, m)
+	conns := make(chan *websocket.Conn, 1)
+	go func() {
+		c, _, err := websocket.DefaultDialer.Dial(base+"?"+params("org", "org-a", "user", "alice").Encode(), nil)
+		if err != nil {
+			t.Error(err)
+		}
+		conns <- c
+	}()
+	<-store.entered // registered; the snapshot read is under way
+	for i := 0; i < 3; i++ {
+		if _, err := m.GetNotifier().Publish(context.Background(), "org-a", SessionEvent{Type: EventSessionUpdated, SessionID: "s-alice", UserID: "alice"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(store.gate)
+	conn := <-conns
+	if conn == nil {
+		t.Fatal("dial failed")
+	}
+	defer conn.Close()
+	if f := readFrame(t, conn); f.str("type") != "connected" || f["offset"] != float64(0) {
+		t.Fatalf("first frame %v", f)
+	}
+	if f := readFrame(t, conn); f.str("type") != "sessions_update" {
+		t.Fatalf("second frame %v, want the snapshot", f)
+	}
+	for i := 1; i <= 3; i++ {
+		if f := readFrame(t, conn); f.str("type") != string(EventSessionUpdated) || f["offset"] != float64(i) {
+			t.Fatalf("frame %v, want event at offset %d", f, i)
+		}
+	}
+}
