@@ -82,10 +82,10 @@ func benchConnectIdle(b *testing.B, n int) {
 func BenchmarkDeliverToOrg(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			h := NewHubWithConfig(Config{QueueSize: 1})
+			const batch = 64 // queues are drained, timer stopped, once per batch
+			h := NewHubWithConfig(Config{QueueSize: batch})
 			for i := 0; i < n; i++ {
 				c := newClient(h, nil, clientSpec{id: fmt.Sprint(i), org: OrgContext{OrgID: "o", Role: "admin"}})
-				c.send = make(chan []byte, 1)
 				if !h.register(c, clientSpec{org: c.org}, nil, clusterPositionZero) {
 					b.Fatal("register failed")
 				}
@@ -100,11 +100,15 @@ func BenchmarkDeliverToOrg(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				h.deliver(clusterMessage("o", uint64(i+1), entry))
-				b.StopTimer()
-				for _, c := range clients {
-					<-c.send
+				if (i+1)%batch == 0 || i == b.N-1 {
+					b.StopTimer()
+					for _, c := range clients {
+						for len(c.send) > 0 {
+							<-c.send
+						}
+					}
+					b.StartTimer()
 				}
-				b.StartTimer()
 			}
 		})
 	}
