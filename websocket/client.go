@@ -83,9 +83,6 @@ func (c *Client) UserID() string { return c.org.UserID }
 // Role returns the client's role ("user", "operator" or "admin").
 func (c *Client) Role() string { return c.org.Role }
 
-// Done is closed when the client has been told to close.
-func (c *Client) Done() <-chan struct{} { return c.done }
-
 func (c *Client) start() {
 	c.pumps.Store(2)
 	if !c.org.ExpiresAt.IsZero() {
