@@ -3,8 +3,8 @@ package websocket
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,38 +28,25 @@ func BenchmarkConnectIdle(b *testing.B) {
 func benchConnectIdle(b *testing.B, n int) {
 	b.StopTimer()
 	m := startManager(b, nil, Config{})
-	base := sessionsServerB(b, m)
-	dialer := websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
+	base := sessionsServer(b, m)
+	dialer := &websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	goroutines := runtime.NumGoroutine()
-	conns := make([]*websocket.Conn, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
 	b.StartTimer()
 	start := time.Now()
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			q := params("org", fmt.Sprintf("org-%d", i%10), "user", fmt.Sprintf("u%d", i))
-			c, _, err := dialer.Dial(base+"?"+q.Encode(), nil)
-			if err != nil {
-				b.Error(err)
-				return
+	conns := dialMany(b, dialer, base, n, func(i int) url.Values {
+		return params("org", fmt.Sprintf("org-%d", i%10), "user", fmt.Sprintf("u%d", i))
+	}, func(c *websocket.Conn) error {
+		// The connected frame and the snapshot: the client is live.
+		for k := 0; k < 2; k++ {
+			if _, _, err := c.ReadMessage(); err != nil {
+				return err
 			}
-			// Read the connected frame and the snapshot: the client is live.
-			for k := 0; k < 2; k++ {
-				if _, _, err := c.ReadMessage(); err != nil {
-					b.Error(err)
-				}
-			}
-			conns[i] = c
-		}()
-	}
-	wg.Wait()
+		}
+		return nil
+	})
 	elapsed := time.Since(start)
 	b.StopTimer()
 	runtime.GC()
@@ -68,9 +55,7 @@ func benchConnectIdle(b *testing.B, n int) {
 	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/float64(n), "heap-KiB/conn(both-ends)")
 	b.ReportMetric(float64(runtime.NumGoroutine()-goroutines)/float64(n), "goroutines/conn")
 	for _, c := range conns {
-		if c != nil {
-			_ = c.Close()
-		}
+		_ = c.Close()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -102,7 +102,7 @@ func (c *Client) enqueue(message []byte) bool {
 		if c.held.Load() {
 			defer c.holdMu.Unlock()
 			if len(c.pending) >= cap(c.send) {
-				c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+				c.overflow()
 				return false
 			}
 			c.pending = append(c.pending, message)
@@ -141,9 +141,14 @@ func (c *Client) push(message []byte) bool {
 		c.hub.metrics.messagesOut.Inc()
 		return true
 	default:
-		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+		c.overflow()
 		return false
 	}
+}
+
+// overflow closes a client that fell a whole queue behind.
+func (c *Client) overflow() {
+	c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
 }
 
 // closeWith asks the client to close with code and reason. Only the first

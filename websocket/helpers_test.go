@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ var testUpgrader = NewUpgrader(nil)
 // sessionsServer serves m's sessions socket; the test names the caller's
 // OrgContext in the query (org, user, role, session, ttl), standing in for
 // the verified token the real server uses.
-func sessionsServer(t *testing.T, m *Manager) string {
+func sessionsServer(t testing.TB, m *Manager) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -160,16 +161,40 @@ func clusterMessage(org string, offset uint64, payload []byte) cluster.Message {
 	return cluster.Message{OrgID: org, Position: cluster.Position{Epoch: "e", Offset: offset}, Payload: payload}
 }
 
-// sessionsServerB is sessionsServer for benchmarks.
-func sessionsServerB(b *testing.B, m *Manager) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		conn, err := testUpgrader.Upgrade(w, r, nil)
-		if err != nil {
-			return
+// dialMany connects n clients, 64 at a time; query names client i's
+// caller, and ready (optional) runs on each new connection before it counts.
+func dialMany(tb testing.TB, dialer *websocket.Dialer, base string, n int,
+	query func(i int) url.Values, ready func(*websocket.Conn) error) []*websocket.Conn {
+	tb.Helper()
+	conns := make([]*websocket.Conn, n)
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, _, err := dialer.Dial(base+"?"+query(i).Encode(), nil)
+			if err == nil && ready != nil {
+				err = ready(c)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns[i] = c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
 		}
-		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: q.Get("org"), UserID: q.Get("user")}, SessionsRequest{})
-	}))
-	b.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+		tb.Fatalf("dial: %v", err)
+	}
+	return conns
 }

@@ -3,6 +3,7 @@ package websocket
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"runtime"
 	"slices"
 	"strings"
@@ -90,29 +91,9 @@ func TestTwoThousandClients(t *testing.T) {
 	base := sessionsServer(t, m)
 	baseline := runtime.NumGoroutine()
 
-	conns := make([]*websocket.Conn, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
-	errs := make(chan error, n)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			q := params("org", fmt.Sprintf("org-%d", i%5), "user", fmt.Sprintf("u%d", i))
-			c, _, err := websocket.DefaultDialer.Dial(base+"?"+q.Encode(), nil)
-			if err != nil {
-				errs <- err
-				return
-			}
-			conns[i] = c
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("dial: %v", err)
-	}
+	conns := dialMany(t, websocket.DefaultDialer, base, n, func(i int) url.Values {
+		return params("org", fmt.Sprintf("org-%d", i%5), "user", fmt.Sprintf("u%d", i))
+	}, nil)
 	eventually(t, 30*time.Second, "all clients registered", func() bool { return m.Hub().ClientCount() == n })
 	if per := float64(runtime.NumGoroutine()-baseline) / n; per > 2.01 {
 		t.Fatalf("%.2f goroutines per connection, want 2 (one reader, one writer)", per)
@@ -123,14 +104,13 @@ func TestTwoThousandClients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var wg sync.WaitGroup
 	for i, c := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if f := readUntilTypeErr(c, "hello"); f != nil {
-				errsMu.Lock()
-				defer errsMu.Unlock()
-				t.Errorf("client %d: %v", i, f)
+			if err := readUntilTypeErr(c, "hello"); err != nil {
+				t.Errorf("client %d: %v", i, err)
 			}
 			_ = c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
 			_ = c.Close()
@@ -140,8 +120,6 @@ func TestTwoThousandClients(t *testing.T) {
 	eventually(t, 30*time.Second, "all clients unregistered", func() bool { return m.Hub().ClientCount() == 0 })
 	eventually(t, 30*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
 }
-
-var errsMu sync.Mutex
 
 func readUntilTypeErr(c *websocket.Conn, typ string) error {
 	_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
