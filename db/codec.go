@@ -60,6 +60,32 @@ func (s timeDest) parse(text string) error {
 	return nil
 }
 
+// nullTimePtrArg encodes an optional timestamp of the models (LastHeartbeat, ExpiresAt): nil
+// and the zero time become NULL.
+func (d *Database) nullTimePtrArg(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return d.nullTimeArg(*t)
+}
+
+// timePtrDest scans a nullable timestamp into the models' optional form: NULL leaves a nil
+// pointer, so "never happened" is absent on the wire rather than a zero time.
+type timePtrDest struct{ dst **time.Time }
+
+func (s timePtrDest) Scan(v any) error {
+	if v == nil {
+		*s.dst = nil
+		return nil
+	}
+	var t time.Time
+	if err := (timeDest{&t}).Scan(v); err != nil {
+		return err
+	}
+	*s.dst = &t
+	return nil
+}
+
 // jsonObjectArg encodes a map column (capacity, metadata, payload, result) as JSON text. A
 // nil map stores "{}", so readers never meet the literal null.
 func jsonObjectArg(m map[string]any) (string, error) {

@@ -52,6 +52,9 @@ type Agent struct {
 	Metadata       map[string]any `json:"metadata,omitempty"`
 	// Replica holds the agent's connection; empty while the agent is offline.
 	Replica string `json:"replica"`
+	// ConnectionID names the agent's current connection, so the cleanup of a replaced
+	// connection can never mark the new one offline.
+	ConnectionID string `json:"-"`
 	// LastHeartbeat is nil until the first heartbeat, so it is absent on the wire rather than
 	// a zero time that agents would misread.
 	LastHeartbeat *time.Time `json:"lastHeartbeat,omitempty"`
@@ -75,4 +78,7 @@ type AgentCommand struct {
 	SentAt         *time.Time             `json:"sentAt,omitempty"`
 	AcknowledgedAt *time.Time             `json:"acknowledgedAt,omitempty"`
 	CompletedAt    *time.Time             `json:"completedAt,omitempty"`
+	// ExpiresAt is the deadline after which an unfinished command becomes expired; nil means
+	// none.
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }

@@ -311,3 +311,9 @@ func newClientID() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// NamespaceForOrg returns the organization's namespace, else the default namespace: where a
+// session of the organization runs when nothing names another.
+func (m *Manager) NamespaceForOrg(ctx context.Context, orgID string) string {
+	return m.namespaceFor(ctx, &OrgContext{OrgID: orgID})
+}

@@ -34,8 +34,16 @@ type Config struct {
 	MaxMessageSize   int64
 	MaxBodyBytes     int64
 	ShutdownTimeout  time.Duration
-	LogLevel         string
-	LogFormat        string
+	// Agents (PROTOCOL.md 3).
+	AgentBootstrapKey     string
+	AgentAutoApprove      bool
+	AgentHeartbeatTimeout time.Duration
+	AgentCheckInterval    time.Duration
+	CommandAckTimeout     time.Duration
+	CommandMaxAttempts    int
+	CommandTTL            time.Duration
+	LogLevel              string
+	LogFormat             string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
 }
@@ -78,7 +86,17 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}
 	}
-	var queue int64
+	var queue, attempts int64
+	boolean := func(p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("not a boolean: %q", v)
+			}
+			*p = b
+			return nil
+		}
+	}
 	return []envFlag{
 		{"addr", "STREAMSPACE_ADDR", "listen address", str(&c.Addr), DefaultAddr},
 		{"database-url", "STREAMSPACE_DATABASE_URL", "sqlite://path or postgres://…", str(&c.DatabaseURL), DefaultDatabaseURL},
@@ -107,6 +125,19 @@ func (c *Config) bindings() []envFlag {
 		{"max-message-size", "STREAMSPACE_MAX_MESSAGE_SIZE", "largest browser message in bytes (larger: 1009)", integer(&c.MaxMessageSize), "4096"},
 		{"max-body-bytes", "STREAMSPACE_MAX_BODY_BYTES", "largest HTTP request body (larger: 413)", integer(&c.MaxBodyBytes), strconv.Itoa(DefaultMaxBodyBytes)},
 		{"shutdown-timeout", "STREAMSPACE_SHUTDOWN_TIMEOUT", "how long shutdown drains connections", dur(&c.ShutdownTimeout), DefaultShutdownTimeout.String()},
+		{"agent-bootstrap-key", "STREAMSPACE_AGENT_BOOTSTRAP_KEY", "key new agents register with (empty: agents are created by admins only)", str(&c.AgentBootstrapKey), ""},
+		{"agent-auto-approve", "STREAMSPACE_AGENT_AUTO_APPROVE", "approve agents that register with the bootstrap key at once", boolean(&c.AgentAutoApprove), "false"},
+		{"agent-heartbeat-timeout", "STREAMSPACE_AGENT_HEARTBEAT_TIMEOUT", "silence after which an agent is stale (closed with 4002)", dur(&c.AgentHeartbeatTimeout), "45s"},
+		{"agent-check-interval", "STREAMSPACE_AGENT_CHECK_INTERVAL", "how often stale agents, ack timeouts and deadlines are checked", dur(&c.AgentCheckInterval), "10s"},
+		{"command-ack-timeout", "STREAMSPACE_COMMAND_ACK_TIMEOUT", "wait for an agent's ack before sending a command again", dur(&c.CommandAckTimeout), "30s"},
+		{"command-max-attempts", "STREAMSPACE_COMMAND_MAX_ATTEMPTS", "deliveries of a command before it fails", func(v string) error {
+			if err := integer(&attempts)(v); err != nil {
+				return err
+			}
+			c.CommandMaxAttempts = int(attempts)
+			return nil
+		}, "5"},
+		{"command-ttl", "STREAMSPACE_COMMAND_TTL", "deadline of a command; unfinished past it, it expires", dur(&c.CommandTTL), "24h"},
 		{"log-level", "STREAMSPACE_LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel), "info"},
 		{"log-format", "STREAMSPACE_LOG_FORMAT", "text or json", str(&c.LogFormat), "text"},
 	}

@@ -32,13 +32,16 @@ type Server struct {
 	log      *slog.Logger
 	db       *db.Database
 	manager  *websocket.Manager
+	agents   *websocket.AgentHub
 	verifier *auth.Verifier
 	origins  *auth.OriginPolicy
 	registry *prometheus.Registry
 	metrics  *httpMetrics
 	upgrader *gorilla.Upgrader
-	http     *http.Server
-	draining atomic.Bool
+	// agentUpgrader accepts agents, which send no Origin a browser policy could judge.
+	agentUpgrader *gorilla.Upgrader
+	http          *http.Server
+	draining      atomic.Bool
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -75,17 +78,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:           log,
 		Registerer:       registry,
 	})
+	agents := websocket.NewAgentHubWithConfig(database, websocket.AgentHubConfig{
+		Replica:          cfg.Replica,
+		HeartbeatTimeout: cfg.AgentHeartbeatTimeout,
+		CheckInterval:    cfg.AgentCheckInterval,
+		AckTimeout:       cfg.CommandAckTimeout,
+		MaxAttempts:      cfg.CommandMaxAttempts,
+		CommandTTL:       cfg.CommandTTL,
+		PingInterval:     cfg.PingInterval,
+		PongWait:         cfg.PongWait,
+		WriteWait:        cfg.WriteWait,
+		DrainTimeout:     cfg.ShutdownTimeout,
+		Events:           manager.GetNotifier(),
+		Logger:           log,
+		Registerer:       registry,
+	})
 	s := &Server{
 		cfg:      cfg,
 		log:      log,
 		db:       database,
 		manager:  manager,
+		agents:   agents,
 		verifier: verifier,
 		origins:  origins,
 		registry: registry,
 		metrics:  newHTTPMetrics(registry),
 		// Origins are checked before the upgrade, with a JSON 403.
-		upgrader: websocket.NewUpgrader(nil),
+		upgrader:      websocket.NewUpgrader(nil),
+		agentUpgrader: websocket.NewUpgrader(nil),
 	}
 	// The handshake's own failures (bad version, missing key) are JSON too.
 	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
@@ -102,6 +122,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	manager.Start()
+	go agents.Run()
 	return s, nil
 }
 
@@ -110,6 +131,9 @@ func (s *Server) Database() *db.Database { return s.db }
 
 // Manager returns the websocket manager, whose Notifier in-process callers use.
 func (s *Server) Manager() *websocket.Manager { return s.manager }
+
+// Agents returns the agent hub.
+func (s *Server) Agents() *websocket.AgentHub { return s.agents }
 
 // Serve accepts connections on ln until ctx is cancelled or Shutdown is
 // called, then shuts down within the configured timeout.
@@ -132,16 +156,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 }
 
-// Shutdown stops accepting, reports not ready, closes every browser with
-// 1001 after its queue is written, and closes the database. It is
-// idempotent; later calls return the first call's result.
+// Shutdown stops accepting, reports not ready, closes every agent and every
+// browser with 1001 after its queue is written (agents reconnect to another
+// replica), and closes the database. It is idempotent; later calls return the
+// first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		httpErr := s.http.Shutdown(ctx)
+		agentErr := s.agents.Shutdown(ctx)
 		wsErr := s.manager.Shutdown(ctx)
 		dbErr := s.db.Close()
-		s.shutdownErr = errors.Join(httpErr, wsErr, dbErr)
+		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, dbErr)
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr

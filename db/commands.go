@@ -1,0 +1,388 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// The command queue only moves forward: pending → sent → ack → completed | failed, or expired
+// (PROTOCOL.md 3.5). Every transition is one UPDATE whose WHERE names the statuses it may
+// leave, so concurrent calls on any replica serialize on the row and a late or replayed call
+// matches nothing instead of moving a command backwards. Transitions RETURN the row they
+// wrote, so the caller sees the command as it stands without a second read.
+
+// commandColumns is the select list of every command read.
+const commandColumns = `id, agent_id, session_id, action, payload, status, attempts, error, result,
+	created_at, sent_at, acknowledged_at, completed_at, expires_at`
+
+// defaultCommandLimit bounds the lists when the caller gives no limit.
+const defaultCommandLimit = 1000
+
+var (
+	qCreateCommand = newQuery(`INSERT INTO agent_commands (id, agent_id, session_id, action, payload,
+		status, attempts, created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`)
+	qGetCommand      = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
+	qGetAgentCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ? AND agent_id = ?`)
+	// The agent_commands_agent_status index finds each status's rows in created_at order.
+	qCommandsToDeliver = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands
+		WHERE agent_id = ? AND status IN (?, ?) AND (expires_at IS NULL OR expires_at > ?)
+		ORDER BY created_at, id LIMIT ?`)
+	// A resend of a sent command counts as another attempt; an acked or final command is never
+	// sent again.
+	qMarkCommandSent = newQuery(`UPDATE agent_commands SET status = 'sent', attempts = attempts + 1,
+		sent_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'sent') RETURNING attempts`)
+	qCommandAttempts = newQuery(`SELECT attempts FROM agent_commands WHERE id = ?`)
+	qAckCommand      = newQuery(`UPDATE agent_commands SET status = 'ack', acknowledged_at = ?, updated_at = ?
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent') RETURNING ` + commandColumns)
+	// An agent may complete a command whose ack was lost: acknowledged_at is then the
+	// completion time, so a finished command always has one.
+	qCompleteCommand = newQuery(`UPDATE agent_commands SET status = 'completed', result = ?,
+		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+	qFailCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
+		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+	// The control plane fails a command whatever agent it was for (attempts exhausted).
+	qFailAnyCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
+		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
+		WHERE id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+	// Served by the agent_commands_status_sent index.
+	qCommandsAwaitingAck = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands
+		WHERE status = 'sent' AND sent_at < ? ORDER BY sent_at, id LIMIT ?`)
+	// expires_at IS NOT NULL lets the partial agent_commands_expires index serve the scan.
+	qExpireCommands = newQuery(`UPDATE agent_commands SET status = 'expired', completed_at = ?, updated_at = ?
+		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`)
+	qCountAllCommands   = newQuery(`SELECT status, COUNT(*) FROM agent_commands GROUP BY status`)
+	qCountAgentCommands = newQuery(`SELECT status, COUNT(*) FROM agent_commands WHERE agent_id = ? GROUP BY status`)
+)
+
+// Transition is the outcome of a status change. Applied reports whether this call moved the
+// command; Status is its status after the call (the new one when Applied, else the one that
+// stopped it) and Command the row as it then stood.
+type Transition struct {
+	Applied bool
+	Status  string
+	Command models.AgentCommand
+}
+
+// prepareCommand validates c and fills the defaults of a new command: status pending, created
+// now. A command enters the queue pending; only the transitions move it on.
+func (d *Database) prepareCommand(c models.AgentCommand) (models.AgentCommand, []any, error) {
+	if c.CommandID == "" || c.AgentID == "" || c.Action == "" {
+		return c, nil, errors.New("command id, agent id and action are required")
+	}
+	if c.Status == "" {
+		c.Status = models.CommandStatusPending
+	}
+	if c.Status != models.CommandStatusPending {
+		return c, nil, fmt.Errorf("a new command must be %s, not %q", models.CommandStatusPending, c.Status)
+	}
+	if c.CreatedAt.IsZero() {
+		c.CreatedAt = d.now()
+	}
+	payload, err := jsonObjectArg(c.Payload)
+	if err != nil {
+		return c, nil, err
+	}
+	created := d.timeArg(c.CreatedAt)
+	return c, []any{c.CommandID, c.AgentID, c.SessionID, c.Action, payload, c.Status, created,
+		d.nullTimePtrArg(c.ExpiresAt), created}, nil
+}
+
+// CreateCommand queues a new command, pending with no attempts: ErrConflict when the id
+// exists. Zero CreatedAt is now and a nil Payload stores "{}". Attempts, Error, Result and the
+// sent, acknowledged and completed times are ignored: a new command has none.
+func (d *Database) CreateCommand(ctx context.Context, c models.AgentCommand) error {
+	c, args, err := d.prepareCommand(c)
+	if err != nil {
+		return fmt.Errorf("db: create command %q: %w", c.CommandID, err)
+	}
+	n, err := d.execAffected(ctx, d.db, qCreateCommand, args...)
+	if err != nil {
+		return fmt.Errorf("db: create command %q: %w", c.CommandID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("db: create command %q: %w", c.CommandID, ErrConflict)
+	}
+	return nil
+}
+
+// CreateSessionWithCommand creates a session and the command that starts it in one
+// transaction, so a session is never left without its command nor a command without its
+// session. The session gets CreateSession's validation and defaults; an empty c.SessionID is
+// s.ID and any other is refused. ErrConflict when either id exists, and then neither is stored.
+func (d *Database) CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error {
+	s, err := d.prepareSession(s)
+	if err != nil {
+		return fmt.Errorf("db: create session with command: %w", err)
+	}
+	if c.SessionID == "" {
+		c.SessionID = s.ID
+	}
+	if c.SessionID != s.ID {
+		return fmt.Errorf("db: create session %q with command %q: command is for session %q", s.ID, c.CommandID, c.SessionID)
+	}
+	c, cArgs, err := d.prepareCommand(c)
+	if err != nil {
+		return fmt.Errorf("db: create session %q with command %q: %w", s.ID, c.CommandID, err)
+	}
+	err = d.inTx(ctx, func(tx *sql.Tx) error {
+		n, err := d.execAffected(ctx, tx, qCreateSession, d.sessionArgs(s)...)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("session %q: %w", s.ID, ErrConflict)
+		}
+		n, err = d.execAffected(ctx, tx, qCreateCommand, cArgs...)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("command %q: %w", c.CommandID, ErrConflict)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("db: create session %q with command %q: %w", s.ID, c.CommandID, err)
+	}
+	return nil
+}
+
+// GetCommand returns the command, or ErrNotFound.
+func (d *Database) GetCommand(ctx context.Context, id string) (models.AgentCommand, error) {
+	c, err := scanCommand(d.queryRow(ctx, d.db, qGetCommand, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return models.AgentCommand{}, fmt.Errorf("db: command %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return models.AgentCommand{}, fmt.Errorf("db: get command %q: %w", id, err)
+	}
+	return c, nil
+}
+
+// CommandsToDeliver returns the agent's pending commands, and with includeSent also those sent
+// but not acknowledged (to resend after a reconnect), oldest first, at most limit (1000 when
+// limit <= 0). Commands past their deadline are left for ExpireCommands. Never nil.
+func (d *Database) CommandsToDeliver(ctx context.Context, agentID string, includeSent bool, limit int) ([]models.AgentCommand, error) {
+	second := models.CommandStatusPending
+	if includeSent {
+		second = models.CommandStatusSent
+	}
+	if limit <= 0 {
+		limit = defaultCommandLimit
+	}
+	rows, err := d.queryRows(ctx, d.db, qCommandsToDeliver, agentID, models.CommandStatusPending, second,
+		d.timeArg(d.now()), limit)
+	if err != nil {
+		return nil, fmt.Errorf("db: commands to deliver to agent %q: %w", agentID, err)
+	}
+	out, err := scanCommands(rows)
+	if err != nil {
+		return nil, fmt.Errorf("db: commands to deliver to agent %q: %w", agentID, err)
+	}
+	return out, nil
+}
+
+// MarkCommandSent records one more delivery attempt of a pending or sent command, just before
+// the caller writes it to the agent. ok is false, without error, when the command has moved
+// past sent (acknowledged, or final): the caller must then not send it. attempt is the
+// command's attempts after the call. ErrNotFound when the command does not exist. Zero at is
+// now.
+func (d *Database) MarkCommandSent(ctx context.Context, id string, at time.Time) (attempt int, ok bool, err error) {
+	if at.IsZero() {
+		at = d.now()
+	}
+	t := d.timeArg(at)
+	err = d.queryRow(ctx, d.db, qMarkCommandSent, t, t, id).Scan(&attempt)
+	if err == nil {
+		return attempt, true, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("db: mark command %q sent: %w", id, err)
+	}
+	// Not moved: the command is past sent, or missing.
+	err = d.queryRow(ctx, d.db, qCommandAttempts, id).Scan(&attempt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("db: command %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("db: mark command %q sent: %w", id, err)
+	}
+	return attempt, false, nil
+}
+
+// AckCommand records the agent's acknowledgement of a pending or sent command. An ack of an
+// acknowledged or final command changes nothing (Applied false). A command of another agent
+// is ErrNotFound like a missing one, so an agent learns nothing of other agents' commands.
+// Zero at is now.
+func (d *Database) AckCommand(ctx context.Context, agentID, id string, at time.Time) (Transition, error) {
+	if at.IsZero() {
+		at = d.now()
+	}
+	t := d.timeArg(at)
+	tr, err := d.transition(ctx, agentID, id, qAckCommand, t, t, id, agentID)
+	if err != nil {
+		return Transition{}, fmt.Errorf("db: ack command %q: %w", id, err)
+	}
+	return tr, nil
+}
+
+// CompleteCommand records the result of a command that is not final yet; a nil result stores
+// "{}". A replay on a final command changes nothing (Applied false) and keeps the first
+// result. A command of another agent is ErrNotFound. Zero at is now.
+func (d *Database) CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (Transition, error) {
+	if at.IsZero() {
+		at = d.now()
+	}
+	r, err := jsonObjectArg(result)
+	if err != nil {
+		return Transition{}, fmt.Errorf("db: complete command %q: %w", id, err)
+	}
+	t := d.timeArg(at)
+	tr, err := d.transition(ctx, agentID, id, qCompleteCommand, r, t, t, t, id, agentID)
+	if err != nil {
+		return Transition{}, fmt.Errorf("db: complete command %q: %w", id, err)
+	}
+	return tr, nil
+}
+
+// FailCommand records the failure of a command that is not final yet, like CompleteCommand.
+// An empty agentID is the control plane failing the command itself (its attempts are
+// exhausted): then the command of any agent matches.
+func (d *Database) FailCommand(ctx context.Context, agentID, id, errText string, at time.Time) (Transition, error) {
+	if at.IsZero() {
+		at = d.now()
+	}
+	t := d.timeArg(at)
+	var (
+		tr  Transition
+		err error
+	)
+	if agentID == "" {
+		tr, err = d.transition(ctx, "", id, qFailAnyCommand, errText, t, t, t, id)
+	} else {
+		tr, err = d.transition(ctx, agentID, id, qFailCommand, errText, t, t, t, id, agentID)
+	}
+	if err != nil {
+		return Transition{}, fmt.Errorf("db: fail command %q: %w", id, err)
+	}
+	return tr, nil
+}
+
+// transition runs the guarded UPDATE ... RETURNING q. When it matches no row the command is
+// read back to tell "already past this status" (Applied false) from "no such command of
+// agentID" (ErrNotFound; an empty agentID matches any agent).
+func (d *Database) transition(ctx context.Context, agentID, id string, q query, args ...any) (Transition, error) {
+	c, err := scanCommand(d.queryRow(ctx, d.db, q, args...))
+	if err == nil {
+		return Transition{Applied: true, Status: c.Status, Command: c}, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return Transition{}, err
+	}
+	if agentID == "" {
+		c, err = scanCommand(d.queryRow(ctx, d.db, qGetCommand, id))
+	} else {
+		c, err = scanCommand(d.queryRow(ctx, d.db, qGetAgentCommand, id, agentID))
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return Transition{}, ErrNotFound
+	}
+	if err != nil {
+		return Transition{}, err
+	}
+	return Transition{Applied: false, Status: c.Status, Command: c}, nil
+}
+
+// CommandsAwaitingAck returns the commands sent before sentBefore and still not acknowledged,
+// oldest send first, at most limit (1000 when limit <= 0): the resend loop's work.
+func (d *Database) CommandsAwaitingAck(ctx context.Context, sentBefore time.Time, limit int) ([]models.AgentCommand, error) {
+	if limit <= 0 {
+		limit = defaultCommandLimit
+	}
+	rows, err := d.queryRows(ctx, d.db, qCommandsAwaitingAck, d.timeArg(sentBefore), limit)
+	if err != nil {
+		return nil, fmt.Errorf("db: commands awaiting ack: %w", err)
+	}
+	out, err := scanCommands(rows)
+	if err != nil {
+		return nil, fmt.Errorf("db: commands awaiting ack: %w", err)
+	}
+	return out, nil
+}
+
+// ExpireCommands moves every unfinished command whose deadline is at or before now to
+// expired, with completed_at now, and returns how many it moved. Zero now is the clock's now.
+func (d *Database) ExpireCommands(ctx context.Context, now time.Time) (int64, error) {
+	if now.IsZero() {
+		now = d.now()
+	}
+	t := d.timeArg(now)
+	n, err := d.execAffected(ctx, d.db, qExpireCommands, t, t, t)
+	if err != nil {
+		return 0, fmt.Errorf("db: expire commands: %w", err)
+	}
+	return n, nil
+}
+
+// CountCommands counts the agent's commands by status (every agent's when agentID is empty),
+// for metrics and tests. Statuses without commands are absent.
+func (d *Database) CountCommands(ctx context.Context, agentID string) (map[string]int, error) {
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if agentID == "" {
+		rows, err = d.queryRows(ctx, d.db, qCountAllCommands)
+	} else {
+		rows, err = d.queryRows(ctx, d.db, qCountAgentCommands, agentID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: count commands of agent %q: %w", agentID, err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var (
+			status string
+			n      int
+		)
+		if err := rows.Scan(&status, &n); err != nil {
+			return nil, fmt.Errorf("db: count commands of agent %q: %w", agentID, err)
+		}
+		out[status] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: count commands of agent %q: %w", agentID, err)
+	}
+	return out, nil
+}
+
+func scanCommand(r rowScanner) (models.AgentCommand, error) {
+	var c models.AgentCommand
+	err := r.Scan(&c.CommandID, &c.AgentID, &c.SessionID, &c.Action, jsonDest{&c.Payload}, &c.Status,
+		&c.Attempts, &c.Error, jsonDest{&c.Result}, timeDest{&c.CreatedAt}, timePtrDest{&c.SentAt},
+		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt})
+	return c, err
+}
+
+// scanCommands reads and closes rows; the slice is never nil.
+func scanCommands(rows *sql.Rows) ([]models.AgentCommand, error) {
+	defer rows.Close()
+	out := []models.AgentCommand{}
+	for rows.Next() {
+		c, err := scanCommand(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,228 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// validAgentID keeps agent ids printable and bounded: they appear in URLs, logs and keys.
+var validAgentID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
+
+// handleAgentRegister serves POST /api/v1/agents/register (PROTOCOL.md 3.1).
+//
+//	own key, known agent       → 200, nothing changes but platform/region/capacity/metadata
+//	bootstrap key, new agent   → 201 with a new apiKey (auto-approval) or 202 pending
+//	bootstrap key, agent that has its own key → 401
+//	rejected agent             → 403
+//
+// StreamSpace's k8s-agent registers again on every reconnect with its own key: that is a 200.
+func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
+	key := auth.AgentKeyFromRequest(r)
+	if key == "" {
+		s.fail(w, r, http.StatusUnauthorized, "missing_agent_key", "X-Agent-API-Key header required")
+		return
+	}
+	var req models.AgentRegistration
+	if !s.decodeBody(w, r, &req) || !s.validRegistration(w, r, req) {
+		return
+	}
+	ctx := r.Context()
+	agent, err := s.db.GetAgent(ctx, req.AgentID)
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		s.registerNewAgent(w, r, req, key)
+		return
+	case err != nil:
+		s.unavailable(w, r, "read agent", err)
+		return
+	}
+	ownKey := auth.AgentKeyMatches(key, agent.APIKeyHash)
+	bootstrap := !ownKey && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
+	switch {
+	case !ownKey && !bootstrap:
+		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
+		return
+	case bootstrap && agent.APIKeyHash != "":
+		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "this agent has its own key; the bootstrap key is no longer accepted for it")
+		return
+	case agent.ApprovalStatus == models.ApprovalRejected:
+		s.fail(w, r, http.StatusForbidden, "agent_rejected", "this agent was rejected by an operator")
+		return
+	}
+	if err := s.db.UpdateAgentRegistration(ctx, agent.ID, req.Platform, req.Region, req.Capacity, req.Metadata); err != nil {
+		s.unavailable(w, r, "update agent", err)
+		return
+	}
+	if agent.ApprovalStatus == models.ApprovalPending && s.cfg.AgentAutoApprove {
+		s.approveAndReply(w, r, agent.ID, http.StatusCreated)
+		return
+	}
+	agent, err = s.db.GetAgent(ctx, agent.ID)
+	if err != nil {
+		s.unavailable(w, r, "read agent", err)
+		return
+	}
+	status := http.StatusOK
+	if agent.ApprovalStatus == models.ApprovalPending {
+		status = http.StatusAccepted
+	}
+	writeJSON(w, status, newRegistrationReply(agent, ""))
+}
+
+// registerNewAgent creates an agent that presented the bootstrap key: pending, or approved
+// with its own key when auto-approval is on. Self-registered agents are shared (no org): an
+// agent does not choose its tenant; an admin creates org agents with POST /api/v1/admin/agents.
+func (s *Server) registerNewAgent(w http.ResponseWriter, r *http.Request, req models.AgentRegistration, key string) {
+	if !auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey) {
+		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
+		return
+	}
+	a := models.Agent{
+		ID: req.AgentID, Platform: req.Platform, Region: req.Region,
+		Capacity: req.Capacity, Metadata: req.Metadata,
+		Status: models.AgentStatusOffline, ApprovalStatus: models.ApprovalPending,
+	}
+	err := s.db.CreateAgent(r.Context(), a)
+	if errors.Is(err, db.ErrConflict) {
+		s.fail(w, r, http.StatusConflict, "agent_exists", "an agent with this id was just registered; retry")
+		return
+	}
+	if err != nil {
+		s.unavailable(w, r, "create agent", err)
+		return
+	}
+	s.log.Info("agent registered", "agent_id", a.ID, "platform", a.Platform, "auto_approve", s.cfg.AgentAutoApprove)
+	if s.cfg.AgentAutoApprove {
+		s.approveAndReply(w, r, a.ID, http.StatusCreated)
+		return
+	}
+	created, err := s.db.GetAgent(r.Context(), a.ID)
+	if err != nil {
+		s.unavailable(w, r, "read agent", err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, newRegistrationReply(created, ""))
+}
+
+// approveAndReply approves the agent, issues its key and answers with the key, once.
+func (s *Server) approveAndReply(w http.ResponseWriter, r *http.Request, agentID string, status int) {
+	key := auth.NewAgentKey()
+	if err := s.db.SetAgentApproval(r.Context(), agentID, models.ApprovalApproved, auth.HashAgentKey(key)); err != nil {
+		s.unavailable(w, r, "approve agent", err)
+		return
+	}
+	agent, err := s.db.GetAgent(r.Context(), agentID)
+	if err != nil {
+		s.unavailable(w, r, "read agent", err)
+		return
+	}
+	s.log.Info("agent approved", "agent_id", agentID)
+	writeJSON(w, status, newRegistrationReply(agent, key))
+}
+
+func (s *Server) validRegistration(w http.ResponseWriter, r *http.Request, req models.AgentRegistration) bool {
+	switch {
+	case !validAgentID.MatchString(req.AgentID):
+		s.fail(w, r, http.StatusBadRequest, "invalid_agent_id", "agentId must be 1-128 of A-Z a-z 0-9 . _ : - starting with a letter or digit")
+		return false
+	case !models.ValidPlatform(req.Platform):
+		s.fail(w, r, http.StatusBadRequest, "invalid_platform", fmt.Sprintf("platform %q: want kubernetes, docker, vm or cloud", req.Platform))
+		return false
+	case len(req.Region) > 128:
+		s.fail(w, r, http.StatusBadRequest, "invalid_region", "region is longer than 128 bytes")
+		return false
+	}
+	return true
+}
+
+// handleAgentConnect serves GET /api/v1/agents/connect?agent_id=<id>: 400 without an id, 401
+// without a key or with a key that is not this agent's, 404 for an unknown agent, 403 for one
+// not approved; then the upgrade, and the AgentHub owns the connection.
+func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
+	agentID := r.URL.Query().Get("agent_id")
+	if agentID == "" {
+		s.fail(w, r, http.StatusBadRequest, "missing_agent_id", "agent_id query parameter required")
+		return
+	}
+	key := auth.AgentKeyFromRequest(r)
+	if key == "" {
+		s.fail(w, r, http.StatusUnauthorized, "missing_agent_key", "X-Agent-API-Key header required")
+		return
+	}
+	agent, err := s.db.GetAgent(r.Context(), agentID)
+	switch {
+	case errors.Is(err, db.ErrNotFound):
+		s.fail(w, r, http.StatusNotFound, "unknown_agent", "no agent with this id; register first")
+		return
+	case err != nil:
+		s.unavailable(w, r, "read agent", err)
+		return
+	}
+	ownKey := auth.AgentKeyMatches(key, agent.APIKeyHash)
+	bootstrap := agent.APIKeyHash == "" && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
+	switch {
+	case !ownKey && !bootstrap:
+		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
+		return
+	case agent.ApprovalStatus != models.ApprovalApproved:
+		s.fail(w, r, http.StatusForbidden, "agent_not_approved", "agent is "+agent.ApprovalStatus)
+		return
+	case !gorilla.IsWebSocketUpgrade(r):
+		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
+		return
+	}
+	conn, err := s.agentUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	if _, err := s.agents.ServeAgent(conn, agent.ID, agent.Platform); err != nil {
+		s.log.Error("agent connection refused after upgrade", "agent_id", agent.ID, "err", err)
+		code, reason := gorilla.CloseInternalServerErr, "cannot register the connection now"
+		if s.draining.Load() {
+			code, reason = gorilla.CloseGoingAway, "server shutting down"
+		}
+		closeSocket(conn, s.cfg.WriteWait, code, reason)
+	}
+}
+
+// handleAgentList serves GET /api/v1/agents for operators, admins and services. A token's
+// caller sees the agents serving its organization (its own and shared ones); the service
+// token sees all.
+func (s *Server) handleAgentList(w http.ResponseWriter, r *http.Request) {
+	scope, ok := s.authorizeStaff(w, r, auth.RoleOperator)
+	if !ok {
+		return
+	}
+	agents, err := s.db.ListAgents(r.Context(), scope.orgID)
+	if err != nil {
+		s.unavailable(w, r, "list agents", err)
+		return
+	}
+	out := make([]agentListEntry, 0, len(agents))
+	for _, a := range agents {
+		out = append(out, newAgentListEntry(a))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+// unavailable answers 503 for a failure of storage, logged once with its cause.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.Error(what+" failed", "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "unavailable", Message: "storage unavailable; retry"})
+	s.metrics.refusals.WithLabelValues("unavailable").Inc()
+}
+
+// closeSocket closes an upgraded connection that was never handed to a hub.
+func closeSocket(conn *gorilla.Conn, wait time.Duration, code int, reason string) {
+	_ = conn.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(code, reason), time.Now().Add(wait))
+	_ = conn.Close()
+}

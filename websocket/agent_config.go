@@ -1,0 +1,169 @@
+package websocket
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// Defaults of AgentHubConfig (PROTOCOL.md 3.4 and 3.5).
+const (
+	DefaultAgentHeartbeatTimeout = 45 * time.Second
+	DefaultAgentCheckInterval    = 10 * time.Second
+	DefaultHeartbeatFlush        = 5 * time.Second
+	DefaultCommandAckTimeout     = 30 * time.Second
+	DefaultCommandMaxAttempts    = 5
+	DefaultCommandTTL            = 24 * time.Hour
+	DefaultAgentQueueSize        = 256
+	DefaultAgentMaxMessageSize   = 512 << 10
+	DefaultAgentMessageRate      = 100
+	DefaultAgentMessageBurst     = 200
+	// malformedLimit malformed frames within malformedWindow are tolerated; the next closes
+	// the connection with 1008.
+	malformedLimit  = 10
+	malformedWindow = time.Minute
+	// deliverBatch bounds one read of an agent's pending commands; firstPassLimit the read at
+	// connect, which includes the commands earlier connections left unacknowledged.
+	deliverBatch   = 500
+	firstPassLimit = 10000
+)
+
+// AgentStore is what the AgentHub keeps agents, commands and the sessions placed on agents in.
+// *db.Database implements it; every state change is a guarded update, so a late or duplicated
+// call can never move a command backwards or mark a newer connection offline.
+type AgentStore interface {
+	MarkAgentOnline(ctx context.Context, id, replica, connectionID string, at time.Time) error
+	MarkAgentOffline(ctx context.Context, id, connectionID string, at time.Time) (bool, error)
+	RecordAgentHeartbeats(ctx context.Context, beats []db.AgentHeartbeat) error
+
+	CreateCommand(ctx context.Context, c models.AgentCommand) error
+	CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error
+	GetCommand(ctx context.Context, id string) (models.AgentCommand, error)
+	CommandsToDeliver(ctx context.Context, agentID string, includeSent bool, limit int) ([]models.AgentCommand, error)
+	MarkCommandSent(ctx context.Context, id string, at time.Time) (attempt int, ok bool, err error)
+	AckCommand(ctx context.Context, agentID, id string, at time.Time) (db.Transition, error)
+	CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (db.Transition, error)
+	FailCommand(ctx context.Context, agentID, id, errText string, at time.Time) (db.Transition, error)
+	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
+
+	GetSession(ctx context.Context, id string) (models.Session, error)
+	UpsertSession(ctx context.Context, s models.Session) error
+	DeleteSession(ctx context.Context, id string) error
+}
+
+var _ AgentStore = (*db.Database)(nil)
+
+// EventPublisher publishes a session event to an organization's stream. *Notifier implements
+// it; the AgentHub turns agents' status reports into events through it.
+type EventPublisher interface {
+	Publish(ctx context.Context, orgID string, event SessionEvent) (cluster.Position, error)
+}
+
+var _ EventPublisher = (*Notifier)(nil)
+
+// Errors of the agent side, checked with errors.Is.
+var (
+	// ErrAgentNotConnected: the agent has no connection on this replica. A command given to
+	// SendCommandToAgent is stored anyway and delivered when the agent connects.
+	ErrAgentNotConnected = errors.New("websocket: agent not connected")
+	// ErrAgentHubStopped: the hub is stopping or stopped and accepts no connections.
+	ErrAgentHubStopped = errors.New("websocket: agent hub stopped")
+	// ErrCommandConflict: a command with this id exists for another agent or action.
+	ErrCommandConflict = errors.New("websocket: command id already used")
+)
+
+// AgentHubConfig tunes the agent side. The zero value means the documented defaults.
+type AgentHubConfig struct {
+	// Replica names this process in the agents table (which replica holds a connection).
+	Replica string
+	// HeartbeatTimeout: an agent silent this long is stale, closed with 4002 and marked
+	// offline. CheckInterval is how often that is checked, along with ack timeouts and
+	// command deadlines.
+	HeartbeatTimeout time.Duration
+	CheckInterval    time.Duration
+	// HeartbeatFlush is how often heartbeats are written to the database, in one transaction
+	// for every agent that beat since the last flush.
+	HeartbeatFlush time.Duration
+	// AckTimeout: a command not acknowledged this long after its delivery is sent again
+	// (attempt+1), until MaxAttempts deliveries; then it fails.
+	AckTimeout  time.Duration
+	MaxAttempts int
+	// CommandTTL is the deadline given to commands that have none; past it an unfinished
+	// command becomes expired. Negative means no deadline.
+	CommandTTL time.Duration
+	// QueueSize bounds each agent's outbound queue (frames). Commands wait for room; other
+	// frames that find it full close the connection with 4001.
+	QueueSize int
+	// MaxMessageSize bounds one inbound frame (bytes); larger ones close with 1009.
+	MaxMessageSize int64
+	// MessageRate and MessageBurst bound inbound frames per second per connection; a flood
+	// past them closes with 1008.
+	MessageRate  float64
+	MessageBurst int
+	// PingInterval, PongWait and WriteWait are the WebSocket keepalive, as on the browser side.
+	PingInterval time.Duration
+	PongWait     time.Duration
+	WriteWait    time.Duration
+	// DrainTimeout bounds Stop.
+	DrainTimeout time.Duration
+	// Events receives the session events made from agents' status reports; nil means none
+	// are published (the session rows are still updated).
+	Events EventPublisher
+	// Clock drives heartbeats, staleness, ack timeouts and deadlines; nil means the real
+	// clock. Tests pass a fake one so liveness tests take milliseconds.
+	Clock      clockwork.Clock
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+func (c AgentHubConfig) withDefaults() AgentHubConfig {
+	setDur := func(p *time.Duration, def time.Duration) {
+		if *p <= 0 {
+			*p = def
+		}
+	}
+	setDur(&c.HeartbeatTimeout, DefaultAgentHeartbeatTimeout)
+	setDur(&c.CheckInterval, DefaultAgentCheckInterval)
+	setDur(&c.HeartbeatFlush, DefaultHeartbeatFlush)
+	setDur(&c.AckTimeout, DefaultCommandAckTimeout)
+	setDur(&c.PongWait, DefaultPongWait)
+	setDur(&c.PingInterval, DefaultPingInterval)
+	setDur(&c.WriteWait, DefaultWriteWait)
+	setDur(&c.DrainTimeout, DefaultDrainTimeout)
+	if c.PingInterval >= c.PongWait {
+		c.PingInterval = c.PongWait * 9 / 10
+	}
+	if c.CommandTTL == 0 {
+		c.CommandTTL = DefaultCommandTTL
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultCommandMaxAttempts
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = DefaultAgentQueueSize
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultAgentMaxMessageSize
+	}
+	if c.MessageRate <= 0 {
+		c.MessageRate = DefaultAgentMessageRate
+	}
+	if c.MessageBurst <= 0 {
+		c.MessageBurst = DefaultAgentMessageBurst
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

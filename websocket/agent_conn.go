@@ -1,0 +1,311 @@
+package websocket
+
+import (
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// AgentConnection represents a single agent's WebSocket connection.
+//
+// Concurrency contract: the hub owns a registered connection's goroutines: a reader, the only
+// writer of the socket, and a dispatcher that delivers the agent's waiting commands in creation
+// order. All three end when the connection closes, and the last one to end unregisters it.
+// Send is the bounded outbound queue the writer drains; nobody closes it (the writer stops on
+// the connection's own done signal instead, so a late sender can never panic). Receive, when
+// the caller sets it, is offered every inbound frame without blocking (full means dropped): a
+// tap for embedders, since the hub handles frames itself. Mutex guards LastPing and Platform;
+// read them through the Mutex or the accessor methods.
+type AgentConnection struct {
+	// AgentID is the unique identifier for this agent.
+	AgentID string
+	// Conn is the underlying WebSocket connection.
+	Conn *websocket.Conn
+	// Platform identifies the agent type (kubernetes, docker, vm, cloud).
+	Platform string
+	// LastPing is the time of the last frame received: any frame is a sign of life.
+	LastPing time.Time
+	// Send is a buffered channel for outbound messages to the agent.
+	Send chan []byte
+	// Receive is an optional buffered channel that is offered inbound messages.
+	Receive chan []byte
+	// Mutex protects concurrent access to connection fields.
+	Mutex sync.RWMutex
+
+	hub    *AgentHub
+	connID string
+	status string // online or draining, guarded by Mutex
+
+	closeOnce   sync.Once
+	done        chan struct{}
+	closeCode   int
+	closeReason string
+	readDone    chan struct{}
+	pumps       atomic.Int32
+
+	wake    chan struct{} // capacity 1: the dispatcher has work
+	retry   atomic.Bool   // the last delivery pass failed; the check loop wakes it again
+	limiter *rate.Limiter
+
+	// Guarded by flightMu: commands delivered on this connection and not yet acknowledged,
+	// and the ones the check loop wants sent again.
+	flightMu sync.Mutex
+	inflight map[string]inflightCommand
+	resend   []string
+
+	malformedMu sync.Mutex
+	malformedAt []time.Time
+}
+
+// inflightCommand is a delivered command waiting for its ack.
+type inflightCommand struct {
+	cmd     models.AgentCommand
+	attempt int
+	sentAt  time.Time
+}
+
+// ConnectionID names this connection among all of the agent's connections, past and future.
+func (c *AgentConnection) ConnectionID() string { return c.connID }
+
+// LastSeen returns LastPing under the lock.
+func (c *AgentConnection) LastSeen() time.Time {
+	c.Mutex.RLock()
+	defer c.Mutex.RUnlock()
+	return c.LastPing
+}
+
+// Status returns "online" or "draining", as the agent's last heartbeat said.
+func (c *AgentConnection) Status() string {
+	c.Mutex.RLock()
+	defer c.Mutex.RUnlock()
+	return c.status
+}
+
+// Done is closed when the connection starts closing.
+func (c *AgentConnection) Done() <-chan struct{} { return c.done }
+
+func (c *AgentConnection) touch(at time.Time) {
+	c.Mutex.Lock()
+	if at.After(c.LastPing) {
+		c.LastPing = at
+	}
+	c.Mutex.Unlock()
+}
+
+func (c *AgentConnection) setStatus(status string) {
+	c.Mutex.Lock()
+	c.status = status
+	c.Mutex.Unlock()
+}
+
+// closeWith asks the connection to close with code and reason. Only the first call counts; it
+// never blocks and does no I/O.
+func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
+	c.closeOnce.Do(func() {
+		c.closeCode, c.closeReason = code, reason
+		close(c.done)
+		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
+		if code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
+			c.hub.cfg.Logger.Info("closing agent connection", "agent_id", c.AgentID,
+				"code", code, "reason", reason)
+		}
+	})
+}
+
+func (c *AgentConnection) closing() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// push queues a frame without blocking; a full queue closes the connection with 4001.
+func (c *AgentConnection) push(frame []byte) bool {
+	if c.closing() {
+		return false
+	}
+	select {
+	case c.Send <- frame:
+		c.hub.metrics.framesOut.Inc()
+		return true
+	default:
+		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+		return false
+	}
+}
+
+// pushWait queues a frame, waiting for room while the connection lives. Commands use it: a
+// slow agent slows its own deliveries, never anyone else's, and loses none.
+func (c *AgentConnection) pushWait(frame []byte) bool {
+	select {
+	case c.Send <- frame:
+		c.hub.metrics.framesOut.Inc()
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func (c *AgentConnection) wakeDispatcher() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// noteMalformed records a malformed frame and reports whether the connection is past the
+// limit: more than malformedLimit within malformedWindow.
+func (c *AgentConnection) noteMalformed(now time.Time) bool {
+	c.malformedMu.Lock()
+	defer c.malformedMu.Unlock()
+	keep := c.malformedAt[:0]
+	for _, t := range c.malformedAt {
+		if now.Sub(t) < malformedWindow {
+			keep = append(keep, t)
+		}
+	}
+	c.malformedAt = append(keep, now)
+	return len(c.malformedAt) > malformedLimit
+}
+
+func (c *AgentConnection) start() {
+	if c.Conn == nil {
+		// No socket: the caller drains Send itself; only commands need a goroutine.
+		c.pumps.Store(1)
+		go c.dispatchLoop()
+		return
+	}
+	c.pumps.Store(3)
+	go c.writePump()
+	go c.readPump()
+	go c.dispatchLoop()
+}
+
+// pumpDone reports one goroutine's end; the last one unregisters the connection.
+func (c *AgentConnection) pumpDone() {
+	if c.pumps.Add(-1) == 0 {
+		c.hub.unregister(c)
+	}
+}
+
+// readPump reads frames, enforcing the size limit, the rate limit and the pong deadline, and
+// hands each to the hub. Database work for a frame happens here, so one agent's frames are
+// handled in the order it sent them and a slow database slows that agent only.
+func (c *AgentConnection) readPump() {
+	defer c.pumpDone()
+	defer close(c.readDone)
+	cfg := c.hub.cfg
+	_ = c.Conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	c.Conn.SetPongHandler(func(string) error {
+		c.touch(cfg.Clock.Now())
+		return c.Conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	})
+	for {
+		_, r, err := c.Conn.NextReader()
+		if err != nil {
+			c.closeWith(readCloseCode(err))
+			return
+		}
+		data, err := io.ReadAll(io.LimitReader(r, cfg.MaxMessageSize+1))
+		if err != nil {
+			c.closeWith(readCloseCode(err))
+			return
+		}
+		_ = c.Conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+		if c.closing() {
+			continue // discard until the peer answers our close frame
+		}
+		if int64(len(data)) > cfg.MaxMessageSize {
+			c.hub.metrics.refused.WithLabelValues("too_big").Inc()
+			c.closeWith(websocket.CloseMessageTooBig, "message too big", "too_big")
+			continue
+		}
+		now := cfg.Clock.Now()
+		c.touch(now)
+		if !c.limiter.Allow() { // wall time: a flood is measured in real seconds
+			c.hub.metrics.refused.WithLabelValues("rate_limited").Inc()
+			c.closeWith(websocket.ClosePolicyViolation, "too many frames", "rate_limited")
+			continue
+		}
+		if c.Receive != nil {
+			select {
+			case c.Receive <- data:
+			default:
+			}
+		}
+		c.hub.handleFrame(c, data, now)
+	}
+}
+
+// writePump is the only writer of the socket: queued frames one per WebSocket frame, pings,
+// and on close the close frame (after writing what is queued when the server is shutting
+// down), then it closes the socket.
+func (c *AgentConnection) writePump() {
+	defer c.pumpDone()
+	cfg := c.hub.cfg
+	ticker := time.NewTicker(cfg.PingInterval)
+	defer func() {
+		ticker.Stop()
+		_ = c.Conn.Close()
+	}()
+	for {
+		select {
+		case msg := <-c.Send:
+			if err := c.write(msg); err != nil {
+				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
+				return
+			}
+		case <-ticker.C:
+			if err := c.Conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
+				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")
+				return
+			}
+		case <-c.done:
+			if c.closeCode == websocket.CloseGoingAway || c.closeCode == websocket.ClosePolicyViolation {
+				c.drain() // shutdown, or a policy close after its error frame
+			}
+			_ = c.Conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(cfg.WriteWait))
+			c.awaitPeerClose()
+			return
+		}
+	}
+}
+
+func (c *AgentConnection) write(msg []byte) error {
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
+		return err
+	}
+	return c.Conn.WriteMessage(websocket.TextMessage, msg)
+}
+
+// drain writes what is already queued, within the write deadline.
+func (c *AgentConnection) drain() {
+	for {
+		select {
+		case msg := <-c.Send:
+			if c.write(msg) != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (c *AgentConnection) awaitPeerClose() {
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-c.readDone:
+	case <-t.C:
+	}
+}

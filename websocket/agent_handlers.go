@@ -1,0 +1,185 @@
+package websocket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// Session states an agent may report that end a session's row.
+const sessionStateDeleted = "deleted"
+
+// handleFrame decodes one frame from an agent and acts on it. A refused frame is answered
+// with an error frame and logged once; malformed ones count toward the connection's limit.
+func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
+	f, ferr := decodeAgentFrame(data)
+	if ferr == nil {
+		h.metrics.frameIn(f.Type)
+		ferr = h.dispatchFrame(c, f, now)
+	} else {
+		h.metrics.frameIn("unknown")
+	}
+	if ferr != nil {
+		h.refuse(c, ferr, now)
+	}
+}
+
+func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
+	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	defer cancel()
+	switch f.Type {
+	case models.MessageTypeHeartbeat:
+		hb, err := decodeHeartbeat(f)
+		if err != nil {
+			return err
+		}
+		c.setStatus(hb.Status)
+		h.queueBeat(c, now, hb.Status, hb.Capacity)
+	case models.MessageTypeAck:
+		m, err := decodeAck(f)
+		if err != nil {
+			return err
+		}
+		return h.ack(ctx, c, m, now)
+	case models.MessageTypeComplete:
+		m, err := decodeComplete(f)
+		if err != nil {
+			return err
+		}
+		return h.finish(ctx, c, m.CommandID, models.CommandStatusCompleted, m.Result, "", now)
+	case models.MessageTypeFailed:
+		m, err := decodeFailed(f)
+		if err != nil {
+			return err
+		}
+		return h.finish(ctx, c, m.CommandID, models.CommandStatusFailed, nil, m.Error, now)
+	case models.MessageTypeStatus:
+		m, err := decodeStatus(f)
+		if err != nil {
+			return err
+		}
+		return h.sessionStatus(ctx, c, m, now)
+	case models.MessageTypePong, models.MessageTypeLog, models.MessageTypeLogEnd:
+		// A sign of life (already counted); relayed logs have no listener on this side yet.
+	default:
+		// Unknown types are counted (frameIn) and ignored, so agents can be newer than us.
+	}
+	return nil
+}
+
+// refuse answers a refused frame and closes the connection with 1008 once malformed frames
+// pass the limit.
+func (h *AgentHub) refuse(c *AgentConnection, ferr *frameError, now time.Time) {
+	reason := "rejected"
+	if ferr.malformed {
+		reason = "malformed"
+	}
+	h.metrics.refused.WithLabelValues(reason).Inc()
+	if !ferr.logged {
+		h.cfg.Logger.Info("agent frame refused", "agent_id", c.AgentID, "reason", reason,
+			"err", ferr.msg, "command_id", ferr.commandID, "session_id", ferr.sessionID)
+	}
+	c.push(errorFrame(ferr, now))
+	if ferr.malformed && c.noteMalformed(now) {
+		c.closeWith(websocket.ClosePolicyViolation, "too many malformed frames", "malformed")
+	}
+}
+
+// ack moves the command to ack. An ack for a command that already moved on is a harmless
+// duplicate; one for a command that is not this agent's is refused.
+func (h *AgentHub) ack(ctx context.Context, c *AgentConnection, m models.AckMessage, now time.Time) *frameError {
+	tr, err := h.store.AckCommand(ctx, c.AgentID, m.CommandID, now)
+	if errors.Is(err, db.ErrNotFound) {
+		return &frameError{msg: "unknown command", commandID: m.CommandID, malformed: true}
+	}
+	if err != nil {
+		return h.storeFailed(c, "ack", m.CommandID, err)
+	}
+	c.untrack(m.CommandID)
+	if tr.Applied {
+		h.metrics.commands.WithLabelValues(models.CommandStatusAck).Inc()
+	}
+	return nil
+}
+
+// finish records a command's result (completed) or error (failed). A replay of a command
+// that is already final changes nothing and is answered so the agent can tell.
+func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status string, result map[string]any, errText string, now time.Time) *frameError {
+	var (
+		tr  db.Transition
+		err error
+	)
+	if status == models.CommandStatusCompleted {
+		tr, err = h.store.CompleteCommand(ctx, c.AgentID, id, result, now)
+	} else {
+		tr, err = h.store.FailCommand(ctx, c.AgentID, id, errText, now)
+	}
+	if errors.Is(err, db.ErrNotFound) {
+		return &frameError{msg: "unknown command", commandID: id, malformed: true}
+	}
+	if err != nil {
+		return h.storeFailed(c, status, id, err)
+	}
+	c.untrack(id)
+	if !tr.Applied {
+		return &frameError{msg: "command is already " + tr.Status, commandID: id}
+	}
+	h.metrics.commands.WithLabelValues(status).Inc()
+	return nil
+}
+
+// sessionStatus applies a status report to a session placed on this agent: its state (and
+// pod name), published as session.state.changed, or its removal for "deleted".
+func (h *AgentHub) sessionStatus(ctx context.Context, c *AgentConnection, m models.StatusMessage, now time.Time) *frameError {
+	s, err := h.store.GetSession(ctx, m.SessionID)
+	if errors.Is(err, db.ErrNotFound) || (err == nil && s.AgentID != c.AgentID) {
+		// One answer for both, so an agent learns nothing of sessions that are not its own.
+		return &frameError{msg: "session is not placed on this agent", sessionID: m.SessionID, malformed: true}
+	}
+	if err != nil {
+		return h.storeFailed(c, "status", m.SessionID, err)
+	}
+	if m.State == sessionStateDeleted {
+		if err := h.store.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, db.ErrNotFound) {
+			return h.storeFailed(c, "status", m.SessionID, err)
+		}
+		h.publish(ctx, s.OrgID, SessionEvent{Type: EventSessionDeleted, SessionID: s.ID, UserID: s.UserID, Timestamp: now})
+		return nil
+	}
+	oldState := s.State
+	podName, _ := m.PlatformMetadata["podName"].(string)
+	if oldState == m.State && (podName == "" || podName == s.PodName) {
+		return nil
+	}
+	s.State = m.State
+	if podName != "" {
+		s.PodName = podName
+	}
+	s.UpdatedAt = time.Time{}
+	if err := h.store.UpsertSession(ctx, s); err != nil {
+		return h.storeFailed(c, "status", m.SessionID, err)
+	}
+	if oldState != m.State {
+		data := map[string]any{"oldState": oldState, "newState": m.State, "agentId": c.AgentID}
+		if podName != "" {
+			data["podName"] = podName
+		}
+		h.publish(ctx, s.OrgID, SessionEvent{
+			Type: EventSessionStateChange, SessionID: s.ID, UserID: s.UserID, Timestamp: now, Data: data,
+		})
+	}
+	return nil
+}
+
+// storeFailed logs a database failure while handling a frame and answers the agent without
+// blaming it: the frame was fine, so it does not count toward the malformed limit.
+func (h *AgentHub) storeFailed(c *AgentConnection, what, id string, err error) *frameError {
+	h.cfg.Logger.Warn("handling agent frame failed", "agent_id", c.AgentID, "type", what, "id", id, "err", err)
+	return &frameError{msg: fmt.Sprintf("could not record %s now; send it again later", what), logged: true}
+}

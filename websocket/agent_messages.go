@@ -1,0 +1,244 @@
+package websocket
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// agentFrame is one decoded frame from an agent: the envelope of PROTOCOL.md 3.2 with its
+// payload still raw, decoded by the handler of its type.
+type agentFrame struct {
+	Type      string
+	Timestamp time.Time // zero when the agent sent none
+	Payload   json.RawMessage
+}
+
+// frameError is the reason a frame was refused. Its text goes back to the agent in an error
+// frame, so it names the problem without echoing the frame.
+type frameError struct {
+	msg       string
+	commandID string
+	sessionID string
+	// malformed frames count toward the per-connection limit; refusals of well-formed frames
+	// (a replayed complete) do not, since at-least-once delivery makes them legitimate.
+	malformed bool
+	// logged: the cause was logged where it happened.
+	logged bool
+}
+
+func (e *frameError) Error() string { return e.msg }
+
+func malformed(format string, args ...any) *frameError {
+	return &frameError{msg: fmt.Sprintf(format, args...), malformed: true}
+}
+
+// decodeAgentFrame checks the envelope: one JSON object whose "type" is a non-empty string,
+// whose "timestamp", when present, is an RFC 3339 string, and whose "payload", when present, is
+// an object. Anything else is malformed.
+func decodeAgentFrame(data []byte) (agentFrame, *frameError) {
+	var raw struct {
+		Type      json.RawMessage `json:"type"`
+		Timestamp json.RawMessage `json:"timestamp"`
+		Payload   json.RawMessage `json:"payload"`
+	}
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return agentFrame{}, malformed("frame is not a JSON object")
+	}
+	if err := json.Unmarshal(trimmed, &raw); err != nil {
+		return agentFrame{}, malformed("frame is not valid JSON")
+	}
+	var f agentFrame
+	if json.Unmarshal(raw.Type, &f.Type) != nil || f.Type == "" {
+		return agentFrame{}, malformed("type must be a non-empty string")
+	}
+	if isPresent(raw.Timestamp) {
+		var ts string
+		if json.Unmarshal(raw.Timestamp, &ts) != nil {
+			return agentFrame{}, malformed("timestamp must be an RFC 3339 string")
+		}
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return agentFrame{}, malformed("timestamp must be an RFC 3339 string")
+		}
+		f.Timestamp = t.UTC()
+	}
+	if isPresent(raw.Payload) {
+		if raw.Payload[0] != '{' {
+			return agentFrame{}, malformed("payload must be an object")
+		}
+		f.Payload = raw.Payload
+	}
+	return f, nil
+}
+
+// isPresent reports whether a raw field was given a value other than null.
+func isPresent(raw json.RawMessage) bool {
+	return len(raw) > 0 && !bytes.Equal(raw, []byte("null"))
+}
+
+// decodePayload decodes a frame's payload into dst; an absent payload leaves dst zero.
+func decodePayload(f agentFrame, dst any) *frameError {
+	if len(f.Payload) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(f.Payload, dst); err != nil {
+		return malformed("%s payload has the wrong shape: %s", f.Type, shapeError(err))
+	}
+	return nil
+}
+
+// shapeError names the field a decode failed on, without the value.
+func shapeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("field %q must be %s", te.Field, jsonKind(te.Type.Kind().String()))
+	}
+	return "invalid JSON"
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "int", "int64", "float64", "int32", "uint", "uint64":
+		return "a number"
+	}
+	return "of another type"
+}
+
+// maxIDLen bounds command and session ids from agents; real ones are far shorter.
+const maxIDLen = 256
+
+func requireID(frameType, field, v string) *frameError {
+	if v == "" {
+		return malformed("%s payload needs %q", frameType, field)
+	}
+	if len(v) > maxIDLen {
+		return malformed("%s payload field %q is too long", frameType, field)
+	}
+	return nil
+}
+
+func decodeHeartbeat(f agentFrame) (models.HeartbeatMessage, *frameError) {
+	var hb models.HeartbeatMessage
+	if err := decodePayload(f, &hb); err != nil {
+		return hb, err
+	}
+	switch hb.Status {
+	case "":
+		hb.Status = models.AgentStatusOnline
+	case models.AgentStatusOnline, models.AgentStatusDraining:
+	default:
+		return hb, malformed("heartbeat status must be online or draining")
+	}
+	return hb, nil
+}
+
+func decodeAck(f agentFrame) (models.AckMessage, *frameError) {
+	var m models.AckMessage
+	if err := decodePayload(f, &m); err != nil {
+		return m, err
+	}
+	return m, requireID(f.Type, "commandId", m.CommandID)
+}
+
+// decodeComplete accepts any JSON result: an object is stored as it is, null or none as no
+// result, and anything else under "value" (the stored result is always an object).
+func decodeComplete(f agentFrame) (models.CompleteMessage, *frameError) {
+	var m struct {
+		CommandID string          `json:"commandId"`
+		Result    json.RawMessage `json:"result"`
+	}
+	if err := decodePayload(f, &m); err != nil {
+		return models.CompleteMessage{}, err
+	}
+	out := models.CompleteMessage{CommandID: m.CommandID}
+	if err := requireID(f.Type, "commandId", m.CommandID); err != nil {
+		return out, err
+	}
+	if isPresent(m.Result) {
+		if m.Result[0] == '{' {
+			if json.Unmarshal(m.Result, &out.Result) != nil {
+				return out, malformed("complete result is not valid JSON")
+			}
+		} else {
+			var v any
+			if json.Unmarshal(m.Result, &v) != nil {
+				return out, malformed("complete result is not valid JSON")
+			}
+			out.Result = map[string]any{"value": v}
+		}
+	}
+	return out, nil
+}
+
+func decodeFailed(f agentFrame) (models.FailedMessage, *frameError) {
+	var m models.FailedMessage
+	if err := decodePayload(f, &m); err != nil {
+		return m, err
+	}
+	return m, requireID(f.Type, "commandId", m.CommandID)
+}
+
+// maxStateLen bounds a reported session state.
+const maxStateLen = 64
+
+func decodeStatus(f agentFrame) (models.StatusMessage, *frameError) {
+	var m models.StatusMessage
+	if err := decodePayload(f, &m); err != nil {
+		return m, err
+	}
+	if err := requireID(f.Type, "sessionId", m.SessionID); err != nil {
+		return m, err
+	}
+	m.State = strings.ToLower(strings.TrimSpace(m.State))
+	if m.State == "" || len(m.State) > maxStateLen {
+		return m, malformed("status payload needs a state")
+	}
+	return m, nil
+}
+
+// outbound encodes one frame to an agent. Every frame carries the time it was made, as an
+// RFC 3339 string: StreamSpace's agents decode it into a time.Time.
+func outbound(frameType string, at time.Time, payload any) []byte {
+	b, err := json.Marshal(struct {
+		Type      string    `json:"type"`
+		Timestamp time.Time `json:"timestamp"`
+		Payload   any       `json:"payload"`
+	}{frameType, at.UTC(), payload})
+	if err != nil {
+		// Payloads are the package's own types and maps read back from the database's JSON
+		// columns, so they always encode; failing here is a bug in this package.
+		panic(fmt.Sprintf("websocket: encode %s frame: %v", frameType, err))
+	}
+	return b
+}
+
+func commandFrame(c models.AgentCommand, attempt int, at time.Time) []byte {
+	payload := c.Payload
+	if payload == nil {
+		payload = map[string]any{}
+	}
+	return outbound(models.MessageTypeCommand, at, models.CommandMessage{
+		CommandID: c.CommandID, Action: c.Action, Payload: payload, Attempt: attempt,
+	})
+}
+
+func errorFrame(e *frameError, at time.Time) []byte {
+	return outbound(models.MessageTypeError, at, models.ErrorMessage{
+		Message: e.msg, CommandID: e.commandID, SessionID: e.sessionID,
+	})
+}

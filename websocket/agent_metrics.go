@@ -1,0 +1,64 @@
+package websocket
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// agentMetrics are the agent side's Prometheus collectors. Labels are bounded enums (frame
+// type, reason, command state): never an agent, command or session id.
+type agentMetrics struct {
+	connections prometheus.Gauge
+	disconnects *prometheus.CounterVec
+	framesIn    *prometheus.CounterVec
+	framesOut   prometheus.Counter
+	refused     *prometheus.CounterVec
+	commands    *prometheus.CounterVec
+	heartbeats  prometheus.Counter
+	flushes     prometheus.Counter
+}
+
+// knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
+// agent cannot grow the label set.
+var knownAgentFrames = map[string]bool{
+	"heartbeat": true, "ack": true, "complete": true, "failed": true, "status": true,
+	"pong": true, "log": true, "log_end": true,
+}
+
+func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
+	shared := newHubMetrics(reg) // connections and disconnects by kind, shared with browsers
+	m := &agentMetrics{
+		connections: shared.connections.WithLabelValues("agent"),
+		disconnects: shared.disconnects.MustCurryWith(prometheus.Labels{"kind": "agent"}),
+		framesOut:   shared.messagesOut.WithLabelValues("agent"),
+		framesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_agent_frames_in_total", Help: "Frames received from agents by type.",
+		}, []string{"type"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_agent_frames_refused_total",
+			Help: "Agent frames answered with an error or a close, by reason.",
+		}, []string{"reason"}),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_agent_commands_total", Help: "Command state changes by state.",
+		}, []string{"state"}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_agent_heartbeats_total", Help: "Heartbeats received from agents.",
+		}),
+		flushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_agent_heartbeat_flushes_total",
+			Help: "Database writes of coalesced heartbeats (one transaction each).",
+		}),
+	}
+	if reg != nil {
+		m.framesIn = register(reg, m.framesIn)
+		m.refused = register(reg, m.refused)
+		m.commands = register(reg, m.commands)
+		m.heartbeats = register(reg, m.heartbeats)
+		m.flushes = register(reg, m.flushes)
+	}
+	return m
+}
+
+func (m *agentMetrics) frameIn(frameType string) {
+	if !knownAgentFrames[frameType] {
+		frameType = "unknown"
+	}
+	m.framesIn.WithLabelValues(frameType).Inc()
+}
