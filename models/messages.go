@@ -108,11 +108,13 @@ type ShutdownMessage struct {
 
 // ErrorMessage answers a frame the control plane refused: malformed, of the wrong shape, or
 // about a command or session that is not the agent's. CommandID or SessionID names what was
-// refused when the frame named it.
+// refused when the frame named it. Retry is set when the frame was fine but could not be
+// recorded (the database was unavailable): the agent should send it again later.
 type ErrorMessage struct {
 	Message   string `json:"message"`
 	CommandID string `json:"commandId,omitempty"`
 	SessionID string `json:"sessionId,omitempty"`
+	Retry     bool   `json:"retry,omitempty"`
 }
 
 // LogsRequest asks the agent running a session to stream a pod's logs (PROTOCOL.md 2.5).

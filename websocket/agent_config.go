@@ -24,8 +24,8 @@ const (
 	DefaultCommandTTL            = 24 * time.Hour
 	DefaultAgentQueueSize        = 256
 	DefaultAgentMaxMessageSize   = 512 << 10
-	DefaultAgentMessageRate      = 100
-	DefaultAgentMessageBurst     = 200
+	DefaultAgentMessageRate      = 1000
+	DefaultAgentMessageBurst     = 2000
 	// malformedLimit malformed frames within malformedWindow are tolerated; the next closes
 	// the connection with 1008.
 	malformedLimit  = 10

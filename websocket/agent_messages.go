@@ -30,6 +30,8 @@ type frameError struct {
 	malformed bool
 	// logged: the cause was logged where it happened.
 	logged bool
+	// retry: the frame was fine but could not be recorded; the agent should send it again.
+	retry bool
 }
 
 func (e *frameError) Error() string { return e.msg }
@@ -239,6 +241,6 @@ func commandFrame(c models.AgentCommand, attempt int, at time.Time) []byte {
 
 func errorFrame(e *frameError, at time.Time) []byte {
 	return outbound(models.MessageTypeError, at, models.ErrorMessage{
-		Message: e.msg, CommandID: e.commandID, SessionID: e.sessionID,
+		Message: e.msg, CommandID: e.commandID, SessionID: e.sessionID, Retry: e.retry,
 	})
 }

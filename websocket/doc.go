@@ -35,4 +35,27 @@
 //   - Orderly shutdown. Stop/Shutdown/CloseAll close every client with 1001
 //     after writing what is queued, within a deadline; they are idempotent,
 //     and nothing blocks after them.
+//
+// The agent side (AgentHub, AgentConnection) departs from the reference in
+// the same spirit:
+//
+//   - Commands are never lost. SendCommandToAgent stores the command before
+//     anything else; an agent that is offline gets its waiting commands, in
+//     creation order, when it connects. Unacknowledged commands are sent
+//     again (attempt+1) after the ack timeout, up to a maximum, then failed.
+//     Status changes are guarded updates that never move backwards.
+//   - Identity is the caller's job, done before the upgrade: the server
+//     checks the agent's API key against the agent id (the reference trusted
+//     a query parameter). A reconnect replaces the old connection with 4000,
+//     and the old connection's cleanup can never touch the new one.
+//   - Heartbeats update LastPing at once and reach the database coalesced,
+//     one transaction per flush interval for all agents. Agents silent past
+//     the heartbeat timeout are closed with 4002 and marked offline. Timers
+//     run on an injectable clock.
+//   - Bad frames get an error frame and are counted; malformed ones past a
+//     limit, floods (1008) and oversized frames (1009) close the connection.
+//   - A status report moves only a session placed on the reporting agent and
+//     is published to the session's organization as a session event.
+//   - Shutdown closes agents with 1001 so they reconnect elsewhere; the
+//     `shutdown` message is only for retiring an agent (DisconnectAgent).
 package websocket

@@ -1,6 +1,6 @@
 // Command streamspace-realtime is StreamSpace's real-time server: browsers
 // receive live session events over WebSocket, services publish them over
-// HTTP. Subcommands: serve, token, watch.
+// HTTP. Subcommands: serve, token, watch, agent.
 package main
 
 import (
@@ -20,6 +20,7 @@ commands:
   serve   run the server (serve --dev: embedded default with generated secrets)
   token   mint a browser JWT for a user of an organization
   watch   print the frames of a sessions socket (what a browser receives)
+  agent   run the reference agent (simulated sessions) against a control plane
 
 Run 'streamspace-realtime <command> -h' for a command's flags.
 `
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return token(args[1:], getenv, stdout, stderr)
 	case "watch":
 		return watch(ctx, args[1:], getenv, stdout, stderr)
+	case "agent":
+		return agent(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -21,7 +21,7 @@ const testBootstrap = "bootstrap-key-for-tests"
 var hexKey = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // call sends a request with the given headers and returns the status and the raw body.
-func (ts *testServer) call(t *testing.T, method, path string, header http.Header, body string) (int, []byte) {
+func (ts *testServer) call(t testing.TB, method, path string, header http.Header, body string) (int, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, ts.base+path, strings.NewReader(body))
 	if err != nil {

@@ -39,6 +39,7 @@ type Config struct {
 	AgentAutoApprove      bool
 	AgentHeartbeatTimeout time.Duration
 	AgentCheckInterval    time.Duration
+	AgentHeartbeatFlush   time.Duration
 	CommandAckTimeout     time.Duration
 	CommandMaxAttempts    int
 	CommandTTL            time.Duration
@@ -129,6 +130,7 @@ func (c *Config) bindings() []envFlag {
 		{"agent-auto-approve", "STREAMSPACE_AGENT_AUTO_APPROVE", "approve agents that register with the bootstrap key at once", boolean(&c.AgentAutoApprove), "false"},
 		{"agent-heartbeat-timeout", "STREAMSPACE_AGENT_HEARTBEAT_TIMEOUT", "silence after which an agent is stale (closed with 4002)", dur(&c.AgentHeartbeatTimeout), "45s"},
 		{"agent-check-interval", "STREAMSPACE_AGENT_CHECK_INTERVAL", "how often stale agents, ack timeouts and deadlines are checked", dur(&c.AgentCheckInterval), "10s"},
+		{"agent-heartbeat-flush", "STREAMSPACE_AGENT_HEARTBEAT_FLUSH", "how often agents' heartbeats are written to the database, in one transaction", dur(&c.AgentHeartbeatFlush), "5s"},
 		{"command-ack-timeout", "STREAMSPACE_COMMAND_ACK_TIMEOUT", "wait for an agent's ack before sending a command again", dur(&c.CommandAckTimeout), "30s"},
 		{"command-max-attempts", "STREAMSPACE_COMMAND_MAX_ATTEMPTS", "deliveries of a command before it fails", func(v string) error {
 			if err := integer(&attempts)(v); err != nil {

@@ -54,7 +54,7 @@ type testServer struct {
 	stop func()
 }
 
-func startServer(t *testing.T, dialect string, mutate ...func(*Config)) *testServer {
+func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testServer {
 	t.Helper()
 	cfg, err := LoadConfig(nil, func(k string) string {
 		switch k {

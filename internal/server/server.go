@@ -82,6 +82,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Replica:          cfg.Replica,
 		HeartbeatTimeout: cfg.AgentHeartbeatTimeout,
 		CheckInterval:    cfg.AgentCheckInterval,
+		HeartbeatFlush:   cfg.AgentHeartbeatFlush,
 		AckTimeout:       cfg.CommandAckTimeout,
 		MaxAttempts:      cfg.CommandMaxAttempts,
 		CommandTTL:       cfg.CommandTTL,

@@ -1,0 +1,64 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+)
+
+// BenchmarkCommandRoundTrip measures a command from the admin API to the agent on loopback:
+// POST /api/v1/admin/agents/{id}/command until the agent has read the command frame. The
+// command is stored first (SQLite, the embedded default), so the figure includes that write.
+// p50 and p99 are reported per operation; the agent acks each command outside the timing.
+func BenchmarkCommandRoundTrip(b *testing.B) {
+	ts := startServer(b, "sqlite")
+	code, raw := ts.call(b, "POST", "/api/v1/admin/agents", bearer(testService), registerBody("bench-1", "docker"))
+	if code != http.StatusCreated {
+		b.Fatalf("create agent: %d %s", code, raw)
+	}
+	var reg struct{ APIKey string }
+	_ = json.Unmarshal(raw, &reg)
+	agent, _, err := gorilla.DefaultDialer.Dial(ts.wsURL("/api/v1/agents/connect?agent_id=bench-1"), agentKey(reg.APIKey))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer agent.Close()
+	client := &http.Client{}
+	body := `{"action":"wake_session","sessionId":"s1","payload":{}}`
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodPost, ts.base+"/api/v1/admin/agents/bench-1/command", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testService)
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != http.StatusAccepted {
+			b.Fatalf("command: %v %v", err, resp)
+		}
+		_ = resp.Body.Close()
+		_, msg, err := agent.ReadMessage()
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		var f struct {
+			Payload struct {
+				CommandID string `json:"commandId"`
+			} `json:"payload"`
+		}
+		_ = json.Unmarshal(msg, &f)
+		ack, _ := json.Marshal(map[string]any{"type": "ack", "timestamp": time.Now().UTC(), "payload": map[string]any{"commandId": f.Payload.CommandID}})
+		_ = agent.WriteMessage(gorilla.TextMessage, ack)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
