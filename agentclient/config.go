@@ -37,7 +37,9 @@ type Config struct {
 	// Platform is one of kubernetes, docker, vm, cloud. Required.
 	Platform string
 	Region   string
-	// OrgID registers the agent to one organization; empty registers a shared agent.
+	// OrgID is sent with the registration, for control planes that place agents by
+	// organization. StreamSpace Realtime ignores it: an agent that registers itself is shared,
+	// and an organization's agents are created by its admins (POST /api/v1/admin/agents).
 	OrgID string
 	// Capacity is sent at registration and in every heartbeat (e.g. maxSessions, cpu, memory).
 	Capacity map[string]any

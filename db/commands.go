@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/models"
@@ -29,10 +31,15 @@ var (
 		ON CONFLICT (id) DO NOTHING`)
 	qGetCommand      = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
 	qGetAgentCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ? AND agent_id = ?`)
-	// The agent_commands_agent_status index finds each status's rows in created_at order.
-	qCommandsToDeliver = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands
-		WHERE agent_id = ? AND status IN (?, ?) AND (expires_at IS NULL OR expires_at > ?)
-		ORDER BY created_at, id LIMIT ?`)
+	// One statement marks a batch of the agent's waiting commands sent and returns them: the
+	// agent_commands_agent_status index finds them in created_at order, and the outer status
+	// guard keeps a command that moved on meanwhile from being claimed.
+	qClaimCommands = newQuery(`UPDATE agent_commands SET status = 'sent', attempts = attempts + 1,
+		sent_at = ?, updated_at = ?
+		WHERE id IN (SELECT id FROM agent_commands
+			WHERE agent_id = ? AND status IN (?, ?) AND (expires_at IS NULL OR expires_at > ?)
+			ORDER BY created_at, id LIMIT ?)
+		AND status IN ('pending', 'sent') RETURNING ` + commandColumns)
 	// A resend of a sent command counts as another attempt; an acked or final command is never
 	// sent again.
 	qMarkCommandSent = newQuery(`UPDATE agent_commands SET status = 'sent', attempts = attempts + 1,
@@ -52,9 +59,6 @@ var (
 	qFailAnyCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
 		WHERE id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
-	// Served by the agent_commands_status_sent index.
-	qCommandsAwaitingAck = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands
-		WHERE status = 'sent' AND sent_at < ? ORDER BY sent_at, id LIMIT ?`)
 	// expires_at IS NOT NULL lets the partial agent_commands_expires index serve the scan.
 	qExpireCommands = newQuery(`UPDATE agent_commands SET status = 'expired', completed_at = ?, updated_at = ?
 		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`)
@@ -167,10 +171,12 @@ func (d *Database) GetCommand(ctx context.Context, id string) (models.AgentComma
 	return c, nil
 }
 
-// CommandsToDeliver returns the agent's pending commands, and with includeSent also those sent
-// but not acknowledged (to resend after a reconnect), oldest first, at most limit (1000 when
-// limit <= 0). Commands past their deadline are left for ExpireCommands. Never nil.
-func (d *Database) CommandsToDeliver(ctx context.Context, agentID string, includeSent bool, limit int) ([]models.AgentCommand, error) {
+// ClaimCommands marks the agent's pending commands sent, and with includeSent also those sent
+// but never acknowledged (after a reconnect), counting one more attempt for each, and returns
+// them oldest first (created_at, then id), at most limit (1000 when limit <= 0). The caller
+// delivers them; one statement per batch instead of a read and a write per command. Commands
+// past their deadline are left for ExpireCommands. Never nil. Zero at is now.
+func (d *Database) ClaimCommands(ctx context.Context, agentID string, includeSent bool, limit int, at time.Time) ([]models.AgentCommand, error) {
 	second := models.CommandStatusPending
 	if includeSent {
 		second = models.CommandStatusSent
@@ -178,15 +184,25 @@ func (d *Database) CommandsToDeliver(ctx context.Context, agentID string, includ
 	if limit <= 0 {
 		limit = defaultCommandLimit
 	}
-	rows, err := d.queryRows(ctx, d.db, qCommandsToDeliver, agentID, models.CommandStatusPending, second,
-		d.timeArg(d.now()), limit)
+	if at.IsZero() {
+		at = d.now()
+	}
+	t := d.timeArg(at)
+	rows, err := d.queryRows(ctx, d.db, qClaimCommands, t, t, agentID, models.CommandStatusPending, second, t, limit)
 	if err != nil {
-		return nil, fmt.Errorf("db: commands to deliver to agent %q: %w", agentID, err)
+		return nil, fmt.Errorf("db: claim commands of agent %q: %w", agentID, err)
 	}
 	out, err := scanCommands(rows)
 	if err != nil {
-		return nil, fmt.Errorf("db: commands to deliver to agent %q: %w", agentID, err)
+		return nil, fmt.Errorf("db: claim commands of agent %q: %w", agentID, err)
 	}
+	// RETURNING follows no ORDER BY.
+	slices.SortFunc(out, func(a, b models.AgentCommand) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.CommandID, b.CommandID)
+	})
 	return out, nil
 }
 
@@ -299,23 +315,6 @@ func (d *Database) transition(ctx context.Context, agentID, id string, q query, 
 		return Transition{}, err
 	}
 	return Transition{Applied: false, Status: c.Status, Command: c}, nil
-}
-
-// CommandsAwaitingAck returns the commands sent before sentBefore and still not acknowledged,
-// oldest send first, at most limit (1000 when limit <= 0): the resend loop's work.
-func (d *Database) CommandsAwaitingAck(ctx context.Context, sentBefore time.Time, limit int) ([]models.AgentCommand, error) {
-	if limit <= 0 {
-		limit = defaultCommandLimit
-	}
-	rows, err := d.queryRows(ctx, d.db, qCommandsAwaitingAck, d.timeArg(sentBefore), limit)
-	if err != nil {
-		return nil, fmt.Errorf("db: commands awaiting ack: %w", err)
-	}
-	out, err := scanCommands(rows)
-	if err != nil {
-		return nil, fmt.Errorf("db: commands awaiting ack: %w", err)
-	}
-	return out, nil
 }
 
 // ExpireCommands moves every unfinished command whose deadline is at or before now to

@@ -105,7 +105,7 @@ func TestCreateSessionWithCommand(t *testing.T) {
 	})
 }
 
-func TestCommandsToDeliver(t *testing.T) {
+func TestClaimCommands(t *testing.T) {
 	t.Parallel()
 	dbtest.ForEachDialect(t, func(t *testing.T, d *db.Database) {
 		t.Parallel()
@@ -135,28 +135,41 @@ func TestCommandsToDeliver(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		cases := []struct {
+		at := time.Now().UTC().Truncate(time.Microsecond) // deadlines are judged at the claim time
+		steps := []struct {
 			includeSent bool
 			limit       int
 			want        []string
+			attempts    []int
 		}{
-			{false, 0, []string{"a", "b", "c", "in-time", "0-newest"}},
-			{true, 0, []string{"a", "b", "c", "d", "in-time", "0-newest"}},
-			{true, 2, []string{"a", "b"}},
-			{false, -1, []string{"a", "b", "c", "in-time", "0-newest"}},
+			{false, 2, []string{"a", "b"}, []int{1, 1}},
+			{false, 0, []string{"c", "in-time", "0-newest"}, []int{1, 1, 1}},
+			{false, -1, []string{}, nil},
+			// After a reconnect: every unacknowledged command again, one more attempt each.
+			{true, 0, []string{"a", "b", "c", "d", "in-time", "0-newest"}, []int{2, 2, 2, 2, 2, 2}},
 		}
-		for _, c := range cases {
-			got, err := d.CommandsToDeliver(ctx, "a1", c.includeSent, c.limit)
+		for _, st := range steps {
+			got, err := d.ClaimCommands(ctx, "a1", st.includeSent, st.limit, at)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if g := commandIDs(got); fmt.Sprint(g) != fmt.Sprint(c.want) {
-				t.Errorf("CommandsToDeliver(includeSent=%v, limit=%d) = %v, want %v", c.includeSent, c.limit, g, c.want)
+			if g := commandIDs(got); fmt.Sprint(g) != fmt.Sprint(st.want) {
+				t.Fatalf("ClaimCommands(includeSent=%v, limit=%d) = %v, want %v", st.includeSent, st.limit, g, st.want)
+			}
+			for i, c := range got {
+				if c.Status != models.CommandStatusSent || c.Attempts != st.attempts[i] || c.SentAt == nil || !c.SentAt.Equal(at) {
+					t.Errorf("claimed %s: status %s attempts %d sent_at %v", c.CommandID, c.Status, c.Attempts, c.SentAt)
+				}
 			}
 		}
-		none, err := d.CommandsToDeliver(ctx, "nobody", true, 0)
+		for id, want := range map[string]string{"e": models.CommandStatusAck, "late": models.CommandStatusPending, "other": models.CommandStatusPending} {
+			if c, _ := d.GetCommand(ctx, id); c.Status != want {
+				t.Errorf("command %s is %s after claims, want %s", id, c.Status, want)
+			}
+		}
+		none, err := d.ClaimCommands(ctx, "nobody", true, 0, at)
 		if err != nil || none == nil || len(none) != 0 {
-			t.Errorf("CommandsToDeliver(unknown agent) = %v, %v; want empty non-nil", none, err)
+			t.Errorf("ClaimCommands(unknown agent) = %v, %v; want empty non-nil", none, err)
 		}
 	})
 }
@@ -430,47 +443,6 @@ func TestCommandRaces(t *testing.T) {
 		counts, err := d.CountCommands(ctx, "a1")
 		if err != nil || counts[models.CommandStatusAck] != n || counts[models.CommandStatusCompleted] != n || len(counts) != 2 {
 			t.Errorf("CountCommands = %v, %v", counts, err)
-		}
-	})
-}
-
-func TestCommandsAwaitingAck(t *testing.T) {
-	t.Parallel()
-	dbtest.ForEachDialect(t, func(t *testing.T, d *db.Database) {
-		t.Parallel()
-		ctx := t.Context()
-		sends := []struct {
-			id string
-			at time.Duration
-		}{{"x", 2 * time.Second}, {"z", time.Second}, {"y", time.Second}, {"acked", 0}}
-		for _, s := range sends {
-			mustCreateCommand(t, d, commandRow(s.id, "a"+s.id, base))
-			if _, _, err := d.MarkCommandSent(ctx, s.id, base.Add(s.at)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		mustCreateCommand(t, d, commandRow("pending", "a1", base))
-		if _, err := d.AckCommand(ctx, "aacked", "acked", base.Add(time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		cases := []struct {
-			before time.Duration
-			limit  int
-			want   []string
-		}{
-			{2 * time.Second, 0, []string{"y", "z"}}, // sent_at == before is not before
-			{3 * time.Second, 0, []string{"y", "z", "x"}},
-			{3 * time.Second, 2, []string{"y", "z"}},
-			{time.Second, 0, []string{}},
-		}
-		for _, c := range cases {
-			got, err := d.CommandsAwaitingAck(ctx, base.Add(c.before), c.limit)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if g := commandIDs(got); fmt.Sprint(g) != fmt.Sprint(c.want) {
-				t.Errorf("CommandsAwaitingAck(base+%v, %d) = %v, want %v", c.before, c.limit, g, c.want)
-			}
 		}
 	})
 }

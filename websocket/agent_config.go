@@ -47,7 +47,7 @@ type AgentStore interface {
 	CreateCommand(ctx context.Context, c models.AgentCommand) error
 	CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error
 	GetCommand(ctx context.Context, id string) (models.AgentCommand, error)
-	CommandsToDeliver(ctx context.Context, agentID string, includeSent bool, limit int) ([]models.AgentCommand, error)
+	ClaimCommands(ctx context.Context, agentID string, includeSent bool, limit int, at time.Time) ([]models.AgentCommand, error)
 	MarkCommandSent(ctx context.Context, id string, at time.Time) (attempt int, ok bool, err error)
 	AckCommand(ctx context.Context, agentID, id string, at time.Time) (db.Transition, error)
 	CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (db.Transition, error)

@@ -44,7 +44,7 @@ func (c *AgentConnection) dispatchLoop() {
 func (c *AgentConnection) deliverPass(ctx context.Context, includeSent bool) bool {
 	h := c.hub
 	for _, id := range c.takeResends() {
-		if !c.deliver(ctx, c.inflightCommand(id)) {
+		if !c.resendOne(ctx, c.inflightCommand(id)) {
 			return false
 		}
 	}
@@ -53,15 +53,18 @@ func (c *AgentConnection) deliverPass(ctx context.Context, includeSent bool) boo
 		if includeSent {
 			limit = firstPassLimit
 		}
-		cmds, err := h.store.CommandsToDeliver(ctx, c.AgentID, includeSent, limit)
+		now := h.cfg.Clock.Now()
+		// Claiming marks the batch sent (attempt+1) in one statement; a command claimed and
+		// then lost with the connection is claimed again by the next one.
+		cmds, err := h.store.ClaimCommands(ctx, c.AgentID, includeSent, limit, now)
 		if err != nil {
 			if !c.closing() {
-				h.cfg.Logger.Warn("reading waiting commands failed", "agent_id", c.AgentID, "err", err)
+				h.cfg.Logger.Warn("claiming waiting commands failed", "agent_id", c.AgentID, "err", err)
 			}
 			return false
 		}
 		for _, cmd := range cmds {
-			if !c.deliver(ctx, &cmd) {
+			if !c.send(cmd, cmd.Attempts, now) {
 				return false
 			}
 		}
@@ -74,11 +77,11 @@ func (c *AgentConnection) deliverPass(ctx context.Context, includeSent bool) boo
 	}
 }
 
-// deliver marks one command sent (attempt+1) and queues it. A command that moved on meanwhile
-// (acknowledged, finished) is skipped: the guarded update refuses it.
-func (c *AgentConnection) deliver(ctx context.Context, cmd *models.AgentCommand) bool {
+// resendOne marks a late command sent once more and queues it. A command that moved on
+// meanwhile (acknowledged, finished) is skipped: the guarded update refuses it.
+func (c *AgentConnection) resendOne(ctx context.Context, cmd *models.AgentCommand) bool {
 	if cmd == nil {
-		return true
+		return true // acknowledged since the check loop asked
 	}
 	h := c.hub
 	now := h.cfg.Clock.Now()
@@ -94,13 +97,18 @@ func (c *AgentConnection) deliver(ctx context.Context, cmd *models.AgentCommand)
 		c.untrack(cmd.CommandID)
 		return true
 	}
-	c.track(*cmd, attempt, now)
+	return c.send(*cmd, attempt, now)
+}
+
+// send tracks a command as delivered and queues its frame.
+func (c *AgentConnection) send(cmd models.AgentCommand, attempt int, now time.Time) bool {
+	c.track(cmd, attempt, now)
 	if attempt > 1 {
-		h.metrics.commands.WithLabelValues("resent").Inc()
+		c.hub.metrics.commands.WithLabelValues("resent").Inc()
 	} else {
-		h.metrics.commands.WithLabelValues(models.CommandStatusSent).Inc()
+		c.hub.metrics.commands.WithLabelValues(models.CommandStatusSent).Inc()
 	}
-	return c.pushWait(commandFrame(*cmd, attempt, now))
+	return c.pushWait(commandFrame(cmd, attempt, now))
 }
 
 func (c *AgentConnection) track(cmd models.AgentCommand, attempt int, at time.Time) {

@@ -26,7 +26,6 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 	platform := fs.String("platform", envOr(getenv, "STREAMSPACE_AGENT_PLATFORM", models.PlatformDocker),
 		"kubernetes, docker, vm or cloud (env STREAMSPACE_AGENT_PLATFORM)")
 	region := fs.String("region", "", "region the agent serves")
-	org := fs.String("org", "", "register to this organization (default: a shared agent)")
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	step := fs.Duration("step-delay", agentsim.DefaultStepDelay, "time between simulated session state transitions")
 	if err := fs.Parse(args); err != nil {
@@ -54,7 +53,6 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 			APIKey:            *key,
 			Platform:          *platform,
 			Region:            *region,
-			OrgID:             *org,
 			HeartbeatInterval: *heartbeat,
 			Logger:            slog.New(slog.NewTextHandler(stderr, nil)),
 			OnAPIKey: func(k string) {

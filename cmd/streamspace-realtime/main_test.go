@@ -71,32 +71,50 @@ func TestTokenCommand(t *testing.T) {
 	}
 }
 
-// TestServeDev runs the README's first command the way a newcomer would:
-// `serve --dev` prints a token and a publish line that work as printed.
+// startServeDev runs `serve --dev` on the database dbURL with the environment environ, and
+// returns its banner once printed and the channel of serve's result.
+func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--database-url", dbURL}, env(environ), out, errs)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(out.String(), "auto-approval is") {
+		select {
+		case err := <-done:
+			t.Fatalf("serve --dev returned %v before printing its banner; stderr:\n%s", err, errs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve --dev printed no banner; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return out.String(), done
+}
+
+// match returns the first submatch of pattern in s, failing the test when there is none.
+func match(t *testing.T, s, pattern string) string {
+	t.Helper()
+	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
+	}
+	return m[1]
+}
+
+// TestServeDev runs the README's first command the way a newcomer would: `serve --dev` prints
+// a token, a publish line, a start_session line for dev-agent and an agent line that work as
+// printed, then stops cleanly.
 func TestServeDev(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errs lockedBuffer
-	done := make(chan error, 1)
-	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "dev.db")
-	go func() {
-		done <- run(ctx, []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--database-url", dbURL}, env(nil), &out, &errs)
-	}()
-	var host, browserToken, serviceToken string
-	deadline := time.Now().Add(20 * time.Second)
-	for host == "" || browserToken == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("serve --dev printed no connection details; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-		s := out.String()
-		if m := regexp.MustCompile(`ws://([^/]+)/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`).FindStringSubmatch(s); m != nil {
-			host, browserToken = m[1], m[2]
-		}
-		if m := regexp.MustCompile(`service token: (\S+)`).FindStringSubmatch(s); m != nil {
-			serviceToken = m[1]
-		}
-	}
+	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "dev.db"), nil, &out, &errs)
+	host := match(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
+	browserToken := match(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
+	serviceToken := match(t, banner, `service token: (\S+)`)
 	conn, _, err := gorilla.DefaultDialer.Dial("ws://"+host+"/api/v1/ws/sessions?token="+browserToken, nil)
 	if err != nil {
 		t.Fatalf("dial with the printed token: %v", err)
@@ -171,6 +189,9 @@ func TestServeDev(t *testing.T) {
 		!strings.Contains(err.Error(), "401") {
 		t.Fatalf("watch with a bad token: %v, want the 401 refusal", err)
 	}
+	testDevAgentStartsSession(ctx, t, banner, host, browserToken, serviceToken)
+	testAgentLineConnects(ctx, t, banner, host, serviceToken)
+
 	cancel()
 	select {
 	case err := <-done:

@@ -47,6 +47,10 @@ type Config struct {
 	LogFormat             string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
+
+	// explicit names the environment variables of the settings given by flag or environment,
+	// so that --dev can change a default without overriding a choice.
+	explicit map[string]bool
 }
 
 // Defaults.
@@ -126,8 +130,8 @@ func (c *Config) bindings() []envFlag {
 		{"max-message-size", "STREAMSPACE_MAX_MESSAGE_SIZE", "largest browser message in bytes (larger: 1009)", integer(&c.MaxMessageSize), "4096"},
 		{"max-body-bytes", "STREAMSPACE_MAX_BODY_BYTES", "largest HTTP request body (larger: 413)", integer(&c.MaxBodyBytes), strconv.Itoa(DefaultMaxBodyBytes)},
 		{"shutdown-timeout", "STREAMSPACE_SHUTDOWN_TIMEOUT", "how long shutdown drains connections", dur(&c.ShutdownTimeout), DefaultShutdownTimeout.String()},
-		{"agent-bootstrap-key", "STREAMSPACE_AGENT_BOOTSTRAP_KEY", "key new agents register with (empty: agents are created by admins only)", str(&c.AgentBootstrapKey), ""},
-		{"agent-auto-approve", "STREAMSPACE_AGENT_AUTO_APPROVE", "approve agents that register with the bootstrap key at once", boolean(&c.AgentAutoApprove), "false"},
+		{"agent-bootstrap-key", "STREAMSPACE_AGENT_BOOTSTRAP_KEY", "key new agents register with (empty: agents are created by admins only; --dev generates one)", str(&c.AgentBootstrapKey), ""},
+		{"agent-auto-approve", "STREAMSPACE_AGENT_AUTO_APPROVE", "approve agents that register with the bootstrap key at once (--dev: true unless set)", boolean(&c.AgentAutoApprove), "false"},
 		{"agent-heartbeat-timeout", "STREAMSPACE_AGENT_HEARTBEAT_TIMEOUT", "silence after which an agent is stale (closed with 4002)", dur(&c.AgentHeartbeatTimeout), "45s"},
 		{"agent-check-interval", "STREAMSPACE_AGENT_CHECK_INTERVAL", "how often stale agents, ack timeouts and deadlines are checked", dur(&c.AgentCheckInterval), "10s"},
 		{"agent-heartbeat-flush", "STREAMSPACE_AGENT_HEARTBEAT_FLUSH", "how often agents' heartbeats are written to the database, in one transaction", dur(&c.AgentHeartbeatFlush), "5s"},
@@ -148,19 +152,23 @@ func (c *Config) bindings() []envFlag {
 // LoadConfig reads the environment through getenv, then the `serve` flags in
 // args, and validates the result.
 func LoadConfig(args []string, getenv func(string) string) (Config, error) {
-	var c Config
+	c := Config{explicit: make(map[string]bool)}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	fs.BoolVar(&c.Dev, "dev", false, "development mode: SQLite, generated secrets, printed token and curl line")
+	fs.BoolVar(&c.Dev, "dev", false, "development mode: generated secrets and agent bootstrap key, auto-approved agents, an in-process agent (dev-agent), printed tokens and lines to try")
 	for _, b := range c.bindings() {
 		v := b.def
 		if e := getenv(b.env); e != "" {
 			v = e
+			c.explicit[b.env] = true
 		}
 		if err := b.set(v); err != nil {
 			return Config{}, fmt.Errorf("%s: %w", b.env, err)
 		}
-		fs.Func(b.flag, b.usage+" (env "+b.env+", default "+quoteEmpty(b.def)+")", b.set)
+		fs.Func(b.flag, b.usage+" (env "+b.env+", default "+quoteEmpty(b.def)+")", func(v string) error {
+			c.explicit[b.env] = true
+			return b.set(v)
+		})
 	}
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
@@ -182,6 +190,14 @@ func (c *Config) complete() error {
 		}
 		if c.ServiceToken == "" {
 			c.ServiceToken = randomHex(24)
+		}
+		// A developer's agents should connect with no admin step: a bootstrap key to
+		// register with, approved at once (unless auto-approval was turned off explicitly).
+		if c.AgentBootstrapKey == "" {
+			c.AgentBootstrapKey = randomHex(32)
+		}
+		if !c.explicit["STREAMSPACE_AGENT_AUTO_APPROVE"] {
+			c.AgentAutoApprove = true
 		}
 	}
 	var errs []error

@@ -55,7 +55,45 @@ func TestLoadConfig(t *testing.T) {
 	}
 
 	dev, err := LoadConfig([]string{"--dev"}, func(string) string { return "" })
-	if err != nil || len(dev.JWTSecret) < 32 || dev.ServiceToken == "" {
-		t.Fatalf("--dev should generate secrets: %+v %v", dev, err)
+	if err != nil || len(dev.JWTSecret) < 32 || dev.ServiceToken == "" || len(dev.AgentBootstrapKey) < 32 || !dev.AgentAutoApprove {
+		t.Fatalf("--dev should generate secrets and approve agents: %+v %v", dev, err)
+	}
+	if cfg.AgentBootstrapKey != "" || cfg.AgentAutoApprove {
+		t.Fatalf("without --dev agents need an admin: bootstrap key %q, auto-approve %v", cfg.AgentBootstrapKey, cfg.AgentAutoApprove)
+	}
+}
+
+// TestLoadConfigDevAgents checks that --dev fills in the agent settings it needs and keeps
+// those the user chose, by flag or by environment.
+func TestLoadConfigDevAgents(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		args        []string
+		env         map[string]string
+		wantKey     string // "" for a generated one
+		wantApprove bool
+	}{
+		{"defaults", []string{"--dev"}, nil, "", true},
+		{"key from env", []string{"--dev"}, map[string]string{"STREAMSPACE_AGENT_BOOTSTRAP_KEY": "mine"}, "mine", true},
+		{"auto-approve off by env", []string{"--dev"}, map[string]string{"STREAMSPACE_AGENT_AUTO_APPROVE": "false"}, "", false},
+		{"auto-approve off by flag", []string{"--dev", "--agent-auto-approve=false"}, nil, "", false},
+		{"auto-approve on by env", []string{"--dev"}, map[string]string{"STREAMSPACE_AGENT_AUTO_APPROVE": "true"}, "", true},
+	} {
+		cfg, err := LoadConfig(tc.args, func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.wantKey != "" && cfg.AgentBootstrapKey != tc.wantKey || tc.wantKey == "" && len(cfg.AgentBootstrapKey) != 64 {
+			t.Errorf("%s: bootstrap key %q", tc.name, cfg.AgentBootstrapKey)
+		}
+		if cfg.AgentAutoApprove != tc.wantApprove {
+			t.Errorf("%s: auto-approve %v, want %v", tc.name, cfg.AgentAutoApprove, tc.wantApprove)
+		}
+	}
+	noEnv := func(string) string { return "" }
+	a, errA := LoadConfig([]string{"--dev"}, noEnv)
+	b, errB := LoadConfig([]string{"--dev"}, noEnv)
+	if errA != nil || errB != nil || a.AgentBootstrapKey == b.AgentBootstrapKey {
+		t.Fatalf("two dev starts: same bootstrap key %q (%v, %v)", a.AgentBootstrapKey, errA, errB)
 	}
 }

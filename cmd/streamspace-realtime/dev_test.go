@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+)
+
+// regexpListening finds the address in serve's "listening" log line.
+var regexpListening = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// testDevAgentStartsSession follows the banner's start_session line: the command is accepted,
+// and a browser watching sees the session created, then running, driven by dev-agent.
+func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, browserToken, serviceToken string) {
+	t.Helper()
+	if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
+		t.Fatalf("the banner does not say dev-agent is connected:\n%s", banner)
+	}
+	url := match(t, banner, `curl -sS -X POST (http://\S+/api/v1/admin/agents/dev-agent/command)`)
+	body := match(t, banner, `-d '(\{"action":"start_session"[^']*)'`)
+	if url != "http://"+host+"/api/v1/admin/agents/dev-agent/command" {
+		t.Fatalf("command URL %s, want one on %s", url, host)
+	}
+	watcher := dialWatcher(ctx, t, host, browserToken)
+	defer watcher.Close()
+
+	status, answer := postJSON(ctx, t, url, serviceToken, body)
+	if status != http.StatusAccepted || answer["commandId"] == nil {
+		t.Fatalf("start_session: %d %v, want 202 with a commandId", status, answer)
+	}
+	f := nextFrame(t, watcher, func(f map[string]any) bool { return f["sessionId"] == "demo-2" })
+	if f["type"] != "session.created" {
+		t.Fatalf("first frame of demo-2 %v, want session.created", f)
+	}
+	f = nextFrame(t, watcher, func(f map[string]any) bool { return f["sessionId"] == "demo-2" })
+	data, _ := f["data"].(map[string]any)
+	if f["type"] != "session.state.changed" || data["oldState"] != "pending" || data["newState"] != "running" || data["agentId"] != "dev-agent" {
+		t.Fatalf("second frame of demo-2 %v, want session.state.changed pending → running by dev-agent", f)
+	}
+}
+
+// testAgentLineConnects runs the banner's `agent` line in-process with the printed bootstrap
+// key: with auto-approval the server issues the agent its own key, and it comes online.
+func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serviceToken string) {
+	t.Helper()
+	line := match(t, banner, `go run ./cmd/streamspace-realtime (agent .+)`)
+	if !strings.Contains(line, "--server http://"+host+" ") {
+		t.Fatalf("agent line %q does not name the server %s", line, host)
+	}
+	agentCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var out, errs lockedBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(agentCtx, strings.Fields(line), env(nil), &out, &errs) }()
+
+	online := func() bool {
+		status := agentStatuses(ctx, t, host, serviceToken)
+		return status["my-agent"] == "online" && status["dev-agent"] == "online"
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !online() {
+		if time.Now().After(deadline) {
+			t.Fatalf("my-agent never came online: %v\nagent stdout:\n%s\nagent stderr:\n%s",
+				agentStatuses(ctx, t, host, serviceToken), out.String(), errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "Next time run with --key ") {
+		t.Fatalf("the agent did not print the key the server issued it:\n%s", out.String())
+	}
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("agent returned %v after interrupt", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("agent did not stop")
+	}
+}
+
+// TestServeDevRestart starts `serve --dev` twice on one database, the second time with
+// auto-approval turned off: dev-agent, already stored, is given a fresh key and connects again,
+// and the banner tells how to approve another agent by hand.
+func TestServeDevRestart(t *testing.T) {
+	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "dev.db")
+	for i, environ := range []map[string]string{nil, {"STREAMSPACE_AGENT_AUTO_APPROVE": "false"}} {
+		ctx, cancel := context.WithCancel(context.Background())
+		var out, errs lockedBuffer
+		banner, done := startServeDev(ctx, t, dbURL, environ, &out, &errs)
+		if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
+			t.Fatalf("run %d: dev-agent is not connected:\n%s\nstderr:\n%s", i, banner, errs.String())
+		}
+		wantApproval := "auto-approval is on"
+		if environ != nil {
+			wantApproval = "auto-approval is off: approve it with curl -sS -X POST http://"
+		}
+		if !strings.Contains(banner, wantApproval) {
+			t.Fatalf("run %d: the banner does not say %q:\n%s", i, wantApproval, banner)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run %d: serve returned %v", i, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("run %d: serve did not stop after cancellation", i)
+		}
+		if !strings.Contains(errs.String(), `msg="agent stopped" component=dev-agent`) {
+			t.Fatalf("run %d: dev-agent did not stop before serve returned; stderr:\n%s", i, errs.String())
+		}
+	}
+}
+
+// TestServeWithoutDevRunsNoAgent checks that plain `serve` neither generates a bootstrap key
+// nor runs an agent.
+func TestServeWithoutDevRunsNoAgent(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errs lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--database-url", "sqlite://" + filepath.Join(t.TempDir(), "p.db")},
+			env(map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("s", 32), "STREAMSPACE_SERVICE_TOKEN": "svc"}), &out, &errs)
+	}()
+	addr := ""
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never listened; stderr:\n%s", errs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+		if m := regexpListening.FindStringSubmatch(errs.String()); m != nil {
+			addr = m[1]
+		}
+	}
+	if status := agentStatuses(ctx, t, addr, "svc"); len(status) != 0 {
+		t.Fatalf("agents %v, want none", status)
+	}
+	// Without a bootstrap key, no agent registers by itself.
+	status, answer := postJSON(ctx, t, "http://"+addr+"/api/v1/agents/register", "", `{"agentId":"a1","platform":"docker"}`)
+	if status != http.StatusUnauthorized {
+		t.Fatalf("register without a key: %d %v, want 401", status, answer)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+	if out.String() != "" || strings.Contains(errs.String(), "dev-agent") {
+		t.Fatalf("serve without --dev printed a banner or ran dev-agent:\n%s\n%s", out.String(), errs.String())
+	}
+}
+
+// dialWatcher opens a sessions socket as a browser would and reads past its first two frames.
+func dialWatcher(ctx context.Context, t *testing.T, host, token string) *gorilla.Conn {
+	t.Helper()
+	conn, _, err := gorilla.DefaultDialer.DialContext(ctx, "ws://"+host+"/api/v1/ws/sessions?token="+token, nil)
+	if err != nil {
+		t.Fatalf("dial the sessions socket: %v", err)
+	}
+	for _, want := range []string{"connected", "sessions_update"} {
+		if f := nextFrame(t, conn, func(map[string]any) bool { return true }); f["type"] != want {
+			conn.Close()
+			t.Fatalf("frame %v, want %s", f, want)
+		}
+	}
+	return conn
+}
+
+// nextFrame returns the next frame that keep accepts, within 5s.
+func nextFrame(t *testing.T, conn *gorilla.Conn, keep func(map[string]any) bool) map[string]any {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		var f map[string]any
+		if err := conn.ReadJSON(&f); err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if keep(f) {
+			return f
+		}
+	}
+}
+
+// postJSON posts body with a bearer token (none when empty) and decodes the answer.
+func postJSON(ctx context.Context, t *testing.T, url, token, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	var answer map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&answer)
+	return resp.StatusCode, answer
+}
+
+// agentStatuses lists the agents with the service token: status by agent id.
+func agentStatuses(ctx context.Context, t *testing.T, host, serviceToken string) map[string]string {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+"/api/v1/agents", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("list agents: %v", err)
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Agents []struct{ AgentID, Status string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("list agents: %d %v", resp.StatusCode, err)
+	}
+	out := make(map[string]string, len(list.Agents))
+	for _, a := range list.Agents {
+		out[a.AgentID] = a.Status
+	}
+	return out
+}
