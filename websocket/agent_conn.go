@@ -281,31 +281,10 @@ func (c *AgentConnection) writePump() {
 }
 
 func (c *AgentConnection) write(msg []byte) error {
-	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
-		return err
-	}
-	return c.Conn.WriteMessage(websocket.TextMessage, msg)
+	return writeText(c.Conn, msg, c.hub.cfg.WriteWait)
 }
 
 // drain writes what is already queued, within the write deadline.
-func (c *AgentConnection) drain() {
-	for {
-		select {
-		case msg := <-c.Send:
-			if c.write(msg) != nil {
-				return
-			}
-		default:
-			return
-		}
-	}
-}
+func (c *AgentConnection) drain() { drainQueue(c.Conn, c.Send, c.hub.cfg.WriteWait) }
 
-func (c *AgentConnection) awaitPeerClose() {
-	t := time.NewTimer(closeGrace)
-	defer t.Stop()
-	select {
-	case <-c.readDone:
-	case <-t.C:
-	}
-}
+func (c *AgentConnection) awaitPeerClose() { awaitClosed(c.readDone) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +44,11 @@ type AgentHub struct {
 	conns   map[string]*AgentConnection
 	stopped bool
 	live    sync.WaitGroup // registered connections not yet cleaned up
+
+	// regLocks serialize the registrations of one agent (by a stripe of its id), so the
+	// database names the same connection as the map: two connections racing in cannot leave
+	// the row pointing at the one that was replaced. Held across that one write only.
+	regLocks [64]sync.Mutex
 
 	beatsMu sync.Mutex
 	beats   map[string]db.AgentHeartbeat // latest beat per agent since the last flush
@@ -125,18 +131,23 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	if h.isStopped() {
 		return ErrAgentHubStopped
 	}
+	reg := &h.regLocks[stripe(conn.AgentID, len(h.regLocks))]
+	reg.Lock()
 	if err := h.store.MarkAgentOnline(ctx, conn.AgentID, h.cfg.Replica, conn.connID, h.cfg.Clock.Now()); err != nil {
+		reg.Unlock()
 		return fmt.Errorf("websocket: register agent %q: %w", conn.AgentID, err)
 	}
 	h.mu.Lock()
 	if h.stopped {
 		h.mu.Unlock()
+		reg.Unlock()
 		return ErrAgentHubStopped
 	}
 	old := h.conns[conn.AgentID]
 	h.conns[conn.AgentID] = conn
 	h.live.Add(1)
 	h.mu.Unlock()
+	reg.Unlock()
 	if old != nil {
 		old.closeWith(CloseReplaced, "replaced by a newer connection", "replaced")
 	}
@@ -145,6 +156,14 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 		"replaced", old != nil)
 	conn.start()
 	return nil
+}
+
+// regLockSeed seeds the hash that picks an agent's registration lock.
+var regLockSeed = maphash.MakeSeed()
+
+// stripe maps an agent id to one of n locks.
+func stripe(id string, n int) int {
+	return int(maphash.String(regLockSeed, id) % uint64(n))
 }
 
 // prepare fills the unexported parts of a connection the caller built.

@@ -379,3 +379,52 @@ func TestAgentHubShutdownClosesAgentsWith1001(t *testing.T) {
 	}
 	h.hub.Stop() // idempotent
 }
+
+// TestAgentRacingConnectionsLeaveOneOnline: connections of one agent arrive at once; whatever
+// the order, exactly one survives, and the database names that one, online.
+func TestAgentRacingConnectionsLeaveOneOnline(t *testing.T) {
+	t.Parallel()
+	dbtest.ForEachDialect(t, func(t *testing.T, d *db.Database) {
+		t.Parallel()
+		h := newAgentHarness(t, d, AgentHubConfig{})
+		h.addAgent("a1")
+		const n = 8
+		conns := make(chan *websocket.Conn, n)
+		for range n {
+			go func() {
+				c, _, err := websocket.DefaultDialer.Dial(h.url+"?agent_id=a1", nil)
+				if err != nil {
+					t.Errorf("dial: %v", err)
+					c = nil
+				}
+				conns <- c
+			}()
+		}
+		var all []*websocket.Conn
+		for range n {
+			if c := <-conns; c != nil {
+				all = append(all, c)
+				t.Cleanup(func() { _ = c.Close() })
+			}
+		}
+		// Every connection but one is closed with 4000.
+		replaced := 0
+		for _, c := range all {
+			_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			if _, _, err := c.ReadMessage(); err != nil {
+				var ce *websocket.CloseError
+				if errors.As(err, &ce) && ce.Code == CloseReplaced {
+					replaced++
+				}
+			}
+		}
+		if replaced != len(all)-1 {
+			t.Fatalf("%d of %d connections replaced, want all but one", replaced, len(all))
+		}
+		eventually(t, 5*time.Second, "database names the surviving connection", func() bool {
+			live := h.hub.GetConnection("a1")
+			row := h.agentRow("a1")
+			return live != nil && row.Status == models.AgentStatusOnline && row.ConnectionID == live.ConnectionID()
+		})
+	})
+}

@@ -258,29 +258,40 @@ func (c *Client) writePump() {
 }
 
 // awaitPeerClose gives the reader closeGrace to see the peer's close frame.
-func (c *Client) awaitPeerClose() {
+func (c *Client) awaitPeerClose() { awaitClosed(c.readDone) }
+
+func (c *Client) write(msg []byte) error { return writeText(c.conn, msg, c.hub.cfg.WriteWait) }
+
+// drain writes what is already queued, within the write deadline, so a
+// client closed by a shutdown loses nothing it was sent.
+func (c *Client) drain() { drainQueue(c.conn, c.send, c.hub.cfg.WriteWait) }
+
+// awaitClosed waits up to closeGrace for readDone: after sending its close
+// frame a writer gives the reader that long to see the peer's, so the socket
+// is not reset under data the peer is still sending.
+func awaitClosed(readDone <-chan struct{}) {
 	t := time.NewTimer(closeGrace)
 	defer t.Stop()
 	select {
-	case <-c.readDone:
+	case <-readDone:
 	case <-t.C:
 	}
 }
 
-func (c *Client) write(msg []byte) error {
-	if err := c.conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
+// writeText writes one text frame within wait.
+func writeText(conn *websocket.Conn, msg []byte, wait time.Duration) error {
+	if err := conn.SetWriteDeadline(time.Now().Add(wait)); err != nil {
 		return err
 	}
-	return c.conn.WriteMessage(websocket.TextMessage, msg)
+	return conn.WriteMessage(websocket.TextMessage, msg)
 }
 
-// drain writes what is already queued, within the write deadline, so a
-// client closed by a shutdown loses nothing it was sent.
-func (c *Client) drain() {
+// drainQueue writes what is already queued, stopping at the first failure.
+func drainQueue(conn *websocket.Conn, queue chan []byte, wait time.Duration) {
 	for {
 		select {
-		case msg := <-c.send:
-			if c.write(msg) != nil {
+		case msg := <-queue:
+			if writeText(conn, msg, wait) != nil {
 				return
 			}
 		default:

@@ -9,14 +9,22 @@ import (
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/db/dbtest"
 )
 
 // BenchmarkCommandRoundTrip measures a command from the admin API to the agent on loopback:
 // POST /api/v1/admin/agents/{id}/command until the agent has read the command frame. The
-// command is stored first (SQLite, the embedded default), so the figure includes that write.
+// command is stored first, so the figure includes that write and the claim that marks it sent.
 // p50 and p99 are reported per operation; the agent acks each command outside the timing.
 func BenchmarkCommandRoundTrip(b *testing.B) {
-	ts := startServer(b, "sqlite")
+	for _, dialect := range dbtest.Dialects() {
+		b.Run("db="+dialect, func(b *testing.B) { benchCommandRoundTrip(b, dialect) })
+	}
+}
+
+func benchCommandRoundTrip(b *testing.B, dialect string) {
+	ts := startServer(b, dialect)
 	code, raw := ts.call(b, "POST", "/api/v1/admin/agents", bearer(testService), registerBody("bench-1", "docker"))
 	if code != http.StatusCreated {
 		b.Fatalf("create agent: %d %s", code, raw)
