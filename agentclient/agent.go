@@ -66,6 +66,7 @@ type Agent struct {
 
 	outMu        sync.Mutex
 	out          outbox
+	retry        [][]byte      // frames to send again with the next heartbeat, guarded by outMu
 	outboxNotify chan struct{} // the outbox has frames for the writer
 
 	memMu sync.Mutex
@@ -212,6 +213,28 @@ func (a *Agent) pushReliable(f []byte) {
 	select {
 	case a.outboxNotify <- struct{}{}:
 	default:
+	}
+}
+
+// retryLater keeps a frame the control plane asked to have again; the next heartbeat moves it
+// to the outbox.
+func (a *Agent) retryLater(f []byte) {
+	a.outMu.Lock()
+	a.retry = append(a.retry, f)
+	if len(a.retry) > outboxLimit {
+		a.retry = a.retry[len(a.retry)-outboxLimit:]
+	}
+	a.outMu.Unlock()
+}
+
+// releaseRetries moves the frames kept by retryLater to the outbox.
+func (a *Agent) releaseRetries() {
+	a.outMu.Lock()
+	frames := a.retry
+	a.retry = nil
+	a.outMu.Unlock()
+	for _, f := range frames {
+		a.pushReliable(f)
 	}
 }
 

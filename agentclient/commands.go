@@ -40,6 +40,16 @@ func (a *Agent) resultKnown(id string) bool {
 	return ok && e.result != nil
 }
 
+// resultFrame returns the complete or failed frame of a remembered command, or nil.
+func (a *Agent) resultFrame(id string) []byte {
+	a.memMu.Lock()
+	defer a.memMu.Unlock()
+	if e, ok := a.mem.entries[id]; ok {
+		return e.result
+	}
+	return nil
+}
+
 // runCommand waits for a handler slot, runs the command, and queues its complete or failed.
 func (a *Agent) runCommand(ctx context.Context, cm models.CommandMessage) {
 	cmd := Command{ID: cm.CommandID, Action: cm.Action, Payload: cm.Payload, Attempt: cm.Attempt}

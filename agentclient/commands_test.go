@@ -7,6 +7,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -223,5 +226,36 @@ func TestConcurrentReportStatus(t *testing.T) {
 	}
 	if err := a.ReportStatus(context.Background(), models.StatusMessage{}); err == nil {
 		t.Fatal("a status without sessionId was accepted")
+	}
+}
+
+// TestResultResentWhenControlPlaneAsksForRetry: an error frame with retry for a command whose
+// result the agent knows makes it send that result again with the next heartbeat.
+func TestResultResentWhenControlPlaneAsksForRetry(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	cp, a, _ := setup(t, func(c *Config) { c.Clock = clock; c.HeartbeatInterval = 30 * time.Second })
+	a.Handle("work", func(ctx context.Context, cmd Command) (map[string]any, error) {
+		return map[string]any{"n": 1}, nil
+	})
+	start(t, a)
+	c := nextConn(t, cp)
+	if err := c.SendCommand("c1", "work", nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	next[models.CompleteMessage](t, c, models.MessageTypeComplete)
+	if err := c.Send(models.MessageTypeError, models.ErrorMessage{
+		Message: "could not record complete now; send it again later", CommandID: "c1", Retry: true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the retry is kept", func() bool {
+		a.outMu.Lock()
+		defer a.outMu.Unlock()
+		return len(a.retry) == 1
+	})
+	clock.Advance(30 * time.Second)
+	again := next[models.CompleteMessage](t, c, models.MessageTypeComplete)
+	if again.CommandID != "c1" || again.Result["n"] != float64(1) {
+		t.Fatalf("resent complete %+v", again)
 	}
 }

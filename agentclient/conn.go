@@ -187,6 +187,7 @@ func (c *conn) heartbeatLoop() {
 		case <-c.done:
 			return
 		case <-t.Chan():
+			c.a.releaseRetries()
 		case <-c.a.hbKick:
 		}
 	}

@@ -152,6 +152,15 @@ func (c *conn) onError(p json.RawMessage) {
 		c.a.log.Warn("control plane reported an error", "payload", truncate(p, 200))
 		return
 	}
+	if m.Retry && m.CommandID != "" {
+		// The control plane could not record a result for now: send it again with the next
+		// heartbeat, a pace a control plane in trouble can bear.
+		if f := c.a.resultFrame(m.CommandID); f != nil {
+			c.a.retryLater(f)
+			c.a.log.Info("control plane could not record a result; sending it again later", "command_id", m.CommandID, "message", m.Message)
+			return
+		}
+	}
 	if m.CommandID != "" && c.a.resultKnown(m.CommandID) {
 		// Results are sent at least once: a replay is refused and that is expected.
 		c.a.log.Info("control plane refused a result it already has", "message", m.Message, "command_id", m.CommandID)

@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -427,4 +428,89 @@ func TestAgentRacingConnectionsLeaveOneOnline(t *testing.T) {
 			return live != nil && row.Status == models.AgentStatusOnline && row.ConnectionID == live.ConnectionID()
 		})
 	})
+}
+
+// TestAgentHubReferenceUsage drives the hub the way the reference documents it: the caller
+// builds an AgentConnection with its own Send channel, registers it, and reads what the hub
+// sends; heartbeats come through UpdateAgentHeartbeat.
+func TestAgentHubReferenceUsage(t *testing.T) {
+	t.Parallel()
+	d := dbtest.Open(t, "sqlite")
+	h := newAgentHarness(t, d, AgentHubConfig{HeartbeatTimeout: 45 * time.Second, CheckInterval: 10 * time.Second})
+	h.addAgent("k8s-prod-us-east-1")
+	conn := &AgentConnection{
+		AgentID:  "k8s-prod-us-east-1",
+		Platform: "kubernetes",
+		LastPing: h.clock.Now(),
+		Send:     make(chan []byte, 256),
+		Receive:  make(chan []byte, 256),
+	}
+	if err := h.hub.RegisterAgent(conn); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.hub.GetConnection("k8s-prod-us-east-1"); got != conn || got.Platform != "kubernetes" {
+		t.Fatalf("GetConnection = %v", got)
+	}
+	cmd := &models.AgentCommand{CommandID: "cmd-123", Action: "start_session", Payload: map[string]interface{}{"sessionId": "sess-456"}}
+	if err := h.hub.SendCommandToAgent("k8s-prod-us-east-1", cmd); err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Type    string
+		Payload models.CommandMessage
+	}
+	select {
+	case raw := <-conn.Send:
+		if err := json.Unmarshal(raw, &f); err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no command on Send")
+	}
+	if f.Type != "command" || f.Payload.CommandID != "cmd-123" || f.Payload.Payload["sessionId"] != "sess-456" || f.Payload.Attempt != 1 {
+		t.Fatalf("command frame %+v", f)
+	}
+	if stored := h.command("cmd-123"); stored.SessionID != "sess-456" || stored.Status != models.CommandStatusSent {
+		t.Fatalf("stored %+v", stored)
+	}
+	// Resubmitting the same command id is harmless.
+	again := &models.AgentCommand{CommandID: "cmd-123", Action: "start_session"}
+	if err := h.hub.SendCommandToAgent("k8s-prod-us-east-1", again); err != nil || again.Status != models.CommandStatusSent {
+		t.Fatalf("resubmit: %v %+v", err, again)
+	}
+	if err := h.hub.SendCommandToAgent("someone-else", &models.AgentCommand{CommandID: "cmd-123", Action: "x"}); !errors.Is(err, ErrCommandConflict) {
+		t.Fatalf("reusing a command id for another agent: %v", err)
+	}
+
+	h.hub.BroadcastToAllAgents([]byte(`{"type":"notice","payload":{}}`), "")
+	if raw := <-conn.Send; string(raw) != `{"type":"notice","payload":{}}` {
+		t.Fatalf("broadcast %s", raw)
+	}
+	h.hub.BroadcastToAllAgents([]byte(`{"type":"notice","payload":{}}`), "k8s-prod-us-east-1")
+	select {
+	case raw := <-conn.Send:
+		t.Fatalf("excluded agent got %s", raw)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	// Heartbeats through the API keep the agent fresh past the timeout.
+	h.advance(40 * time.Second)
+	if err := h.hub.UpdateAgentHeartbeat("k8s-prod-us-east-1"); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(20 * time.Second)
+	if !h.hub.IsAgentConnected("k8s-prod-us-east-1") {
+		t.Fatal("an agent that beat through UpdateAgentHeartbeat went stale")
+	}
+	if err := h.hub.UpdateAgentHeartbeat("nobody"); !errors.Is(err, ErrAgentNotConnected) {
+		t.Errorf("heartbeat of an unknown agent: %v", err)
+	}
+
+	h.hub.UnregisterAgent("k8s-prod-us-east-1")
+	eventually(t, 5*time.Second, "unregistered and offline", func() bool {
+		return !h.hub.IsAgentConnected("k8s-prod-us-east-1") && h.agentRow("k8s-prod-us-east-1").Status == models.AgentStatusOffline
+	})
+	if got := h.hub.GetConnectedAgents(); len(got) != 0 {
+		t.Errorf("connected agents after unregister: %v", got)
+	}
 }
