@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"context"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -49,9 +50,12 @@ type AgentConnection struct {
 	readDone    chan struct{}
 	pumps       atomic.Int32
 
-	wake    chan struct{} // capacity 1: the dispatcher has work
-	retry   atomic.Bool   // the last delivery pass failed; the check loop wakes it again
-	limiter *rate.Limiter
+	wake chan struct{} // capacity 1: the dispatcher has work
+	// dispatchCtx bounds the dispatcher's database calls; closeWith cancels it.
+	dispatchCtx    context.Context
+	cancelDispatch context.CancelFunc
+	retry          atomic.Bool // the last delivery pass failed; the check loop wakes it again
+	limiter        *rate.Limiter
 
 	// Guarded by flightMu: commands delivered on this connection and not yet acknowledged,
 	// and the ones the check loop wants sent again.
@@ -110,6 +114,7 @@ func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		close(c.done)
+		c.cancelDispatch()
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		if code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
 			c.hub.cfg.Logger.Info("closing agent connection", "agent_id", c.AgentID,

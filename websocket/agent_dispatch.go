@@ -13,16 +13,8 @@ import (
 // loop wants sent again. One goroutine per connection keeps deliveries in order.
 func (c *AgentConnection) dispatchLoop() {
 	defer c.pumpDone()
-	ctx, cancel := context.WithCancel(c.hub.ctx)
-	defer cancel()
-	go func() {
-		// Ends a pass blocked on the database when the connection closes.
-		select {
-		case <-c.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	defer c.cancelDispatch()
+	ctx := c.dispatchCtx // cancelled by closeWith: a pass blocked on the database ends with the connection
 	first := true
 	for {
 		if c.deliverPass(ctx, first) {

@@ -31,8 +31,6 @@ func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
 }
 
 func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
-	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
-	defer cancel()
 	switch f.Type {
 	case models.MessageTypeHeartbeat:
 		hb, err := decodeHeartbeat(f)
@@ -46,31 +44,43 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 		if err != nil {
 			return err
 		}
-		return h.ack(ctx, c, m, now)
+		return h.withStore(func(ctx context.Context) *frameError { return h.ack(ctx, c, m, now) })
 	case models.MessageTypeComplete:
 		m, err := decodeComplete(f)
 		if err != nil {
 			return err
 		}
-		return h.finish(ctx, c, m.CommandID, models.CommandStatusCompleted, m.Result, "", now)
+		return h.withStore(func(ctx context.Context) *frameError {
+			return h.finish(ctx, c, m.CommandID, models.CommandStatusCompleted, m.Result, "", now)
+		})
 	case models.MessageTypeFailed:
 		m, err := decodeFailed(f)
 		if err != nil {
 			return err
 		}
-		return h.finish(ctx, c, m.CommandID, models.CommandStatusFailed, nil, m.Error, now)
+		return h.withStore(func(ctx context.Context) *frameError {
+			return h.finish(ctx, c, m.CommandID, models.CommandStatusFailed, nil, m.Error, now)
+		})
 	case models.MessageTypeStatus:
 		m, err := decodeStatus(f)
 		if err != nil {
 			return err
 		}
-		return h.sessionStatus(ctx, c, m, now)
+		return h.withStore(func(ctx context.Context) *frameError { return h.sessionStatus(ctx, c, m, now) })
 	case models.MessageTypePong, models.MessageTypeLog, models.MessageTypeLogEnd:
 		// A sign of life (already counted); relayed logs have no listener on this side yet.
 	default:
 		// Unknown types are counted (frameIn) and ignored, so agents can be newer than us.
 	}
 	return nil
+}
+
+// withStore runs fn with a context bounded for one round of database calls; frames that need
+// no database (heartbeats, pongs) do not pay for a timer.
+func (h *AgentHub) withStore(fn func(ctx context.Context) *frameError) *frameError {
+	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	defer cancel()
+	return fn(ctx)
 }
 
 // refuse answers a refused frame and closes the connection with 1008 once malformed frames

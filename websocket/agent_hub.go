@@ -174,6 +174,7 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 	c.done = make(chan struct{})
 	c.readDone = make(chan struct{})
 	c.wake = make(chan struct{}, 1)
+	c.dispatchCtx, c.cancelDispatch = context.WithCancel(h.ctx)
 	c.inflight = make(map[string]inflightCommand)
 	c.limiter = rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)
 	if c.Send == nil {

@@ -35,9 +35,11 @@ func TestAgentOnlineOfflineAndReplacement(t *testing.T) {
 		if code, _ := expectClose(t, first.conn, 5*time.Second); code != CloseReplaced {
 			t.Fatalf("replaced connection closed with %d, want %d", code, CloseReplaced)
 		}
-		// The old connection's cleanup has run by now or will: neither may touch the new one.
+		// Once the old connection's cleanup has run, the new one is untouched.
 		newConn := h.hub.GetConnection("a1").ConnectionID()
-		time.Sleep(50 * time.Millisecond) // let a late cleanup of the first connection run
+		eventually(t, 5*time.Second, "the replaced connection cleaned up", func() bool {
+			return counterValue(t, h.hub.metrics.connections) == 1
+		})
 		row = h.agentRow("a1")
 		if row.Status != models.AgentStatusOnline || row.ConnectionID != newConn {
 			t.Fatalf("after replacement: status %q conn %q, want online %q", row.Status, row.ConnectionID, newConn)
