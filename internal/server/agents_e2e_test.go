@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -89,15 +90,12 @@ func TestStartSessionEndToEnd(t *testing.T) {
 			}
 
 			var cmd map[string]any
-			deadline := time.Now().Add(5 * time.Second)
-			for {
+			waitFor(t, 5*time.Second, "command completed", func() bool {
 				code, raw = ts.call(t, "GET", "/api/v1/admin/commands/"+acc.CommandID, bearer(testService), "")
+				cmd = nil
 				_ = json.Unmarshal(raw, &cmd)
-				if cmd["status"] == models.CommandStatusCompleted || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+				return cmd["status"] == models.CommandStatusCompleted
+			})
 			if code != http.StatusOK || cmd["status"] != "completed" || cmd["attempts"] != float64(1) || cmd["agentId"] != "docker-1" ||
 				cmd["sessionId"] != "sess-1" || cmd["action"] != "start_session" {
 				t.Fatalf("command record %d %s", code, raw)
@@ -114,17 +112,15 @@ func TestStartSessionEndToEnd(t *testing.T) {
 			// The agent list shows it online on this replica, with its last heartbeat.
 			sendAgent(t, agent, "heartbeat", map[string]any{"status": "draining", "activeSessions": 1})
 			var listed map[string]any
-			deadline = time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
+			waitFor(t, 10*time.Second, "agent listed draining", func() bool {
 				_, raw = ts.call(t, "GET", "/api/v1/agents", bearer(testService), "")
 				var body struct{ Agents []map[string]any }
 				_ = json.Unmarshal(raw, &body)
 				if len(body.Agents) == 1 && body.Agents[0]["status"] == "draining" {
 					listed = body.Agents[0]
-					break
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return listed != nil
+			})
 			if listed == nil || listed["replica"] != ts.cfg.Replica || listed["replica"] == "" || listed["lastHeartbeat"] == nil ||
 				listed["approvalStatus"] != "approved" || listed["platform"] != "docker" {
 				t.Fatalf("agent list entry %v (last body %s)", listed, raw)
@@ -149,5 +145,68 @@ func TestStartSessionEndToEnd(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStreamSpaceAgentFrames sends the frames exactly as StreamSpace's k8s-agent builds them
+// (time.Now() with its zone as the timestamp, integer capacities, "result": null,
+// "platformMetadata": null, a pong) and checks each is taken with no error frame.
+func TestStreamSpaceAgentFrames(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, "sqlite", func(c *Config) { c.AgentHeartbeatFlush = 20 * time.Millisecond })
+	code, raw := ts.call(t, "POST", "/api/v1/admin/agents", bearer(testService), `{"agentId":"k8s-prod-1","platform":"kubernetes"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, raw)
+	}
+	key := decodeRegistration(t, raw).APIKey
+	// Its registration on every (re)connect: capacity as integers, metadata, its own key.
+	code, raw = ts.call(t, "POST", "/api/v1/agents/register", http.Header{auth.AgentKeyHeader: {key}, "Content-Type": {"application/json"}},
+		`{"agentId":"k8s-prod-1","platform":"kubernetes","region":"us-east-1","capacity":{"maxCpu":100,"maxMemory":128,"maxSessions":100},"metadata":{"namespace":"streamspace","kubernetes":true}}`)
+	if code != http.StatusOK {
+		t.Fatalf("re-register: %d %s", code, raw)
+	}
+	decodeRegistration(t, raw)
+	conn, status, _ := ts.connectAgent(t, "k8s-prod-1", key)
+	if status != http.StatusSwitchingProtocols {
+		t.Fatalf("connect: %d", status)
+	}
+	code, raw = ts.call(t, "POST", "/api/v1/admin/agents/k8s-prod-1/command", bearer(testService),
+		`{"action":"start_session","sessionId":"sess-456","payload":{"user":"alice","template":"firefox-browser"}}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("command: %d %s", code, raw)
+	}
+	cmdFrame := readWS(t, conn)
+	cmdID, _ := cmdFrame["payload"].(map[string]any)["commandId"].(string)
+
+	zone := time.FixedZone("agent-local", -5*3600)
+	frame := func(typ string, payload any) {
+		b, _ := json.Marshal(map[string]any{"type": typ, "timestamp": time.Now().In(zone), "payload": payload})
+		if err := conn.WriteMessage(gorilla.TextMessage, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frame("heartbeat", map[string]any{"status": "online", "activeSessions": 0,
+		"capacity": map[string]any{"maxCpu": 100, "maxMemory": 128, "maxSessions": 100}})
+	frame("ack", map[string]any{"commandId": cmdID})
+	frame("status", map[string]any{"sessionId": "sess-456", "state": "running", "vncReady": true, "vncPort": 0, "platformMetadata": nil})
+	frame("complete", map[string]any{"commandId": cmdID, "result": nil})
+	frame("pong", nil)
+
+	waitFor(t, 5*time.Second, "command completed, session running, heartbeat stored", func() bool {
+		c, err := ts.Database().GetCommand(context.Background(), cmdID)
+		s, serr := ts.Database().GetSession(context.Background(), "sess-456")
+		a, aerr := ts.Database().GetAgent(context.Background(), "k8s-prod-1")
+		return err == nil && serr == nil && aerr == nil && c.Status == models.CommandStatusCompleted &&
+			s.State == "running" && a.Capacity["maxSessions"] == float64(100) && a.Region == "us-east-1"
+	})
+	// Nothing it sent was refused: the next frame it reads is the close of the shutdown.
+	ts.stop()
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, msg, err := conn.ReadMessage()
+		if err != nil {
+			break
+		}
+		t.Errorf("unexpected frame %s", msg)
 	}
 }
