@@ -322,9 +322,9 @@ func TestAgentStatusReports(t *testing.T) {
 		a := h.connect("a1")
 		// StreamSpace's status frames carry no timestamp.
 		a.sendRaw(`{"type":"status","payload":{"sessionId":"s1","state":"Running","vncReady":true,"vncPort":5900,"platformMetadata":{"podName":"pod-s1","podIP":"10.0.0.1"}}}`)
-		eventually(t, 5*time.Second, "session running", func() bool {
+		eventually(t, 5*time.Second, "session running and its event published", func() bool {
 			s, _ := d.GetSession(ctx, "s1")
-			return s.State == models.SessionStateRunning && s.PodName == "pod-s1"
+			return s.State == models.SessionStateRunning && s.PodName == "pod-s1" && len(h.events.all()) > 0
 		})
 		evs := h.events.all()
 		if len(evs) != 1 || evs[0].org != "o1" || evs[0].ev.Type != EventSessionStateChange ||
@@ -349,12 +349,13 @@ func TestAgentStatusReports(t *testing.T) {
 			t.Errorf("%d events, want 1", n)
 		}
 		a.send("status", map[string]any{"sessionId": "s1", "state": "deleted"})
-		eventually(t, 5*time.Second, "session deleted", func() bool {
+		eventually(t, 5*time.Second, "session deleted and session.deleted published", func() bool {
 			_, err := d.GetSession(ctx, "s1")
-			return errors.Is(err, db.ErrNotFound)
+			evs := h.events.all()
+			return errors.Is(err, db.ErrNotFound) && evs[len(evs)-1].ev.Type == EventSessionDeleted
 		})
-		if evs := h.events.all(); evs[len(evs)-1].ev.Type != EventSessionDeleted {
-			t.Errorf("last event %+v, want session.deleted", evs[len(evs)-1])
+		if n := len(h.events.all()); n != 2 {
+			t.Errorf("%d events, want state change and deletion only", n)
 		}
 	})
 }
