@@ -154,7 +154,7 @@ func (s *Server) handleAdminRejectAgent(w http.ResponseWriter, r *http.Request) 
 		s.unavailable(w, r, "reject agent", err)
 		return
 	}
-	disconnected := s.agents.DisconnectAgent(agent.ID, gorilla.ClosePolicyViolation, "agent rejected by an operator", true)
+	disconnected := s.agents.DisconnectAgent(agent.ID, gorilla.ClosePolicyViolation, rejectedReason, true)
 	s.log.Info("agent rejected", "agent_id", agent.ID, "disconnected", disconnected)
 	agent.ApprovalStatus = models.ApprovalRejected
 	writeJSON(w, http.StatusOK, newRegistrationReply(agent, ""))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +14,9 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/models"
 )
+
+// rejectedReason is the shutdown reason and close text an agent gets when it is rejected.
+const rejectedReason = "agent rejected by an operator"
 
 // validAgentID keeps agent ids printable and bounded: they appear in URLs, logs and keys.
 var validAgentID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
@@ -191,7 +195,28 @@ func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
 			code, reason = gorilla.CloseGoingAway, "server shutting down"
 		}
 		closeSocket(conn, s.cfg.WriteWait, code, reason)
+		return
 	}
+	s.recheckApproval(agent.ID)
+}
+
+// recheckApproval closes a just-registered agent that an operator rejected while it was
+// connecting: the reject looked for its connection before it was registered and found none.
+// Reject writes the approval first and then disconnects; this registers first and then reads
+// the approval, so one of the two always sees the other.
+func (s *Server) recheckApproval(agentID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	agent, err := s.db.GetAgent(ctx, agentID)
+	if err != nil || agent.ApprovalStatus == models.ApprovalApproved {
+		return
+	}
+	rejected := agent.ApprovalStatus == models.ApprovalRejected
+	reason := "agent is " + agent.ApprovalStatus
+	if rejected {
+		reason = rejectedReason
+	}
+	s.agents.DisconnectAgent(agentID, gorilla.ClosePolicyViolation, reason, rejected)
 }
 
 // handleAgentList serves GET /api/v1/agents for operators, admins and services. A token's
