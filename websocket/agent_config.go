@@ -55,7 +55,7 @@ type AgentStore interface {
 	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
 
 	GetSession(ctx context.Context, id string) (models.Session, error)
-	UpsertSession(ctx context.Context, s models.Session) error
+	ApplyAgentStatus(ctx context.Context, agentID, sessionID, state, podName string) (before models.Session, changed bool, err error)
 	DeleteSession(ctx context.Context, id string) error
 }
 

@@ -147,43 +147,40 @@ func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status st
 // sessionStatus applies a status report to a session placed on this agent: its state (and
 // pod name), published as session.state.changed, or its removal for "deleted".
 func (h *AgentHub) sessionStatus(ctx context.Context, c *AgentConnection, m models.StatusMessage, now time.Time) *frameError {
-	s, err := h.store.GetSession(ctx, m.SessionID)
-	if errors.Is(err, db.ErrNotFound) || (err == nil && s.AgentID != c.AgentID) {
-		// One answer for both, so an agent learns nothing of sessions that are not its own.
-		return &frameError{msg: "session is not placed on this agent", sessionID: m.SessionID, malformed: true}
-	}
-	if err != nil {
-		return h.storeFailed(c, "status", m.SessionID, err)
-	}
+	notMine := &frameError{msg: "session is not placed on this agent", sessionID: m.SessionID, malformed: true}
 	if m.State == sessionStateDeleted {
+		s, err := h.store.GetSession(ctx, m.SessionID)
+		if errors.Is(err, db.ErrNotFound) || (err == nil && s.AgentID != c.AgentID) {
+			return notMine
+		}
+		if err != nil {
+			return h.storeFailed(c, "status", m.SessionID, err)
+		}
 		if err := h.store.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, db.ErrNotFound) {
 			return h.storeFailed(c, "status", m.SessionID, err)
 		}
 		h.publish(ctx, s.OrgID, SessionEvent{Type: EventSessionDeleted, SessionID: s.ID, UserID: s.UserID, Timestamp: now})
 		return nil
 	}
-	oldState := s.State
 	podName, _ := m.PlatformMetadata["podName"].(string)
-	if oldState == m.State && (podName == "" || podName == s.PodName) {
-		return nil
+	before, changed, err := h.store.ApplyAgentStatus(ctx, c.AgentID, m.SessionID, m.State, podName)
+	if errors.Is(err, db.ErrNotFound) {
+		// One answer for "not there" and "not yours": an agent learns nothing of others' sessions.
+		return notMine
 	}
-	s.State = m.State
-	if podName != "" {
-		s.PodName = podName
-	}
-	s.UpdatedAt = time.Time{}
-	if err := h.store.UpsertSession(ctx, s); err != nil {
+	if err != nil {
 		return h.storeFailed(c, "status", m.SessionID, err)
 	}
-	if oldState != m.State {
-		data := map[string]any{"oldState": oldState, "newState": m.State, "agentId": c.AgentID}
-		if podName != "" {
-			data["podName"] = podName
-		}
-		h.publish(ctx, s.OrgID, SessionEvent{
-			Type: EventSessionStateChange, SessionID: s.ID, UserID: s.UserID, Timestamp: now, Data: data,
-		})
+	if !changed || before.State == m.State {
+		return nil // the same state again, or only the pod: no event
 	}
+	data := map[string]any{"oldState": before.State, "newState": m.State, "agentId": c.AgentID}
+	if podName != "" {
+		data["podName"] = podName
+	}
+	h.publish(ctx, before.OrgID, SessionEvent{
+		Type: EventSessionStateChange, SessionID: before.ID, UserID: before.UserID, Timestamp: now, Data: data,
+	})
 	return nil
 }
 
