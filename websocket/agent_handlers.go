@@ -78,7 +78,7 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 // withStore runs fn with a context bounded for one round of database calls; frames that need
 // no database (heartbeats, pongs) do not pay for a timer.
 func (h *AgentHub) withStore(fn func(ctx context.Context) *frameError) *frameError {
-	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
 	return fn(ctx)
 }

@@ -64,9 +64,6 @@ type AgentHub struct {
 	checks atomic.Uint64 // completed check passes, so tests can wait for one
 }
 
-// storeCallTimeout bounds one database call made on an agent's behalf.
-const storeCallTimeout = defaultStoreCallTimeout
-
 // NewAgentHub creates a hub without Redis support, with the default configuration. database
 // must not be nil: it keeps agent status and the command queue. Call Run to start the hub's
 // periodic work.
@@ -97,9 +94,6 @@ func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	return h
 }
 
-// Config returns the hub's configuration with defaults filled in.
-func (h *AgentHub) Config() AgentHubConfig { return h.cfg }
-
 // ServeAgent registers an upgraded connection of an authenticated agent and starts its
 // goroutines. It returns once the connection is registered; the connection then lives until
 // the agent leaves, is replaced, goes stale or the hub stops. On error the caller closes conn.
@@ -126,7 +120,7 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 		return errors.New("websocket: register agent: connection without agent id")
 	}
 	h.prepare(conn)
-	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
 	if h.isStopped() {
 		return ErrAgentHubStopped
@@ -195,7 +189,7 @@ func (h *AgentHub) unregister(c *AgentConnection) {
 		delete(h.conns, c.AgentID)
 	}
 	h.mu.Unlock()
-	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
 	if _, err := h.store.MarkAgentOffline(ctx, c.AgentID, c.connID, h.cfg.Clock.Now()); err != nil {
 		h.cfg.Logger.Warn("marking agent offline failed", "agent_id", c.AgentID, "err", err)
@@ -301,7 +295,7 @@ func (h *AgentHub) flushBeats(ctx context.Context) {
 	}
 	clear(h.beats)
 	h.beatsMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
 	if err := h.store.RecordAgentHeartbeats(ctx, batch); err != nil {
 		h.cfg.Logger.Warn("writing heartbeats failed", "agents", len(batch), "err", err)
@@ -335,7 +329,7 @@ func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentComma
 	if command == nil {
 		return errors.New("websocket: send command: nil command")
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
 	cmd := *command
 	cmd.AgentID = agentID
@@ -484,7 +478,7 @@ func (h *AgentHub) check(ctx context.Context) {
 			c.wakeDispatcher()
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	cctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
 	n, err := h.store.ExpireCommands(cctx, now)
 	if err != nil {
@@ -497,7 +491,7 @@ func (h *AgentHub) check(ctx context.Context) {
 }
 
 func (h *AgentHub) failUnacknowledged(ctx context.Context, c *AgentConnection, f inflightCommand, now time.Time) {
-	ctx, cancel := context.WithTimeout(ctx, storeCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
 	reason := fmt.Sprintf("not acknowledged after %d deliveries", f.attempt)
 	tr, err := h.store.FailCommand(ctx, "", f.cmd.CommandID, reason, now)

@@ -247,7 +247,6 @@ func TestAgentStaleIsClosedAndOffline(t *testing.T) {
 	if !h.hub.IsAgentConnected("a2") {
 		t.Fatal("an agent that beat in time was closed")
 	}
-	_ = a2
 }
 
 func TestAgentHeartbeatsAreCoalesced(t *testing.T) {
