@@ -64,6 +64,7 @@ var (
 		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`)
 	qCountAllCommands   = newQuery(`SELECT status, COUNT(*) FROM agent_commands GROUP BY status`)
 	qCountAgentCommands = newQuery(`SELECT status, COUNT(*) FROM agent_commands WHERE agent_id = ? GROUP BY status`)
+	qPendingAgents      = newQuery(`SELECT DISTINCT agent_id FROM agent_commands WHERE status = 'pending'`)
 )
 
 // Transition is the outcome of a status change. Applied reports whether this call moved the
@@ -329,6 +330,28 @@ func (d *Database) ExpireCommands(ctx context.Context, now time.Time) (int64, er
 		return 0, fmt.Errorf("db: expire commands: %w", err)
 	}
 	return n, nil
+}
+
+// AgentsWithPendingCommands lists the agents that have commands not delivered yet, so a
+// replica can start delivery passes a lost wake-up missed (the status index serves it).
+func (d *Database) AgentsWithPendingCommands(ctx context.Context) ([]string, error) {
+	rows, err := d.queryRows(ctx, d.db, qPendingAgents)
+	if err != nil {
+		return nil, fmt.Errorf("db: agents with pending commands: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("db: agents with pending commands: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("db: agents with pending commands: %w", err)
+	}
+	return ids, nil
 }
 
 // CountCommands counts the agent's commands by status (every agent's when agentID is empty),

@@ -2,7 +2,7 @@
 # Ensure the services the test suite needs are up:
 #
 #   PostgreSQL at 127.0.0.1:5432, trust auth for user postgres, database "test"
-#   Redis      at 127.0.0.1:6379
+#   Redis      at 127.0.0.1:6379, and the redis-server binary (fault tests start their own)
 #
 # Idempotent and quiet when everything already answers. Installs (apt-get) and
 # starts local services only where missing. When STREAMSPACE_TEST_DATABASE_URL
@@ -418,6 +418,15 @@ ensure_redis() {
 	fi
 }
 
+# Fault tests start private redis-server processes they can stop and restart, so the binary is
+# needed even when the shared server is remote.
+ensure_redis_binary() {
+	command -v redis-server >/dev/null 2>&1 && return 0
+	log "redis-server binary not installed (fault tests run private instances); installing"
+	apt_install redis-server
+	command -v redis-server >/dev/null 2>&1 || die "redis-server missing after installing package redis-server"
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -430,6 +439,7 @@ main() {
 	fi
 	ensure_postgres
 	ensure_redis
+	ensure_redis_binary
 }
 
 main "$@"

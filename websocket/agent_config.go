@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/jonboulle/clockwork"
@@ -53,6 +54,7 @@ type AgentStore interface {
 	CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (db.Transition, error)
 	FailCommand(ctx context.Context, agentID, id, errText string, at time.Time) (db.Transition, error)
 	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
+	AgentsWithPendingCommands(ctx context.Context) ([]string, error)
 
 	GetSession(ctx context.Context, id string) (models.Session, error)
 	ApplyAgentStatus(ctx context.Context, agentID, sessionID, state, podName string) (before models.Session, changed bool, err error)
@@ -114,6 +116,8 @@ type AgentHubConfig struct {
 	WriteWait    time.Duration
 	// DrainTimeout bounds Stop.
 	DrainTimeout time.Duration
+	// Directory shares agents with the other replicas; nil means this replica alone.
+	Directory cluster.Directory
 	// Events receives the session events made from agents' status reports; nil means none
 	// are published (the session rows are still updated).
 	Events EventPublisher
@@ -158,6 +162,9 @@ func (c AgentHubConfig) withDefaults() AgentHubConfig {
 	}
 	if c.MessageBurst <= 0 {
 		c.MessageBurst = DefaultAgentMessageBurst
+	}
+	if c.Replica == "" {
+		c.Replica, _ = os.Hostname()
 	}
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()

@@ -59,7 +59,10 @@ type agentHarness struct {
 func newAgentHarness(t *testing.T, d *db.Database, cfg AgentHubConfig) *agentHarness {
 	t.Helper()
 	h := &agentHarness{t: t, db: d, clock: clockwork.NewFakeClock(), events: &recordedEvents{}}
-	cfg.Clock, cfg.Events, cfg.Replica = h.clock, h.events, "replica-test"
+	cfg.Clock, cfg.Events = h.clock, h.events
+	if cfg.Replica == "" {
+		cfg.Replica = "replica-test"
+	}
 	h.hub = newAgentHub(d, cfg)
 	go h.hub.Run()
 	// Run's two tickers exist before any test advances the clock.

@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -13,9 +14,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
 	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -33,12 +36,21 @@ import (
 // marks it sent (attempt+1) and queues it; an agent that is offline gets its waiting commands
 // when it connects. Every state change is a guarded update, so commands never move backwards.
 //
-// A nil-Redis AgentHub serves one replica: GetConnectedAgents and IsAgentConnected see this
-// process's connections.
+// Several replicas share agents through a cluster.Directory (NewAgentHubWithRedis, or
+// AgentHubConfig.Directory): each connection is claimed for its replica, a command accepted
+// anywhere wakes the dispatcher of the replica that holds the agent, broadcasts and disconnects
+// reach every replica, and IsAgentConnected and GetConnectedAgents answer for the whole
+// cluster. The database still records every command transition exactly once; the directory
+// carries only wake-ups and control messages, so a lost one delays a command, never loses it.
+// Without a directory the hub serves one replica.
 type AgentHub struct {
 	cfg     AgentHubConfig
 	store   AgentStore
 	metrics *agentMetrics
+	dir     cluster.Directory
+	// owned is the Redis connection NewAgentHubWithRedis made; the hub closes it at Stop.
+	owned    *cluster.Redis
+	unsubDir func()
 
 	mu      sync.RWMutex
 	conns   map[string]*AgentConnection
@@ -79,18 +91,46 @@ func NewAgentHubWithConfig(database *db.Database, cfg AgentHubConfig) *AgentHub 
 	return newAgentHub(database, cfg)
 }
 
+// NewAgentHubWithRedis creates a hub that shares agents with the other replicas through Redis
+// (standalone, Sentinel or Cluster: any go-redis UniversalClient); a nil redisClient means a
+// single node, as NewAgentHub. The replica is named after the host. Where Redis does not answer
+// yet the hub starts as it would during an outage (its own agents only) and joins the cluster
+// when Redis answers; a server should rather refuse to start (see cluster.NewRedis). The hub
+// closes its Redis subscriptions at Stop; the client stays the caller's.
+func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClient) *AgentHub {
+	if redisClient == nil {
+		return NewAgentHub(database)
+	}
+	cfg := AgentHubConfig{}.withDefaults()
+	r, err := cluster.NewRedis(context.Background(), redisClient, cluster.RedisOptions{
+		Replica: cfg.Replica, Logger: cfg.Logger, WaitForRedis: true,
+	})
+	if err != nil {
+		panic(fmt.Sprintf("websocket: NewAgentHubWithRedis: %v", err)) // only for a misconfiguration, never for an outage
+	}
+	cfg.Directory = r.Directory()
+	h := NewAgentHubWithConfig(database, cfg)
+	h.owned = r
+	return h
+}
+
 func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	cfg = cfg.withDefaults()
 	h := &AgentHub{
 		cfg:     cfg,
 		store:   store,
 		metrics: newAgentMetrics(cfg.Registerer),
+		dir:     cfg.Directory,
 		conns:   make(map[string]*AgentConnection),
 		beats:   make(map[string]db.AgentHeartbeat),
 		stopCh:  make(chan struct{}),
 		runDone: make(chan struct{}),
 	}
+	if h.dir == nil {
+		h.dir = cluster.NewMemoryDirectory(cfg.Replica)
+	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.unsubDir = h.dir.Subscribe(h.onReplicaMessage)
 	return h
 }
 
@@ -141,6 +181,12 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	h.conns[conn.AgentID] = conn
 	h.live.Add(1)
 	h.mu.Unlock()
+	// Claimed under the registration lock too, so the directory names the same connection as
+	// the map. A claim Redis did not take is retried by the directory's refresh.
+	if err := h.dir.Claim(ctx, conn.AgentID, conn.connID); err != nil {
+		h.cfg.Logger.Warn("claiming agent in the cluster failed; retried in the background",
+			"agent_id", conn.AgentID, "err", err)
+	}
 	reg.Unlock()
 	if old != nil {
 		old.closeWith(CloseReplaced, "replaced by a newer connection", "replaced")
@@ -194,6 +240,11 @@ func (h *AgentHub) unregister(c *AgentConnection) {
 	if _, err := h.store.MarkAgentOffline(ctx, c.AgentID, c.connID, h.cfg.Clock.Now()); err != nil {
 		h.cfg.Logger.Warn("marking agent offline failed", "agent_id", c.AgentID, "err", err)
 	}
+	// Compare-and-delete: when the agent already holds a newer connection, here or on another
+	// replica, its claim stays.
+	if _, err := h.dir.Release(ctx, c.AgentID, c.connID); err != nil {
+		h.cfg.Logger.Warn("releasing agent in the cluster failed; its claim expires", "agent_id", c.AgentID, "err", err)
+	}
 	h.metrics.connections.Dec()
 	h.cfg.Logger.Info("agent disconnected", "agent_id", c.AgentID, "code", c.closeCode, "reason", c.closeReason)
 	h.live.Done()
@@ -207,10 +258,32 @@ func (h *AgentHub) UnregisterAgent(agentID string) {
 	}
 }
 
-// DisconnectAgent closes the agent's connection on this replica with code and reason, and
-// reports whether it had one. With a shutdown reason the agent is first sent `shutdown`, which
-// StreamSpace's agents obey by stopping for good: use it only to retire an agent.
+// DisconnectAgent closes the agent's connection, on whichever replica holds it, with code and
+// reason, and reports whether some replica held one. With shutdown set the agent is first sent
+// `shutdown`, which StreamSpace's agents obey by stopping for good: use it only to retire an
+// agent.
 func (h *AgentHub) DisconnectAgent(agentID string, code int, reason string, shutdown bool) bool {
+	if h.disconnectLocal(agentID, code, reason, shutdown) {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	owner, ok := h.locate(ctx, agentID)
+	if !ok {
+		return false
+	}
+	payload, _ := json.Marshal(disconnectOrder{Code: code, Reason: reason, Shutdown: shutdown})
+	msg := cluster.ReplicaMessage{Kind: kindDisconnect, AgentID: agentID, Payload: payload}
+	if err := h.dir.Send(ctx, owner.Replica, msg); err != nil {
+		h.cfg.Logger.Warn("asking the agent's replica to disconnect it failed", "agent_id", agentID,
+			"replica", owner.Replica, "err", err)
+		return false
+	}
+	return true
+}
+
+// disconnectLocal is DisconnectAgent for a connection of this replica.
+func (h *AgentHub) disconnectLocal(agentID string, code int, reason string, shutdown bool) bool {
 	c := h.GetConnection(agentID)
 	if c == nil {
 		return false
@@ -224,7 +297,8 @@ func (h *AgentHub) DisconnectAgent(agentID string, code int, reason string, shut
 	return true
 }
 
-// GetConnectedAgents returns the ids of the agents connected to this replica, sorted.
+// GetConnectedAgents returns the ids of the agents connected to any replica, sorted. Should
+// the cluster not answer, it returns this replica's agents.
 func (h *AgentHub) GetConnectedAgents() []string {
 	h.mu.RLock()
 	ids := make([]string, 0, len(h.conns))
@@ -232,8 +306,46 @@ func (h *AgentHub) GetConnectedAgents() []string {
 		ids = append(ids, id)
 	}
 	h.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	others, err := h.dir.Connected(ctx)
+	if err != nil {
+		h.cfg.Logger.Warn("listing the cluster's agents failed; listing this replica's", "err", err)
+	}
+	ids = append(ids, others...)
 	slices.Sort(ids)
-	return ids
+	return slices.Compact(ids)
+}
+
+// AgentLocations returns, for each of agentIDs connected to some replica, the replica that
+// holds it. Agents absent from the map are offline.
+func (h *AgentHub) AgentLocations(ctx context.Context, agentIDs []string) (map[string]string, error) {
+	owners, err := h.dir.Lookups(ctx, agentIDs)
+	out := make(map[string]string, len(agentIDs))
+	for id, o := range owners {
+		out[id] = o.Replica
+	}
+	h.mu.RLock()
+	for _, id := range agentIDs {
+		if _, ok := h.conns[id]; ok {
+			out[id] = h.cfg.Replica
+		}
+	}
+	h.mu.RUnlock()
+	if err != nil {
+		return out, fmt.Errorf("websocket: locating agents: %w", err)
+	}
+	return out, nil
+}
+
+// locate returns the holder of the agent's connection on another replica.
+func (h *AgentHub) locate(ctx context.Context, agentID string) (cluster.Owner, bool) {
+	owner, ok, err := h.dir.Lookup(ctx, agentID)
+	if err != nil {
+		h.cfg.Logger.Warn("locating agent in the cluster failed", "agent_id", agentID, "err", err)
+		return cluster.Owner{}, false
+	}
+	return owner, ok && owner.Replica != h.cfg.Replica
 }
 
 // GetConnection returns the AgentConnection of an agent, or nil when it is not connected.
@@ -244,8 +356,17 @@ func (h *AgentHub) GetConnection(agentID string) *AgentConnection {
 	return h.conns[agentID]
 }
 
-// IsAgentConnected reports whether the agent has a connection on this replica.
-func (h *AgentHub) IsAgentConnected(agentID string) bool { return h.GetConnection(agentID) != nil }
+// IsAgentConnected reports whether the agent has a connection on this replica or, through the
+// cluster directory, on another one.
+func (h *AgentHub) IsAgentConnected(agentID string) bool {
+	if h.GetConnection(agentID) != nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	_, ok := h.locate(ctx, agentID)
+	return ok
+}
 
 // ConnectedCount returns how many agents are connected to this replica.
 func (h *AgentHub) ConnectedCount() int {
@@ -304,10 +425,27 @@ func (h *AgentHub) flushBeats(ctx context.Context) {
 	h.metrics.flushes.Inc()
 }
 
-// BroadcastToAllAgents queues message, as it is, to every connected agent but excludeAgentID,
-// without blocking; an agent whose queue is full is closed with 4001. A `shutdown` message
-// makes StreamSpace's agents stop for good: do not broadcast one to end a replica.
+// BroadcastToAllAgents queues message, as it is, to every agent connected to any replica but
+// excludeAgentID, without blocking; an agent whose queue is full is closed with 4001. A
+// `shutdown` message makes StreamSpace's agents stop for good: do not broadcast one to end a
+// replica. Should the cluster not answer, the agents of this replica still get it.
 func (h *AgentHub) BroadcastToAllAgents(message []byte, excludeAgentID string) {
+	payload, err := json.Marshal(BroadcastMessage{Message: message, ExcludeAgentID: excludeAgentID})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	if err := h.dir.Broadcast(ctx, cluster.ReplicaMessage{Kind: kindBroadcast, Payload: payload}); err != nil {
+		h.cfg.Logger.Warn("broadcasting to the cluster's agents failed", "err", err)
+		if !errors.Is(err, cluster.ErrLocalOnly) {
+			h.broadcastLocal(message, excludeAgentID)
+		}
+	}
+}
+
+// broadcastLocal queues message to this replica's agents but excludeAgentID.
+func (h *AgentHub) broadcastLocal(message []byte, excludeAgentID string) {
 	h.mu.RLock()
 	targets := make([]*AgentConnection, 0, len(h.conns))
 	for id, c := range h.conns {
@@ -384,7 +522,7 @@ func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, s
 	if errors.Is(err, db.ErrConflict) && session == nil {
 		existing, gerr := h.store.GetCommand(ctx, cmd.CommandID)
 		if gerr == nil && existing.AgentID == cmd.AgentID && existing.Action == cmd.Action {
-			h.wakeAgent(cmd.AgentID)
+			h.wakeAgent(ctx, cmd.AgentID)
 			return existing, nil
 		}
 		return cmd, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, ErrCommandConflict)
@@ -399,13 +537,24 @@ func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, s
 			Data: map[string]any{"state": session.State, "template": session.Template, "agentId": cmd.AgentID},
 		})
 	}
-	h.wakeAgent(cmd.AgentID)
+	h.wakeAgent(ctx, cmd.AgentID)
 	return cmd, nil
 }
 
-func (h *AgentHub) wakeAgent(agentID string) {
+// wakeAgent starts a delivery pass for the agent on the replica that holds it. Nothing is lost
+// when the wake-up is: the command waits in the database for the next pass or connection.
+func (h *AgentHub) wakeAgent(ctx context.Context, agentID string) {
 	if c := h.GetConnection(agentID); c != nil {
 		c.wakeDispatcher()
+		return
+	}
+	owner, ok := h.locate(ctx, agentID)
+	if !ok {
+		return
+	}
+	if err := h.dir.Send(ctx, owner.Replica, cluster.ReplicaMessage{Kind: kindWake, AgentID: agentID}); err != nil {
+		h.cfg.Logger.Debug("waking the agent's replica failed; the command waits", "agent_id", agentID,
+			"replica", owner.Replica, "err", err)
 	}
 }
 
@@ -478,6 +627,7 @@ func (h *AgentHub) check(ctx context.Context) {
 			c.wakeDispatcher()
 		}
 	}
+	h.wakeWaiting(ctx)
 	cctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
 	n, err := h.store.ExpireCommands(cctx, now)
@@ -557,6 +707,10 @@ func (h *AgentHub) Shutdown(ctx context.Context) error {
 			case <-done:
 			case <-time.After(closeGrace):
 			}
+		}
+		h.unsubDir()
+		if h.owned != nil {
+			_ = h.owned.Close()
 		}
 	})
 	return err

@@ -45,6 +45,7 @@ type Client struct {
 
 	readDone chan struct{} // closed when the reader returns
 	expiry   *time.Timer
+	unwatch  func() // ends the org's watch on the cluster bus; nil when none
 }
 
 // closeGrace bounds the closing handshake: after its close frame the writer
@@ -65,6 +66,7 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 		readDone: make(chan struct{}),
 	}
 	c.held.Store(spec.held)
+	c.unwatch = spec.unwatch
 	return c
 }
 

@@ -16,9 +16,10 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
 
 var testUpgrader = NewUpgrader(nil)
 

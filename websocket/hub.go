@@ -156,6 +156,9 @@ type clientSpec struct {
 	// held: deliveries wait until the caller releases the client with its
 	// first frames (the greeting still goes first).
 	held bool
+	// unwatch runs once the client is unregistered: it ends the client's interest in its
+	// org's stream on the cluster bus.
+	unwatch func()
 }
 
 // serve creates and registers a client. greet, when set, builds the first
@@ -212,10 +215,13 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 	if greet != nil {
 		h.posMu.Lock()
 		pos, seen := h.positions[c.org.OrgID]
-		h.posMu.Unlock()
 		if !seen {
+			// The org is new on this replica: its stream starts here for us. Anything older
+			// still on its way from the bus is dropped by deliver.
 			pos = fallback
+			h.positions[c.org.OrgID] = fallback
 		}
+		h.posMu.Unlock()
 		c.push(greet(pos))
 	}
 	return true
@@ -236,8 +242,16 @@ func addSubscription(index map[string]clientSet, own map[string]struct{}, c *Cli
 	own[key] = struct{}{}
 }
 
-// unregister removes c from every index. It is called once, by c's writer.
+// unregister removes c from every index, then ends its watch of the org's stream. It is called
+// once, by c's writer.
 func (h *Hub) unregister(c *Client) {
+	h.removeClient(c)
+	if c.unwatch != nil {
+		c.unwatch()
+	}
+}
+
+func (h *Hub) removeClient(c *Client) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	idx := h.orgs[c.org.OrgID]
@@ -252,6 +266,11 @@ func (h *Hub) unregister(c *Client) {
 	idx.unsubscribe(c)
 	if len(idx.clients) == 0 {
 		delete(h.orgs, c.org.OrgID)
+		// Nothing of the org reaches this replica any more (the bus watch ends), so the last
+		// position would go stale.
+		h.posMu.Lock()
+		delete(h.positions, c.org.OrgID)
+		h.posMu.Unlock()
 	}
 	if h.byID[c.id] == c {
 		delete(h.byID, c.id)

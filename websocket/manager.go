@@ -208,12 +208,21 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		}
 	}
 	org.K8sNamespace = m.namespaceFor(ctx, &org)
+	// Watch before reading the position: every event after it then reaches this replica.
+	// While the cluster is away both answer for this replica alone (ErrLocalOnly), and the
+	// client is served with what this replica publishes.
+	unwatch, err := m.bus.Watch(ctx, org.OrgID)
+	if err != nil && !errors.Is(err, cluster.ErrLocalOnly) {
+		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
+		return fmt.Errorf("sessions socket: watch org stream: %w", err)
+	}
 	fallback, err := m.bus.Position(ctx, org.OrgID)
-	if err != nil {
+	if err != nil && !errors.Is(err, cluster.ErrLocalOnly) {
+		unwatch()
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
 		return fmt.Errorf("sessions socket: stream position: %w", err)
 	}
-	spec := clientSpec{id: newClientID(), org: org, held: true}
+	spec := clientSpec{id: newClientID(), org: org, held: true, unwatch: unwatch}
 	if req.UserID != "" {
 		spec.users = []string{req.UserID}
 	}
@@ -224,6 +233,7 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		return connectedFrame(spec.id, pos, false)
 	}, fallback)
 	if c == nil {
+		unwatch()
 		return errors.New("sessions socket: shutting down")
 	}
 	m.sendSnapshot(ctx, c, req)

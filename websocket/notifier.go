@@ -25,6 +25,10 @@ var ErrNotifierClosed = errors.New("websocket: notifier closed")
 // default organization when the session is unknown. Multi-tenant callers
 // should call Publish with the organization they already know.
 //
+// While the cluster bus is away (Redis unreachable), Publish and
+// BroadcastToOrg still reach this replica's clients and return no error; the
+// bus counts and logs the outage, and the other replicas miss the event.
+//
 // Concurrency contract: safe for concurrent use; Notify* calls never block
 // on a slow browser. Publish blocks only on the bus (with ctx).
 type Notifier struct {
@@ -87,7 +91,7 @@ func (n *Notifier) Publish(ctx context.Context, orgID string, event SessionEvent
 		return cluster.Position{}, err
 	}
 	pos, err := n.bus.Publish(ctx, orgID, entry)
-	if err != nil {
+	if err != nil && !errors.Is(err, cluster.ErrLocalOnly) {
 		return cluster.Position{}, fmt.Errorf("publish %s to org stream: %w", event.Type, err)
 	}
 	n.metrics.published.WithLabelValues("event").Inc()
@@ -109,7 +113,7 @@ func (n *Notifier) BroadcastToOrg(ctx context.Context, orgID string, message []b
 		return cluster.Position{}, err
 	}
 	pos, err := n.bus.Publish(ctx, orgID, entry)
-	if err != nil {
+	if err != nil && !errors.Is(err, cluster.ErrLocalOnly) {
 		return cluster.Position{}, fmt.Errorf("broadcast to org stream: %w", err)
 	}
 	n.metrics.published.WithLabelValues("broadcast").Inc()

@@ -80,6 +80,12 @@ func (h *Hub) deliver(msg cluster.Message) {
 	start := time.Now()
 	h.mu.RLock()
 	h.posMu.Lock()
+	if last, ok := h.positions[msg.OrgID]; ok && !msg.After(last) {
+		// Older than what the org's clients were told they start after.
+		h.posMu.Unlock()
+		h.mu.RUnlock()
+		return
+	}
 	h.positions[msg.OrgID] = msg.Position
 	h.posMu.Unlock()
 	if idx := h.orgs[msg.OrgID]; idx != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -15,10 +16,11 @@ import (
 	gorilla "github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
 
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -216,8 +218,15 @@ func TestServeRefusesIncompleteConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_JWT_SECRET") || !strings.Contains(err.Error(), "STREAMSPACE_SERVICE_TOKEN") {
 		t.Fatalf("serve without secrets: %v", err)
 	}
-	err = run(context.Background(), []string{"serve", "--dev", "--redis-url", "redis://127.0.0.1:6379"}, env(nil), &out, &errs)
-	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_REDIS_URL") {
-		t.Fatalf("serve with redis: %v", err)
+	// A configured Redis that does not answer: refuse, never serve as a lone replica.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	_ = ln.Close()
+	err = run(context.Background(), []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--redis-url", "redis://" + deadAddr}, env(nil), &out, &errs)
+	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_REDIS_URL") || !strings.Contains(err.Error(), "refusing to start") {
+		t.Fatalf("serve with an unreachable redis: %v", err)
 	}
 }

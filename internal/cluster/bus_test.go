@@ -4,13 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	SetRedisLogger(slog.New(slog.DiscardHandler))
+	goleak.VerifyTestMain(m, redistest.LeakOptions()...)
+}
 
 // busFactory makes a fresh Bus for one test. Every implementation runs the
 // same suite, so single node and scale-out behave alike.
@@ -23,6 +30,22 @@ func busImplementations() map[string]busFactory {
 			t.Cleanup(func() { _ = b.Close() })
 			return b
 		},
+		"redis": func(t *testing.T) Bus {
+			client, prefix := redistest.Client(t)
+			return newTestRedis(t, client, prefix, "r1").Bus()
+		},
+	}
+}
+
+// watch makes b deliver org's messages for the rest of the test.
+func watch(t *testing.T, b Bus, orgs ...string) {
+	t.Helper()
+	for _, org := range orgs {
+		unwatch, err := b.Watch(context.Background(), org)
+		if err != nil {
+			t.Fatalf("watch %s: %v", org, err)
+		}
+		t.Cleanup(unwatch)
 	}
 }
 
@@ -33,6 +56,7 @@ func TestBus(t *testing.T) {
 			t.Run("Position", func(t *testing.T) { testPosition(t, newBus(t)) })
 			t.Run("Unsubscribe", func(t *testing.T) { testUnsubscribe(t, newBus(t)) })
 			t.Run("Close", func(t *testing.T) { testClose(t, newBus(t)) })
+			t.Run("Watch", func(t *testing.T) { testWatch(t, newBus(t)) })
 		})
 	}
 }
@@ -65,6 +89,7 @@ func testOrderPerOrg(t *testing.T, b Bus) {
 	defer b.Subscribe(r2.handle)()
 
 	const orgs, publishers, perPublisher = 3, 4, 250
+	watch(t, b, "org-0", "org-1", "org-2")
 	var wg sync.WaitGroup
 	for p := 0; p < publishers; p++ {
 		wg.Add(1)
@@ -80,6 +105,13 @@ func testOrderPerOrg(t *testing.T, b Bus) {
 		}()
 	}
 	wg.Wait()
+	waitFor(t, "every message delivered", func() bool {
+		n := 0
+		for o := 0; o < orgs; o++ {
+			n += len(r2.get(fmt.Sprintf("org-%d", o)))
+		}
+		return n == publishers*perPublisher
+	})
 
 	total := 0
 	for o := 0; o < orgs; o++ {
@@ -127,15 +159,27 @@ func testPosition(t *testing.T, b Bus) {
 func testUnsubscribe(t *testing.T, b Bus) {
 	ctx := context.Background()
 	var r recorder
+	watch(t, b, "o")
 	unsub := b.Subscribe(r.handle)
 	if _, err := b.Publish(ctx, "o", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the first message", func() bool { return len(r.get("o")) == 1 })
 	unsub()
 	unsub() // idempotent
 	if _, err := b.Publish(ctx, "o", []byte("2")); err != nil {
 		t.Fatal(err)
 	}
+	// A later handler that sees the third message proves the second was delivered (in order).
+	var probe recorder
+	defer b.Subscribe(probe.handle)()
+	if _, err := b.Publish(ctx, "o", []byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the third message", func() bool {
+		got := probe.get("o")
+		return len(got) > 0 && string(got[len(got)-1].Payload) == "3"
+	})
 	if got := r.get("o"); len(got) != 1 {
 		t.Fatalf("after unsubscribe got %d messages, want 1", len(got))
 	}
@@ -150,6 +194,48 @@ func testClose(t *testing.T, b Bus) {
 	}
 	if _, err := b.Publish(context.Background(), "o", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("publish after close: %v, want ErrClosed", err)
+	}
+}
+
+// testWatch: a watched organization's messages arrive once each, also when several watch it,
+// and still arrive while one of several watchers is left.
+func testWatch(t *testing.T, b Bus) {
+	ctx := context.Background()
+	var r recorder
+	defer b.Subscribe(r.handle)()
+	u1, err := b.Watch(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u2, err := b.Watch(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Publish(ctx, "w", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	u1()
+	u1() // idempotent: must not withdraw the second watcher's interest
+	if _, err := b.Publish(ctx, "w", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both messages", func() bool { return len(r.get("w")) >= 2 })
+	u2()
+	got := r.get("w")
+	if len(got) != 2 || string(got[0].Payload) != "1" || string(got[1].Payload) != "2" {
+		t.Fatalf("got %d messages %v, want 1 then 2 once each", len(got), got)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

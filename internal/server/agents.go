@@ -232,11 +232,40 @@ func (s *Server) handleAgentList(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, r, "list agents", err)
 		return
 	}
+	s.overlayLocations(r.Context(), agents)
 	out := make([]agentListEntry, 0, len(agents))
 	for _, a := range agents {
 		out = append(out, newAgentListEntry(a))
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+// overlayLocations sets each agent's status and replica from the cluster's live record of
+// connections, which the rows can trail: a replica that died abruptly leaves its agents'
+// rows online. An agent some replica holds is online (or draining, as it last said); any
+// other is offline. Should the cluster not answer, the rows stand as stored.
+func (s *Server) overlayLocations(ctx context.Context, agents []models.Agent) {
+	ids := make([]string, len(agents))
+	for i, a := range agents {
+		ids[i] = a.ID
+	}
+	where, err := s.agents.AgentLocations(ctx, ids)
+	if err != nil {
+		s.log.Warn("agent list: cluster locations unavailable; showing stored status", "err", err)
+		return
+	}
+	for i := range agents {
+		a := &agents[i]
+		replica, online := where[a.ID]
+		switch {
+		case !online:
+			a.Status, a.Replica = models.AgentStatusOffline, ""
+		case a.Status != models.AgentStatusDraining:
+			a.Status, a.Replica = models.AgentStatusOnline, replica
+		default:
+			a.Replica = replica
+		}
+	}
 }
 
 // unavailable answers 503 for a failure of storage, logged once with its cause.

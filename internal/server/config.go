@@ -16,24 +16,28 @@ import (
 // `serve` and an environment variable (ARCHITECTURE.md, Configuration);
 // flags win over the environment, and zero values mean the defaults below.
 type Config struct {
-	Addr             string
-	DatabaseURL      string
-	RedisURL         string
-	Replica          string
-	JWTSecret        string
-	ServiceToken     string
-	AllowedOrigins   []string
-	SessionSource    string
-	Kubeconfig       string
-	DefaultOrg       string
-	DefaultNamespace string
-	ClientQueue      int
-	PingInterval     time.Duration
-	PongWait         time.Duration
-	WriteWait        time.Duration
-	MaxMessageSize   int64
-	MaxBodyBytes     int64
-	ShutdownTimeout  time.Duration
+	Addr        string
+	DatabaseURL string
+	RedisURL    string
+	RedisPrefix string
+	Replica     string
+	// AgentOwnershipTTL: a replica that dies abruptly stops holding its agents in Redis this
+	// long after its last refresh.
+	AgentOwnershipTTL time.Duration
+	JWTSecret         string
+	ServiceToken      string
+	AllowedOrigins    []string
+	SessionSource     string
+	Kubeconfig        string
+	DefaultOrg        string
+	DefaultNamespace  string
+	ClientQueue       int
+	PingInterval      time.Duration
+	PongWait          time.Duration
+	WriteWait         time.Duration
+	MaxMessageSize    int64
+	MaxBodyBytes      int64
+	ShutdownTimeout   time.Duration
 	// Agents (PROTOCOL.md 3).
 	AgentBootstrapKey     string
 	AgentAutoApprove      bool
@@ -106,7 +110,9 @@ func (c *Config) bindings() []envFlag {
 		{"addr", "STREAMSPACE_ADDR", "listen address", str(&c.Addr), DefaultAddr},
 		{"database-url", "STREAMSPACE_DATABASE_URL", "sqlite://path or postgres://…", str(&c.DatabaseURL), DefaultDatabaseURL},
 		{"redis-url", "STREAMSPACE_REDIS_URL", "Redis for several replicas (empty: single node)", str(&c.RedisURL), ""},
+		{"redis-prefix", "STREAMSPACE_REDIS_PREFIX", "prefix of every Redis key and channel (installs sharing a Redis differ here)", str(&c.RedisPrefix), "streamspace"},
 		{"replica", "STREAMSPACE_REPLICA", "this replica's name (default: hostname)", str(&c.Replica), ""},
+		{"agent-ownership-ttl", "STREAMSPACE_AGENT_OWNERSHIP_TTL", "with Redis: how long a replica that died keeps holding its agents", dur(&c.AgentOwnershipTTL), "30s"},
 		{"jwt-secret", "STREAMSPACE_JWT_SECRET", "HS256 secret of browser tokens (≥ 32 bytes)", str(&c.JWTSecret), ""},
 		{"service-token", "STREAMSPACE_SERVICE_TOKEN", "bearer token of services and admins", str(&c.ServiceToken), ""},
 		{"allowed-origins", "STREAMSPACE_ALLOWED_ORIGINS", "comma-separated browser origins (empty: same host only)", func(v string) error {
@@ -207,8 +213,8 @@ func (c *Config) complete() error {
 	if c.ServiceToken == "" {
 		errs = append(errs, errors.New("STREAMSPACE_SERVICE_TOKEN must be set (or run with --dev)"))
 	}
-	if c.RedisURL != "" {
-		errs = append(errs, errors.New("STREAMSPACE_REDIS_URL is set, but this build serves a single node only; unset it rather than run a split cluster"))
+	if c.RedisURL != "" && c.AgentOwnershipTTL < time.Second {
+		errs = append(errs, errors.New("STREAMSPACE_AGENT_OWNERSHIP_TTL must be at least 1s"))
 	}
 	if c.SessionSource != DefaultSessionSource {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: only %q is available in this build", c.SessionSource, DefaultSessionSource))

@@ -17,11 +17,12 @@ import (
 	gorilla "github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
 
 const (
 	testSecret  = "0123456789abcdef0123456789abcdef-test"

@@ -21,6 +21,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -31,6 +32,7 @@ type Server struct {
 	cfg      Config
 	log      *slog.Logger
 	db       *db.Database
+	cluster  *redisCluster // nil on a single node
 	manager  *websocket.Manager
 	agents   *websocket.AgentHub
 	verifier *auth.Verifier
@@ -66,6 +68,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var (
+		bus cluster.Bus
+		dir cluster.Directory
+		rc  *redisCluster
+	)
+	if cfg.RedisURL != "" {
+		if rc, err = openCluster(ctx, cfg, log, registry); err != nil {
+			_ = database.Close()
+			return nil, err
+		}
+		if database.Dialect() == db.SQLite {
+			log.Warn("several replicas on SQLite: each replica has its own file unless they share one; use PostgreSQL")
+		}
+		bus, dir = rc.node.Bus(), rc.node.Directory()
+	}
 	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
 		QueueSize:        cfg.ClientQueue,
 		PingInterval:     cfg.PingInterval,
@@ -75,6 +92,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		DrainTimeout:     cfg.ShutdownTimeout,
 		DefaultOrg:       cfg.DefaultOrg,
 		DefaultNamespace: cfg.DefaultNamespace,
+		Bus:              bus,
 		Logger:           log,
 		Registerer:       registry,
 	})
@@ -90,6 +108,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		PongWait:         cfg.PongWait,
 		WriteWait:        cfg.WriteWait,
 		DrainTimeout:     cfg.ShutdownTimeout,
+		Directory:        dir,
 		Events:           manager.GetNotifier(),
 		Logger:           log,
 		Registerer:       registry,
@@ -98,6 +117,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		cfg:      cfg,
 		log:      log,
 		db:       database,
+		cluster:  rc,
 		manager:  manager,
 		agents:   agents,
 		verifier: verifier,
@@ -159,7 +179,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Shutdown stops accepting, reports not ready, closes every agent and every
 // browser with 1001 after its queue is written (agents reconnect to another
-// replica), and closes the database. It is idempotent; later calls return the
+// replica), leaves the cluster, and closes the database. It is idempotent; later calls return the
 // first call's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
@@ -167,8 +187,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		httpErr := s.http.Shutdown(ctx)
 		agentErr := s.agents.Shutdown(ctx)
 		wsErr := s.manager.Shutdown(ctx)
+		var clusterErr error
+		if s.cluster != nil {
+			clusterErr = s.cluster.close()
+		}
 		dbErr := s.db.Close()
-		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, dbErr)
+		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, clusterErr, dbErr)
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr

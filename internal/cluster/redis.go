@@ -1,0 +1,481 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of RedisOptions.
+const (
+	DefaultRedisPrefix    = "streamspace"
+	DefaultOwnershipTTL   = 30 * time.Second
+	DefaultHealthInterval = time.Second
+	// watchWait bounds how long Watch waits for Redis to confirm a subscription.
+	watchWait = 5 * time.Second
+	// receiveIdle is how long the subscription connection may stay silent before it is
+	// probed with a PING; a probe unanswered for as long again means the connection is dead.
+	receiveIdle = 15 * time.Second
+)
+
+// RedisOptions configure NewRedis. Replica is required; zero fields take defaults.
+type RedisOptions struct {
+	// Replica names this replica: its channel, and the holder named in agent claims.
+	Replica string
+	// Prefix starts every key and channel name, so installs (or tests) can share a Redis.
+	Prefix string
+	// OwnershipTTL is how long an agent claim outlives the last refresh of its replica: a
+	// replica that dies abruptly stops holding its agents this long after. Claims are
+	// refreshed every third of it.
+	OwnershipTTL time.Duration
+	// HealthInterval is how often Redis is pinged for readiness and recovery.
+	HealthInterval time.Duration
+	// WaitForRedis makes NewRedis accept a Redis that does not answer yet: the replica then
+	// starts as during an outage and joins when Redis answers. Servers leave it off and refuse
+	// to start instead, so a misconfigured replica is noticed rather than serving alone.
+	WaitForRedis bool
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
+}
+
+func (o RedisOptions) withDefaults() RedisOptions {
+	if o.Prefix == "" {
+		o.Prefix = DefaultRedisPrefix
+	}
+	if o.OwnershipTTL <= 0 {
+		o.OwnershipTTL = DefaultOwnershipTTL
+	}
+	if o.HealthInterval <= 0 {
+		o.HealthInterval = DefaultHealthInterval
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Redis shares a Bus and a Directory between replicas through one Redis (standalone, Sentinel
+// or Cluster). It owns one subscription connection, which carries this replica's channel, the
+// all-replicas channel and the channels of the organizations this replica watches, and three
+// goroutines: the receiver, the health check and the claim refresher. Close stops them.
+//
+// When Redis goes away, deliveries on this replica go on (ErrLocalOnly), Ready reports the
+// fault, and when it returns the subscriptions are made again and this replica's agent claims
+// are restored, without a restart.
+type Redis struct {
+	client  redis.UniversalClient
+	opts    RedisOptions
+	log     *slog.Logger
+	metrics *redisMetrics
+	bus     *RedisBus
+	dir     *RedisDirectory
+
+	replicaChannel   string
+	broadcastChannel string
+
+	mu        sync.Mutex // guards ps, wanted, confirmed, waiters
+	ps        *redis.PubSub
+	wanted    map[string]string // channel → organization ("" for the replica channels)
+	confirmed map[string]bool
+	waiters   map[string][]chan struct{}
+	writeMu   sync.Mutex // serializes SUBSCRIBE and UNSUBSCRIBE writes with the decisions behind them
+
+	healthy    atomic.Bool // the last PING was answered
+	subscribed atomic.Bool // this replica's channel is confirmed on the current connection
+	refreshNow chan struct{}
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// NewRedis connects this replica to the cluster through client. It refuses to start when Redis
+// does not answer within ctx: a replica that fell back to serving alone would split the cluster.
+// The caller keeps ownership of client and closes it after Close.
+func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
+	if client == nil {
+		return nil, errors.New("cluster: redis client required")
+	}
+	opts = opts.withDefaults()
+	if opts.Replica == "" {
+		return nil, errors.New("cluster: replica name required")
+	}
+	pingErr := client.Ping(ctx).Err()
+	if pingErr != nil && !opts.WaitForRedis {
+		return nil, fmt.Errorf("cluster: redis unreachable: %w", pingErr)
+	}
+	r := &Redis{
+		client:           client,
+		opts:             opts,
+		log:              opts.Logger.With("component", "cluster", "replica", opts.Replica),
+		metrics:          newRedisMetrics(opts.Registerer),
+		replicaChannel:   opts.Prefix + ":replica:" + opts.Replica,
+		broadcastChannel: opts.Prefix + ":replicas",
+		wanted:           make(map[string]string),
+		confirmed:        make(map[string]bool),
+		waiters:          make(map[string][]chan struct{}),
+		refreshNow:       make(chan struct{}, 1),
+	}
+	r.wanted[r.replicaChannel] = ""
+	r.wanted[r.broadcastChannel] = ""
+	r.bus = newRedisBus(r)
+	r.dir = newRedisDirectory(r)
+	if pingErr == nil {
+		r.healthy.Store(true)
+		r.metrics.up.Set(1)
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	r.wg.Add(3)
+	go r.receiveLoop(ready)
+	go r.healthLoop()
+	go r.dir.refreshLoop()
+	if pingErr != nil {
+		return r, nil
+	}
+	select {
+	case <-ready:
+		return r, nil
+	case <-ctx.Done():
+		_ = r.Close()
+		return nil, fmt.Errorf("cluster: redis subscription not confirmed: %w", ctx.Err())
+	}
+}
+
+// Bus returns the organizations' event streams.
+func (r *Redis) Bus() *RedisBus { return r.bus }
+
+// Directory returns the agents' directory and the replicas' messages.
+func (r *Redis) Directory() *RedisDirectory { return r.dir }
+
+// Ready reports whether Redis answers and this replica's subscriptions are in place.
+func (r *Redis) Ready(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("cluster: redis unreachable: %w", err)
+	}
+	if !r.subscribed.Load() {
+		return errors.New("cluster: redis subscriptions not restored yet")
+	}
+	return nil
+}
+
+// Close stops the goroutines and the subscription connection. Agent claims are left to expire:
+// a replica that stops gracefully has released them with its connections. It is idempotent.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.mu.Lock()
+		ps := r.ps
+		r.ps = nil
+		r.mu.Unlock()
+		if ps != nil {
+			_ = ps.Close()
+		}
+		r.wg.Wait()
+		r.bus.handlers.clear()
+		r.dir.handlers.clear()
+	})
+	return nil
+}
+
+// receiveLoop owns the subscription connection: it (re)creates it with every wanted channel,
+// routes what arrives, and starts over with a new connection after any failure.
+func (r *Redis) receiveLoop(ready chan struct{}) {
+	defer r.wg.Done()
+	backoff := 50 * time.Millisecond
+	first := true
+	for r.ctx.Err() == nil {
+		ps := r.connect()
+		if ps == nil {
+			return
+		}
+		if r.receive(ps, &ready, first) {
+			backoff = 50 * time.Millisecond
+		}
+		first = false
+		_ = ps.Close()
+		r.resetConfirmations(ps)
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.metrics.errors.WithLabelValues("subscribe").Inc()
+		select {
+		case <-time.After(backoff):
+		case <-r.ctx.Done():
+			return
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+// connect makes a new subscription connection for every wanted channel. Nil when closing.
+func (r *Redis) connect() *redis.PubSub {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return nil
+	}
+	channels := make([]string, 0, len(r.wanted))
+	for ch := range r.wanted {
+		channels = append(channels, ch)
+	}
+	// The SUBSCRIBE is written now; failures show up in Receive, which starts over.
+	r.ps = r.client.Subscribe(r.ctx, channels...)
+	return r.ps
+}
+
+// receive routes messages from ps until it fails. It reports whether anything arrived.
+func (r *Redis) receive(ps *redis.PubSub, ready *chan struct{}, first bool) bool {
+	got, probed := false, false
+	for {
+		msg, err := ps.ReceiveTimeout(r.ctx, receiveIdle)
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() && !probed && r.ctx.Err() == nil {
+				probed = true
+				if perr := ps.Ping(r.ctx); perr == nil {
+					continue
+				}
+			}
+			switch {
+			case r.ctx.Err() != nil:
+			case r.subscribed.Load():
+				r.log.Warn("redis subscription lost; reconnecting", "err", err)
+			default:
+				r.log.Debug("redis subscription not restored yet", "err", err)
+			}
+			return got
+		}
+		got, probed = true, false
+		switch m := msg.(type) {
+		case *redis.Message:
+			r.route(m)
+		case *redis.Subscription:
+			r.confirm(m, ready, first)
+		}
+	}
+}
+
+// confirm records a subscription Redis acknowledged and wakes whoever waits for it.
+func (r *Redis) confirm(m *redis.Subscription, ready *chan struct{}, first bool) {
+	r.mu.Lock()
+	switch m.Kind {
+	case "subscribe":
+		r.confirmed[m.Channel] = true
+		for _, w := range r.waiters[m.Channel] {
+			close(w)
+		}
+		delete(r.waiters, m.Channel)
+	case "unsubscribe":
+		if _, still := r.wanted[m.Channel]; !still {
+			delete(r.confirmed, m.Channel)
+		}
+	}
+	mine := r.confirmed[r.replicaChannel] && r.confirmed[r.broadcastChannel]
+	r.mu.Unlock()
+	if !mine || r.subscribed.Swap(true) {
+		return
+	}
+	if *ready != nil {
+		close(*ready)
+		*ready = nil
+	}
+	if !first {
+		r.log.Info("redis subscriptions restored")
+		r.metrics.restores.Inc()
+		r.dir.triggerRefresh()
+	}
+}
+
+// resetConfirmations forgets what the connection ps had confirmed.
+func (r *Redis) resetConfirmations(ps *redis.PubSub) {
+	r.mu.Lock()
+	if r.ps == ps {
+		r.ps = nil
+	}
+	clear(r.confirmed)
+	r.mu.Unlock()
+	r.subscribed.Store(false)
+}
+
+// route hands a message to the bus or the directory by its channel.
+func (r *Redis) route(m *redis.Message) {
+	switch m.Channel {
+	case r.replicaChannel, r.broadcastChannel:
+		r.dir.receive(m.Payload)
+		return
+	}
+	r.mu.Lock()
+	org, ok := r.wanted[m.Channel]
+	r.mu.Unlock()
+	if ok && org != "" {
+		r.bus.receive(org, m.Payload)
+	}
+}
+
+// want adds channel (of org) to the subscription and returns a channel closed once Redis
+// confirmed it, or nil when it is confirmed already.
+func (r *Redis) want(ctx context.Context, channel, org string) <-chan struct{} {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	r.wanted[channel] = org
+	if r.confirmed[channel] {
+		r.mu.Unlock()
+		return nil
+	}
+	w := make(chan struct{})
+	r.waiters[channel] = append(r.waiters[channel], w)
+	ps := r.ps
+	r.mu.Unlock()
+	if ps != nil {
+		// On failure the receiver starts a new connection, which subscribes to every wanted
+		// channel.
+		_ = ps.Subscribe(ctx, channel)
+	}
+	return w
+}
+
+// unwant removes channel from the subscription.
+func (r *Redis) unwant(channel string) {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.mu.Lock()
+	delete(r.wanted, channel)
+	ps := r.ps
+	r.mu.Unlock()
+	if ps != nil {
+		ctx, cancel := context.WithTimeout(r.ctx, time.Second)
+		_ = ps.Unsubscribe(ctx, channel)
+		cancel()
+	}
+}
+
+// healthLoop pings Redis: it keeps the up gauge, logs each change once, and restores this
+// replica's agent claims when Redis answers again.
+func (r *Redis) healthLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(r.opts.HealthInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-r.ctx.Done():
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, r.opts.HealthInterval)
+		err := r.client.Ping(ctx).Err()
+		cancel()
+		switch {
+		case err != nil && r.ctx.Err() == nil && r.healthy.Swap(false):
+			r.metrics.up.Set(0)
+			r.metrics.errors.WithLabelValues("ping").Inc()
+			r.log.Error("redis unreachable: serving this replica's connections only", "err", err)
+		case err == nil && !r.healthy.Swap(true):
+			r.metrics.up.Set(1)
+			r.log.Info("redis reachable again")
+			r.dir.triggerRefresh()
+		}
+	}
+}
+
+// fail counts a failed Redis operation.
+func (r *Redis) fail(op string) { r.metrics.errors.WithLabelValues(op).Inc() }
+
+// randomID returns n random bytes in hex.
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// tag escapes s for use inside a Redis Cluster hash tag, which must not contain braces.
+func tag(s string) string {
+	if !strings.ContainsAny(s, "{}%") {
+		return s
+	}
+	return url.QueryEscape(s)
+}
+
+type redisMetrics struct {
+	up       prometheus.Gauge
+	errors   *prometheus.CounterVec
+	restores prometheus.Counter
+	received *prometheus.CounterVec
+	gaps     prometheus.Counter
+	local    *prometheus.CounterVec
+}
+
+func newRedisMetrics(reg prometheus.Registerer) *redisMetrics {
+	m := &redisMetrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamspace_cluster_redis_up", Help: "1 while Redis answers this replica's pings.",
+		}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_cluster_errors_total", Help: "Failed Redis operations by operation.",
+		}, []string{"op"}),
+		restores: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_cluster_subscriptions_restored_total",
+			Help: "Times the Redis subscriptions were made again after a failure.",
+		}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_cluster_messages_received_total", Help: "Messages received from Redis by kind.",
+		}, []string{"kind"}),
+		gaps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_cluster_event_gaps_total",
+			Help: "Organization stream messages this replica missed (seen as offset gaps).",
+		}),
+		local: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_cluster_local_only_total",
+			Help: "Publishes and broadcasts served on this replica only because Redis failed.",
+		}, []string{"kind"}),
+	}
+	if reg != nil {
+		m.up = registerMetric(reg, m.up)
+		m.errors = registerMetric(reg, m.errors)
+		m.restores = registerMetric(reg, m.restores)
+		m.received = registerMetric(reg, m.received)
+		m.gaps = registerMetric(reg, m.gaps)
+		m.local = registerMetric(reg, m.local)
+	}
+	return m
+}
+
+// registerMetric registers c, or returns the collector already registered under its name.
+func registerMetric[T prometheus.Collector](reg prometheus.Registerer, c T) T {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(T); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+// SetRedisLogger sends go-redis's own log lines (pool dial retries, reconnects) to l at debug
+// level: during an outage they repeat for every call, while this package logs each change of
+// state once. go-redis keeps one logger per process.
+func SetRedisLogger(l *slog.Logger) { redis.SetLogger(redisLogger{l}) }
+
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	r.l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}

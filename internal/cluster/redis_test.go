@@ -1,0 +1,263 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+)
+
+// messages collects a directory's messages.
+type messages struct {
+	mu  sync.Mutex
+	got []ReplicaMessage
+}
+
+func (m *messages) handle(msg ReplicaMessage) {
+	m.mu.Lock()
+	m.got = append(m.got, msg)
+	m.mu.Unlock()
+}
+
+func (m *messages) all() []ReplicaMessage {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]ReplicaMessage(nil), m.got...)
+}
+
+// Two replicas publishing to one org concurrently: each replica watching it sees every message
+// once, in one order, the same on both.
+func TestRedisBusAcrossReplicas(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	a := newTestRedis(t, client, prefix, "a").Bus()
+	b := newTestRedis(t, client, prefix, "b").Bus()
+	var ra, rb recorder
+	defer a.Subscribe(ra.handle)()
+	defer b.Subscribe(rb.handle)()
+	watch(t, a, "o")
+	watch(t, b, "o")
+	const per = 200
+	var wg sync.WaitGroup
+	for _, bus := range []Bus{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				if _, err := bus.Publish(context.Background(), "o", []byte(fmt.Sprint(i))); err != nil {
+					t.Errorf("publish: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "every message on both replicas", func() bool {
+		return len(ra.get("o")) == 2*per && len(rb.get("o")) == 2*per
+	})
+	ga, gb := ra.get("o"), rb.get("o")
+	for i := range ga {
+		if ga[i].Offset != uint64(i+1) || gb[i].Position != ga[i].Position || string(gb[i].Payload) != string(ga[i].Payload) {
+			t.Fatalf("replicas disagree at %d: %+v vs %+v", i, ga[i], gb[i])
+		}
+	}
+}
+
+// An organization nobody watches on a replica never travels to it: Redis has no subscriber of
+// its channel, and the replica's handlers see nothing of it.
+func TestRedisBusCarriesOnlyWatchedOrgs(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	a := newTestRedis(t, client, prefix, "a").Bus()
+	b := newTestRedis(t, client, prefix, "b").Bus()
+	var rb recorder
+	defer b.Subscribe(rb.handle)()
+	watch(t, b, "mine")
+	ctx := context.Background()
+	_, _, secret := a.keys("secret")
+	_, _, mine := a.keys("mine")
+	subs, err := client.PubSubNumSub(ctx, secret, mine).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subs[secret] != 0 || subs[mine] != 1 {
+		t.Fatalf("subscribers = %v; want none of the unwatched org and one of the watched", subs)
+	}
+	if _, err := a.Publish(ctx, "secret", []byte("s")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Publish(ctx, "mine", []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watched org's message", func() bool { return len(rb.get("mine")) == 1 })
+	if got := rb.get("secret"); len(got) != 0 {
+		t.Fatalf("an unwatched org's message reached the replica: %v", got)
+	}
+	// Withdrawing the last watch unsubscribes.
+	b.mu.Lock()
+	n := b.watches["mine"]
+	b.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("watches = %d", n)
+	}
+}
+
+// The agent moves from replica a to replica b: a is told it lost the agent, a's late cleanup
+// leaves b's claim alone, and both see b as the holder.
+func TestRedisDirectoryHandover(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	a := newTestRedis(t, client, prefix, "a").Directory()
+	b := newTestRedis(t, client, prefix, "b").Directory()
+	var ma messages
+	defer a.Subscribe(ma.handle)()
+	ctx := context.Background()
+	if err := a.Claim(ctx, "agent", "ga"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Claim(ctx, "agent", "gb"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a told it lost the agent", func() bool { return len(ma.all()) == 1 })
+	if got := ma.all()[0]; got.Kind != KindLost || got.AgentID != "agent" || got.Generation != "ga" {
+		t.Fatalf("a got %+v", got)
+	}
+	if done, err := a.Release(ctx, "agent", "ga"); done || err != nil {
+		t.Fatalf("a's late release = %v, %v; want false", done, err)
+	}
+	for _, d := range []*RedisDirectory{a, b} {
+		if o, ok, err := d.Lookup(ctx, "agent"); err != nil || !ok || o != (Owner{"b", "gb"}) {
+			t.Fatalf("lookup from %s = %+v, %v, %v", d.Replica(), o, ok, err)
+		}
+	}
+	// a's refresh must not take the agent back.
+	if err := a.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, _, _ := a.Lookup(ctx, "agent"); o.Replica != "b" {
+		t.Fatalf("after a's refresh the holder is %+v", o)
+	}
+}
+
+// A replica that dies without releasing stops holding its agents one TTL later; one that lost
+// its claims in Redis (data loss) restores them at its next refresh, and a claim another holder
+// took is reported lost.
+func TestRedisDirectoryExpiryAndRefresh(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	short := func(o *RedisOptions) { o.OwnershipTTL = 600 * time.Millisecond }
+	ctx := context.Background()
+
+	dead := newTestRedis(t, client, prefix, "dead", short)
+	if err := dead.Directory().Claim(ctx, "orphan", "g"); err != nil {
+		t.Fatal(err)
+	}
+	_ = dead.Close() // an abrupt end: no release
+	live := newTestRedis(t, client, prefix, "live", short).Directory()
+	if _, ok, _ := live.Lookup(ctx, "orphan"); !ok {
+		t.Fatal("claim gone before its TTL")
+	}
+	waitFor(t, "the dead replica's claim to expire", func() bool {
+		_, ok, _ := live.Lookup(ctx, "orphan")
+		return !ok
+	})
+	if ids, _ := live.Connected(ctx); len(ids) != 0 {
+		t.Fatalf("connected = %v", ids)
+	}
+
+	var ml messages
+	defer live.Subscribe(ml.handle)()
+	if err := live.Claim(ctx, "kept", "g1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Claim(ctx, "taken", "g2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Del(ctx, live.keys...).Err(); err != nil { // Redis lost everything
+		t.Fatal(err)
+	}
+	// Another holder took "taken" meanwhile, as a replica that never heard of live would.
+	other := "elsewhere|gx"
+	if err := client.HSet(ctx, live.keys[0], "taken", other).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.ZAdd(ctx, live.keys[1], redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "taken"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok, _ := live.Lookup(ctx, "kept"); !ok || o.Generation != "g1" {
+		t.Fatalf("kept after refresh = %+v, %v", o, ok)
+	}
+	waitFor(t, "taken reported lost", func() bool { return len(ml.all()) == 1 })
+	if got := ml.all()[0]; got.Kind != KindLost || got.AgentID != "taken" || got.Generation != "g2" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// NewRedis refuses a Redis that does not answer: a replica must not serve alone.
+func TestNewRedisRefusesUnreachable(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	r, err := NewRedis(ctx, client, RedisOptions{Replica: "r"})
+	if err == nil {
+		_ = r.Close()
+		t.Fatal("NewRedis succeeded without Redis")
+	}
+}
+
+// Redis stops and comes back: meanwhile a replica's own publishes still reach its handlers
+// (ErrLocalOnly) and Ready fails; afterwards, without a restart, messages flow between replicas
+// again and claims are restored.
+func TestRedisOutageAndRecovery(t *testing.T) {
+	srv := redistest.Start(t)
+	newClient := func() redis.UniversalClient {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	fast := func(o *RedisOptions) { o.HealthInterval = 50 * time.Millisecond; o.OwnershipTTL = 3 * time.Second }
+	a := newTestRedis(t, newClient(), "t", "a", fast)
+	b := newTestRedis(t, newClient(), "t", "b", fast)
+	var ra, rb recorder
+	defer a.Bus().Subscribe(ra.handle)()
+	defer b.Bus().Subscribe(rb.handle)()
+	watch(t, a.Bus(), "o")
+	watch(t, b.Bus(), "o")
+	ctx := context.Background()
+	if err := a.Directory().Claim(ctx, "agent", "g"); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop(t)
+	if _, err := a.Bus().Publish(ctx, "o", []byte("during")); !errors.Is(err, ErrLocalOnly) {
+		t.Fatalf("publish during the outage: %v, want ErrLocalOnly", err)
+	}
+	if got := ra.get("o"); len(got) != 1 || string(got[0].Payload) != "during" {
+		t.Fatalf("local delivery during the outage: %v", got)
+	}
+	waitFor(t, "not ready", func() bool { return a.Ready(ctx) != nil })
+
+	srv.Restart(t)
+	restarted := time.Now()
+	waitFor(t, "ready again", func() bool { return a.Ready(ctx) == nil && b.Ready(ctx) == nil })
+	waitFor(t, "the claim restored", func() bool {
+		o, ok, _ := b.Directory().Lookup(ctx, "agent")
+		return ok && o.Replica == "a"
+	})
+	if _, err := a.Bus().Publish(ctx, "o", []byte("after")); err != nil {
+		t.Fatalf("publish after the outage: %v", err)
+	}
+	waitFor(t, "b receives a's message", func() bool {
+		got := rb.get("o")
+		return len(got) == 1 && string(got[0].Payload) == "after"
+	})
+	t.Logf("delivery resumed %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
+}
