@@ -58,4 +58,28 @@
 //     is published to the session's organization as a session event.
 //   - Shutdown closes agents with 1001 so they reconnect elsewhere; the
 //     `shutdown` message is only for retiring an agent (DisconnectAgent).
+//
+// Several replicas (NewAgentHubWithRedis, or AgentHubConfig.Directory and
+// Config.Bus from internal/cluster) behave as one:
+//
+//   - Each agent connection is claimed in Redis for its replica, with a TTL
+//     the replica refreshes; the release is a compare-and-delete on (replica,
+//     connection), so a late cleanup never erases the agent's new home, and a
+//     replica still holding an older connection is told to close it (4000).
+//     IsAgentConnected, GetConnectedAgents and AgentLocations answer for the
+//     whole cluster.
+//   - A command accepted anywhere is stored, then wakes the dispatcher of the
+//     replica holding the agent through that replica's channel; only that
+//     replica claims and sends it, and the database records each transition
+//     once. A lost wake-up costs one check interval (each replica sweeps for
+//     its agents' waiting commands), never the command. BroadcastToAllAgents
+//     and DisconnectAgent reach every replica.
+//   - A replica receives an organization's events only while it has a client
+//     of that organization (one Redis channel per organization, subscribed
+//     on demand), in offset order and once each.
+//   - While Redis is away, each replica goes on serving its own browsers and
+//     agents (events in a local epoch, so resumed clients are told they were
+//     not recovered), and rejoins by itself when Redis returns.
+//     NewAgentHubWithRedis, which cannot return an error, starts that way when
+//     Redis does not answer yet; the server refuses to start instead.
 package websocket

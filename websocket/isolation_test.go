@@ -200,7 +200,7 @@ func TestOrgIsolationRandomized(t *testing.T) {
 				want = append(want, e.id)
 			}
 		}
-		eventually(t, 30*time.Second, "deliveries", func() bool { return c.count() >= len(want) })
+		eventually(t, 2*time.Minute, "deliveries", func() bool { return c.count() >= len(want) })
 		// A fence per org proves nothing more is in flight.
 		if _, err := m.GetNotifier().BroadcastToOrg(ctx, c.org, []byte(`{"type":"fence","id":"fence-`+c.org+`"}`)); err != nil {
 			t.Fatal(err)

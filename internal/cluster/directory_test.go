@@ -16,6 +16,11 @@ import (
 // newTestRedis connects one replica to Redis under prefix and closes it when the test ends.
 func newTestRedis(t *testing.T, client redis.UniversalClient, prefix, replica string, opts ...func(*RedisOptions)) *Redis {
 	t.Helper()
+	return newTestRedisTB(t, client, prefix, replica, opts...)
+}
+
+func newTestRedisTB(t testing.TB, client redis.UniversalClient, prefix, replica string, opts ...func(*RedisOptions)) *Redis {
+	t.Helper()
 	o := RedisOptions{Replica: replica, Prefix: prefix}
 	for _, f := range opts {
 		f(&o)
