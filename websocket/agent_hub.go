@@ -310,7 +310,7 @@ func (h *AgentHub) GetConnectedAgents() []string {
 	defer cancel()
 	others, err := h.dir.Connected(ctx)
 	if err != nil {
-		h.cfg.Logger.Warn("listing the cluster's agents failed; listing this replica's", "err", err)
+		h.cfg.Logger.Debug("listing the cluster's agents failed; listing this replica's", "err", err)
 	}
 	ids = append(ids, others...)
 	slices.Sort(ids)
@@ -342,7 +342,8 @@ func (h *AgentHub) AgentLocations(ctx context.Context, agentIDs []string) (map[s
 func (h *AgentHub) locate(ctx context.Context, agentID string) (cluster.Owner, bool) {
 	owner, ok, err := h.dir.Lookup(ctx, agentID)
 	if err != nil {
-		h.cfg.Logger.Warn("locating agent in the cluster failed", "agent_id", agentID, "err", err)
+		// Debug: during an outage every lookup fails, and the cluster logs the outage once.
+		h.cfg.Logger.Debug("locating agent in the cluster failed", "agent_id", agentID, "err", err)
 		return cluster.Owner{}, false
 	}
 	return owner, ok && owner.Replica != h.cfg.Replica

@@ -225,17 +225,21 @@ func (r *Redis) connect() *redis.PubSub {
 	r.writeMu.Lock()
 	defer r.writeMu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.ctx.Err() != nil {
+		r.mu.Unlock()
 		return nil
 	}
 	channels := make([]string, 0, len(r.wanted))
 	for ch := range r.wanted {
 		channels = append(channels, ch)
 	}
-	// The SUBSCRIBE is written now; failures show up in Receive, which starts over.
-	r.ps = r.client.Subscribe(r.ctx, channels...)
-	return r.ps
+	ps := r.client.Subscribe(r.ctx) // no channels: nothing is sent yet
+	r.ps = ps
+	r.mu.Unlock()
+	// Dialing and the SUBSCRIBE happen here, outside r.mu; failures show up in Receive, which
+	// starts over. Close closes ps under r.mu, which ends this call too.
+	_ = ps.Subscribe(r.ctx, channels...)
+	return ps
 }
 
 // receive routes messages from ps until it fails. It reports whether anything arrived.
