@@ -215,9 +215,11 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 	if greet != nil {
 		h.posMu.Lock()
 		pos, seen := h.positions[c.org.OrgID]
-		if !seen {
-			// The org is new on this replica: its stream starts here for us. Anything older
-			// still on its way from the bus is dropped by deliver.
+		// The later of the two wins: a message delivered since fallback was read is newer;
+		// a record left from a time no client of the org was here (the bus stopped sending
+		// it) is older, as is one of a previous epoch. Anything at or before the position
+		// still on its way from the bus is dropped by deliver.
+		if !seen || fallback.Epoch != pos.Epoch || fallback.Offset > pos.Offset {
 			pos = fallback
 			h.positions[c.org.OrgID] = fallback
 		}
@@ -267,7 +269,8 @@ func (h *Hub) removeClient(c *Client) {
 	if len(idx.clients) == 0 {
 		delete(h.orgs, c.org.OrgID)
 		// Nothing of the org reaches this replica any more (the bus watch ends), so the last
-		// position would go stale.
+		// position would go stale. (A message still on its way may record it again; register
+		// prefers the bus's fresher position then.)
 		h.posMu.Lock()
 		delete(h.positions, c.org.OrgID)
 		h.posMu.Unlock()
