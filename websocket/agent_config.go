@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -84,7 +85,8 @@ var (
 
 // AgentHubConfig tunes the agent side. The zero value means the documented defaults.
 type AgentHubConfig struct {
-	// Replica names this process in the agents table (which replica holds a connection).
+	// Replica names this process: in the agents table and the cluster directory (which
+	// replica holds a connection). Default: the hostname.
 	Replica string
 	// HeartbeatTimeout: an agent silent this long is stale, closed with 4002 and marked
 	// offline. CheckInterval is how often that is checked, along with ack timeouts and
@@ -165,6 +167,9 @@ func (c AgentHubConfig) withDefaults() AgentHubConfig {
 	}
 	if c.Replica == "" {
 		c.Replica, _ = os.Hostname()
+		if c.Replica == "" {
+			c.Replica = "replica-" + uuid.NewString()[:8]
+		}
 	}
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()

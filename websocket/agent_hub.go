@@ -106,7 +106,9 @@ func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClie
 		Replica: cfg.Replica, Logger: cfg.Logger, WaitForRedis: true,
 	})
 	if err != nil {
-		panic(fmt.Sprintf("websocket: NewAgentHubWithRedis: %v", err)) // only for a misconfiguration, never for an outage
+		// Unreachable: the client and the replica name are set, and WaitForRedis accepts an
+		// outage. A panic beats a hub that silently serves one replica of a cluster.
+		panic(fmt.Sprintf("websocket: NewAgentHubWithRedis: %v", err))
 	}
 	cfg.Directory = r.Directory()
 	h := NewAgentHubWithConfig(database, cfg)

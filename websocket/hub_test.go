@@ -138,7 +138,10 @@ func readUntilTypeErr(c *websocket.Conn, typ string) error {
 // publisher never blocks, every other client gets every message, and the
 // slow one is closed with 4001.
 func TestSlowClientIsClosedAndNobodyWaits(t *testing.T) {
-	m := startManager(t, nil, Config{QueueSize: 16})
+	// A write wait longer than the test: on a loaded machine the slow client may stay silent
+	// past the default 10 s, and the server would then drop it as dead (1006) before it could
+	// be told 4001.
+	m := startManager(t, nil, Config{QueueSize: 16, WriteWait: time.Minute})
 	base := sessionsServer(t, m)
 	slow := dial(t, base, params("org", "o", "user", "slow"))
 	fast := make([]*websocket.Conn, 3)
