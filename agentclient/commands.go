@@ -9,10 +9,11 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// dispatch runs a command that the reader has acknowledged, unless its id is already known:
-// a redelivery is not run again, and if its result is known that result is sent again. It
+// dispatch acknowledges a command (ack) and runs it, unless its id is already known: a
+// redelivery is not run again, and if its result is known that result is sent again. The run
+// is counted before the ack goes out, so a stop that follows the ack waits for the result. It
 // never blocks the reader: the handler waits for a slot in its own goroutine.
-func (a *Agent) dispatch(ctx context.Context, cm models.CommandMessage) {
+func (a *Agent) dispatch(ctx context.Context, cm models.CommandMessage, ack func()) {
 	a.memMu.Lock()
 	e, fresh := a.mem.add(cm.CommandID)
 	var known []byte
@@ -21,6 +22,7 @@ func (a *Agent) dispatch(ctx context.Context, cm models.CommandMessage) {
 	}
 	a.memMu.Unlock()
 	if !fresh {
+		ack()
 		a.stats.duplicates.Add(1)
 		a.log.Debug("command delivered again: acknowledged, not run again",
 			"command_id", cm.CommandID, "attempt", cm.Attempt, "result_known", known != nil)
@@ -29,7 +31,12 @@ func (a *Agent) dispatch(ctx context.Context, cm models.CommandMessage) {
 		}
 		return
 	}
-	a.work.Go(func() { a.runCommand(ctx, cm) })
+	a.work.add()
+	ack()
+	go func() {
+		defer a.work.done()
+		a.runCommand(ctx, cm)
+	}()
 }
 
 // resultKnown reports whether the outcome of command id was already produced.

@@ -127,9 +127,10 @@ func (c *conn) onCommand(p json.RawMessage) {
 		return
 	}
 	c.a.stats.received.Add(1)
-	// The queue applies backpressure to reading, never to handlers.
-	_ = c.enqueueText(context.Background(), models.MessageTypeAck, models.AckMessage{CommandID: cm.CommandID})
-	c.a.dispatch(c.runCtx, cm)
+	c.a.dispatch(c.runCtx, cm, func() {
+		// The queue applies backpressure to reading, never to handlers.
+		_ = c.enqueueText(context.Background(), models.MessageTypeAck, models.AckMessage{CommandID: cm.CommandID})
+	})
 }
 
 func (c *conn) onPing(json.RawMessage) {

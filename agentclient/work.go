@@ -16,16 +16,22 @@ type work struct {
 
 // Go runs f in a new goroutine counted until f returns.
 func (w *work) Go(f func()) {
+	w.add()
+	go func() {
+		defer w.done()
+		f()
+	}()
+}
+
+// add counts a goroutine about to start; its done must follow. Counting before the goroutine
+// exists lets a wait that begins in between see it.
+func (w *work) add() {
 	w.mu.Lock()
 	if w.n == 0 {
 		w.idle = make(chan struct{})
 	}
 	w.n++
 	w.mu.Unlock()
-	go func() {
-		defer w.done()
-		f()
-	}()
 }
 
 func (w *work) done() {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -129,8 +130,8 @@ func (d *RedisDirectory) Claim(ctx context.Context, agentID, generation string) 
 	d.mu.Unlock()
 	ttl := d.r.opts.OwnershipTTL.Milliseconds()
 	prev, err := claimScript.Run(ctx, d.r.client, d.keys, agentID, d.holder(generation), ttl).Text()
-	if err == redis.Nil {
-		return nil
+	if errors.Is(err, redis.Nil) {
+		return nil // no previous holder
 	}
 	if err != nil {
 		d.r.fail("claim")
@@ -326,9 +327,8 @@ func (d *RedisDirectory) refresh(ctx context.Context) error {
 	}
 	if len(claims) == 0 {
 		// Still sweep the claims of replicas that died.
-		args = args[:0]
 		_, err := refreshScript.Run(ctx, d.r.client, d.keys, ttl).Result()
-		if err != nil && err != redis.Nil {
+		if err != nil && !errors.Is(err, redis.Nil) {
 			d.r.fail("refresh")
 			return fmt.Errorf("sweep agent claims: %w", err)
 		}
