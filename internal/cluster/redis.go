@@ -67,8 +67,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 
 // Redis shares a Bus and a Directory between replicas through one Redis (standalone, Sentinel
 // or Cluster). It owns one subscription connection, which carries this replica's channel, the
-// all-replicas channel and the channels of the organizations this replica watches, and three
-// goroutines: the receiver, the health check and the claim refresher. Close stops them.
+// all-replicas channel and the channels of the organizations this replica watches, and four
+// goroutines: the receiver, the subscription writer, the health check and the claim refresher.
+// Close stops them.
 //
 // When Redis goes away, deliveries on this replica go on (ErrLocalOnly), Ready reports the
 // fault, and when it returns the subscriptions are made again and this replica's agent claims
@@ -84,12 +85,12 @@ type Redis struct {
 	replicaChannel   string
 	broadcastChannel string
 
-	mu        sync.Mutex // guards ps, wanted, confirmed, waiters
-	ps        *redis.PubSub
-	wanted    map[string]string // channel → organization ("" for the replica channels)
-	confirmed map[string]bool
-	waiters   map[string][]chan struct{}
-	writeMu   sync.Mutex // serializes SUBSCRIBE and UNSUBSCRIBE writes with the decisions behind them
+	mu     sync.Mutex // guards ps, wanted, subs, dirty
+	ps     *redis.PubSub
+	wanted map[string]string // channel → organization ("" for the replica channels)
+	subs   map[string]*subscription
+	dirty  map[string]struct{} // channels whose wanted state the writer has not acted on
+	kick   chan struct{}       // capacity 1: the writer has work
 
 	healthy    atomic.Bool // the last PING was answered
 	subscribed atomic.Bool // this replica's channel is confirmed on the current connection
@@ -124,8 +125,9 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 		replicaChannel:   opts.Prefix + ":replica:" + opts.Replica,
 		broadcastChannel: opts.Prefix + ":replicas",
 		wanted:           make(map[string]string),
-		confirmed:        make(map[string]bool),
-		waiters:          make(map[string][]chan struct{}),
+		subs:             make(map[string]*subscription),
+		dirty:            make(map[string]struct{}),
+		kick:             make(chan struct{}, 1),
 		refreshNow:       make(chan struct{}, 1),
 	}
 	r.wanted[r.replicaChannel] = ""
@@ -138,8 +140,9 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	ready := make(chan struct{})
-	r.wg.Add(3)
+	r.wg.Add(4)
 	go r.receiveLoop(ready)
+	go r.subscriptionWriter()
 	go r.healthLoop()
 	go r.dir.refreshLoop()
 	if pingErr != nil {
@@ -220,26 +223,20 @@ func (r *Redis) receiveLoop(ready chan struct{}) {
 	}
 }
 
-// connect makes a new subscription connection for every wanted channel. Nil when closing.
+// connect makes a new subscription connection and has the writer subscribe it to every wanted
+// channel. Nil when closing. No I/O here: go-redis dials on first use.
 func (r *Redis) connect() *redis.PubSub {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.ctx.Err() != nil {
-		r.mu.Unlock()
 		return nil
 	}
-	channels := make([]string, 0, len(r.wanted))
+	r.ps = r.client.Subscribe(r.ctx)
 	for ch := range r.wanted {
-		channels = append(channels, ch)
+		r.dirty[ch] = struct{}{}
 	}
-	ps := r.client.Subscribe(r.ctx) // no channels: nothing is sent yet
-	r.ps = ps
-	r.mu.Unlock()
-	// Dialing and the SUBSCRIBE happen here, outside r.mu; failures show up in Receive, which
-	// starts over. Close closes ps under r.mu, which ends this call too.
-	_ = ps.Subscribe(r.ctx, channels...)
-	return ps
+	r.kickWriter()
+	return r.ps
 }
 
 // receive routes messages from ps until it fails. It reports whether anything arrived.
@@ -274,22 +271,26 @@ func (r *Redis) receive(ps *redis.PubSub, ready *chan struct{}, first bool) bool
 	}
 }
 
-// confirm records a subscription Redis acknowledged and wakes whoever waits for it.
+// confirm counts a reply to a SUBSCRIBE or UNSUBSCRIBE. Redis answers in the order of the
+// writes, so once a channel has no reply outstanding and the last write subscribed it, it is
+// subscribed for sure: its waiters are released.
 func (r *Redis) confirm(m *redis.Subscription, ready *chan struct{}, first bool) {
 	r.mu.Lock()
-	switch m.Kind {
-	case "subscribe":
-		r.confirmed[m.Channel] = true
-		for _, w := range r.waiters[m.Channel] {
-			close(w)
-		}
-		delete(r.waiters, m.Channel)
-	case "unsubscribe":
-		if _, still := r.wanted[m.Channel]; !still {
-			delete(r.confirmed, m.Channel)
+	if st := r.subs[m.Channel]; st != nil && st.inflight > 0 {
+		st.inflight--
+		if st.inflight == 0 {
+			if st.subscribed {
+				st.confirmed = true
+				for _, w := range st.waiters {
+					close(w)
+				}
+				st.waiters = nil
+			} else if _, still := r.wanted[m.Channel]; !still && len(st.waiters) == 0 {
+				delete(r.subs, m.Channel)
+			}
 		}
 	}
-	mine := r.confirmed[r.replicaChannel] && r.confirmed[r.broadcastChannel]
+	mine := r.isConfirmed(r.replicaChannel) && r.isConfirmed(r.broadcastChannel)
 	r.mu.Unlock()
 	if !mine || r.subscribed.Swap(true) {
 		return
@@ -305,13 +306,21 @@ func (r *Redis) confirm(m *redis.Subscription, ready *chan struct{}, first bool)
 	}
 }
 
+// isConfirmed reports whether channel is subscribed for sure. The caller holds r.mu.
+func (r *Redis) isConfirmed(channel string) bool {
+	st := r.subs[channel]
+	return st != nil && st.confirmed
+}
+
 // resetConfirmations forgets what the connection ps had confirmed.
 func (r *Redis) resetConfirmations(ps *redis.PubSub) {
 	r.mu.Lock()
 	if r.ps == ps {
 		r.ps = nil
 	}
-	clear(r.confirmed)
+	for _, st := range r.subs {
+		st.subscribed, st.confirmed, st.inflight = false, false, 0 // waiters stay for the next one
+	}
 	r.mu.Unlock()
 	r.subscribed.Store(false)
 }
@@ -333,39 +342,96 @@ func (r *Redis) route(m *redis.Message) {
 
 // want adds channel (of org) to the subscription and returns a channel closed once Redis
 // confirmed it, or nil when it is confirmed already.
-func (r *Redis) want(ctx context.Context, channel, org string) <-chan struct{} {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
+func (r *Redis) want(channel, org string) <-chan struct{} {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.wanted[channel] = org
-	if r.confirmed[channel] {
-		r.mu.Unlock()
+	st := r.subscription(channel)
+	if st.confirmed {
 		return nil
 	}
 	w := make(chan struct{})
-	r.waiters[channel] = append(r.waiters[channel], w)
-	ps := r.ps
-	r.mu.Unlock()
-	if ps != nil {
-		// On failure the receiver starts a new connection, which subscribes to every wanted
-		// channel.
-		_ = ps.Subscribe(ctx, channel)
-	}
+	st.waiters = append(st.waiters, w)
+	r.dirty[channel] = struct{}{}
+	r.kickWriter()
 	return w
 }
 
 // unwant removes channel from the subscription.
 func (r *Redis) unwant(channel string) {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	delete(r.wanted, channel)
-	ps := r.ps
-	r.mu.Unlock()
-	if ps != nil {
-		ctx, cancel := context.WithTimeout(r.ctx, time.Second)
-		_ = ps.Unsubscribe(ctx, channel)
-		cancel()
+	r.dirty[channel] = struct{}{}
+	r.kickWriter()
+}
+
+// subscription is what this replica asked of Redis for one channel, and what Redis confirmed.
+type subscription struct {
+	subscribed bool // the last write for the channel was a SUBSCRIBE
+	inflight   int  // replies still expected for the channel
+	confirmed  bool // subscribed, and Redis answered every write
+	waiters    []chan struct{}
+}
+
+// subscription returns channel's record, making it. The caller holds r.mu.
+func (r *Redis) subscription(channel string) *subscription {
+	st := r.subs[channel]
+	if st == nil {
+		st = &subscription{}
+		r.subs[channel] = st
+	}
+	return st
+}
+
+// kickWriter wakes the subscription writer. The caller holds r.mu.
+func (r *Redis) kickWriter() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// subscriptionWriter is the only goroutine that writes SUBSCRIBE and UNSUBSCRIBE. It decides
+// from the wanted channels what to write under r.mu, then writes outside it; being alone, it
+// writes in the order it decided, which is the order Redis answers in.
+func (r *Redis) subscriptionWriter() {
+	defer r.wg.Done()
+	for {
+		select {
+		case <-r.kick:
+		case <-r.ctx.Done():
+			return
+		}
+		r.mu.Lock()
+		ps := r.ps
+		var sub, unsub []string
+		if ps != nil {
+			for ch := range r.dirty {
+				st := r.subscription(ch)
+				_, want := r.wanted[ch]
+				switch {
+				case want && !st.subscribed:
+					sub = append(sub, ch)
+					st.subscribed = true
+					st.inflight++
+				case !want && st.subscribed:
+					unsub = append(unsub, ch)
+					st.subscribed, st.confirmed = false, false
+					st.inflight++
+				}
+			}
+			clear(r.dirty)
+		}
+		r.mu.Unlock()
+		// Failures show up in the receiver, which starts a new connection and marks every
+		// wanted channel dirty again.
+		if len(sub) > 0 {
+			_ = ps.Subscribe(r.ctx, sub...)
+		}
+		if len(unsub) > 0 {
+			_ = ps.Unsubscribe(r.ctx, unsub...)
+		}
 	}
 }
 

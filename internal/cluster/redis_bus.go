@@ -143,7 +143,7 @@ func (b *RedisBus) Watch(ctx context.Context, orgID string) (func(), error) {
 	b.mu.Unlock()
 	var once sync.Once
 	unwatch := func() { once.Do(func() { b.unwatch(orgID, channel) }) }
-	wait := b.r.want(ctx, channel, orgID)
+	wait := b.r.want(channel, orgID)
 	if wait == nil {
 		return unwatch, nil
 	}

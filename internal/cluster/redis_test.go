@@ -261,3 +261,34 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	})
 	t.Logf("delivery resumed %v after Redis restarted", time.Since(restarted).Round(time.Millisecond))
 }
+
+// A browser leaves and another of the same org arrives at once, over and over: each Watch that
+// returns must be a live subscription, even when it follows the last unwatch before Redis
+// answered that UNSUBSCRIBE.
+func TestRedisBusRewatch(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	pub := newTestRedis(t, client, prefix, "pub").Bus()
+	sub := newTestRedis(t, client, prefix, "sub").Bus()
+	var r recorder
+	defer sub.Subscribe(r.handle)()
+	ctx := context.Background()
+	for i := range 200 {
+		first, err := sub.Watch(ctx, "o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		first()
+		again, err := sub.Watch(ctx, "o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pub.Publish(ctx, "o", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, fmt.Sprintf("message %d after a re-watch", i), func() bool {
+			got := r.get("o")
+			return len(got) > 0 && string(got[len(got)-1].Payload) == fmt.Sprint(i)
+		})
+		again()
+	}
+}

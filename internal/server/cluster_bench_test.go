@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -80,37 +79,8 @@ func BenchmarkClusterCommand(b *testing.B) {
 			for !entry.Agents().IsAgentConnected("bench-1") && time.Now().Before(deadline) {
 				time.Sleep(5 * time.Millisecond)
 			}
-			client := &http.Client{}
-			body := `{"action":"wake_session","sessionId":"s1","payload":{}}`
-			lat := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
-			for range b.N {
-				start := time.Now()
-				req, _ := http.NewRequest(http.MethodPost, entry.base+"/api/v1/admin/agents/bench-1/command", strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+testService)
-				resp, err := client.Do(req)
-				if err != nil || resp.StatusCode != http.StatusAccepted {
-					b.Fatalf("command: %v %v", err, resp)
-				}
-				_ = resp.Body.Close()
-				_, msg, err := agent.ReadMessage()
-				if err != nil {
-					b.Fatal(err)
-				}
-				lat = append(lat, time.Since(start))
-				b.StopTimer()
-				var f struct {
-					Payload struct {
-						CommandID string `json:"commandId"`
-					} `json:"payload"`
-				}
-				_ = json.Unmarshal(msg, &f)
-				ack, _ := json.Marshal(map[string]any{"type": "ack", "timestamp": time.Now().UTC(), "payload": map[string]any{"commandId": f.Payload.CommandID}})
-				_ = agent.WriteMessage(gorilla.TextMessage, ack)
-				b.StartTimer()
-			}
-			b.StopTimer()
-			reportPercentiles(b, lat)
+			reportPercentiles(b, commandLatencies(b, entry.base, "bench-1", agent))
 		})
 	}
 }
@@ -155,12 +125,6 @@ func BenchmarkClusterEvent(b *testing.B) {
 			reportPercentiles(b, lat)
 		})
 	}
-}
-
-func reportPercentiles(b *testing.B, lat []time.Duration) {
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
 func mintTB(tb testing.TB, user, org string, role auth.Role) string {

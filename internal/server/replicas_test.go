@@ -340,17 +340,22 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	ran.check(t, total)
 
-	// Let the last events arrive, then compare what every browser saw.
-	lastSid := fmt.Sprintf("%s-s%04d", clusterOrgs[(total-1)%3], total-1)
-	waitFor(t, 30*time.Second, "the last event on a and b", func() bool {
+	// A fence per org, published last: each org's stream is ordered, so once every live
+	// browser has it, everything before it (duplicates included) has arrived.
+	for _, org := range clusterOrgs {
+		fence := map[string]any{"type": "session.updated", "sessionId": org + "-fence", "userId": "u", "orgId": org}
+		if code, err := a.call(ctx, http.MethodPost, "/api/v1/events", fence, nil); code != http.StatusAccepted {
+			t.Fatalf("fence: %d %v", code, err)
+		}
+	}
+	waitFor(t, 30*time.Second, "the fences on a and b", func() bool {
 		for _, br := range browsers {
-			if br.replica != "c" && br.org == clusterOrgs[(total-1)%3] && br.count("session.created", lastSid) == 0 {
+			if br.replica != "c" && br.count("session.updated", br.org+"-fence") == 0 {
 				return false
 			}
 		}
 		return true
 	})
-	time.Sleep(500 * time.Millisecond)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(accepted)+len(uncertain)+len(during) != total {
