@@ -50,9 +50,10 @@ func TestAgentsAcrossReplicas(t *testing.T) {
 	x := a.connect("on-a")
 	y := b.connect("on-b")
 
-	if !b.hub.IsAgentConnected("on-a") || !a.hub.IsAgentConnected("on-b") {
-		t.Fatal("a replica does not see the other's agent")
-	}
+	// connect returns once the local map has the connection; the cluster claim follows it.
+	eventually(t, 5*time.Second, "each replica sees the other's agent", func() bool {
+		return b.hub.IsAgentConnected("on-a") && a.hub.IsAgentConnected("on-b")
+	})
 	if got := b.hub.GetConnectedAgents(); !slices.Equal(got, []string{"on-a", "on-b"}) {
 		t.Fatalf("GetConnectedAgents from b = %v", got)
 	}
