@@ -474,12 +474,12 @@ func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentComma
 	defer cancel()
 	cmd := *command
 	cmd.AgentID = agentID
-	stored, err := h.SubmitCommand(ctx, cmd, nil)
+	stored, connected, err := h.submit(ctx, cmd, nil)
 	if err != nil {
 		return err
 	}
 	*command = stored
-	if !h.IsAgentConnected(agentID) {
+	if !connected {
 		return fmt.Errorf("websocket: command %s stored for agent %q: %w", stored.CommandID, agentID, ErrAgentNotConnected)
 	}
 	return nil
@@ -492,8 +492,15 @@ func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentComma
 // CommandTTL deadline. A CommandID already stored for the same agent and action returns that
 // command; for anything else it is ErrCommandConflict.
 func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, error) {
+	stored, _, err := h.submit(ctx, cmd, session)
+	return stored, err
+}
+
+// submit is SubmitCommand that also reports whether some replica holds the agent (the wake-up
+// looked it up anyway).
+func (h *AgentHub) submit(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, bool, error) {
 	if cmd.AgentID == "" || strings.TrimSpace(cmd.Action) == "" {
-		return cmd, errors.New("websocket: submit command: agent id and action are required")
+		return cmd, false, errors.New("websocket: submit command: agent id and action are required")
 	}
 	now := h.cfg.Clock.Now()
 	if cmd.CommandID == "" {
@@ -525,13 +532,12 @@ func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, s
 	if errors.Is(err, db.ErrConflict) && session == nil {
 		existing, gerr := h.store.GetCommand(ctx, cmd.CommandID)
 		if gerr == nil && existing.AgentID == cmd.AgentID && existing.Action == cmd.Action {
-			h.wakeAgent(ctx, cmd.AgentID)
-			return existing, nil
+			return existing, h.wakeAgent(ctx, cmd.AgentID), nil
 		}
-		return cmd, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, ErrCommandConflict)
+		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, ErrCommandConflict)
 	}
 	if err != nil {
-		return cmd, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, err)
+		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, err)
 	}
 	h.metrics.commands.WithLabelValues(models.CommandStatusPending).Inc()
 	if session != nil {
@@ -540,25 +546,26 @@ func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, s
 			Data: map[string]any{"state": session.State, "template": session.Template, "agentId": cmd.AgentID},
 		})
 	}
-	h.wakeAgent(ctx, cmd.AgentID)
-	return cmd, nil
+	return cmd, h.wakeAgent(ctx, cmd.AgentID), nil
 }
 
-// wakeAgent starts a delivery pass for the agent on the replica that holds it. Nothing is lost
-// when the wake-up is: the command waits in the database for the next pass or connection.
-func (h *AgentHub) wakeAgent(ctx context.Context, agentID string) {
+// wakeAgent starts a delivery pass for the agent on the replica that holds it, and reports
+// whether some replica does. Nothing is lost when the wake-up is: the command waits in the
+// database for the next pass or connection.
+func (h *AgentHub) wakeAgent(ctx context.Context, agentID string) bool {
 	if c := h.GetConnection(agentID); c != nil {
 		c.wakeDispatcher()
-		return
+		return true
 	}
 	owner, ok := h.locate(ctx, agentID)
 	if !ok {
-		return
+		return false
 	}
 	if err := h.dir.Send(ctx, owner.Replica, cluster.ReplicaMessage{Kind: kindWake, AgentID: agentID}); err != nil {
 		h.cfg.Logger.Debug("waking the agent's replica failed; the command waits", "agent_id", agentID,
 			"replica", owner.Replica, "err", err)
 	}
+	return true
 }
 
 // publish sends a session event through the configured publisher, if any.
