@@ -67,3 +67,15 @@ type Connection struct {
 	ConnectedAt   time.Time `json:"connectedAt"`
 	LastHeartbeat time.Time `json:"lastHeartbeat"`
 }
+
+// OrgMetrics are an organization's counts for `metrics_update` (PROTOCOL.md 2.5): its
+// sessions, the browser connections to them, and the agents that serve it (its own and the
+// shared ones).
+type OrgMetrics struct {
+	SessionsRunning    int
+	SessionsHibernated int
+	SessionsTotal      int
+	ActiveConnections  int
+	AgentsOnline       int
+	AgentsTotal        int
+}

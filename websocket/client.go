@@ -45,7 +45,8 @@ type Client struct {
 
 	readDone chan struct{} // closed when the reader returns
 	expiry   *time.Timer
-	unwatch  func() // ends the org's watch on the cluster bus; nil when none
+	unwatch  func()        // ends the org's watch on the cluster bus; nil when none
+	listFP   atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
 }
 
 // closeGrace bounds the closing handshake: after its close frame the writer

@@ -25,6 +25,8 @@ const (
 const (
 	DefaultQueueSize        = 256
 	DefaultPingInterval     = 54 * time.Second
+	DefaultSessionsInterval = 3 * time.Second
+	DefaultMetricsInterval  = 5 * time.Second
 	DefaultPongWait         = 60 * time.Second
 	DefaultWriteWait        = 10 * time.Second
 	DefaultMaxMessageSize   = 4 << 10
@@ -66,6 +68,12 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now. Tests drive token expiry with it.
 	Now func() time.Time
+	// SessionsInterval is how often each organization with listeners has its session list
+	// checked; a client gets `sessions_update` only when its visible list changed.
+	SessionsInterval time.Duration
+	// MetricsInterval is how often each organization with metrics listeners is sent its
+	// `metrics_update`.
+	MetricsInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -101,6 +109,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.SessionsInterval <= 0 {
+		c.SessionsInterval = DefaultSessionsInterval
+	}
+	if c.MetricsInterval <= 0 {
+		c.MetricsInterval = DefaultMetricsInterval
 	}
 	return c
 }

@@ -26,6 +26,12 @@
 //     default, Redis across replicas); every frame carries the stream's
 //     "offset" and "epoch", and the sessions socket opens with a
 //     `connected` frame stating the position the client starts from.
+//   - Lists and metrics are pulled once per organization, not per client.
+//     Every SessionsInterval (3 s) each organization with listeners has its
+//     sessions read with one query, and a client gets `sessions_update` only
+//     when its visible list changed (time alone moving idleDuration is no
+//     change). Metrics sockets get their organization's counts every
+//     MetricsInterval (5 s); organizations without listeners cost nothing.
 //   - Keepalive and limits. Pings every 54 s, 60 s pong wait, 10 s write
 //     wait, 4 KiB inbound limit (1009), all configurable; the connection is
 //     closed with 4003 when the caller's token expires.

@@ -40,15 +40,17 @@ var ErrSessionNotVisible = errors.New("websocket: session not visible to caller"
 // the hub; CloseAll (or Shutdown, with a deadline) closes every connection
 // with 1001 and stops everything the Manager started; both are idempotent.
 type Manager struct {
-	cfg      Config
-	store    SessionStore
-	k8s      *k8s.Client
-	metrics  *hubMetrics
-	bus      cluster.Bus
-	ownBus   bool
-	hub      *Hub
-	notifier *Notifier
-	unsub    func()
+	cfg     Config
+	store   SessionStore
+	k8s     *k8s.Client
+	metrics *hubMetrics
+	bus     cluster.Bus
+	ownBus  bool
+	hub     *Hub
+	// metricsHub holds the metrics sockets; its clients get no stream entries.
+	metricsHub *Hub
+	notifier   *Notifier
+	unsub      func()
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -89,19 +91,26 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 		m.bus, m.ownBus = cluster.NewMemoryBus(), true
 	}
 	m.hub = newHub(cfg, "browser", m.metrics)
+	m.metricsHub = newHub(cfg, "metrics", m.metrics)
 	m.unsub = m.bus.Subscribe(m.hub.deliver)
 	m.notifier = NewNotifier(m)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
 
-// Start runs the manager's hub. It is idempotent.
+// Start runs the manager's hub and the periodic session-list check. It is idempotent.
 func (m *Manager) Start() {
 	m.startOnce.Do(func() {
 		close(m.started)
 		go func() {
 			defer close(m.runDone)
+			var wg sync.WaitGroup
+			wg.Go(m.refreshLoop) // both end with m.ctx, cancelled by Shutdown
+			wg.Go(m.metricsLoop)
+			wg.Go(m.metricsHub.Run)
 			m.hub.Run()
+			m.cancel()
+			wg.Wait()
 		}()
 	})
 }
@@ -126,9 +135,10 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.closeOnce.Do(func() {
 		m.cancel()
 		m.hub.Stop()
+		m.metricsHub.Stop()
 		m.notifier.CloseAll()
 	})
-	err := m.hub.wait(ctx)
+	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx))
 	select {
 	case <-m.started:
 		select {
@@ -262,7 +272,9 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 			return
 		}
 	}
-	frame, err := sessionsUpdateFrame(c.org.OrgID, sessions, m.cfg.Now())
+	now := m.cfg.Now()
+	frame, err := sessionsUpdateFrame(c.org.OrgID, sessions, now)
+	c.listFP.Store(listFingerprint(sessions, now))
 	if err != nil {
 		m.cfg.Logger.Error("encode sessions snapshot", "org_id", c.org.OrgID, "err", err)
 		c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")

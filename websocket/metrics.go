@@ -14,6 +14,10 @@ type hubMetrics struct {
 	disconnects *prometheus.CounterVec
 	fanout      *prometheus.HistogramVec
 	published   *prometheus.CounterVec
+	// listChecks and listUpdates count the periodic session-list checks (queries, one per
+	// organization with listeners) and the sessions_update frames they sent.
+	listChecks  prometheus.Counter
+	listUpdates prometheus.Counter
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -35,6 +39,14 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		published: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_events_published_total", Help: "Messages published to organization streams by kind.",
 		}, []string{"kind"}),
+		listChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_session_list_checks_total",
+			Help: "Periodic session-list reads, one per organization with listeners per tick.",
+		}),
+		listUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_session_list_updates_total",
+			Help: "sessions_update frames sent because a client's visible list changed.",
+		}),
 	}
 	if reg != nil {
 		m.connections = register(reg, m.connections)
@@ -42,6 +54,8 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.disconnects = register(reg, m.disconnects)
 		m.fanout = register(reg, m.fanout)
 		m.published = register(reg, m.published)
+		m.listChecks = register(reg, m.listChecks)
+		m.listUpdates = register(reg, m.listUpdates)
 	}
 	return m
 }

@@ -32,6 +32,8 @@ type Config struct {
 	DefaultOrg        string
 	DefaultNamespace  string
 	ClientQueue       int
+	SessionsInterval  time.Duration
+	MetricsInterval   time.Duration
 	PingInterval      time.Duration
 	PongWait          time.Duration
 	WriteWait         time.Duration
@@ -130,6 +132,8 @@ func (c *Config) bindings() []envFlag {
 			c.ClientQueue = int(queue)
 			return nil
 		}, "256"},
+		{"sessions-interval", "STREAMSPACE_SESSIONS_INTERVAL", "how often each organization's session list is checked for changes", dur(&c.SessionsInterval), "3s"},
+		{"metrics-interval", "STREAMSPACE_METRICS_INTERVAL", "how often operators' metrics sockets get their organization's counts", dur(&c.MetricsInterval), "5s"},
 		{"ping-interval", "STREAMSPACE_PING_INTERVAL", "WebSocket ping interval", dur(&c.PingInterval), "54s"},
 		{"pong-wait", "STREAMSPACE_PONG_WAIT", "silence after which a connection is dropped", dur(&c.PongWait), "60s"},
 		{"write-wait", "STREAMSPACE_WRITE_WAIT", "bound on one socket write", dur(&c.WriteWait), "10s"},

@@ -19,6 +19,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	route(http.MethodGet, "/api/v1/ws/sessions", s.handleSessionsSocket)
 	route(http.MethodGet, "/ws/sessions", s.handleSessionsSocket)
+	for _, path := range []string{"/api/v1/ws/cluster", "/api/v1/ws/metrics", "/ws/metrics"} {
+		route(http.MethodGet, path, s.handleMetricsSocket)
+	}
 	route(http.MethodPost, "/api/v1/events", s.handlePublishEvent)
 	route(http.MethodPost, "/api/v1/orgs/{org}/broadcast", s.handleOrgBroadcast)
 	route(http.MethodPost, "/api/v1/agents/register", s.handleAgentRegister)

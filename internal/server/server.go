@@ -85,6 +85,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
 		QueueSize:        cfg.ClientQueue,
+		SessionsInterval: cfg.SessionsInterval,
+		MetricsInterval:  cfg.MetricsInterval,
 		PingInterval:     cfg.PingInterval,
 		PongWait:         cfg.PongWait,
 		WriteWait:        cfg.WriteWait,

@@ -1,0 +1,138 @@
+package websocket
+
+import (
+	"context"
+	"encoding/json"
+	"hash/maphash"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// refreshLoop checks, every SessionsInterval, the session lists of the organizations that have
+// listeners, until the Manager shuts down.
+func (m *Manager) refreshLoop() {
+	t := time.NewTicker(m.cfg.SessionsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			m.refreshSessions(m.ctx)
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+// refreshSessions reads each listened-to organization's sessions with one query and sends
+// `sessions_update` to the clients whose visible list changed since what they were last sent.
+// An organization without clients costs nothing; an unchanged list sends nothing.
+func (m *Manager) refreshSessions(ctx context.Context) {
+	if m.store == nil {
+		return
+	}
+	for orgID, clients := range m.hub.sessionListeners() {
+		qctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
+		sessions, err := m.store.ListSessions(qctx, orgID, "")
+		cancel()
+		m.metrics.listChecks.Inc()
+		if err != nil {
+			if ctx.Err() == nil {
+				m.cfg.Logger.Warn("sessions refresh failed", "org_id", orgID, "err", err)
+			}
+			continue
+		}
+		m.sendChangedLists(orgID, sessions, clients)
+	}
+}
+
+// sendChangedLists sends each client its visible part of sessions if it changed. Clients that
+// see the same list share one encoded frame.
+func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clients []listener) {
+	now := m.cfg.Now()
+	frames := make(map[uint64][]byte)
+	for _, l := range clients {
+		visible := sessions
+		if !l.client.org.seesWholeOrg() {
+			visible = make([]models.Session, 0, len(sessions))
+			for _, s := range sessions {
+				if _, mine := l.users[s.UserID]; mine {
+					visible = append(visible, s)
+				} else if _, subscribed := l.sessions[s.ID]; subscribed {
+					visible = append(visible, s)
+				}
+			}
+		}
+		fp := listFingerprint(visible, now)
+		if l.client.listFP.Load() == fp {
+			continue
+		}
+		frame, ok := frames[fp]
+		if !ok {
+			var err error
+			if frame, err = sessionsUpdateFrame(orgID, visible, now); err != nil {
+				m.cfg.Logger.Error("encode sessions update", "org_id", orgID, "err", err)
+				return
+			}
+			frames[fp] = frame
+		}
+		l.client.listFP.Store(fp)
+		l.client.enqueue(frame)
+		m.metrics.listUpdates.Inc()
+	}
+}
+
+// listSeed seeds the fingerprints of session lists; they never leave the process.
+var listSeed = maphash.MakeSeed()
+
+// listFingerprint identifies what a client sees of sessions, leaving out the fields that move
+// with the clock alone (idleDuration, lastActivity): those are no reason to resend. isIdle
+// flipping is.
+func listFingerprint(sessions []models.Session, now time.Time) uint64 {
+	var h maphash.Hash
+	h.SetSeed(listSeed)
+	enc := json.NewEncoder(&h)
+	for _, s := range sessions {
+		v := NewSessionView(s, now)
+		v.IdleDuration, v.LastActivity = nil, nil
+		_ = enc.Encode(v)
+	}
+	// An empty list still differs from "never sent" (0).
+	_, _ = h.WriteString("|")
+	return h.Sum64() | 1
+}
+
+// listener is a client of the sessions hub with a copy of its subscriptions.
+type listener struct {
+	client   *Client
+	users    map[string]struct{}
+	sessions map[string]struct{}
+}
+
+// sessionListeners returns, per organization, its clients that have had their first snapshot,
+// with a copy of their subscriptions taken under the hub's lock.
+func (h *Hub) sessionListeners() map[string][]listener {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make(map[string][]listener, len(h.orgs))
+	for orgID, idx := range h.orgs {
+		for c := range idx.clients {
+			if c.held.Load() {
+				continue // its first snapshot is on its way
+			}
+			l := listener{client: c}
+			if !c.org.seesWholeOrg() {
+				l.users = make(map[string]struct{}, len(c.users))
+				for u := range c.users {
+					l.users[u] = struct{}{}
+				}
+				l.sessions = make(map[string]struct{}, len(c.sessions))
+				for s := range c.sessions {
+					l.sessions[s] = struct{}{}
+				}
+			}
+			out[orgID] = append(out[orgID], l)
+		}
+	}
+	return out
+}
