@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -11,8 +12,11 @@ var (
 	qAddConnection = newQuery(`
 		INSERT INTO connections (id, session_id, user_id, org_id, client_ip, user_agent, replica,
 			connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	qRemoveConnection = newQuery(`DELETE FROM connections WHERE id = ?`)
-	qCountConnections = newQuery(`SELECT COUNT(*) FROM connections WHERE session_id = ?`)
+	qRemoveConnection  = newQuery(`DELETE FROM connections WHERE id = ?`)
+	qCountConnections  = newQuery(`SELECT COUNT(*) FROM connections WHERE session_id = ?`)
+	qTouchConnections  = newQuery(`UPDATE connections SET last_heartbeat = ? WHERE replica = ?`)
+	qSweepConnections  = newQuery(`DELETE FROM connections WHERE last_heartbeat < ?`)
+	qForgetConnections = newQuery(`DELETE FROM connections WHERE replica = ?`)
 )
 
 // AddConnection records a browser viewing a session. The foreign key is (session_id, org_id),
@@ -55,4 +59,32 @@ func (d *Database) CountConnections(ctx context.Context, sessionID string) (int,
 		return 0, fmt.Errorf("db: count connections of session %q: %w", sessionID, err)
 	}
 	return n, nil
+}
+
+// TouchConnections marks every connection of replica alive at at, in one statement: the
+// replica still holds them.
+func (d *Database) TouchConnections(ctx context.Context, replica string, at time.Time) error {
+	if _, err := d.exec(ctx, d.db, qTouchConnections, d.timeArg(at), replica); err != nil {
+		return fmt.Errorf("db: touch connections of replica %q: %w", replica, err)
+	}
+	return nil
+}
+
+// SweepConnections deletes the connections not touched since before: their replica died
+// without removing them. It returns how many it deleted.
+func (d *Database) SweepConnections(ctx context.Context, before time.Time) (int64, error) {
+	n, err := d.execAffected(ctx, d.db, qSweepConnections, d.timeArg(before))
+	if err != nil {
+		return 0, fmt.Errorf("db: sweep connections: %w", err)
+	}
+	return n, nil
+}
+
+// ForgetConnections deletes every connection of replica: a replica starting again holds none
+// of the rows its previous run left.
+func (d *Database) ForgetConnections(ctx context.Context, replica string) error {
+	if _, err := d.exec(ctx, d.db, qForgetConnections, replica); err != nil {
+		return fmt.Errorf("db: forget connections of replica %q: %w", replica, err)
+	}
+	return nil
 }

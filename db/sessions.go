@@ -15,7 +15,7 @@ import (
 // computed in the same statement (connections_session index), never one query per session.
 const sessionColumns = `s.id, s.org_id, s.user_id, s.namespace, s.template, s.state, s.pod_name,
 	s.url, s.cpu, s.memory, s.platform, s.agent_id, s.idle_timeout_seconds, s.last_activity,
-	s.created_at, s.updated_at,
+	s.created_at, s.updated_at, s.idle_announced,
 	(SELECT COUNT(*) FROM connections c WHERE c.session_id = s.id) AS active_connections`
 
 const sessionInsert = `INSERT INTO sessions (id, org_id, user_id, namespace, template, state,
@@ -228,6 +228,20 @@ func scanSession(r rowScanner) (models.Session, error) {
 	err := r.Scan(&s.ID, &s.OrgID, &s.UserID, &s.Namespace, &s.Template, &s.State, &s.PodName,
 		&s.URL, &s.CPU, &s.Memory, &s.Platform, &s.AgentID, &s.IdleTimeoutSeconds,
 		timeDest{&s.LastActivity}, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt},
-		&s.ActiveConnections)
+		&s.IdleAnnounced, &s.ActiveConnections)
 	return s, err
+}
+
+// qAnnounceIdle flips idle_announced only from the other value, so of several replicas that
+// see a session cross its idle threshold, one announces it.
+var qAnnounceIdle = newQuery(`UPDATE sessions SET idle_announced = ? WHERE id = ? AND idle_announced = ?`)
+
+// AnnounceIdle records that the session's idleness changed to idle and reports whether this
+// call made the change (false: another caller did, or it was already so).
+func (d *Database) AnnounceIdle(ctx context.Context, id string, idle bool) (bool, error) {
+	n, err := d.execAffected(ctx, d.db, qAnnounceIdle, idle, id, !idle)
+	if err != nil {
+		return false, fmt.Errorf("db: announce idleness of session %q: %w", id, err)
+	}
+	return n == 1, nil
 }

@@ -41,6 +41,8 @@ type Session struct {
 	AgentID   string `json:"agentId"`
 	// IdleTimeoutSeconds is 0 when the session has no idle timeout.
 	IdleTimeoutSeconds int64 `json:"idleTimeoutSeconds"`
+	// IdleAnnounced is whether session.idle was published for the current idle spell.
+	IdleAnnounced bool `json:"-"`
 	// LastActivity is zero when the session was never active.
 	LastActivity time.Time `json:"lastActivity"`
 	CreatedAt    time.Time `json:"createdAt"`

@@ -45,7 +45,7 @@ type Client struct {
 
 	readDone chan struct{} // closed when the reader returns
 	expiry   *time.Timer
-	unwatch  func()        // ends the org's watch on the cluster bus; nil when none
+	onGone   func()        // runs once the client is unregistered (org watch, connection row); may be nil
 	listFP   atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
 }
 
@@ -67,7 +67,7 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 		readDone: make(chan struct{}),
 	}
 	c.held.Store(spec.held)
-	c.unwatch = spec.unwatch
+	c.onGone = spec.onGone
 	return c
 }
 

@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -71,6 +72,8 @@ type Config struct {
 	// SessionsInterval is how often each organization with listeners has its session list
 	// checked; a client gets `sessions_update` only when its visible list changed.
 	SessionsInterval time.Duration
+	// Replica names this process in the connection records; default: the hostname.
+	Replica string
 	// MetricsInterval is how often each organization with metrics listeners is sent its
 	// `metrics_update`.
 	MetricsInterval time.Duration
@@ -112,6 +115,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SessionsInterval <= 0 {
 		c.SessionsInterval = DefaultSessionsInterval
+	}
+	if c.Replica == "" {
+		c.Replica, _ = os.Hostname()
 	}
 	if c.MetricsInterval <= 0 {
 		c.MetricsInterval = DefaultMetricsInterval

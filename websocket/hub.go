@@ -156,9 +156,9 @@ type clientSpec struct {
 	// held: deliveries wait until the caller releases the client with its
 	// first frames (the greeting still goes first).
 	held bool
-	// unwatch runs once the client is unregistered: it ends the client's interest in its
-	// org's stream on the cluster bus.
-	unwatch func()
+	// onGone runs once the client is unregistered, outside the hub's locks: it ends the
+	// client's watch of its org's stream and removes its connection record.
+	onGone func()
 }
 
 // serve creates and registers a client. greet, when set, builds the first
@@ -244,12 +244,12 @@ func addSubscription(index map[string]clientSet, own map[string]struct{}, c *Cli
 	own[key] = struct{}{}
 }
 
-// unregister removes c from every index, then ends its watch of the org's stream. It is called
-// once, by c's writer.
+// unregister removes c from every index, then runs its onGone. It is called once, by c's
+// writer.
 func (h *Hub) unregister(c *Client) {
 	h.removeClient(c)
-	if c.unwatch != nil {
-		c.unwatch()
+	if c.onGone != nil {
+		c.onGone()
 	}
 }
 

@@ -101,16 +101,26 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 // Start runs the manager's hub and the periodic session-list check. It is idempotent.
 func (m *Manager) Start() {
 	m.startOnce.Do(func() {
+		if store, ok := m.store.(PresenceStore); ok {
+			// Rows a previous run of this replica left are not connections any more.
+			ctx, cancel := context.WithTimeout(m.ctx, defaultStoreCallTimeout)
+			if err := store.ForgetConnections(ctx, m.cfg.Replica); err != nil {
+				m.cfg.Logger.Warn("forgetting this replica's old session connections failed", "err", err)
+			}
+			cancel()
+		}
 		close(m.started)
+		// Every goroutine exists when Start returns. The loops end with m.ctx, cancelled by
+		// Shutdown; the hubs when they are stopped.
+		var loops sync.WaitGroup
+		loops.Go(m.refreshLoop)
+		loops.Go(m.metricsLoop)
+		loops.Go(m.metricsHub.Run)
 		go func() {
 			defer close(m.runDone)
-			var wg sync.WaitGroup
-			wg.Go(m.refreshLoop) // both end with m.ctx, cancelled by Shutdown
-			wg.Go(m.metricsLoop)
-			wg.Go(m.metricsHub.Run)
 			m.hub.Run()
 			m.cancel()
-			wg.Wait()
+			loops.Wait()
 		}()
 	})
 }
@@ -184,8 +194,12 @@ type SessionsRequest struct {
 	// UserID defaults to the OrgContext's user. Only operators and admins
 	// may name another user.
 	UserID string
-	// SessionID, when set, subscribes to one session the caller may see.
+	// SessionID, when set, subscribes to one session the caller may see; the socket then
+	// counts as a browser connection to that session (recorded, and announced with
+	// session.connected and session.disconnected).
 	SessionID string
+	// ClientIP and UserAgent describe the browser in the connection record.
+	ClientIP, UserAgent string
 }
 
 // ServeSessions is HandleSessionsWebSocketWithOrg with a context for its
@@ -207,8 +221,10 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "not allowed")
 		return fmt.Errorf("sessions socket: user %q may not subscribe to user %q", org.UserID, req.UserID)
 	}
+	var session models.Session
 	if req.SessionID != "" {
-		if err := m.AuthorizeSession(ctx, &org, req.SessionID); err != nil {
+		var err error
+		if session, err = m.authorizeSession(ctx, &org, req.SessionID); err != nil {
 			code, reason := websocket.ClosePolicyViolation, "session not visible"
 			if !errors.Is(err, ErrSessionNotVisible) {
 				code, reason = websocket.CloseInternalServerErr, "internal error"
@@ -232,7 +248,15 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
 		return fmt.Errorf("sessions socket: stream position: %w", err)
 	}
-	spec := clientSpec{id: newClientID(), org: org, held: true, unwatch: unwatch}
+	spec := clientSpec{id: newClientID(), org: org, held: true, onGone: unwatch}
+	var presence *connectionPresence
+	if req.SessionID != "" {
+		// Recorded before the client is registered, so its removal can never come first.
+		presence = m.recordConnection(ctx, spec.id, session, &org, req)
+		if presence != nil {
+			spec.onGone = func() { unwatch(); presence.gone() }
+		}
+	}
 	if req.UserID != "" {
 		spec.users = []string{req.UserID}
 	}
@@ -244,9 +268,15 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 	}, fallback)
 	if c == nil {
 		unwatch()
+		if presence != nil {
+			presence.gone()
+		}
 		return errors.New("sessions socket: shutting down")
 	}
 	m.sendSnapshot(ctx, c, req)
+	if presence != nil {
+		presence.announce()
+	}
 	return nil
 }
 
@@ -288,30 +318,36 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 // admin, its owner, or a user it is shared with. Otherwise it returns
 // ErrSessionNotVisible, or a wrapped storage error.
 func (m *Manager) AuthorizeSession(ctx context.Context, orgCtx *OrgContext, sessionID string) error {
+	_, err := m.authorizeSession(ctx, orgCtx, sessionID)
+	return err
+}
+
+// authorizeSession is AuthorizeSession returning the session it read.
+func (m *Manager) authorizeSession(ctx context.Context, orgCtx *OrgContext, sessionID string) (models.Session, error) {
 	if m.store == nil {
-		return ErrSessionNotVisible
+		return models.Session{}, ErrSessionNotVisible
 	}
 	s, err := m.store.GetSession(ctx, sessionID)
 	if errors.Is(err, db.ErrNotFound) {
-		return ErrSessionNotVisible
+		return models.Session{}, ErrSessionNotVisible
 	}
 	if err != nil {
-		return fmt.Errorf("authorize session: %w", err)
+		return models.Session{}, fmt.Errorf("authorize session: %w", err)
 	}
 	if s.OrgID != orgCtx.OrgID {
-		return ErrSessionNotVisible
+		return models.Session{}, ErrSessionNotVisible
 	}
 	if orgCtx.seesWholeOrg() || s.UserID == orgCtx.UserID {
-		return nil
+		return s, nil
 	}
 	shared, err := m.store.IsSessionSharedWith(ctx, sessionID, orgCtx.UserID)
 	if err != nil {
-		return fmt.Errorf("authorize session: %w", err)
+		return models.Session{}, fmt.Errorf("authorize session: %w", err)
 	}
 	if !shared {
-		return ErrSessionNotVisible
+		return models.Session{}, ErrSessionNotVisible
 	}
-	return nil
+	return s, nil
 }
 
 // namespaceFor is the token's namespace, else the organization's, else the

@@ -31,11 +31,13 @@ func (m *Manager) refreshSessions(ctx context.Context) {
 	if m.store == nil {
 		return
 	}
+	m.maintainPresence(ctx)
 	for orgID, clients := range m.hub.sessionListeners() {
 		qctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 		sessions, err := m.store.ListSessions(qctx, orgID, "")
 		cancel()
 		m.metrics.listChecks.Inc()
+		m.announceIdleness(ctx, orgID, sessions, m.cfg.Now())
 		if err != nil {
 			if ctx.Err() == nil {
 				m.cfg.Logger.Warn("sessions refresh failed", "org_id", orgID, "err", err)

@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
 		QueueSize:        cfg.ClientQueue,
 		SessionsInterval: cfg.SessionsInterval,
+		Replica:          cfg.Replica,
 		MetricsInterval:  cfg.MetricsInterval,
 		PingInterval:     cfg.PingInterval,
 		PongWait:         cfg.PongWait,

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -77,7 +78,8 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader answered and the failure is the client's
 	}
-	if err := s.manager.ServeSessions(r.Context(), conn, org, websocket.SessionsRequest{SessionID: sessionID}); err != nil {
+	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent()}
+	if err := s.manager.ServeSessions(r.Context(), conn, org, req); err != nil {
 		s.log.Warn("sessions socket closed at start", "org_id", id.OrgID, "user_id", id.UserID, "err", err)
 	}
 }
@@ -93,4 +95,14 @@ func parseSince(v string) (string, uint64, error) {
 		return "", 0, errors.New("since offset must be a non-negative integer")
 	}
 	return v[:i], off, nil
+}
+
+// clientIP is the peer's address as the connection sees it. Forwarded headers are not
+// trusted: a load balancer's would be, but which one is in front is not configured.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
