@@ -117,6 +117,7 @@ var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Rea
 
   watch events:  go run ./cmd/streamspace-realtime watch --server ws://{{.Host}} --token {{.BrowserToken}}
                  (or: websocat 'ws://{{.Host}}/api/v1/ws/sessions?token={{.BrowserToken}}')
+  org metrics:   websocat 'ws://{{.Host}}/api/v1/ws/cluster?token={{.BrowserToken}}'   (every 5 s)
   publish one:   curl -sS -X POST http://{{.Host}}/api/v1/events \
                    -H 'Authorization: Bearer {{.ServiceToken}}' -H 'Content-Type: application/json' \
                    -d '{"orgId":"{{.Org}}","type":"session.created","sessionId":"demo-1","userId":"dev-user","data":{"template":"firefox-browser","state":"running"}}'

@@ -62,10 +62,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allowed origins: %w", err)
 	}
-	database, err := db.Open(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return nil, err
-	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var (
@@ -73,15 +69,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		dir cluster.Directory
 		rc  *redisCluster
 	)
+	// The cluster first: a replica that cannot join refuses before touching the database.
 	if cfg.RedisURL != "" {
 		if rc, err = openCluster(ctx, cfg, log, registry); err != nil {
-			_ = database.Close()
 			return nil, err
 		}
-		if database.Dialect() == db.SQLite {
-			log.Warn("several replicas on SQLite: each replica has its own file unless they share one; use PostgreSQL")
-		}
 		bus, dir = rc.node.Bus(), rc.node.Directory()
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		if rc != nil {
+			_ = rc.close()
+		}
+		return nil, err
+	}
+	if rc != nil && database.Dialect() == db.SQLite {
+		log.Warn("several replicas on SQLite: each replica has its own file unless they share one; use PostgreSQL")
 	}
 	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
 		QueueSize:        cfg.ClientQueue,
