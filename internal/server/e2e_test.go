@@ -88,6 +88,12 @@ func testEndToEnd(t *testing.T, dialect string) {
 	if !slices.Equal(names, []string{"alice-firefox", "bob-vscode"}) {
 		t.Fatalf("alice sees %v", names)
 	}
+	// Opening bob's shared session counts as a connection to it, announced to its subscribers.
+	joined := readWS(t, conn)
+	if data, _ := joined["data"].(map[string]any); joined.str("type") != "session.connected" || joined.str("sessionId") != "bob-vscode" ||
+		joined.str("userId") != "bob" || joined["offset"] != float64(1) || data["connectionId"] != first.str("clientId") || data["user"] != "alice" {
+		t.Fatalf("connection announcement %v", joined)
+	}
 
 	// The admin of org-a sees the whole org and every event of it.
 	adminConn, _, _ := ts.dialWS(t, "/ws/sessions?token="+admin, nil)
@@ -112,17 +118,17 @@ func testEndToEnd(t *testing.T, dialect string) {
 
 	ev := readWS(t, conn)
 	if ev.str("type") != "session.state.changed" || ev.str("sessionId") != "alice-firefox" || ev.str("userId") != "alice" ||
-		ev["offset"] != float64(2) || ev.str("epoch") != first.str("epoch") || ev.str("timestamp") == "" {
+		ev["offset"] != float64(3) || ev.str("epoch") != first.str("epoch") || ev.str("timestamp") == "" {
 		t.Fatalf("event %v", ev)
 	}
 	if data := ev["data"].(map[string]any); data["oldState"] != "running" || data["newState"] != "hibernated" {
 		t.Fatalf("event data %v", data)
 	}
 	ev = readWS(t, conn)
-	if ev.str("type") != "session.connected" || ev.str("timestamp") != "2026-11-26T10:30:00Z" || ev["offset"] != float64(3) {
+	if ev.str("type") != "session.connected" || ev.str("timestamp") != "2026-11-26T10:30:00Z" || ev["offset"] != float64(4) {
 		t.Fatalf("shared-session event %v", ev)
 	}
-	if ev = readWS(t, conn); ev.str("type") != "maintenance" || ev["offset"] != float64(4) {
+	if ev = readWS(t, conn); ev.str("type") != "maintenance" || ev["offset"] != float64(5) {
 		t.Fatalf("broadcast frame %v", ev)
 	}
 	var adminTypes []string
