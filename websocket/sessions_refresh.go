@@ -53,9 +53,16 @@ func (m *Manager) refreshSessions(ctx context.Context) {
 func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clients []listener) {
 	now := m.cfg.Now()
 	frames := make(map[uint64][]byte)
+	var wholeFP uint64 // the whole list's fingerprint, computed for the first client that sees it
 	for _, l := range clients {
 		visible := sessions
-		if !l.client.org.seesWholeOrg() {
+		var fp uint64
+		if l.client.org.seesWholeOrg() {
+			if wholeFP == 0 {
+				wholeFP = listFingerprint(sessions, now)
+			}
+			fp = wholeFP
+		} else {
 			visible = make([]models.Session, 0, len(sessions))
 			for _, s := range sessions {
 				if _, mine := l.users[s.UserID]; mine {
@@ -64,8 +71,8 @@ func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clie
 					visible = append(visible, s)
 				}
 			}
+			fp = listFingerprint(visible, now)
 		}
-		fp := listFingerprint(visible, now)
 		if l.client.listFP.Load() == fp {
 			continue
 		}
