@@ -65,6 +65,8 @@ func TestSessionIdlenessAnnouncedOnce(t *testing.T) {
 	readUntilType(t, owner, "sessions_update")
 	peer := dial(t, sessionsServer(t, b), params("org", "o", "user", "u"))
 	readUntilType(t, peer, "sessions_update")
+	waitReleased(t, a)
+	waitReleased(t, b)
 
 	now.Store(t0.Add(61 * time.Second).UnixNano())
 	a.refreshSessions(ctx)

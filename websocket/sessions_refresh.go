@@ -55,6 +55,9 @@ func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clie
 	frames := make(map[uint64][]byte)
 	var wholeFP uint64 // the whole list's fingerprint, computed for the first client that sees it
 	for _, l := range clients {
+		if l.client.held.Load() {
+			continue // its first snapshot is on its way
+		}
 		visible := sessions
 		var fp uint64
 		if l.client.org.seesWholeOrg() {
@@ -118,17 +121,14 @@ type listener struct {
 	sessions map[string]struct{}
 }
 
-// sessionListeners returns, per organization, its clients that have had their first snapshot,
-// with a copy of their subscriptions taken under the hub's lock.
+// sessionListeners returns, per organization, its clients with a copy of their subscriptions
+// taken under the hub's lock.
 func (h *Hub) sessionListeners() map[string][]listener {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	out := make(map[string][]listener, len(h.orgs))
 	for orgID, idx := range h.orgs {
 		for c := range idx.clients {
-			if c.held.Load() {
-				continue // its first snapshot is on its way
-			}
 			l := listener{client: c}
 			if !c.org.seesWholeOrg() {
 				l.users = make(map[string]struct{}, len(c.users))

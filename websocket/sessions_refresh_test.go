@@ -66,6 +66,7 @@ func TestSessionsRefreshOneQueryPerOrg(t *testing.T) {
 			_ = c.Close()
 		}
 	}()
+	waitReleased(t, m)
 
 	check := func(wantUpdates float64) {
 		t.Helper()
@@ -110,6 +111,7 @@ func TestSessionsRefreshIdleFlip(t *testing.T) {
 	m := startManager(t, d, Config{SessionsInterval: time.Hour, Now: func() time.Time { return time.Unix(0, now.Load()) }})
 	conn := dial(t, sessionsServer(t, m), params("org", "o", "user", "u"))
 	readUntilType(t, conn, "sessions_update")
+	waitReleased(t, m)
 
 	updates := func() float64 { return counterValue(t, m.metrics.listUpdates) }
 	before := updates()
@@ -144,4 +146,21 @@ func TestSessionsRefreshLoop(t *testing.T) {
 	if f["count"] != float64(1) {
 		t.Fatalf("got %v, want the new session", f)
 	}
+}
+
+// waitReleased waits until every client of m's sessions hub has had its first snapshot
+// released: a client may read its snapshot a moment before the hub marks it released, and the
+// periodic check leaves unreleased clients alone.
+func waitReleased(t *testing.T, m *Manager) {
+	t.Helper()
+	eventually(t, 30*time.Second, "snapshots released", func() bool {
+		for _, ls := range m.hub.sessionListeners() {
+			for _, l := range ls {
+				if l.client.held.Load() {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
