@@ -1,6 +1,10 @@
 package websocket
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamspace/streamspace-realtime/internal/promreg"
+)
 
 // agentMetrics are the agent side's Prometheus collectors. Labels are bounded enums (frame
 // type, reason, command state): never an agent, command or session id.
@@ -47,11 +51,11 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		}),
 	}
 	if reg != nil {
-		m.framesIn = register(reg, m.framesIn)
-		m.refused = register(reg, m.refused)
-		m.commands = register(reg, m.commands)
-		m.heartbeats = register(reg, m.heartbeats)
-		m.flushes = register(reg, m.flushes)
+		m.framesIn = promreg.Register(reg, m.framesIn)
+		m.refused = promreg.Register(reg, m.refused)
+		m.commands = promreg.Register(reg, m.commands)
+		m.heartbeats = promreg.Register(reg, m.heartbeats)
+		m.flushes = promreg.Register(reg, m.flushes)
 	}
 	return m
 }

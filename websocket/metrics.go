@@ -1,9 +1,9 @@
 package websocket
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/streamspace/streamspace-realtime/internal/promreg"
 )
 
 // hubMetrics are the browser side's Prometheus collectors. Labels are
@@ -49,13 +49,13 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		}),
 	}
 	if reg != nil {
-		m.connections = register(reg, m.connections)
-		m.messagesOut = register(reg, m.messagesOut)
-		m.disconnects = register(reg, m.disconnects)
-		m.fanout = register(reg, m.fanout)
-		m.published = register(reg, m.published)
-		m.listChecks = register(reg, m.listChecks)
-		m.listUpdates = register(reg, m.listUpdates)
+		m.connections = promreg.Register(reg, m.connections)
+		m.messagesOut = promreg.Register(reg, m.messagesOut)
+		m.disconnects = promreg.Register(reg, m.disconnects)
+		m.fanout = promreg.Register(reg, m.fanout)
+		m.published = promreg.Register(reg, m.published)
+		m.listChecks = promreg.Register(reg, m.listChecks)
+		m.listUpdates = promreg.Register(reg, m.listUpdates)
 	}
 	return m
 }
@@ -76,18 +76,4 @@ func (m *hubMetrics) forKind(kind string) kindMetrics {
 		fanout:      m.fanout.WithLabelValues(kind),
 		disconnects: m.disconnects.MustCurryWith(prometheus.Labels{"kind": kind}),
 	}
-}
-
-// register adds c to reg, or returns the collector already registered under
-// the same description, so several hubs can share one registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }

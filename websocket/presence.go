@@ -27,6 +27,7 @@ const minConnectionStaleAfter = time.Minute
 // connectionPresence is one recorded browser connection to a session.
 type connectionPresence struct {
 	m       *Manager
+	store   PresenceStore
 	id      string
 	session models.Session
 	user    string // the connecting user
@@ -50,7 +51,7 @@ func (m *Manager) recordConnection(ctx context.Context, id string, session model
 		m.cfg.Logger.Warn("recording a session connection failed", "session_id", session.ID, "err", err)
 		return nil
 	}
-	return &connectionPresence{m: m, id: id, session: session, user: org.UserID}
+	return &connectionPresence{m: m, store: store, id: id, session: session, user: org.UserID}
 }
 
 // announce publishes session.connected to the session's organization.
@@ -63,7 +64,7 @@ func (p *connectionPresence) announce() {
 func (p *connectionPresence) gone() {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultStoreCallTimeout)
 	defer cancel()
-	if err := p.m.store.(PresenceStore).RemoveConnection(ctx, p.id); err != nil {
+	if err := p.store.RemoveConnection(ctx, p.id); err != nil {
 		p.m.cfg.Logger.Warn("removing a session connection failed; it is swept later", "session_id", p.session.ID, "err", err)
 	}
 	p.publish(EventSessionDisconnected)

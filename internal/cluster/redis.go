@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/streamspace/streamspace-realtime/internal/promreg"
 )
 
 // Defaults of RedisOptions.
@@ -515,28 +517,14 @@ func newRedisMetrics(reg prometheus.Registerer) *redisMetrics {
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		m.up = registerMetric(reg, m.up)
-		m.errors = registerMetric(reg, m.errors)
-		m.restores = registerMetric(reg, m.restores)
-		m.received = registerMetric(reg, m.received)
-		m.gaps = registerMetric(reg, m.gaps)
-		m.local = registerMetric(reg, m.local)
+		m.up = promreg.Register(reg, m.up)
+		m.errors = promreg.Register(reg, m.errors)
+		m.restores = promreg.Register(reg, m.restores)
+		m.received = promreg.Register(reg, m.received)
+		m.gaps = promreg.Register(reg, m.gaps)
+		m.local = promreg.Register(reg, m.local)
 	}
 	return m
-}
-
-// registerMetric registers c, or returns the collector already registered under its name.
-func registerMetric[T prometheus.Collector](reg prometheus.Registerer, c T) T {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // SetRedisLogger sends go-redis's own log lines (pool dial retries, reconnects) to l at debug
