@@ -29,6 +29,8 @@ const (
 	// receiveIdle is how long the subscription connection may stay silent before it is
 	// probed with a PING; a probe unanswered for as long again means the connection is dead.
 	receiveIdle = 15 * time.Second
+	// healthPingTimeout is the least time a health ping is given.
+	healthPingTimeout = 3 * time.Second
 )
 
 // RedisOptions configure NewRedis. Replica is required; zero fields take defaults.
@@ -449,7 +451,9 @@ func (r *Redis) healthLoop() {
 		case <-r.ctx.Done():
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.HealthInterval)
+		// A loaded machine can take longer than one interval to answer; only a ping that fails
+		// or takes healthPingTimeout counts as Redis being away.
+		ctx, cancel := context.WithTimeout(r.ctx, max(r.opts.HealthInterval, healthPingTimeout))
 		err := r.client.Ping(ctx).Err()
 		cancel()
 		switch {

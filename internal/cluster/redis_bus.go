@@ -131,7 +131,7 @@ func parsePosition(res []any) (Position, error) {
 
 // Watch subscribes this replica to orgID's channel (once for any number of watchers) and
 // waits until Redis confirmed it, so nothing published after Watch returns is missed. While
-// Redis is unreachable it returns at once with an error wrapping ErrLocalOnly; the interest
+// the subscription connection is down it returns at once with an error wrapping ErrLocalOnly; the interest
 // stays and is subscribed when Redis returns. Either way the returned func withdraws it.
 func (b *RedisBus) Watch(ctx context.Context, orgID string) (func(), error) {
 	if b.r.ctx.Err() != nil {
@@ -147,7 +147,9 @@ func (b *RedisBus) Watch(ctx context.Context, orgID string) (func(), error) {
 	if wait == nil {
 		return unwatch, nil
 	}
-	if !b.r.healthy.Load() {
+	// Waiting is pointless only while the subscription connection itself is down; a missed
+	// health ping is no reason to serve a client before its subscription is live.
+	if !b.r.subscribed.Load() {
 		return unwatch, fmt.Errorf("watch %s: %w", orgID, ErrLocalOnly)
 	}
 	ctx, cancel := context.WithTimeout(ctx, watchWait)

@@ -32,7 +32,8 @@ type browserLog struct {
 	replica, org string
 
 	mu       sync.Mutex
-	seen     map[string]int // "type/sessionId" → deliveries
+	seen     map[string]int    // "type/sessionId" → deliveries
+	at       map[string]string // "type/sessionId" → "epoch:offset" it came at
 	foreign  []string
 	disorder []string
 	epoch    string
@@ -59,6 +60,7 @@ func (b *browserLog) record(f map[string]any) {
 	b.seen[typ+"/"+sid]++
 	epoch, _ := f["epoch"].(string)
 	off, _ := f["offset"].(float64)
+	b.at[typ+"/"+sid] = fmt.Sprintf("%s:%v", epoch, off)
 	if epoch == b.epoch && off <= b.offset {
 		b.disorder = append(b.disorder, fmt.Sprintf("%s/%s at %s:%v after %v", typ, sid, epoch, off, b.offset))
 	}
@@ -74,7 +76,16 @@ func watchBrowser(t *testing.T, p *replicaProc, org string, wg *sync.WaitGroup) 
 	if err != nil {
 		t.Fatalf("browser on %s: %v", p.name, err)
 	}
-	b := &browserLog{replica: p.name, org: org, seen: map[string]int{}}
+	// The upgrade answers before the server has subscribed the browser; its stream starts at
+	// the `connected` offset, and everything before is in the snapshot that follows. Wait for
+	// both, so every event counted below is one the browser is entitled to receive.
+	for _, want := range []string{"connected", "sessions_update"} {
+		if f := readWS(t, conn); f.str("type") != want {
+			t.Fatalf("browser on %s: got %v, want %s", p.name, f, want)
+		}
+	}
+	_ = conn.SetReadDeadline(time.Time{}) // readWS's deadline must not end the reader below
+	b := &browserLog{replica: p.name, org: org, seen: map[string]int{}, at: map[string]string{}}
 	t.Cleanup(func() { _ = conn.Close() }) // runs before the wait on wg, registered earlier
 	wg.Add(1)
 	go func() {
@@ -369,7 +380,7 @@ func TestThreeReplicas(t *testing.T) {
 		if len(br.disorder) > 0 {
 			t.Errorf("browser of %s on %s got events out of order: %v", br.org, br.replica, br.disorder[:min(5, len(br.disorder))])
 		}
-		missing := 0
+		var missing []string
 		for key, n := range br.seen {
 			if n > 1 {
 				t.Errorf("browser of %s on %s got %s %d times", br.org, br.replica, key, n)
@@ -378,15 +389,30 @@ func TestThreeReplicas(t *testing.T) {
 		if br.replica != "c" {
 			for sid := range accepted {
 				if strings.HasPrefix(sid, br.org+"-") && br.seen["session.created/"+sid] != 1 {
-					missing++
+					missing = append(missing, sid+" (seen by "+seenAt(browsers, br, "session.created/"+sid)+")")
 				}
 			}
 		}
-		if missing > 0 {
-			t.Errorf("browser of %s on %s missed %d session.created events", br.org, br.replica, missing)
+		if len(missing) > 0 {
+			t.Errorf("browser of %s on %s missed %d session.created events: %v", br.org, br.replica, len(missing), missing[:min(5, len(missing))])
 		}
 		br.mu.Unlock()
 	}
 	t.Logf("accepted %d, uncertain %d (replica killed under the request), during the Redis outage %d",
 		len(accepted), len(uncertain), len(during))
+}
+
+// seenAt says where another live browser of br's org saw key, for failure messages. The caller
+// holds br.mu; the other is locked on its own.
+func seenAt(browsers []*browserLog, br *browserLog, key string) string {
+	for _, o := range browsers {
+		if o == br || o.org != br.org || o.replica == "c" {
+			continue
+		}
+		o.mu.Lock()
+		at := o.at[key]
+		o.mu.Unlock()
+		return o.replica + " at " + at
+	}
+	return "nobody"
 }
