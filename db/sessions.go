@@ -34,7 +34,9 @@ var (
 		last_activity = COALESCE(excluded.last_activity, sessions.last_activity),
 		updated_at = excluded.updated_at
 		WHERE sessions.org_id = excluded.org_id`)
-	qGetSession       = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s WHERE s.id = ?`)
+	qGetSession      = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s WHERE s.id = ?`)
+	qGetSessionByPod = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s
+		WHERE s.org_id = ? AND s.pod_name = ? ORDER BY s.created_at DESC, s.id LIMIT 1`)
 	qDeleteSession    = newQuery(`DELETE FROM sessions WHERE id = ?`)
 	qListOrgSessions  = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s WHERE s.org_id = ? ORDER BY s.created_at, s.id`)
 	qListUserSessions = dialectQuery(
@@ -125,6 +127,22 @@ func (d *Database) GetSession(ctx context.Context, id string) (models.Session, e
 	}
 	if err != nil {
 		return models.Session{}, fmt.Errorf("db: get session %q: %w", id, err)
+	}
+	return s, nil
+}
+
+// GetSessionByPod returns the newest session of orgID that runs podName, or ErrNotFound: a pod
+// of another organization is not found either. An empty podName is never found.
+func (d *Database) GetSessionByPod(ctx context.Context, orgID, podName string) (models.Session, error) {
+	if podName == "" {
+		return models.Session{}, fmt.Errorf("db: session with an empty pod name: %w", ErrNotFound)
+	}
+	s, err := scanSession(d.queryRow(ctx, d.db, qGetSessionByPod, orgID, podName))
+	if errors.Is(err, sql.ErrNoRows) {
+		return models.Session{}, fmt.Errorf("db: session of pod %q in org %q: %w", podName, orgID, ErrNotFound)
+	}
+	if err != nil {
+		return models.Session{}, fmt.Errorf("db: session of pod %q in org %q: %w", podName, orgID, err)
 	}
 	return s, nil
 }

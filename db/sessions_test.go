@@ -318,3 +318,32 @@ func TestTimestampRoundTrip(t *testing.T) {
 		}
 	})
 }
+
+func TestGetSessionByPod(t *testing.T) {
+	t.Parallel()
+	dbtest.ForEachDialect(t, func(t *testing.T, d *db.Database) {
+		t.Parallel()
+		ctx := t.Context()
+		old := sessionRow("s-old", "o1", "u1", base)
+		old.PodName = "pod-a"
+		newer := sessionRow("s-new", "o1", "u2", base.Add(time.Minute))
+		newer.PodName = "pod-a"
+		other := sessionRow("s-other", "o2", "u3", base)
+		other.PodName = "pod-b"
+		noPod := sessionRow("s-nopod", "o1", "u1", base)
+		noPod.PodName = ""
+		for _, s := range []models.Session{old, newer, other, noPod} {
+			mustCreate(t, d, s)
+		}
+		got, err := d.GetSessionByPod(ctx, "o1", "pod-a")
+		if err != nil || got.ID != "s-new" {
+			t.Fatalf("GetSessionByPod(o1, pod-a) = %q, %v; want the newest session s-new", got.ID, err)
+		}
+		_, err = d.GetSessionByPod(ctx, "o1", "pod-b")
+		wantErr(t, err, db.ErrNotFound, "GetSessionByPod(another org's pod)")
+		_, err = d.GetSessionByPod(ctx, "o1", "missing")
+		wantErr(t, err, db.ErrNotFound, "GetSessionByPod(missing)")
+		_, err = d.GetSessionByPod(ctx, "o1", "")
+		wantErr(t, err, db.ErrNotFound, "GetSessionByPod(empty)")
+	})
+}

@@ -51,6 +51,12 @@ func (h *AgentHub) onReplicaMessage(msg cluster.ReplicaMessage) {
 			return
 		}
 		h.disconnectLocal(msg.AgentID, d.Code, d.Reason, d.Shutdown)
+	case kindLogsOpen:
+		h.onLogsOpen(msg)
+	case kindLogsStop:
+		h.onLogsStop(msg)
+	case kindLogsLines:
+		h.onLogsLines(msg)
 	}
 }
 

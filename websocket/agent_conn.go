@@ -65,6 +65,11 @@ type AgentConnection struct {
 
 	malformedMu sync.Mutex
 	malformedAt []time.Time
+
+	// logStreams counts the log streams asked of this connection and still open; while there
+	// are any, log frames beyond the ordinary frame budget draw on logLimiter.
+	logStreams atomic.Int32
+	logLimiter *rate.Limiter
 }
 
 // inflightCommand is a delivered command waiting for its ack.
@@ -121,6 +126,12 @@ func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
 				"code", code, "reason", reason)
 		}
 	})
+}
+
+// relaysLogs reports whether a frame over the ordinary budget may pass as part of a log stream
+// this side asked for.
+func (c *AgentConnection) relaysLogs() bool {
+	return c.logStreams.Load() > 0 && c.logLimiter.Allow()
 }
 
 func (c *AgentConnection) closing() bool {
@@ -235,7 +246,7 @@ func (c *AgentConnection) readPump() {
 		}
 		now := cfg.Clock.Now()
 		c.touch(now)
-		if !c.limiter.Allow() { // wall time: a flood is measured in real seconds
+		if !c.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
 			c.hub.metrics.refused.WithLabelValues("rate_limited").Inc()
 			c.closeWith(websocket.ClosePolicyViolation, "too many frames", "rate_limited")
 			continue

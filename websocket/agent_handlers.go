@@ -67,8 +67,20 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 			return err
 		}
 		return h.withStore(func(ctx context.Context) *frameError { return h.sessionStatus(ctx, c, m, now) })
-	case models.MessageTypePong, models.MessageTypeLog, models.MessageTypeLogEnd:
-		// A sign of life (already counted); relayed logs have no listener on this side yet.
+	case models.MessageTypeLog:
+		var m models.LogLine
+		if err := decodePayload(f, &m); err != nil {
+			return err
+		}
+		h.onLogLine(c, m, now)
+	case models.MessageTypeLogEnd:
+		var m models.LogEnd
+		if err := decodePayload(f, &m); err != nil {
+			return err
+		}
+		h.onLogEnd(c, m)
+	case models.MessageTypePong:
+		// A sign of life, already counted.
 	default:
 		// Unknown types are counted (frameIn) and ignored, so agents can be newer than us.
 	}

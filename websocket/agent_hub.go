@@ -74,6 +74,12 @@ type AgentHub struct {
 	runDone  chan struct{}
 
 	checks atomic.Uint64 // completed check passes, so tests can wait for one
+
+	// Log streams agents relay (see OpenLogs), by request id, and the goroutines forwarding
+	// lines to browsers on other replicas.
+	logsMu    sync.Mutex
+	logRoutes map[string]*logRoute
+	logWork   sync.WaitGroup
 }
 
 // NewAgentHub creates a hub without Redis support, with the default configuration. database
@@ -119,14 +125,15 @@ func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClie
 func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	cfg = cfg.withDefaults()
 	h := &AgentHub{
-		cfg:     cfg,
-		store:   store,
-		metrics: newAgentMetrics(cfg.Registerer),
-		dir:     cfg.Directory,
-		conns:   make(map[string]*AgentConnection),
-		beats:   make(map[string]db.AgentHeartbeat),
-		stopCh:  make(chan struct{}),
-		runDone: make(chan struct{}),
+		cfg:       cfg,
+		store:     store,
+		metrics:   newAgentMetrics(cfg.Registerer),
+		dir:       cfg.Directory,
+		conns:     make(map[string]*AgentConnection),
+		beats:     make(map[string]db.AgentHeartbeat),
+		logRoutes: make(map[string]*logRoute),
+		stopCh:    make(chan struct{}),
+		runDone:   make(chan struct{}),
 	}
 	if h.dir == nil {
 		h.dir = cluster.NewMemoryDirectory(cfg.Replica)
@@ -219,6 +226,7 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 	c.dispatchCtx, c.cancelDispatch = context.WithCancel(h.ctx)
 	c.inflight = make(map[string]inflightCommand)
 	c.limiter = rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)
+	c.logLimiter = rate.NewLimiter(logStreamRate, logStreamRate)
 	if c.Send == nil {
 		c.Send = make(chan []byte, h.cfg.QueueSize)
 	}
@@ -247,6 +255,7 @@ func (h *AgentHub) unregister(c *AgentConnection) {
 	if _, err := h.dir.Release(ctx, c.AgentID, c.connID); err != nil {
 		h.cfg.Logger.Warn("releasing agent in the cluster failed; its claim expires", "agent_id", c.AgentID, "err", err)
 	}
+	h.endLogRoutes(c)
 	h.metrics.connections.Dec()
 	h.cfg.Logger.Info("agent disconnected", "agent_id", c.AgentID, "code", c.closeCode, "reason", c.closeReason)
 	h.live.Done()
@@ -710,6 +719,7 @@ func (h *AgentHub) Shutdown(ctx context.Context) error {
 			<-h.runDone
 		}
 		h.cancel()
+		h.logWork.Wait() // forwarders end with h.ctx
 		if err != nil {
 			// Connections still closing give up their database calls now; wait for them
 			// briefly so none outlives the caller's database.

@@ -17,6 +17,7 @@ type agentMetrics struct {
 	commands    *prometheus.CounterVec
 	heartbeats  prometheus.Counter
 	flushes     prometheus.Counter
+	logLines    *prometheus.CounterVec
 }
 
 // knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
@@ -49,6 +50,10 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "streamspace_agent_heartbeat_flushes_total",
 			Help: "Database writes of coalesced heartbeats (one transaction each).",
 		}),
+		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_agent_log_lines_total",
+			Help: "Log lines agents relayed, by outcome (relayed, dropped: no open stream or overflow).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
 		m.framesIn = promreg.Register(reg, m.framesIn)
@@ -56,6 +61,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		m.commands = promreg.Register(reg, m.commands)
 		m.heartbeats = promreg.Register(reg, m.heartbeats)
 		m.flushes = promreg.Register(reg, m.flushes)
+		m.logLines = promreg.Register(reg, m.logLines)
 	}
 	return m
 }

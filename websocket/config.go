@@ -77,6 +77,12 @@ type Config struct {
 	// MetricsInterval is how often each organization with metrics listeners is sent its
 	// `metrics_update`.
 	MetricsInterval time.Duration
+	// Agents relays pod logs from the agents running sessions, where the Kubernetes API is
+	// not the source; nil means such logs are unavailable (the browser gets `log_error`).
+	Agents AgentLogRelay
+	// LogsSilence is how long an agent asked for logs may send nothing, and how long the
+	// Kubernetes API may take to open a log stream, before the browser gets `log_error`.
+	LogsSilence time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -121,6 +127,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MetricsInterval <= 0 {
 		c.MetricsInterval = DefaultMetricsInterval
+	}
+	if c.LogsSilence <= 0 {
+		c.LogsSilence = DefaultLogsSilence
 	}
 	return c
 }

@@ -32,6 +32,18 @@
 //     when its visible list changed (time alone moving idleDuration is no
 //     change). Metrics sockets get their organization's counts every
 //     MetricsInterval (5 s); organizations without listeners cost nothing.
+//   - Two session sources. A nil k8s client means the database; with one, the
+//     Session resources of the organization's namespace, read from an
+//     informer's cache and merged with the database's connections, activity
+//     and agent.
+//   - Pod logs without leaks. HandleLogsWebSocketWithOrg serves operators and
+//     admins of the pod's organization only: the last 100 lines, then new
+//     ones, from the Kubernetes API or relayed by the agent running the
+//     session (AgentHub.OpenLogs, across replicas too). The source is
+//     cancelled when the browser leaves; a slow browser slows the API stream
+//     or, for an agent's stream, is closed with 4001; a failing or silent
+//     source gets `log_error` and 1011. The reference streamed from a
+//     goroutine nothing stopped.
 //   - Keepalive and limits. Pings every 54 s, 60 s pong wait, 10 s write
 //     wait, 4 KiB inbound limit (1009), all configurable; the connection is
 //     closed with 4003 when the caller's token expires.

@@ -45,6 +45,21 @@ func sessionsServer(t testing.TB, m *Manager) string {
 	return "ws" + strings.TrimPrefix(srv.URL, "http")
 }
 
+// socketServer upgrades every request and hands the connection and the query to serve,
+// which stands in for the server's route after it checked the token.
+func socketServer(t testing.TB, serve func(conn *websocket.Conn, q url.Values)) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		serve(conn, r.URL.Query())
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http")
+}
+
 // hubServer serves h through the reference entry points: ServeClientWithOrg
 // with the org in the query, or the deprecated ServeClient when it is absent.
 func hubServer(t *testing.T, h *Hub) string {
@@ -82,16 +97,22 @@ func (f frame) str(k string) string { s, _ := f[k].(string); return s }
 
 func readFrame(t testing.TB, conn *websocket.Conn) frame {
 	t.Helper()
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var f frame
+	readJSON(t, conn, 5*time.Second, &f)
+	return f
+}
+
+// readJSON reads one frame within d and decodes it into v.
+func readJSON(t testing.TB, conn *websocket.Conn, d time.Duration, v any) {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(d))
 	_, data, err := conn.ReadMessage()
 	if err != nil {
 		t.Fatalf("read frame: %v", err)
 	}
-	var f frame
-	if err := json.Unmarshal(data, &f); err != nil {
+	if err := json.Unmarshal(data, v); err != nil {
 		t.Fatalf("frame %q is not one JSON object: %v", data, err)
 	}
-	return f
 }
 
 // readUntilType skips frames until one of type typ arrives.

@@ -52,6 +52,11 @@ type Manager struct {
 	notifier   *Notifier
 	unsub      func()
 
+	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits.
+	logsMu     sync.Mutex
+	logsClosed bool
+	logSockets sync.WaitGroup
+
 	ctx       context.Context
 	cancel    context.CancelFunc
 	startOnce sync.Once
@@ -143,12 +148,15 @@ func (m *Manager) CloseAll() {
 // written before each close frame, within the deadline.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.closeOnce.Do(func() {
+		m.logsMu.Lock()
+		m.logsClosed = true
+		m.logsMu.Unlock()
 		m.cancel()
 		m.hub.Stop()
 		m.metricsHub.Stop()
 		m.notifier.CloseAll()
 	})
-	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx))
+	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), waitGroup(ctx, &m.logSockets))
 	select {
 	case <-m.started:
 		select {
@@ -285,7 +293,7 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 // registered, so no change falls between the snapshot and the events.
 func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsRequest) {
 	var sessions []models.Session
-	if m.store != nil {
+	if m.store != nil || m.k8s != nil {
 		user := req.UserID
 		if c.org.seesWholeOrg() {
 			user = ""
@@ -295,7 +303,7 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 			extra = []string{req.SessionID}
 		}
 		var err error
-		sessions, err = m.store.ListSessions(ctx, c.org.OrgID, user, extra...)
+		sessions, _, err = m.listSessions(ctx, c.org.OrgID, c.org.K8sNamespace, user, extra...)
 		if err != nil {
 			m.cfg.Logger.Error("sessions snapshot failed", "org_id", c.org.OrgID, "client_id", c.id, "err", err)
 			c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
@@ -362,6 +370,21 @@ func (m *Manager) namespaceFor(ctx context.Context, org *OrgContext) string {
 		}
 	}
 	return m.cfg.DefaultNamespace
+}
+
+// waitGroup waits for wg until ctx ends.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("websocket: waiting for log sockets: %w", ctx.Err())
+	}
 }
 
 func newClientID() string {

@@ -18,6 +18,8 @@ type hubMetrics struct {
 	// organization with listeners) and the sessions_update frames they sent.
 	listChecks  prometheus.Counter
 	listUpdates prometheus.Counter
+	// logLines counts log lines written to logs sockets, by source (kubernetes, agent).
+	logLines *prometheus.CounterVec
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -47,6 +49,9 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 			Name: "streamspace_session_list_updates_total",
 			Help: "sessions_update frames sent because a client's visible list changed.",
 		}),
+		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_log_lines_total", Help: "Log lines written to logs sockets by source.",
+		}, []string{"source"}),
 	}
 	if reg != nil {
 		m.connections = promreg.Register(reg, m.connections)
@@ -56,6 +61,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.published = promreg.Register(reg, m.published)
 		m.listChecks = promreg.Register(reg, m.listChecks)
 		m.listUpdates = promreg.Register(reg, m.listUpdates)
+		m.logLines = promreg.Register(reg, m.logLines)
 	}
 	return m
 }

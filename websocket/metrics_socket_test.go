@@ -2,9 +2,7 @@ package websocket
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
-	"strings"
+	"net/url"
 	"testing"
 	"time"
 
@@ -17,16 +15,9 @@ import (
 // metricsServer serves m's metrics socket with the caller's OrgContext from the query.
 func metricsServer(t *testing.T, m *Manager) string {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		conn, err := testUpgrader.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
+	return socketServer(t, func(conn *websocket.Conn, q url.Values) {
 		m.HandleMetricsWebSocketWithOrg(conn, &OrgContext{OrgID: q.Get("org"), UserID: q.Get("user"), Role: q.Get("role")})
-	}))
-	t.Cleanup(srv.Close)
-	return "ws" + strings.TrimPrefix(srv.URL, "http")
+	})
 }
 
 // An operator gets its organization's counts at once and then every interval; the counts

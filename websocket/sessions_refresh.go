@@ -28,16 +28,16 @@ func (m *Manager) refreshLoop() {
 // `sessions_update` to the clients whose visible list changed since what they were last sent.
 // An organization without clients costs nothing; an unchanged list sends nothing.
 func (m *Manager) refreshSessions(ctx context.Context) {
-	if m.store == nil {
+	if m.store == nil && m.k8s == nil {
 		return
 	}
 	m.maintainPresence(ctx)
 	for orgID, clients := range m.hub.sessionListeners() {
 		qctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
-		sessions, err := m.store.ListSessions(qctx, orgID, "")
+		sessions, recorded, err := m.listSessions(qctx, orgID, m.hub.GetK8sNamespaceForOrg(orgID), "")
 		cancel()
 		m.metrics.listChecks.Inc()
-		m.announceIdleness(ctx, orgID, sessions, m.cfg.Now())
+		m.announceIdleness(ctx, orgID, recorded, m.cfg.Now())
 		if err != nil {
 			if ctx.Err() == nil {
 				m.cfg.Logger.Warn("sessions refresh failed", "org_id", orgID, "err", err)

@@ -127,6 +127,7 @@ var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Rea
                  curl -sS -X POST http://{{.Host}}/api/v1/admin/agents/{{.AgentID}}/command \
                    -H 'Authorization: Bearer {{.ServiceToken}}' -H 'Content-Type: application/json' \
                    -d '{"action":"start_session","sessionId":"demo-2","payload":{"user":"dev-user","template":"firefox-browser"}}'
+  its pod logs:  websocat 'ws://{{.Host}}/api/v1/ws/logs/sim-demo-2?token={{.BrowserToken}}'   (the last 100 lines, then one a second, relayed by {{.AgentID}})
   run another:   go run ./cmd/streamspace-realtime agent --server http://{{.Host}} --id my-agent --platform docker --key {{.BootstrapKey}}
                  {{if .AutoApprove}}(auto-approval is on: the server issues the agent its own key and the command prints it; later runs use that key){{else}}(auto-approval is off: approve it with curl -sS -X POST http://{{.Host}}/api/v1/admin/agents/my-agent/approve -H 'Authorization: Bearer {{.ServiceToken}}'
                   then run it with the apiKey of the answer){{end}}

@@ -46,6 +46,33 @@ func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, 
 	}
 }
 
+// testDevPodLogs follows the banner's pod-logs line once demo-2 runs: dev-agent relays the
+// last 100 lines of its pod, then follows with new ones.
+func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
+	t.Helper()
+	url := match(t, banner, `its pod logs:\s+websocat '(ws://\S+)'`)
+	if !strings.HasPrefix(url, "ws://"+host+"/api/v1/ws/logs/sim-demo-2?token=") {
+		t.Fatalf("logs URL %s", url)
+	}
+	conn, _, err := gorilla.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range 101 { // the tail, then one followed line
+		_, data, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d log frames: %v", i, err)
+		}
+		var f struct{ Type, Namespace, Pod, Line, Timestamp string }
+		if err := json.Unmarshal(data, &f); err != nil || f.Type != "log" || f.Pod != "sim-demo-2" || f.Namespace == "" ||
+			!strings.Contains(f.Line, "sim-demo-2") || f.Timestamp == "" {
+			t.Fatalf("log frame %d: %s", i, data)
+		}
+	}
+}
+
 // testAgentLineConnects runs the banner's `agent` line in-process with the printed bootstrap
 // key: with auto-approval the server issues the agent its own key, and it comes online.
 func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serviceToken string) {

@@ -192,6 +192,7 @@ func TestServeDev(t *testing.T) {
 		t.Fatalf("watch with a bad token: %v, want the 401 refusal", err)
 	}
 	testDevAgentStartsSession(ctx, t, banner, host, browserToken, serviceToken)
+	testDevPodLogs(ctx, t, banner, host)
 	testAgentLineConnects(ctx, t, banner, host, serviceToken)
 
 	cancel()

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/streamspace/streamspace-realtime/k8s"
 )
 
 // Config is the server's whole configuration. Every field is a flag of
@@ -53,6 +55,10 @@ type Config struct {
 	LogFormat             string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
+	// Kubernetes, when set, is the session and log source whatever SessionSource says; it
+	// stays the caller's. Embedders and tests set it; otherwise SessionSource "kubernetes"
+	// builds one from Kubeconfig (empty: in-cluster).
+	Kubernetes *k8s.Client
 
 	// explicit names the environment variables of the settings given by flag or environment,
 	// so that --dev can change a default without overriding a choice.
@@ -64,6 +70,7 @@ const (
 	DefaultAddr            = ":8080"
 	DefaultDatabaseURL     = "sqlite://streamspace.db"
 	DefaultSessionSource   = "database"
+	KubernetesSource       = "kubernetes"
 	DefaultMaxBodyBytes    = 1 << 20
 	DefaultShutdownTimeout = 10 * time.Second
 )
@@ -220,8 +227,8 @@ func (c *Config) complete() error {
 	if c.RedisURL != "" && c.AgentOwnershipTTL < time.Second {
 		errs = append(errs, errors.New("STREAMSPACE_AGENT_OWNERSHIP_TTL must be at least 1s"))
 	}
-	if c.SessionSource != DefaultSessionSource {
-		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: only %q is available in this build", c.SessionSource, DefaultSessionSource))
+	if c.SessionSource != DefaultSessionSource && c.SessionSource != KubernetesSource {
+		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: want %q or %q", c.SessionSource, DefaultSessionSource, KubernetesSource))
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_LOG_FORMAT %q: want text or json", c.LogFormat))

@@ -44,7 +44,7 @@ func TestLoadConfig(t *testing.T) {
 		{"bad duration", nil, map[string]string{"STREAMSPACE_PONG_WAIT": "soon"}, "STREAMSPACE_PONG_WAIT"},
 		{"negative queue", []string{"--client-queue", "-1"}, nil, "client-queue"},
 		{"ownership ttl", nil, map[string]string{"STREAMSPACE_REDIS_URL": "redis://x", "STREAMSPACE_AGENT_OWNERSHIP_TTL": "10ms"}, "STREAMSPACE_AGENT_OWNERSHIP_TTL"},
-		{"kubernetes", nil, map[string]string{"STREAMSPACE_SESSION_SOURCE": "kubernetes"}, "STREAMSPACE_SESSION_SOURCE"},
+		{"session source", nil, map[string]string{"STREAMSPACE_SESSION_SOURCE": "etcd"}, "STREAMSPACE_SESSION_SOURCE"},
 		{"log format", nil, map[string]string{"STREAMSPACE_LOG_FORMAT": "xml"}, "STREAMSPACE_LOG_FORMAT"},
 		{"stray argument", []string{"extra"}, nil, "unexpected"},
 	}

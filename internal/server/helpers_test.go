@@ -55,7 +55,9 @@ type testServer struct {
 	stop func()
 }
 
-func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testServer {
+// testConfig is the configuration of a test server on a fresh database of dialect, with env
+// set on top of the test secrets.
+func testConfig(t testing.TB, dialect string, env map[string]string) Config {
 	t.Helper()
 	cfg, err := LoadConfig(nil, func(k string) string {
 		switch k {
@@ -66,11 +68,17 @@ func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testSer
 		case "STREAMSPACE_DATABASE_URL":
 			return dbtest.URL(t, dialect)
 		}
-		return ""
+		return env[k]
 	})
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	return cfg
+}
+
+func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testServer {
+	t.Helper()
+	cfg := testConfig(t, dialect, nil)
 	cfg.ShutdownTimeout = 5 * time.Second
 	for _, f := range mutate {
 		f(&cfg)

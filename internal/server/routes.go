@@ -22,6 +22,10 @@ func (s *Server) Handler() http.Handler {
 	for _, path := range []string{"/api/v1/ws/cluster", "/api/v1/ws/metrics", "/ws/metrics"} {
 		route(http.MethodGet, path, s.handleMetricsSocket)
 	}
+	for _, prefix := range []string{"/api/v1/ws/logs/", "/ws/logs/"} {
+		route(http.MethodGet, prefix+"{namespace}/{pod}", s.handleLogsSocket)
+		route(http.MethodGet, prefix+"{pod}", s.handleLogsSocket)
+	}
 	route(http.MethodPost, "/api/v1/events", s.handlePublishEvent)
 	route(http.MethodPost, "/api/v1/orgs/{org}/broadcast", s.handleOrgBroadcast)
 	route(http.MethodPost, "/api/v1/agents/register", s.handleAgentRegister)

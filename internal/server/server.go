@@ -22,6 +22,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -44,6 +45,8 @@ type Server struct {
 	agentUpgrader *gorilla.Upgrader
 	http          *http.Server
 	draining      atomic.Bool
+	// kube is the Kubernetes client the server built and closes (nil: none, or the caller's).
+	kube *k8s.Client
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -86,7 +89,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if rc != nil && database.Dialect() == db.SQLite {
 		log.Warn("several replicas on SQLite: each replica has its own file unless they share one; use PostgreSQL")
 	}
-	manager := websocket.NewManagerWithConfig(database, nil, websocket.Config{
+	kube, ownKube, err := openKubernetes(cfg, log)
+	if err != nil {
+		_ = database.Close()
+		if rc != nil {
+			_ = rc.close()
+		}
+		return nil, err
+	}
+	// The Manager asks agents for logs through the hub made after it (the hub publishes
+	// through the Manager's Notifier).
+	relay := &agentLogRelay{}
+	manager := websocket.NewManagerWithConfig(database, kube, websocket.Config{
+		Agents:           relay,
 		QueueSize:        cfg.ClientQueue,
 		SessionsInterval: cfg.SessionsInterval,
 		Replica:          cfg.Replica,
@@ -119,7 +134,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Logger:           log,
 		Registerer:       registry,
 	})
+	relay.hub = agents
 	s := &Server{
+		kube:     ownKube,
 		cfg:      cfg,
 		log:      log,
 		db:       database,
@@ -196,6 +213,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		var clusterErr error
 		if s.cluster != nil {
 			clusterErr = s.cluster.close()
+		}
+		if s.kube != nil {
+			s.kube.Close()
 		}
 		dbErr := s.db.Close()
 		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, clusterErr, dbErr)

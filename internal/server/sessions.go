@@ -70,18 +70,39 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !gorilla.IsWebSocketUpgrade(r) {
-		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
+	conn, ok := s.upgradeBrowser(w, r)
+	if !ok {
 		return
-	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return // the upgrader answered and the failure is the client's
 	}
 	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent()}
 	if err := s.manager.ServeSessions(r.Context(), conn, org, req); err != nil {
 		s.log.Warn("sessions socket closed at start", "org_id", id.OrgID, "user_id", id.UserID, "err", err)
 	}
+}
+
+// upgradeBrowser upgrades a browser's request, answering a plain GET with 400; false means
+// the request was answered.
+func (s *Server) upgradeBrowser(w http.ResponseWriter, r *http.Request) (*gorilla.Conn, bool) {
+	if !gorilla.IsWebSocketUpgrade(r) {
+		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
+		return nil, false
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, false // the upgrader answered and the failure is the client's
+	}
+	return conn, true
+}
+
+// authenticateStaff is authenticate for endpoints of operators and admins: other roles get
+// 403 forbidden_role, saying what is reserved.
+func (s *Server) authenticateStaff(w http.ResponseWriter, r *http.Request, what string) (auth.Identity, bool) {
+	id, ok := s.authenticate(w, r)
+	if ok && id.Role != auth.RoleOperator && id.Role != auth.RoleAdmin {
+		s.fail(w, r, http.StatusForbidden, "forbidden_role", what+" are for operators and admins")
+		return auth.Identity{}, false
+	}
+	return id, ok
 }
 
 // parseSince reads PROTOCOL.md 2.4's `since` value, "<epoch>:<offset>".

@@ -1,0 +1,405 @@
+package websocket
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// Kinds of the replica messages that relay an agent's log stream to the replica holding the
+// browser that asked for it.
+const (
+	// kindLogsOpen: ask the agent on the receiving replica for logs (a logsOpen).
+	kindLogsOpen = "logs.open"
+	// kindLogsStop: the browser left; stop the agent's stream (payload: the request id).
+	kindLogsStop = "logs.stop"
+	// kindLogsLines: lines for the receiving replica's browser (a logsBatch).
+	kindLogsLines = "logs.lines"
+)
+
+// Limits of log relaying between replicas.
+const (
+	logBatchLines   = 500
+	logBatchTimeout = 5 * time.Second
+	// logStreamRate bounds the log frames an agent may send per second, beyond its ordinary
+	// budget, while it has log streams open.
+	logStreamRate = 20000
+)
+
+// errAgentGone ends the log streams of an agent whose connection closed.
+var errAgentGone = errors.New("the agent disconnected")
+
+type logsOpen struct {
+	Request models.LogsRequest `json:"request"`
+	ReplyTo string             `json:"replyTo"`
+}
+
+type relayedLine struct {
+	Line string    `json:"l"`
+	At   time.Time `json:"t,omitzero"`
+}
+
+// logsBatch is a run of lines of one request from the agent's replica to the browser's. Seq
+// counts batches from 1, so a batch lost between replicas is noticed instead of a silent gap.
+type logsBatch struct {
+	RequestID string        `json:"r"`
+	Seq       uint64        `json:"s"`
+	Lines     []relayedLine `json:"l,omitempty"`
+	End       bool          `json:"e,omitempty"`
+	Error     string        `json:"x,omitempty"`
+}
+
+// logRoute is where one request's lines go. Exactly one of local and fwd is set. conn is the
+// agent's connection when it is on this replica.
+type logRoute struct {
+	conn    *AgentConnection
+	local   *AgentLogStream
+	fwd     *logForwarder
+	nextSeq uint64 // the next batch expected from the agent's replica (remote local routes)
+}
+
+// AgentLogStream is a pod's log stream relayed by the agent that runs its session, for a
+// browser on this replica; the agent may be connected to any replica. Close it when the browser
+// leaves: the agent is told to stop.
+type AgentLogStream struct {
+	hub     *AgentHub
+	agentID string
+	req     models.LogsRequest
+	owner   cluster.Owner // the agent's replica and connection when it is another replica
+	q       *logQueue
+	once    sync.Once
+}
+
+// RequestID names the stream in the agent's `log` frames.
+func (s *AgentLogStream) RequestID() string { return s.req.RequestID }
+
+// OpenLogs asks the agent running a session for a pod's logs (`logs`, PROTOCOL.md 3.3) and
+// returns the stream its `log` frames feed. ErrAgentNotConnected means no replica holds the
+// agent. The stream ends when the agent sends `log_end`, disconnects, or outruns the stream's
+// queue.
+func (h *AgentHub) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error) {
+	if req.RequestID == "" {
+		req.RequestID = uuid.NewString()
+	}
+	s := &AgentLogStream{hub: h, agentID: agentID, req: req, q: newLogQueue(defaultLogQueueLines, defaultLogQueueBytes)}
+	if c := h.GetConnection(agentID); c != nil {
+		h.addLogRoute(req.RequestID, &logRoute{conn: c, local: s})
+		if !c.push(outbound(models.MessageTypeLogs, h.cfg.Clock.Now(), req)) {
+			h.dropLogRoute(req.RequestID)
+			return nil, fmt.Errorf("logs of agent %q: %w", agentID, ErrAgentNotConnected)
+		}
+		return s, nil
+	}
+	owner, ok := h.locate(ctx, agentID)
+	if !ok {
+		return nil, fmt.Errorf("logs of agent %q: %w", agentID, ErrAgentNotConnected)
+	}
+	s.owner = owner
+	h.addLogRoute(req.RequestID, &logRoute{local: s, nextSeq: 1})
+	payload, _ := json.Marshal(logsOpen{Request: req, ReplyTo: h.dir.Replica()})
+	msg := cluster.ReplicaMessage{Kind: kindLogsOpen, AgentID: agentID, Generation: owner.Generation, Payload: payload}
+	if err := h.dir.Send(ctx, owner.Replica, msg); err != nil {
+		h.dropLogRoute(req.RequestID)
+		return nil, fmt.Errorf("logs of agent %q on replica %q: %w", agentID, owner.Replica, err)
+	}
+	return s, nil
+}
+
+// Close stops the stream: the agent gets `logs_stop`, wherever it is. It is idempotent.
+func (s *AgentLogStream) Close() {
+	s.once.Do(func() {
+		h := s.hub
+		r := h.dropLogRoute(s.req.RequestID)
+		s.q.finish(nil)
+		stop := models.LogsStop{RequestID: s.req.RequestID}
+		switch {
+		case r != nil && r.conn != nil:
+			r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), stop))
+		case s.owner.Replica != "":
+			ctx, cancel := context.WithTimeout(h.ctx, logBatchTimeout)
+			defer cancel()
+			msg := cluster.ReplicaMessage{Kind: kindLogsStop, AgentID: s.agentID, Payload: []byte(s.req.RequestID)}
+			if err := h.dir.Send(ctx, s.owner.Replica, msg); err != nil {
+				h.cfg.Logger.Debug("stopping a relayed log stream failed", "request_id", s.req.RequestID, "err", err)
+			}
+		}
+	})
+}
+
+// stillHeld reports whether the agent is still connected where the stream was opened; a
+// stream relayed from a replica that died would otherwise wait for lines forever.
+func (s *AgentLogStream) stillHeld(ctx context.Context) bool {
+	if s.owner.Replica == "" {
+		return true // local: the connection's cleanup ends the stream
+	}
+	owner, ok, err := s.hub.dir.Lookup(ctx, s.agentID)
+	if err != nil {
+		return true // an outage says nothing about the agent
+	}
+	return ok && owner == s.owner
+}
+
+func (h *AgentHub) addLogRoute(id string, r *logRoute) {
+	h.logsMu.Lock()
+	h.logRoutes[id] = r
+	h.logsMu.Unlock()
+	if r.conn != nil {
+		r.conn.logStreams.Add(1)
+		if r.conn.closing() {
+			// The connection may have been cleaned up before the route existed.
+			h.endLogRoutes(r.conn)
+		}
+	}
+}
+
+func (h *AgentHub) dropLogRoute(id string) *logRoute {
+	h.logsMu.Lock()
+	r := h.logRoutes[id]
+	delete(h.logRoutes, id)
+	h.logsMu.Unlock()
+	if r != nil && r.conn != nil {
+		r.conn.logStreams.Add(-1)
+	}
+	return r
+}
+
+func (h *AgentHub) logRoute(id string) *logRoute {
+	h.logsMu.Lock()
+	defer h.logsMu.Unlock()
+	return h.logRoutes[id]
+}
+
+// endLogRoutes ends the log streams of a connection that closed.
+func (h *AgentHub) endLogRoutes(c *AgentConnection) {
+	h.logsMu.Lock()
+	var ids []string
+	for id, r := range h.logRoutes {
+		if r.conn == c {
+			ids = append(ids, id)
+		}
+	}
+	h.logsMu.Unlock()
+	for _, id := range ids {
+		if r := h.dropLogRoute(id); r != nil {
+			r.end(errAgentGone)
+		}
+	}
+}
+
+// end ends the route's stream with err (nil: a normal end).
+func (r *logRoute) end(err error) {
+	if r.local != nil {
+		r.local.q.finish(err)
+	} else {
+		r.fwd.finish(err)
+	}
+}
+
+// onLogLine routes a `log` frame of c to its stream; lines of streams that ended are dropped.
+func (h *AgentHub) onLogLine(c *AgentConnection, m models.LogLine, now time.Time) {
+	r := h.logRoute(m.RequestID)
+	if r == nil || r.conn != c {
+		h.metrics.logLines.WithLabelValues("dropped").Inc()
+		return
+	}
+	rec := logRecord{Line: m.Line, At: now}
+	if m.Timestamp != nil {
+		rec.At = *m.Timestamp
+	}
+	var ok bool
+	if r.local != nil {
+		ok = r.local.q.offer(rec)
+	} else {
+		ok = r.fwd.offer(rec)
+	}
+	if ok {
+		h.metrics.logLines.WithLabelValues("relayed").Inc()
+		return
+	}
+	// The queue overflowed (the stream ended): tell the agent to stop.
+	h.metrics.logLines.WithLabelValues("dropped").Inc()
+	if h.dropLogRoute(m.RequestID) != nil {
+		c.push(outbound(models.MessageTypeLogsStop, now, models.LogsStop{RequestID: m.RequestID}))
+	}
+}
+
+// onLogEnd ends a stream at the agent's `log_end`.
+func (h *AgentHub) onLogEnd(c *AgentConnection, m models.LogEnd) {
+	r := h.logRoute(m.RequestID)
+	if r == nil || r.conn != c {
+		return
+	}
+	h.dropLogRoute(m.RequestID)
+	var err error
+	if m.Error != "" {
+		err = fmt.Errorf("the agent reported: %s", m.Error)
+	}
+	r.end(err)
+}
+
+// onLogsOpen serves a browser of another replica: it asks the agent held here for logs and
+// starts forwarding its lines.
+func (h *AgentHub) onLogsOpen(msg cluster.ReplicaMessage) {
+	var o logsOpen
+	if err := json.Unmarshal(msg.Payload, &o); err != nil || o.Request.RequestID == "" || o.ReplyTo == "" {
+		h.cfg.Logger.Error("dropping malformed log stream request", "err", err)
+		return
+	}
+	fwd := newLogForwarder(h, o.ReplyTo, o.Request.RequestID)
+	c := h.GetConnection(msg.AgentID)
+	if c == nil || c.connID != msg.Generation {
+		fwd.finish(errAgentGone)
+		h.startForwarder(fwd)
+		return
+	}
+	h.addLogRoute(o.Request.RequestID, &logRoute{conn: c, fwd: fwd})
+	h.startForwarder(fwd)
+	if !c.push(outbound(models.MessageTypeLogs, h.cfg.Clock.Now(), o.Request)) {
+		if r := h.dropLogRoute(o.Request.RequestID); r != nil {
+			r.end(errAgentGone)
+		}
+	}
+}
+
+// onLogsStop stops the agent's stream for a browser of another replica that left.
+func (h *AgentHub) onLogsStop(msg cluster.ReplicaMessage) {
+	id := string(msg.Payload)
+	r := h.logRoute(id)
+	if r == nil || r.fwd == nil {
+		return
+	}
+	h.dropLogRoute(id)
+	r.fwd.stop()
+	r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), models.LogsStop{RequestID: id}))
+}
+
+// onLogsLines feeds the lines another replica relayed to this replica's stream. A batch out of
+// sequence ends the stream: lines were lost between replicas.
+func (h *AgentHub) onLogsLines(msg cluster.ReplicaMessage) {
+	var b logsBatch
+	if err := json.Unmarshal(msg.Payload, &b); err != nil {
+		h.cfg.Logger.Error("dropping malformed relayed log lines", "err", err)
+		return
+	}
+	h.logsMu.Lock()
+	r := h.logRoutes[b.RequestID]
+	inSeq := r != nil && r.local != nil && r.nextSeq == b.Seq
+	if inSeq {
+		r.nextSeq++
+	}
+	h.logsMu.Unlock()
+	switch {
+	case r == nil || r.local == nil:
+		return
+	case !inSeq:
+		h.dropLogRoute(b.RequestID)
+		r.local.q.finish(errors.New("log lines were lost between replicas"))
+		return
+	}
+	recs := make([]logRecord, len(b.Lines))
+	for i, l := range b.Lines {
+		recs[i] = logRecord(l)
+	}
+	if len(recs) > 0 && !r.local.q.offer(recs...) {
+		r.local.Close()
+		return
+	}
+	if b.End {
+		h.dropLogRoute(b.RequestID)
+		var err error
+		if b.Error != "" {
+			err = errors.New(b.Error)
+		}
+		r.local.q.finish(err)
+	}
+}
+
+// logForwarder sends one request's lines to the replica holding the browser, in order, in
+// batches, from its own goroutine (owned by the hub's logWork, stopped by stop or the hub).
+type logForwarder struct {
+	hub     *AgentHub
+	replica string
+	id      string
+	q       *logQueue
+	quit    chan struct{}
+	once    sync.Once
+}
+
+func newLogForwarder(h *AgentHub, replica, id string) *logForwarder {
+	return &logForwarder{hub: h, replica: replica, id: id,
+		q: newLogQueue(defaultLogQueueLines, defaultLogQueueBytes), quit: make(chan struct{})}
+}
+
+func (f *logForwarder) offer(r logRecord) bool { return f.q.offer(r) }
+func (f *logForwarder) finish(err error)       { f.q.finish(err) }
+
+// stop ends the forwarder without sending the rest: the browser left.
+func (f *logForwarder) stop() { f.once.Do(func() { close(f.quit) }) }
+
+func (h *AgentHub) startForwarder(f *logForwarder) {
+	h.logWork.Go(func() { f.run() })
+}
+
+func (f *logForwarder) run() {
+	h := f.hub
+	var seq uint64
+	for {
+		recs, done, err := f.q.take()
+		for len(recs) > 0 || done {
+			n := min(len(recs), logBatchLines)
+			seq++
+			b := logsBatch{RequestID: f.id, Seq: seq, Lines: make([]relayedLine, n)}
+			for i, r := range recs[:n] {
+				b.Lines[i] = relayedLine(r)
+			}
+			recs = recs[n:]
+			if done && len(recs) == 0 {
+				b.End = true
+				if err != nil {
+					b.Error = err.Error()
+				}
+			}
+			if sendErr := f.send(b); sendErr != nil {
+				h.cfg.Logger.Debug("relaying log lines failed", "request_id", f.id, "replica", f.replica, "err", sendErr)
+				f.abandon()
+				return
+			}
+			if b.End {
+				return
+			}
+		}
+		select {
+		case <-f.q.ready:
+		case <-f.quit:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+func (f *logForwarder) send(b logsBatch) error {
+	payload, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(f.hub.ctx, logBatchTimeout)
+	defer cancel()
+	return f.hub.dir.Send(ctx, f.replica, cluster.ReplicaMessage{Kind: kindLogsLines, Payload: payload})
+}
+
+// abandon stops the agent's stream when its lines cannot reach the browser's replica.
+func (f *logForwarder) abandon() {
+	h := f.hub
+	if r := h.dropLogRoute(f.id); r != nil && r.conn != nil {
+		r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), models.LogsStop{RequestID: f.id}))
+	}
+}
