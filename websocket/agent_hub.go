@@ -77,9 +77,10 @@ type AgentHub struct {
 
 	// Log streams agents relay (see OpenLogs), by request id, and the goroutines forwarding
 	// lines to browsers on other replicas.
-	logsMu    sync.Mutex
-	logRoutes map[string]*logRoute
-	logWork   sync.WaitGroup
+	logsMu      sync.Mutex
+	logRoutes   map[string]*logRoute
+	logWork     sync.WaitGroup
+	logsStopped bool // set under logsMu before logWork is waited for
 }
 
 // NewAgentHub creates a hub without Redis support, with the default configuration. database
@@ -719,6 +720,9 @@ func (h *AgentHub) Shutdown(ctx context.Context) error {
 			<-h.runDone
 		}
 		h.cancel()
+		h.logsMu.Lock()
+		h.logsStopped = true
+		h.logsMu.Unlock()
 		h.logWork.Wait() // forwarders end with h.ctx
 		if err != nil {
 			// Connections still closing give up their database calls now; wait for them

@@ -344,8 +344,18 @@ func (f *logForwarder) finish(err error)       { f.q.finish(err) }
 // stop ends the forwarder without sending the rest: the browser left.
 func (f *logForwarder) stop() { f.once.Do(func() { close(f.quit) }) }
 
+// startForwarder runs f on the hub's logWork, unless the hub is stopping (then the stream
+// just ends): no goroutine starts once Shutdown waits for them.
 func (h *AgentHub) startForwarder(f *logForwarder) {
-	h.logWork.Go(func() { f.run() })
+	h.logsMu.Lock()
+	stopped := h.logsStopped
+	if !stopped {
+		h.logWork.Go(func() { f.run() })
+	}
+	h.logsMu.Unlock()
+	if stopped {
+		f.abandon()
+	}
 }
 
 func (f *logForwarder) run() {

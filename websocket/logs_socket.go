@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -198,10 +199,11 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	ctx, cancel := context.WithCancel(m.ctx)
 	defer cancel()
 	readDone := make(chan struct{})
+	var readClose closeOrder // written before readDone is closed
 	go func() {
 		defer close(readDone)
 		defer cancel()
-		m.readLogsSocket(conn)
+		readClose = m.readLogsSocket(conn)
 	}()
 	open := m.metrics.connections.WithLabelValues("logs")
 	open.Inc()
@@ -228,7 +230,10 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	}
 	select {
 	case <-readDone:
-		// The browser left (or broke the connection): nothing to say to it.
+		// The browser left or broke the rules; only the latter is told why.
+		if readClose.code != 0 {
+			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(readClose.code, readClose.reason), time.Now().Add(m.cfg.WriteWait))
+		}
 		_ = conn.Close()
 		return
 	default:
@@ -242,17 +247,34 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	<-readDone
 }
 
-// readLogsSocket reads and discards what the browser sends until it leaves; pongs keep the
-// connection alive.
-func (m *Manager) readLogsSocket(conn *websocket.Conn) {
-	conn.SetReadLimit(m.cfg.MaxMessageSize)
+// closeOrder is a close frame to send; code 0 means none.
+type closeOrder struct {
+	code   int
+	reason string
+}
+
+// readLogsSocket reads and discards what the browser sends until it leaves, and returns the
+// close to send when the browser broke a rule: a message over MaxMessageSize (1009), or
+// silence past PongWait (1001). Pongs keep the connection alive.
+func (m *Manager) readLogsSocket(conn *websocket.Conn) closeOrder {
 	_ = conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
 	})
 	for {
-		if _, _, err := conn.NextReader(); err != nil {
-			return
+		_, r, err := conn.NextReader()
+		if err == nil {
+			var n int64
+			n, err = io.Copy(io.Discard, io.LimitReader(r, m.cfg.MaxMessageSize+1))
+			if err == nil && n > m.cfg.MaxMessageSize {
+				return closeOrder{websocket.CloseMessageTooBig, "message too big"}
+			}
+		}
+		if err != nil {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+				return closeOrder{websocket.CloseGoingAway, "pong timeout"}
+			}
+			return closeOrder{}
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
 	}

@@ -444,3 +444,18 @@ func TestHandleLogsWebSocketDeprecated(t *testing.T) {
 		t.Fatalf("another organization's pod: close %d, want 1008", code)
 	}
 }
+
+// A browser that sends a message over the limit is closed with 1009 and its source stopped.
+func TestLogsBrowserMessageTooBig(t *testing.T) {
+	f := newLogsFixture(t, Config{MaxMessageSize: 1024})
+	agent := f.agents.connect("ag1")
+	browser := f.dialLogs(t, "pod-s1")
+	req := agent.logsRequest()
+	if err := browser.WriteMessage(websocket.TextMessage, make([]byte, 2048)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := expectClose(t, browser, 5*time.Second); code != websocket.CloseMessageTooBig {
+		t.Fatalf("close %d, want 1009", code)
+	}
+	agent.awaitLogsStop(req.RequestID, 5*time.Second)
+}

@@ -73,6 +73,39 @@ func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
 	}
 }
 
+// testDevMetricsAndList follows the banner's metrics line once demo-2 runs: the organization's
+// metrics count it and dev-agent; a new sessions socket lists demo-2 running on its pod.
+func testDevMetricsAndList(ctx context.Context, t *testing.T, banner, host, browserToken string) {
+	t.Helper()
+	url := match(t, banner, `org metrics:\s+websocat '(ws://\S+)'`)
+	conn, _, err := gorilla.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	defer conn.Close()
+	f := nextFrame(t, conn, func(f map[string]any) bool { return f["type"] == "metrics_update" })
+	m, _ := f["metrics"].(map[string]any)
+	sessions, _ := m["sessions"].(map[string]any)
+	agents, _ := m["agents"].(map[string]any)
+	if sessions["running"].(float64) < 1 || agents["online"].(float64) < 1 {
+		t.Fatalf("metrics %v: want demo-2 running and dev-agent online", f)
+	}
+	watcher, _, err := gorilla.DefaultDialer.DialContext(ctx, "ws://"+host+"/api/v1/ws/sessions?token="+browserToken, nil)
+	if err != nil {
+		t.Fatalf("dial the sessions socket: %v", err)
+	}
+	defer watcher.Close()
+	list := nextFrame(t, watcher, func(f map[string]any) bool { return f["type"] == "sessions_update" })
+	for _, s := range list["sessions"].([]any) {
+		s := s.(map[string]any)
+		status, _ := s["status"].(map[string]any)
+		if s["name"] == "demo-2" && s["state"] == "running" && status["podName"] == "sim-demo-2" && s["agent_id"] == "dev-agent" {
+			return
+		}
+	}
+	t.Fatalf("sessions_update %v lacks demo-2 running on sim-demo-2", list)
+}
+
 // testAgentLineConnects runs the banner's `agent` line in-process with the printed bootstrap
 // key: with auto-approval the server issues the agent its own key, and it comes online.
 func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serviceToken string) {

@@ -193,6 +193,7 @@ func TestServeDev(t *testing.T) {
 	}
 	testDevAgentStartsSession(ctx, t, banner, host, browserToken, serviceToken)
 	testDevPodLogs(ctx, t, banner, host)
+	testDevMetricsAndList(ctx, t, banner, host, browserToken)
 	testAgentLineConnects(ctx, t, banner, host, serviceToken)
 
 	cancel()
