@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 )
 
 // Client represents one browser WebSocket connection.
@@ -39,7 +41,10 @@ type Client struct {
 
 	// While held, deliveries wait in pending (bounded like the queue) so
 	// that the frames the client must see first, its snapshot, go first.
-	held    atomic.Bool
+	held atomic.Bool
+	// after is the stream position the client starts after, fixed at registration: stream
+	// entries at or before it are not its (its greeting and replay cover them).
+	after   cluster.Position
 	holdMu  sync.Mutex
 	pending [][]byte
 
@@ -116,12 +121,30 @@ func (c *Client) enqueue(message []byte) bool {
 	return c.push(message)
 }
 
+// enqueueEntry queues a stream entry's frame unless it comes at or before the client's start.
+func (c *Client) enqueueEntry(frame []byte, at cluster.Position) {
+	if at.Epoch == c.after.Epoch && at.Offset <= c.after.Offset {
+		return
+	}
+	c.enqueue(frame)
+}
+
 // release queues first, then what was held back, and lets deliveries
-// through from then on, all in that order.
-func (c *Client) release(first []byte) {
+// through from then on, all in that order. first may be longer than the
+// queue (a replay): it is queued as room is made, within the write wait, so
+// a replay of a whole history is not mistaken for a slow consumer.
+func (c *Client) release(first ...[]byte) {
+	// Deliveries keep going to pending meanwhile; the hold lock is taken only for the
+	// hand-over, so a long replay never holds up the hub's delivery path.
+	ok := true
+	for _, m := range first {
+		if ok = c.pushWait(m); !ok {
+			break
+		}
+	}
 	c.holdMu.Lock()
 	defer c.holdMu.Unlock()
-	if c.push(first) {
+	if ok {
 		for _, m := range c.pending {
 			if !c.push(m) {
 				break
@@ -130,6 +153,30 @@ func (c *Client) release(first []byte) {
 	}
 	c.pending = nil
 	c.held.Store(false)
+}
+
+// pushWait queues message, waiting up to the write wait for room.
+func (c *Client) pushWait(message []byte) bool {
+	select {
+	case <-c.done:
+		return false
+	case c.send <- message:
+		c.hub.metrics.messagesOut.Inc()
+		return true
+	default:
+	}
+	t := time.NewTimer(c.hub.cfg.WriteWait)
+	defer t.Stop()
+	select {
+	case c.send <- message:
+		c.hub.metrics.messagesOut.Inc()
+		return true
+	case <-c.done:
+		return false
+	case <-t.C:
+		c.overflow()
+		return false
+	}
 }
 
 // push is the queue itself.

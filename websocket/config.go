@@ -60,8 +60,10 @@ type Config struct {
 	DefaultOrg       string
 	DefaultNamespace string
 	// Bus carries each organization's ordered event stream between
-	// replicas. Nil means an in-process bus owned by the Manager.
-	Bus cluster.Bus
+	// replicas. Nil means an in-process bus owned by the Manager, keeping
+	// History for browsers that resume with `since`.
+	Bus     cluster.Bus
+	History cluster.History
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the package's Prometheus collectors; nil means

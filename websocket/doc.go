@@ -25,7 +25,11 @@
 //     Notifier.BroadcastToOrg go through a cluster bus (in-process by
 //     default, Redis across replicas); every frame carries the stream's
 //     "offset" and "epoch", and the sessions socket opens with a
-//     `connected` frame stating the position the client starts from.
+//     `connected` frame stating the position the client starts from. A
+//     client that reconnects with SessionsRequest.Since gets the entries it
+//     missed and may see, in order, before the snapshot and live entries
+//     (`recovered` true), from history the bus keeps (Bus.History: memory on
+//     one node, a Redis stream per organization across replicas).
 //   - Lists and metrics are pulled once per organization, not per client.
 //     Every SessionsInterval (3 s) each organization with listeners has its
 //     sessions read with one query, and a client gets `sessions_update` only

@@ -39,7 +39,7 @@ func sessionsServer(t testing.TB, m *Manager) string {
 		if err != nil {
 			return
 		}
-		_ = m.ServeSessions(r.Context(), conn, org, SessionsRequest{SessionID: q.Get("session")})
+		_ = m.ServeSessions(r.Context(), conn, org, SessionsRequest{SessionID: q.Get("session"), Since: q.Get("since")})
 	}))
 	t.Cleanup(srv.Close)
 	return "ws" + strings.TrimPrefix(srv.URL, "http")

@@ -163,7 +163,8 @@ type clientSpec struct {
 
 // serve creates and registers a client. greet, when set, builds the first
 // frame from the org's stream position at the instant of registration, so
-// the client knows exactly which events it will and will not receive.
+// the client knows exactly which events it will and will not receive; a nil
+// frame sends nothing (a held client's caller sends it with release).
 // It returns nil when the hub is stopped (conn is then closed with 1001).
 //
 // fallback is the org's position as the bus reported it just before; the
@@ -217,14 +218,17 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		pos, seen := h.positions[c.org.OrgID]
 		// The later of the two wins: a message delivered since fallback was read is newer;
 		// a record left from a time no client of the org was here (the bus stopped sending
-		// it) is older, as is one of a previous epoch. Anything at or before the position
-		// still on its way from the bus is dropped by deliver.
+		// it) is older, as is one of a previous epoch. Messages at or before the client's
+		// start that are still on their way from the bus skip this client only: the org's
+		// other clients have not had them yet.
 		if !seen || fallback.Epoch != pos.Epoch || fallback.Offset > pos.Offset {
 			pos = fallback
-			h.positions[c.org.OrgID] = fallback
 		}
 		h.posMu.Unlock()
-		c.push(greet(pos))
+		c.after = pos
+		if frame := greet(pos); frame != nil {
+			c.push(frame)
+		}
 	}
 	return true
 }

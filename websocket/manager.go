@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/gorilla/websocket"
@@ -93,7 +95,7 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 		runDone: make(chan struct{}),
 	}
 	if m.bus == nil {
-		m.bus, m.ownBus = cluster.NewMemoryBus(), true
+		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
 	}
 	m.hub = newHub(cfg, "browser", m.metrics)
 	m.metricsHub = newHub(cfg, "metrics", m.metrics)
@@ -208,6 +210,23 @@ type SessionsRequest struct {
 	SessionID string
 	// ClientIP and UserAgent describe the browser in the connection record.
 	ClientIP, UserAgent string
+	// Since is the last position the browser received ("<epoch>:<offset>", PROTOCOL.md
+	// 2.4); when the stream still holds what followed it, the browser is sent those events
+	// (those it is entitled to) before anything else, and `connected.recovered` is true.
+	Since string
+}
+
+// ParseSince reads a `since` value, "<epoch>:<offset>".
+func ParseSince(v string) (cluster.Position, error) {
+	i := strings.LastIndexByte(v, ':')
+	if i <= 0 || i == len(v)-1 {
+		return cluster.Position{}, errors.New("since must be <epoch>:<offset>")
+	}
+	off, err := strconv.ParseUint(v[i+1:], 10, 64)
+	if err != nil {
+		return cluster.Position{}, errors.New("since offset must be a non-negative integer")
+	}
+	return cluster.Position{Epoch: v[:i], Offset: off}, nil
 }
 
 // ServeSessions is HandleSessionsWebSocketWithOrg with a context for its
@@ -271,8 +290,12 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 	if req.SessionID != "" {
 		spec.sessions = []string{req.SessionID}
 	}
+	// The greeting waits for the replay: recovered is known only once the history between the
+	// client's position and its starting point has been read.
+	var start cluster.Position
 	c := m.hub.serve(conn, spec, func(pos cluster.Position) []byte {
-		return connectedFrame(spec.id, pos, false)
+		start = pos
+		return nil
 	}, fallback)
 	if c == nil {
 		unwatch()
@@ -281,17 +304,51 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		}
 		return errors.New("sessions socket: shutting down")
 	}
-	m.sendSnapshot(ctx, c, req)
+	replay, recovered := m.replay(ctx, c, spec, req.Since, start)
+	snapshot := m.snapshot(ctx, c, req)
+	if snapshot == nil {
+		return nil // closed with 1011
+	}
+	frames := append(append([][]byte{connectedFrame(spec.id, start, recovered)}, replay...), snapshot)
+	c.release(frames...)
 	if presence != nil {
 		presence.announce()
 	}
 	return nil
 }
 
-// sendSnapshot queues the client's `sessions_update` and releases the
-// events held back meanwhile after it. It is read after the client
-// registered, so no change falls between the snapshot and the events.
-func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsRequest) {
+// replay returns the frames of the events after since up to start that c is entitled to, and
+// whether the stream could give them all (the client then misses nothing).
+func (m *Manager) replay(ctx context.Context, c *Client, spec clientSpec, since string, start cluster.Position) ([][]byte, bool) {
+	if since == "" {
+		return nil, false
+	}
+	from, err := ParseSince(since)
+	if err != nil {
+		return nil, false
+	}
+	msgs, err := m.bus.History(ctx, c.org.OrgID, from, start)
+	if err != nil {
+		if !errors.Is(err, cluster.ErrHistoryGone) {
+			m.cfg.Logger.Warn("reading the event history failed", "org_id", c.org.OrgID, "since", since, "err", err)
+		}
+		m.metrics.recoveries.WithLabelValues("gone").Inc()
+		return nil, false
+	}
+	frames := make([][]byte, 0, len(msgs))
+	for _, msg := range msgs {
+		if frame, ok := spec.frameFor(msg); ok {
+			frames = append(frames, frame)
+		}
+	}
+	m.metrics.recoveries.WithLabelValues("recovered").Inc()
+	return frames, true
+}
+
+// snapshot returns the client's `sessions_update`, read after the client registered, so no
+// change falls between the snapshot and the events held back meanwhile. When it cannot be
+// read the client is closed with 1011 and snapshot returns nil.
+func (m *Manager) snapshot(ctx context.Context, c *Client, req SessionsRequest) []byte {
 	var sessions []models.Session
 	if m.store != nil || m.k8s != nil {
 		user := req.UserID
@@ -307,7 +364,7 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 		if err != nil {
 			m.cfg.Logger.Error("sessions snapshot failed", "org_id", c.org.OrgID, "client_id", c.id, "err", err)
 			c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
-			return
+			return nil
 		}
 	}
 	now := m.cfg.Now()
@@ -316,9 +373,9 @@ func (m *Manager) sendSnapshot(ctx context.Context, c *Client, req SessionsReque
 	if err != nil {
 		m.cfg.Logger.Error("encode sessions snapshot", "org_id", c.org.OrgID, "err", err)
 		c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
-		return
+		return nil
 	}
-	c.release(frame)
+	return frame
 }
 
 // AuthorizeSession returns nil when orgCtx may subscribe to sessionID:

@@ -18,6 +18,8 @@ type hubMetrics struct {
 	// organization with listeners) and the sessions_update frames they sent.
 	listChecks  prometheus.Counter
 	listUpdates prometheus.Counter
+	// recoveries counts sessions sockets opened with `since`, by outcome (recovered, gone).
+	recoveries *prometheus.CounterVec
 	// logLines counts log lines written to logs sockets, by source (kubernetes, agent).
 	logLines *prometheus.CounterVec
 }
@@ -49,6 +51,9 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 			Name: "streamspace_session_list_updates_total",
 			Help: "sessions_update frames sent because a client's visible list changed.",
 		}),
+		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_recoveries_total", Help: "Sessions sockets resumed with since, by outcome (recovered, gone).",
+		}, []string{"outcome"}),
 		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_log_lines_total", Help: "Log lines written to logs sockets by source.",
 		}, []string{"source"}),
@@ -62,6 +67,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		m.listChecks = promreg.Register(reg, m.listChecks)
 		m.listUpdates = promreg.Register(reg, m.listUpdates)
 		m.logLines = promreg.Register(reg, m.logLines)
+		m.recoveries = promreg.Register(reg, m.recoveries)
 	}
 	return m
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -92,10 +93,10 @@ func (h *Hub) deliver(msg cluster.Message) {
 		switch e.Kind {
 		case entryBroadcast:
 			for c := range idx.clients {
-				c.enqueue(frame)
+				c.enqueueEntry(frame, msg.Position)
 			}
 		case entryEvent:
-			idx.deliverEvent(frame, e.UserID, e.SessionID)
+			idx.deliverEvent(frame, msg.Position, e.UserID, e.SessionID)
 		}
 	}
 	h.mu.RUnlock()
@@ -104,16 +105,16 @@ func (h *Hub) deliver(msg cluster.Message) {
 
 // deliverEvent queues frame once to each entitled client: the org's
 // operators and admins, the user's subscribers and the session's.
-func (idx *orgIndex) deliverEvent(frame []byte, userID, sessionID string) {
+func (idx *orgIndex) deliverEvent(frame []byte, at cluster.Position, userID, sessionID string) {
 	for c := range idx.wholeOrg {
-		c.enqueue(frame)
+		c.enqueueEntry(frame, at)
 	}
 	var byUser clientSet
 	if userID != "" {
 		byUser = idx.users[userID]
 		for c := range byUser {
 			if _, dup := idx.wholeOrg[c]; !dup {
-				c.enqueue(frame)
+				c.enqueueEntry(frame, at)
 			}
 		}
 	}
@@ -122,8 +123,29 @@ func (idx *orgIndex) deliverEvent(frame []byte, userID, sessionID string) {
 			_, dup1 := idx.wholeOrg[c]
 			_, dup2 := byUser[c]
 			if !dup1 && !dup2 {
-				c.enqueue(frame)
+				c.enqueueEntry(frame, at)
 			}
 		}
 	}
+}
+
+// frameFor returns the frame of a stream entry for a client registered with spec, and whether
+// the client is entitled to it, by the rules deliver applies: broadcasts reach everyone, events
+// the org's operators and admins, the user's subscribers and the session's.
+func (spec clientSpec) frameFor(msg cluster.Message) ([]byte, bool) {
+	var e streamEntry
+	if err := json.Unmarshal(msg.Payload, &e); err != nil || len(e.Payload) < 2 {
+		return nil, false
+	}
+	switch {
+	case e.Kind == entryBroadcast:
+	case e.Kind != entryEvent:
+		return nil, false
+	case spec.org.seesWholeOrg():
+	case e.UserID != "" && slices.Contains(spec.users, e.UserID):
+	case e.SessionID != "" && slices.Contains(spec.sessions, e.SessionID):
+	default:
+		return nil, false
+	}
+	return withPosition(e.Payload, msg.Position), true
 }

@@ -8,8 +8,18 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"time"
 )
+
+// checkReplay rejects the replays no stream can serve, before any lookup.
+func checkReplay(since, until Position) error {
+	if since.Epoch != until.Epoch || since.Offset > until.Offset {
+		return fmt.Errorf("replay from %s to %s: %w", since, until, ErrHistoryGone)
+	}
+	return nil
+}
 
 var (
 	// ErrClosed is returned after Close.
@@ -18,7 +28,45 @@ var (
 	// only. A Publish or Broadcast that returns it reached this replica's handlers; other
 	// replicas missed it. The result returned beside it is valid.
 	ErrLocalOnly = errors.New("cluster: shared transport unavailable, served on this replica only")
+	// ErrHistoryGone: the stream cannot be replayed from the position asked for: it is of
+	// another epoch, ahead of the stream, or older than the retained history.
+	ErrHistoryGone = errors.New("cluster: position not in the retained history")
 )
+
+// History bounds what each organization's stream retains for replay (PROTOCOL.md 2.4): at
+// least the last Size messages, and beyond them those younger than TTL, up to Max in all.
+// Zero fields take the defaults; a negative Size keeps no history.
+type History struct {
+	Size int
+	TTL  time.Duration
+	Max  int
+}
+
+// Defaults of History.
+const (
+	DefaultHistorySize = 1000
+	DefaultHistoryTTL  = 5 * time.Minute
+	DefaultHistoryMax  = 10000
+)
+
+func (h History) withDefaults() History {
+	if h.Size == 0 {
+		h.Size = DefaultHistorySize
+	}
+	if h.TTL <= 0 {
+		h.TTL = DefaultHistoryTTL
+	}
+	if h.Max <= 0 {
+		h.Max = DefaultHistoryMax
+	}
+	if h.Max < h.Size {
+		h.Max = h.Size
+	}
+	return h
+}
+
+// disabled reports whether no history is kept.
+func (h History) disabled() bool { return h.Size < 0 }
 
 // Position names a place in an organization's event stream. Epoch names the
 // stream's incarnation: offsets are only comparable within one epoch.
@@ -63,6 +111,11 @@ type Bus interface {
 	// and is idempotent. A replica receives only the organizations it watches, so one
 	// organization's events never travel to a replica with no client of it.
 	Watch(ctx context.Context, orgID string) (unwatch func(), err error)
+	// History returns orgID's messages after since up to and including until, in order, for a
+	// client resuming from since whose live deliveries start after until. It returns
+	// ErrHistoryGone when since is of another epoch than until, after it, or older than what
+	// the stream retains.
+	History(ctx context.Context, orgID string, since, until Position) ([]Message, error)
 	// Subscribe adds a handler; the returned func removes it and is idempotent.
 	Subscribe(h Handler) (unsubscribe func())
 	// Close stops deliveries; later Publish calls return ErrClosed.

@@ -49,14 +49,17 @@ type RedisOptions struct {
 	// starts as during an outage and joins when Redis answers. Servers leave it off and refuse
 	// to start instead, so a misconfigured replica is noticed rather than serving alone.
 	WaitForRedis bool
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// History bounds each organization's replayable history (Size entries in Redis).
+	History    History
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 func (o RedisOptions) withDefaults() RedisOptions {
 	if o.Prefix == "" {
 		o.Prefix = DefaultRedisPrefix
 	}
+	o.History = o.History.withDefaults()
 	if o.OwnershipTTL <= 0 {
 		o.OwnershipTTL = DefaultOwnershipTTL
 	}

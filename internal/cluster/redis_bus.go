@@ -11,19 +11,34 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// publishScript gives the next offset of an organization's stream and publishes the message in
-// one atomic step, so every subscriber sees one organization's messages in offset order. The
-// stream's epoch is made on first use (ARGV[1] is a fresh candidate): a Redis that lost its
-// data starts a new epoch, and clients know their old positions mean nothing.
+// publishScript gives the next offset of an organization's stream, records the message in the
+// stream's history (a Redis stream whose entry ids are 0-<offset>, capped at about ARGV[4]
+// entries; none when it is negative) and publishes it, in one atomic step, so every subscriber
+// sees one organization's messages in offset order and the history never misses one that was
+// delivered. The stream's epoch is made on first use (ARGV[1] is a fresh candidate): a Redis
+// that lost its data starts a new epoch with an empty history, and clients know their old
+// positions mean nothing.
 var publishScript = redis.NewScript(`
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[3])
 end
 local offset = redis.call('INCR', KEYS[2])
+local cap = tonumber(ARGV[4])
+if cap >= 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', cap, '0-' .. offset, 'p', ARGV[3])
+end
 redis.call('PUBLISH', ARGV[2], epoch .. ':' .. offset .. ':' .. ARGV[3])
 return {epoch, offset}
+`)
+
+// historyScript returns the epoch and the history entries from ARGV[1] to ARGV[2] (offsets),
+// read in one step.
+var historyScript = redis.NewScript(`
+local epoch = redis.call('GET', KEYS[1]) or ''
+return {epoch, redis.call('XRANGE', KEYS[2], '0-' .. ARGV[1], '0-' .. ARGV[2])}
 `)
 
 // positionScript returns an organization's epoch (making it on first use) and last offset.
@@ -75,6 +90,21 @@ func (b *RedisBus) keys(orgID string) (epochKey, seqKey, channel string) {
 	return base + ":epoch", base + ":seq", base + ":events"
 }
 
+func (b *RedisBus) historyKey(orgID string) string {
+	return b.r.opts.Prefix + ":org:{" + tag(orgID) + "}:history"
+}
+
+// historyCap is the approximate length the history streams are trimmed to: Redis trims only
+// whole nodes, so at least History.Size entries stay; -1 keeps none. Redis keeps no time
+// window: the count is the guarantee across replicas.
+func (b *RedisBus) historyCap() int {
+	h := b.r.opts.History
+	if h.disabled() {
+		return -1
+	}
+	return h.Size
+}
+
 // Publish appends payload to orgID's stream in Redis. When Redis fails it delivers on this
 // replica only and returns the local position with an error wrapping ErrLocalOnly.
 func (b *RedisBus) Publish(ctx context.Context, orgID string, payload []byte) (Position, error) {
@@ -82,7 +112,8 @@ func (b *RedisBus) Publish(ctx context.Context, orgID string, payload []byte) (P
 		return Position{}, ErrClosed
 	}
 	epochKey, seqKey, channel := b.keys(orgID)
-	res, err := publishScript.Run(ctx, b.r.client, []string{epochKey, seqKey}, randomID(8), channel, payload).Slice()
+	res, err := publishScript.Run(ctx, b.r.client, []string{epochKey, seqKey, b.historyKey(orgID)},
+		randomID(8), channel, payload, b.historyCap()).Slice()
 	if err == nil {
 		return parsePosition(res)
 	}
@@ -115,6 +146,54 @@ func (b *RedisBus) Position(ctx context.Context, orgID string) (Position, error)
 		return Position{}, lerr
 	}
 	return pos, fmt.Errorf("position of %s: %w (%w)", orgID, ErrLocalOnly, err)
+}
+
+// History reads orgID's history from Redis; a position of this replica's local epoch (made
+// while Redis was away) is replayed from this replica's memory.
+func (b *RedisBus) History(ctx context.Context, orgID string, since, until Position) ([]Message, error) {
+	if err := checkReplay(since, until); err != nil {
+		return nil, err
+	}
+	if since.Epoch == b.local.Epoch() {
+		return b.local.History(ctx, orgID, since, until)
+	}
+	if since.Offset == until.Offset {
+		return nil, nil
+	}
+	epochKey, _, _ := b.keys(orgID)
+	res, err := historyScript.Run(ctx, b.r.client, []string{epochKey, b.historyKey(orgID)},
+		since.Offset+1, until.Offset).Slice()
+	if err != nil {
+		if ctx.Err() == nil {
+			b.r.fail("history")
+		}
+		return nil, fmt.Errorf("replay of %s: %w", orgID, err)
+	}
+	gone := fmt.Errorf("replay of %s from %s: %w", orgID, since, ErrHistoryGone)
+	if len(res) != 2 {
+		return nil, fmt.Errorf("cluster: unexpected history reply %v", res)
+	}
+	if epoch, _ := res[0].(string); epoch != since.Epoch {
+		return nil, gone
+	}
+	entries, _ := res[1].([]any)
+	if uint64(len(entries)) != until.Offset-since.Offset {
+		return nil, gone // trimmed (or never recorded): a gap
+	}
+	out := make([]Message, len(entries))
+	for i, e := range entries {
+		pair, _ := e.([]any)
+		var fields []any
+		if len(pair) == 2 {
+			fields, _ = pair[1].([]any)
+		}
+		if len(fields) != 2 {
+			return nil, fmt.Errorf("cluster: unexpected history entry %v", e)
+		}
+		payload, _ := fields[1].(string)
+		out[i] = Message{OrgID: orgID, Position: Position{Epoch: since.Epoch, Offset: since.Offset + 1 + uint64(i)}, Payload: []byte(payload)}
+	}
+	return out, nil
 }
 
 func parsePosition(res []any) (Position, error) {

@@ -37,6 +37,7 @@ func openCluster(ctx context.Context, cfg Config, log *slog.Logger, reg promethe
 		Replica:      cfg.Replica,
 		Prefix:       cfg.RedisPrefix,
 		OwnershipTTL: cfg.AgentOwnershipTTL,
+		History:      cfg.history(),
 		Logger:       log,
 		Registerer:   reg,
 	})

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
 )
 
@@ -36,12 +37,17 @@ type Config struct {
 	ClientQueue       int
 	SessionsInterval  time.Duration
 	MetricsInterval   time.Duration
-	PingInterval      time.Duration
-	PongWait          time.Duration
-	WriteWait         time.Duration
-	MaxMessageSize    int64
-	MaxBodyBytes      int64
-	ShutdownTimeout   time.Duration
+	// HistorySize and HistoryTTL bound each organization's replayable history
+	// (PROTOCOL.md 2.4): at least the last HistorySize events, and those younger than
+	// HistoryTTL up to ten times as many (in memory; Redis keeps the count).
+	HistorySize     int
+	HistoryTTL      time.Duration
+	PingInterval    time.Duration
+	PongWait        time.Duration
+	WriteWait       time.Duration
+	MaxMessageSize  int64
+	MaxBodyBytes    int64
+	ShutdownTimeout time.Duration
 	// Agents (PROTOCOL.md 3).
 	AgentBootstrapKey     string
 	AgentAutoApprove      bool
@@ -104,7 +110,7 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}
 	}
-	var queue, attempts int64
+	var queue, attempts, history int64
 	boolean := func(p *bool) func(string) error {
 		return func(v string) error {
 			b, err := strconv.ParseBool(v)
@@ -141,6 +147,14 @@ func (c *Config) bindings() []envFlag {
 		}, "256"},
 		{"sessions-interval", "STREAMSPACE_SESSIONS_INTERVAL", "how often each organization's session list is checked for changes", dur(&c.SessionsInterval), "3s"},
 		{"metrics-interval", "STREAMSPACE_METRICS_INTERVAL", "how often operators' metrics sockets get their organization's counts", dur(&c.MetricsInterval), "5s"},
+		{"history-size", "STREAMSPACE_HISTORY_SIZE", "events each organization keeps for browsers resuming with since (at least)", func(v string) error {
+			if err := integer(&history)(v); err != nil {
+				return err
+			}
+			c.HistorySize = int(history)
+			return nil
+		}, strconv.Itoa(cluster.DefaultHistorySize)},
+		{"history-ttl", "STREAMSPACE_HISTORY_TTL", "beyond history-size, how long events stay replayable (single node)", dur(&c.HistoryTTL), cluster.DefaultHistoryTTL.String()},
 		{"ping-interval", "STREAMSPACE_PING_INTERVAL", "WebSocket ping interval", dur(&c.PingInterval), "54s"},
 		{"pong-wait", "STREAMSPACE_PONG_WAIT", "silence after which a connection is dropped", dur(&c.PongWait), "60s"},
 		{"write-wait", "STREAMSPACE_WRITE_WAIT", "bound on one socket write", dur(&c.WriteWait), "10s"},
@@ -227,6 +241,9 @@ func (c *Config) complete() error {
 	if c.RedisURL != "" && c.AgentOwnershipTTL < time.Second {
 		errs = append(errs, errors.New("STREAMSPACE_AGENT_OWNERSHIP_TTL must be at least 1s"))
 	}
+	if c.HistorySize < 1 {
+		errs = append(errs, errors.New("STREAMSPACE_HISTORY_SIZE must be at least 1"))
+	}
 	if c.SessionSource != DefaultSessionSource && c.SessionSource != KubernetesSource {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: want %q or %q", c.SessionSource, DefaultSessionSource, KubernetesSource))
 	}
@@ -257,4 +274,9 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// history is the event history every organization's stream keeps.
+func (c Config) history() cluster.History {
+	return cluster.History{Size: c.HistorySize, TTL: c.HistoryTTL}
 }

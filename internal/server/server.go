@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		SessionsInterval: cfg.SessionsInterval,
 		Replica:          cfg.Replica,
 		MetricsInterval:  cfg.MetricsInterval,
+		History:          cfg.history(),
 		PingInterval:     cfg.PingInterval,
 		PongWait:         cfg.PongWait,
 		WriteWait:        cfg.WriteWait,

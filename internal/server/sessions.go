@@ -4,8 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"strconv"
-	"strings"
 
 	gorilla "github.com/gorilla/websocket"
 
@@ -50,8 +48,9 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	if since := q.Get("since"); since != "" {
-		if _, _, err := parseSince(since); err != nil {
+	since := q.Get("since")
+	if since != "" {
+		if _, err := websocket.ParseSince(since); err != nil {
 			s.fail(w, r, http.StatusBadRequest, "invalid_since", err.Error())
 			return
 		}
@@ -74,7 +73,7 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent()}
+	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent(), Since: since}
 	if err := s.manager.ServeSessions(r.Context(), conn, org, req); err != nil {
 		s.log.Warn("sessions socket closed at start", "org_id", id.OrgID, "user_id", id.UserID, "err", err)
 	}
@@ -103,19 +102,6 @@ func (s *Server) authenticateStaff(w http.ResponseWriter, r *http.Request, what 
 		return auth.Identity{}, false
 	}
 	return id, ok
-}
-
-// parseSince reads PROTOCOL.md 2.4's `since` value, "<epoch>:<offset>".
-func parseSince(v string) (string, uint64, error) {
-	i := strings.LastIndexByte(v, ':')
-	if i <= 0 || i == len(v)-1 {
-		return "", 0, errors.New("since must be <epoch>:<offset>")
-	}
-	off, err := strconv.ParseUint(v[i+1:], 10, 64)
-	if err != nil {
-		return "", 0, errors.New("since offset must be a non-negative integer")
-	}
-	return v[:i], off, nil
 }
 
 // clientIP is the peer's address as the connection sees it. Forwarded headers are not
