@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -80,6 +81,33 @@ type AgentLogStream struct {
 
 // RequestID names the stream in the agent's `log` frames.
 func (s *AgentLogStream) RequestID() string { return s.req.RequestID }
+
+// Next waits for the stream's next lines and returns them in order (a line without a source
+// timestamp has the time it was received). At the end it returns io.EOF, or the error that
+// ended the stream: the agent's, its disconnection, or an overflow of lines nobody read.
+func (s *AgentLogStream) Next(ctx context.Context) ([]models.LogLine, error) {
+	for {
+		recs, done, err := s.q.take()
+		if len(recs) > 0 {
+			lines := make([]models.LogLine, len(recs))
+			for i, r := range recs {
+				lines[i] = models.LogLine{RequestID: s.req.RequestID, Namespace: s.req.Namespace, Pod: s.req.Pod, Line: r.Line, Timestamp: &r.At}
+			}
+			return lines, nil
+		}
+		if done {
+			if err == nil {
+				err = io.EOF
+			}
+			return nil, err
+		}
+		select {
+		case <-s.q.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
 
 // OpenLogs asks the agent running a session for a pod's logs (`logs`, PROTOCOL.md 3.3) and
 // returns the stream its `log` frames feed. ErrAgentNotConnected means no replica holds the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"runtime"
 	"strings"
@@ -458,4 +459,46 @@ func TestLogsBrowserMessageTooBig(t *testing.T) {
 		t.Fatalf("close %d, want 1009", code)
 	}
 	agent.awaitLogsStop(req.RequestID, 5*time.Second)
+}
+
+// An embedder reads an agent's log stream with Next: the lines in order, then io.EOF at the
+// agent's clean log_end.
+func TestAgentLogStreamNext(t *testing.T) {
+	f := newLogsFixture(t, Config{})
+	agent := f.agents.connect("ag1")
+	s, err := f.agents.hub.OpenLogs(t.Context(), "ag1", models.LogsRequest{Pod: "pod-s1", SessionID: "s1", TailLines: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	req := agent.logsRequest()
+	if req.RequestID != s.RequestID() {
+		t.Fatalf("request %q, stream %q", req.RequestID, s.RequestID())
+	}
+	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	agent.send(models.MessageTypeLog, models.LogLine{RequestID: req.RequestID, Line: "one", Timestamp: &at})
+	agent.send(models.MessageTypeLog, models.LogLine{RequestID: req.RequestID, Line: "two"})
+	agent.send(models.MessageTypeLogEnd, models.LogEnd{RequestID: req.RequestID})
+	var got []string
+	for {
+		lines, err := s.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range lines {
+			got = append(got, l.Line)
+			if l.Line == "one" && !l.Timestamp.Equal(at) {
+				t.Errorf("timestamp %v, want %v", l.Timestamp, at)
+			}
+		}
+	}
+	if strings.Join(got, ",") != "one,two" {
+		t.Fatalf("lines %v", got)
+	}
+	if _, err := f.agents.hub.OpenLogs(t.Context(), "nobody", models.LogsRequest{}); !errors.Is(err, ErrAgentNotConnected) {
+		t.Fatalf("OpenLogs of an absent agent: %v", err)
+	}
 }
