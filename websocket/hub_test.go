@@ -140,8 +140,10 @@ func readUntilTypeErr(c *websocket.Conn, typ string) error {
 func TestSlowClientIsClosedAndNobodyWaits(t *testing.T) {
 	// A write wait longer than the test: on a loaded machine the slow client may stay silent
 	// past the default 10 s, and the server would then drop it as dead (1006) before it could
-	// be told 4001.
-	m := startManager(t, nil, Config{QueueSize: 16, WriteWait: time.Minute})
+	// be told 4001. A publisher blocked behind the slow client would wait that long, so the
+	// publisher's deadline below (generous: under -race on a loaded machine 400 broadcasts of
+	// 64 KiB take tens of seconds of CPU) still tells a block from slowness.
+	m := startManager(t, nil, Config{QueueSize: 16, WriteWait: 5 * time.Minute})
 	base := sessionsServer(t, m)
 	slow := dial(t, base, params("org", "o", "user", "slow"))
 	fast := make([]*websocket.Conn, 3)
@@ -159,7 +161,7 @@ func TestSlowClientIsClosedAndNobodyWaits(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Minute))
 			for counts[i] < total {
 				_, data, err := c.ReadMessage()
 				if err != nil {
@@ -189,7 +191,7 @@ func TestSlowClientIsClosedAndNobodyWaits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(90 * time.Second):
 		t.Fatal("publisher blocked behind a client that stopped reading")
 	}
 	wg.Wait()
