@@ -1,6 +1,6 @@
 // Command streamspace-realtime is StreamSpace's real-time server: browsers
 // receive live session events over WebSocket, services publish them over
-// HTTP. Subcommands: serve, token, watch, agent.
+// HTTP. Subcommands: serve, token, watch, agent, bench.
 package main
 
 import (
@@ -21,6 +21,8 @@ commands:
   token   mint a browser JWT for a user of an organization
   watch   print the frames of a sessions socket (what a browser receives)
   agent   run the reference agent (simulated sessions) against a control plane
+  bench   load a server with browser clients and broadcasts, and report (bench baseline:
+          run the gorilla chat-example hub it compares against)
 
 Run 'streamspace-realtime <command> -h' for a command's flags.
 `
@@ -50,6 +52,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return watch(ctx, args[1:], getenv, stdout, stderr)
 	case "agent":
 		return agent(ctx, args[1:], getenv, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/bench"
+	"github.com/streamspace/streamspace-realtime/internal/bench/baseline"
+)
+
+// benchCmd runs the load generator (`bench`), or the baseline hub it compares against
+// (`bench baseline`).
+func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "baseline" {
+		return benchBaseline(ctx, args[1:], stdout, stderr)
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "http://127.0.0.1:8080", "server base URL")
+	secret := fs.String("jwt-secret", getenv("STREAMSPACE_JWT_SECRET"), "secret to mint the clients' tokens (env STREAMSPACE_JWT_SECRET; empty: no tokens, as the baseline wants)")
+	service := fs.String("service-token", getenv("STREAMSPACE_SERVICE_TOKEN"), "service token for the broadcasts (env STREAMSPACE_SERVICE_TOKEN)")
+	org := fs.String("org", "bench-org", "organization of every client and broadcast")
+	clients := fs.Int("clients", 1000, "browser clients to connect")
+	rate := fs.Float64("rate", 10, "broadcasts per second")
+	duration := fs.Duration("duration", 10*time.Second, "how long to publish")
+	batch := fs.Int("batch", 200, "clients connecting at once")
+	sourceIPs := fs.Int("source-ips", 16, "loopback source addresses to spread connections over")
+	pid := fs.Int("pid", 0, "server process id: report its memory and CPU (Linux)")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	baseURL := fs.String("baseline", "", "baseline hub URL (bench baseline): alternate runs against both and print ratios")
+	basePID := fs.Int("baseline-pid", 0, "the baseline's process id, for its memory and CPU")
+	runs := fs.Int("runs", 3, "with --baseline: runs against each, alternated; the table shows medians")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *clients < 1 || *rate <= 0 || *duration <= 0 {
+		return errors.New("bench: --clients, --rate and --duration must be positive")
+	}
+	cfg := bench.SessionsConfig{
+		Server: *server, ServiceToken: *service, Org: *org, Clients: *clients, Rate: *rate,
+		Duration: *duration, Batch: *batch, SourceIPs: *sourceIPs, PID: *pid, Progress: stderr,
+	}
+	if *secret != "" {
+		now := time.Now()
+		ttl := *duration + time.Hour
+		cfg.Token = func(i int) string {
+			tok, _ := auth.Mint([]byte(*secret), auth.Identity{UserID: "bench-" + strconv.Itoa(i), OrgID: *org, Role: auth.RoleUser}, ttl, now)
+			return tok
+		}
+		if _, err := auth.Mint([]byte(*secret), auth.Identity{UserID: "x", OrgID: *org}, ttl, now); err != nil {
+			return fmt.Errorf("bench: --jwt-secret: %w", err)
+		}
+	}
+	var (
+		result interface{ Table() string }
+		err    error
+	)
+	if *baseURL != "" {
+		if *runs < 1 {
+			return errors.New("bench: --runs must be at least 1")
+		}
+		result, err = bench.Compare(ctx, cfg, *baseURL, *basePID, *runs)
+	} else {
+		result, err = bench.RunSessions(ctx, cfg)
+	}
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(result)
+	}
+	_, err = io.WriteString(stdout, result.Table())
+	return err
+}
+
+// benchBaseline serves the baseline hub until interrupted.
+func benchBaseline(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench baseline", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:9090", "listen address")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("bench baseline: %w", err)
+	}
+	fmt.Fprintf(stdout, "baseline hub (gorilla chat example) on http://%s\n", ln.Addr())
+	return baseline.Serve(ctx, ln)
+}

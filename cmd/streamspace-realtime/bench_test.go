@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/bench"
+)
+
+// `bench` against `serve --dev` in the same process: its clients authenticate with tokens
+// minted from the server's secret, every broadcast reaches every client, and --json prints
+// the report; the server's memory and CPU are read from --pid.
+func TestBenchCommandAgainstServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	secret, service := strings.Repeat("b", 40), "bench-service-token"
+	var out, errs lockedBuffer
+	environ := map[string]string{"STREAMSPACE_JWT_SECRET": secret, "STREAMSPACE_SERVICE_TOKEN": service}
+	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "bench.db"), environ, &out, &errs)
+	host := match(t, banner, `on http://(\S+)`)
+
+	var report, progress lockedBuffer
+	err := run(ctx, []string{"bench", "--server", "http://" + host, "--clients", "40", "--rate", "20", "--duration", "1s",
+		"--batch", "10", "--json", "--pid", strconv.Itoa(os.Getpid())}, env(environ), &report, &progress)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, progress.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal([]byte(report.String()), &rep); err != nil {
+		t.Fatalf("report %q: %v", report.String(), err)
+	}
+	if rep.Connected != 40 || rep.Published < 15 || rep.PublishErrors != 0 || rep.Delivered != rep.Expected || rep.OutOfOrder != 0 ||
+		rep.ServerRSSConnKB <= 0 || rep.LatencyP99Ms <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if !strings.Contains(progress.String(), "connected 40/40") {
+		t.Fatalf("progress %q", progress.String())
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+// `bench baseline` serves the baseline hub until interrupted, and bench measures it.
+func TestBenchBaselineCommand(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out, errs lockedBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"bench", "baseline", "--addr", "127.0.0.1:0"}, env(nil), &out, &errs)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(out.String(), "http://") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no address printed: %q %q", out.String(), errs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	url := match(t, out.String(), `on (http://\S+)`)
+	var report, progress lockedBuffer
+	if err := run(ctx, []string{"bench", "--server", url, "--clients", "20", "--rate", "20", "--duration", "500ms"}, env(nil), &report, &progress); err != nil {
+		t.Fatalf("bench: %v", err)
+	}
+	if !strings.Contains(report.String(), "deliveries / expected") || !strings.Contains(report.String(), "(100.00%)") {
+		t.Fatalf("report:\n%s", report.String())
+	}
+	if err := run(ctx, []string{"bench", "--clients", "0"}, env(nil), &report, &progress); err == nil {
+		t.Fatal("--clients 0 accepted")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("baseline: %v", err)
+	}
+}

@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// clockTicks is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100 on Linux).
+const clockTicks = 100
+
+// rssKiB reads a process's resident set from /proc (0 when it cannot).
+func rssKiB(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// processCPU is the user plus system CPU time a process has used (0 when it cannot be read).
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name may hold spaces; the fields that matter follow its closing parenthesis.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// memorySampler follows a process's resident set and keeps the peak.
+type memorySampler struct {
+	pid  int
+	mu   sync.Mutex
+	peak int64
+}
+
+func (m *memorySampler) sample() int64 {
+	if m.pid <= 0 {
+		return 0
+	}
+	v := rssKiB(m.pid)
+	m.mu.Lock()
+	m.peak = max(m.peak, v)
+	m.mu.Unlock()
+	return v
+}
+
+// run samples every interval until the returned func is called; that func returns the peak.
+func (m *memorySampler) run(interval time.Duration) (stop func() int64) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				m.sample()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() int64 {
+		close(quit)
+		<-done
+		m.sample()
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.peak
+	}
+}

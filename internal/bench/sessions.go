@@ -1,0 +1,359 @@
+// Package bench is the load generator behind `streamspace-realtime bench`: it connects many
+// browser clients to a server (this project's, or the baseline hub), publishes broadcasts at a
+// fixed rate through the publish API, and reports what arrived, how late, and what the server
+// spent doing it. Every figure is measured end to end over real sockets.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// SessionsConfig describes one run of the sessions mode.
+type SessionsConfig struct {
+	// Server is the server's base URL (http://host:port).
+	Server string
+	// Token returns the browser token of client i ("" for a server without authentication).
+	Token func(i int) string
+	// ServiceToken authorizes the broadcasts.
+	ServiceToken string
+	// Org is the organization every client belongs to and every broadcast goes to.
+	Org string
+	// Clients, Rate (broadcasts per second) and Duration shape the run.
+	Clients  int
+	Rate     float64
+	Duration time.Duration
+	// Batch is how many clients connect at once (default 200); SourceIPs how many loopback
+	// source addresses the connections are spread over (default 16), so that a large run
+	// never runs out of ephemeral ports.
+	Batch     int
+	SourceIPs int
+	// Drain is how long to wait for the last broadcasts after publishing stops (default 2s).
+	Drain time.Duration
+	// PID, when set, is the server process whose memory and CPU are reported (Linux /proc).
+	PID int
+	// Progress receives a line as connections are made; nil means none.
+	Progress io.Writer
+}
+
+func (c SessionsConfig) withDefaults() SessionsConfig {
+	if c.Batch <= 0 {
+		c.Batch = 200
+	}
+	if c.SourceIPs <= 0 {
+		c.SourceIPs = 16
+	}
+	if c.Drain <= 0 {
+		c.Drain = 2 * time.Second
+	}
+	if c.Token == nil {
+		c.Token = func(int) string { return "" }
+	}
+	return c
+}
+
+// Report is what one run measured.
+type Report struct {
+	Clients         int     `json:"clients"`
+	Connected       int     `json:"connected"`
+	Dropped         int     `json:"droppedClients"`
+	Published       int     `json:"published"`
+	PublishErrors   int     `json:"publishErrors"`
+	Expected        uint64  `json:"expected"`
+	Delivered       uint64  `json:"delivered"`
+	Ratio           float64 `json:"deliveryRatio"`
+	Lost            uint64  `json:"lost"`
+	OutOfOrder      uint64  `json:"outOfOrder"`
+	DeliveriesPerS  float64 `json:"deliveriesPerSecond"`
+	LatencyP50Ms    float64 `json:"latencyP50Ms"`
+	LatencyP95Ms    float64 `json:"latencyP95Ms"`
+	LatencyP99Ms    float64 `json:"latencyP99Ms"`
+	LatencyMaxMs    float64 `json:"latencyMaxMs"`
+	ConnectSeconds  float64 `json:"connectSeconds"`
+	ServerRSSIdleKB int64   `json:"serverRssIdleKiB,omitempty"`
+	ServerRSSConnKB int64   `json:"serverRssConnectedKiB,omitempty"`
+	ServerRSSPeakKB int64   `json:"serverRssPeakKiB,omitempty"`
+	KiBPerIdleConn  float64 `json:"kibPerIdleConnection,omitempty"`
+	CPUMicrosPerDel float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
+}
+
+// benchMessage is the body of every broadcast: a sequence number and the send time.
+type benchMessage struct {
+	Type string `json:"type"`
+	Seq  int    `json:"seq"`
+	Sent int64  `json:"sent"`
+}
+
+// receiver is one client's reading side.
+type receiver struct {
+	conn      *websocket.Conn
+	hist      Histogram
+	delivered uint64
+	outOfOrd  uint64
+	lastSeq   int
+	seen      map[int]bool
+	closed    atomic.Bool
+	done      chan struct{}
+}
+
+// RunSessions connects the clients, publishes for the duration, waits for the last messages
+// and reports. It raises the open-file limit first.
+func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
+	cfg = cfg.withDefaults()
+	raiseFileLimit()
+	base, err := url.Parse(cfg.Server)
+	if err != nil {
+		return Report{}, fmt.Errorf("bench: server %q: %w", cfg.Server, err)
+	}
+	rep := Report{Clients: cfg.Clients}
+	var mem memorySampler
+	if cfg.PID > 0 {
+		mem.pid = cfg.PID
+		rep.ServerRSSIdleKB = mem.sample()
+	}
+
+	start := time.Now()
+	receivers, err := connectAll(ctx, cfg, base)
+	rep.ConnectSeconds = time.Since(start).Seconds()
+	defer func() {
+		for _, r := range receivers {
+			_ = r.conn.Close()
+			<-r.done
+		}
+	}()
+	if err != nil {
+		return rep, err
+	}
+	rep.Connected = len(receivers)
+	if cfg.PID > 0 {
+		time.Sleep(500 * time.Millisecond) // let the server settle before reading its memory
+		rep.ServerRSSConnKB = mem.sample()
+		if rep.Connected > 0 {
+			rep.KiBPerIdleConn = float64(rep.ServerRSSConnKB-rep.ServerRSSIdleKB) / float64(rep.Connected)
+		}
+	}
+
+	cpu0 := processCPU(cfg.PID)
+	stopSampling := mem.run(250 * time.Millisecond)
+	published, errs := publish(ctx, cfg, base)
+	time.Sleep(cfg.Drain)
+	rep.ServerRSSPeakKB = stopSampling()
+	cpu1 := processCPU(cfg.PID)
+	rep.Published, rep.PublishErrors = published, errs
+
+	var all Histogram
+	for _, r := range receivers {
+		if r.closed.Load() {
+			rep.Dropped++
+		}
+		_ = r.conn.Close()
+		<-r.done
+		all.Merge(&r.hist)
+		rep.Delivered += r.delivered
+		rep.OutOfOrder += r.outOfOrd
+	}
+	rep.Expected = uint64(published) * uint64(rep.Connected)
+	if rep.Expected > rep.Delivered {
+		rep.Lost = rep.Expected - rep.Delivered
+	}
+	if rep.Expected > 0 {
+		rep.Ratio = float64(rep.Delivered) / float64(rep.Expected)
+	}
+	rep.DeliveriesPerS = float64(rep.Delivered) / cfg.Duration.Seconds()
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	rep.LatencyP50Ms, rep.LatencyP95Ms = ms(all.Percentile(50)), ms(all.Percentile(95))
+	rep.LatencyP99Ms, rep.LatencyMaxMs = ms(all.Percentile(99)), ms(all.Max())
+	if cfg.PID > 0 && rep.Delivered > 0 && cpu1 > cpu0 {
+		rep.CPUMicrosPerDel = float64((cpu1 - cpu0).Microseconds()) / float64(rep.Delivered)
+	}
+	receivers = nil
+	return rep, nil
+}
+
+// connectAll dials the clients in parallel batches, spread over loopback source addresses.
+func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*receiver, error) {
+	wsURL := *base
+	wsURL.Scheme = strings.Replace(base.Scheme, "http", "ws", 1)
+	wsURL.Path = "/api/v1/ws/sessions"
+	loopback := isLoopback(base.Hostname())
+	receivers := make([]*receiver, cfg.Clients)
+	var firstErr error
+	var mu sync.Mutex
+	for from := 0; from < cfg.Clients; from += cfg.Batch {
+		var wg sync.WaitGroup
+		for i := from; i < min(from+cfg.Batch, cfg.Clients); i++ {
+			wg.Go(func() {
+				dialer := websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 256}
+				if loopback {
+					local := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%cfg.SourceIPs))}
+					dialer.NetDialContext = (&net.Dialer{LocalAddr: local, Timeout: 30 * time.Second}).DialContext
+				}
+				u := wsURL
+				if tok := cfg.Token(i); tok != "" {
+					u.RawQuery = url.Values{"token": {tok}}.Encode()
+				}
+				conn, _, err := dialer.DialContext(ctx, u.String(), nil)
+				if err != nil {
+					mu.Lock()
+					firstErr = cmpOr(firstErr, fmt.Errorf("bench: client %d: %w", i, err))
+					mu.Unlock()
+					return
+				}
+				r := &receiver{conn: conn, seen: make(map[int]bool), lastSeq: -1, done: make(chan struct{})}
+				go r.read()
+				receivers[i] = r
+			})
+		}
+		wg.Wait()
+		if cfg.Progress != nil {
+			done := min(from+cfg.Batch, cfg.Clients)
+			bar := strings.Repeat("#", 30*done/cfg.Clients) + strings.Repeat("-", 30-30*done/cfg.Clients)
+			fmt.Fprintf(cfg.Progress, "\r[%s] connected %d/%d", bar, done, cfg.Clients)
+		}
+		if firstErr != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if cfg.Progress != nil {
+		fmt.Fprintln(cfg.Progress)
+	}
+	out := receivers[:0]
+	for _, r := range receivers {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return out, firstErr
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// read counts the bench messages of one client. A frame may hold several messages joined by
+// newlines (the baseline's way); each counts.
+func (r *receiver) read() {
+	defer close(r.done)
+	for {
+		_, data, err := r.conn.ReadMessage()
+		if err != nil {
+			r.closed.Store(true)
+			return
+		}
+		now := time.Now().UnixNano()
+		for part := range bytes.SplitSeq(data, []byte{'\n'}) {
+			if !bytes.Contains(part, []byte(`"bench"`)) {
+				continue
+			}
+			var m benchMessage
+			if json.Unmarshal(part, &m) != nil || m.Type != "bench" {
+				continue
+			}
+			if r.seen[m.Seq] {
+				continue // a duplicate is not a second delivery
+			}
+			r.seen[m.Seq] = true
+			r.delivered++
+			if m.Seq < r.lastSeq {
+				r.outOfOrd++
+			}
+			r.lastSeq = max(r.lastSeq, m.Seq)
+			r.hist.Record(time.Duration(now - m.Sent))
+		}
+	}
+}
+
+// publish posts Rate broadcasts a second for Duration; it returns how many were accepted and
+// how many failed.
+func publish(ctx context.Context, cfg SessionsConfig, base *url.URL) (ok, failed int) {
+	target := base.JoinPath("/api/v1/orgs", cfg.Org, "broadcast").String()
+	client := &http.Client{Timeout: 10 * time.Second}
+	interval := time.Duration(float64(time.Second) / cfg.Rate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	deadline := time.After(cfg.Duration)
+	for seq := 0; ; seq++ {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return ok, failed
+		case <-ctx.Done():
+			return ok, failed
+		}
+		body, _ := json.Marshal(benchMessage{Type: "bench", Seq: seq, Sent: time.Now().UnixNano()})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			failed++
+			continue
+		}
+		req.Header.Set("Authorization", "Bearer "+cfg.ServiceToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			failed++
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			failed++
+			continue
+		}
+		ok++
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback() && ip.To4() != nil
+}
+
+// raiseFileLimit lifts the soft open-file limit to the hard one: each client is a socket.
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+}
+
+// Table renders the report for people.
+func (r Report) Table() string {
+	var b strings.Builder
+	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-34s "+format+"\n", append([]any{k}, v...)...) }
+	row("clients connected / asked", "%d / %d (in %.1fs)", r.Connected, r.Clients, r.ConnectSeconds)
+	row("clients dropped", "%d", r.Dropped)
+	row("broadcasts published (failed)", "%d (%d)", r.Published, r.PublishErrors)
+	row("deliveries / expected", "%d / %d (%.2f%%)", r.Delivered, r.Expected, 100*r.Ratio)
+	row("lost, out of order", "%d, %d", r.Lost, r.OutOfOrder)
+	row("deliveries per second", "%.0f", r.DeliveriesPerS)
+	row("latency p50 / p95 / p99 / max", "%.2f / %.2f / %.2f / %.2f ms", r.LatencyP50Ms, r.LatencyP95Ms, r.LatencyP99Ms, r.LatencyMaxMs)
+	if r.ServerRSSIdleKB > 0 {
+		row("server RSS idle / connected / peak", "%d / %d / %d KiB", r.ServerRSSIdleKB, r.ServerRSSConnKB, r.ServerRSSPeakKB)
+		row("KiB per idle connection", "%.1f", r.KiBPerIdleConn)
+		row("server CPU per delivery", "%.1f µs", r.CPUMicrosPerDel)
+	}
+	return b.String()
+}

@@ -1,0 +1,96 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/streamspace/streamspace-realtime/internal/bench/baseline"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// startBaseline serves the baseline hub on a loopback port for the test.
+func startBaseline(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- baseline.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("baseline: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+// A run against the baseline delivers every broadcast to every client, in order, and reads
+// the server's memory and CPU (this process's here).
+func TestRunSessionsAgainstBaseline(t *testing.T) {
+	server := startBaseline(t)
+	var progress strings.Builder
+	rep, err := RunSessions(context.Background(), SessionsConfig{
+		Server: server, Org: "bench", Clients: 50, Rate: 40, Duration: time.Second,
+		Batch: 20, SourceIPs: 4, Drain: 500 * time.Millisecond, PID: os.Getpid(), Progress: &progress,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != 50 || rep.Published < 30 || rep.PublishErrors != 0 || rep.Dropped != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if rep.Delivered != rep.Expected || rep.Lost != 0 || rep.OutOfOrder != 0 || rep.Ratio != 1 {
+		t.Fatalf("deliveries %d of %d, lost %d, out of order %d", rep.Delivered, rep.Expected, rep.Lost, rep.OutOfOrder)
+	}
+	if rep.LatencyP50Ms <= 0 || rep.LatencyMaxMs < rep.LatencyP99Ms || rep.ServerRSSIdleKB <= 0 || rep.ServerRSSPeakKB < rep.ServerRSSIdleKB {
+		t.Fatalf("latency or memory figures %+v", rep)
+	}
+	if !strings.Contains(progress.String(), "connected 50/50") || !strings.Contains(rep.Table(), "deliveries / expected") {
+		t.Fatalf("progress %q, table:\n%s", progress.String(), rep.Table())
+	}
+}
+
+// A server that refuses the clients fails the run with the reason.
+func TestRunSessionsRefused(t *testing.T) {
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "no", http.StatusUnauthorized)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	_, err = RunSessions(context.Background(), SessionsConfig{Server: "http://" + ln.Addr().String(), Clients: 3, Rate: 1, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "bad handshake") {
+		t.Fatalf("err %v, want the handshake refusal", err)
+	}
+}
+
+// Compare alternates runs against two targets and reports the medians with ratios.
+func TestCompare(t *testing.T) {
+	a, b := startBaseline(t), startBaseline(t)
+	cfg := SessionsConfig{Server: a, Org: "bench", Clients: 10, Rate: 20, Duration: 300 * time.Millisecond, Drain: 200 * time.Millisecond}
+	c, err := Compare(context.Background(), cfg, b, 0, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Server) != 3 || len(c.Baseline) != 3 {
+		t.Fatalf("runs %d and %d", len(c.Server), len(c.Baseline))
+	}
+	table := c.Table()
+	if !strings.Contains(table, "delivery ratio %") || !strings.Contains(table, "100.00         100.00    1.00×") {
+		t.Fatalf("table:\n%s", table)
+	}
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Measures this server against the baseline hub (gorilla's chat example) side by side: builds
+# the binary, starts `serve` (SQLite in a temporary directory) and `bench baseline` on loopback
+# ports, runs `bench --baseline` (alternated runs, medians, ratios), and stops both.
+# Settings: CLIENTS (5000), RATE (10 broadcasts/s), DURATION (10s), RUNS (3); extra arguments
+# go to `bench` (for example --json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${CLIENTS:-5000}
+RATE=${RATE:-10}
+DURATION=${DURATION:-10s}
+RUNS=${RUNS:-3}
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/ssr" ./cmd/streamspace-realtime
+export STREAMSPACE_JWT_SECRET=${STREAMSPACE_JWT_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+export STREAMSPACE_SERVICE_TOKEN=${STREAMSPACE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM}
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+"$tmp/ssr" serve --addr 127.0.0.1:18080 --database-url "sqlite://$tmp/bench.db" --log-level warn >"$tmp/serve.log" 2>&1 &
+pids+=($!)
+server_pid=$!
+"$tmp/ssr" bench baseline --addr 127.0.0.1:19090 >"$tmp/baseline.log" 2>&1 &
+pids+=($!)
+baseline_pid=$!
+for _ in $(seq 50); do
+	curl -fsS http://127.0.0.1:18080/healthz >/dev/null 2>&1 && grep -q http:// "$tmp/baseline.log" && break
+	sleep 0.2
+done
+"$tmp/ssr" bench --server http://127.0.0.1:18080 --pid "$server_pid" \
+	--baseline http://127.0.0.1:19090 --baseline-pid "$baseline_pid" \
+	--clients "$CLIENTS" --rate "$RATE" --duration "$DURATION" --runs "$RUNS" "$@"
