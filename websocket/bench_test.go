@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"runtime"
@@ -97,4 +98,73 @@ func BenchmarkDeliverToOrg(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRouteEvent measures routing one event in an organization of N user clients, each
+// subscribed to its own user and session: only the event's user gets it, so the cost must not
+// grow with N.
+func BenchmarkRouteEvent(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
+			const batch = 64 // the one receiving queue is drained, timer stopped, once per batch
+			h := NewHubWithConfig(Config{QueueSize: batch})
+			var target *Client
+			for i := range n {
+				spec := clientSpec{id: fmt.Sprint(i), org: OrgContext{OrgID: "o", Role: "user"},
+					users: []string{fmt.Sprint("u", i)}, sessions: []string{fmt.Sprint("s", i)}}
+				c := newClient(h, nil, spec)
+				if !h.register(c, spec, nil, clusterPositionZero) {
+					b.Fatal("register failed")
+				}
+				if i == 7 {
+					target = c
+				}
+			}
+			entry, err := encodeEventEntry(SessionEvent{Type: EventSessionUpdated, SessionID: "s7", UserID: "u7"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				h.deliver(clusterMessage("o", uint64(i+1), entry))
+				if (i+1)%batch == 0 {
+					b.StopTimer()
+					for len(target.send) > 0 {
+						<-target.send
+					}
+					b.StartTimer()
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeEvent measures what publishing an event costs before the bus: the stream
+// entry, and the frame with its position that every receiver shares.
+func BenchmarkEncodeEvent(b *testing.B) {
+	ev := SessionEvent{Type: EventSessionStateChange, SessionID: "s1", UserID: "u1",
+		Timestamp: time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC), Data: map[string]any{"oldState": "pending", "newState": "running"}}
+	b.Run("entry", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := encodeEventEntry(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	entry, err := encodeEventEntry(ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("frame", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var e streamEntry
+			if err := json.Unmarshal(entry, &e); err != nil {
+				b.Fatal(err)
+			}
+			_ = withPosition(e.Payload, clusterPositionZero)
+		}
+	})
 }
