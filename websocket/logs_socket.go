@@ -168,14 +168,24 @@ func (m *Manager) ServeLogs(conn *websocket.Conn, orgCtx *OrgContext, target Log
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
 		return errors.New("logs socket: shutting down")
 	}
-	m.logSockets.Add(1)
+	m.logsOpen++
 	m.logsMu.Unlock()
 	org := *orgCtx
 	go func() {
-		defer m.logSockets.Done()
+		defer m.logSocketDone()
 		m.streamLogs(conn, org, target)
 	}()
 	return nil
+}
+
+// logSocketDone counts a logs socket out, and tells a waiting Shutdown when it was the last.
+func (m *Manager) logSocketDone() {
+	m.logsMu.Lock()
+	defer m.logsMu.Unlock()
+	m.logsOpen--
+	if m.logsClosed && m.logsOpen == 0 {
+		close(m.logsDrained)
+	}
 }
 
 // logSource is where one socket's lines come from.

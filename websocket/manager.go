@@ -54,10 +54,12 @@ type Manager struct {
 	notifier   *Notifier
 	unsub      func()
 
-	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits.
-	logsMu     sync.Mutex
-	logsClosed bool
-	logSockets sync.WaitGroup
+	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits for
+	// logsDrained, closed once logsClosed is set and logsOpen is back to zero.
+	logsMu      sync.Mutex
+	logsClosed  bool
+	logsOpen    int
+	logsDrained chan struct{}
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -86,13 +88,14 @@ func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Conf
 func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
 	cfg = cfg.withDefaults()
 	m := &Manager{
-		cfg:     cfg,
-		store:   store,
-		k8s:     k8sClient,
-		metrics: newHubMetrics(cfg.Registerer),
-		bus:     cfg.Bus,
-		started: make(chan struct{}),
-		runDone: make(chan struct{}),
+		cfg:         cfg,
+		store:       store,
+		k8s:         k8sClient,
+		metrics:     newHubMetrics(cfg.Registerer),
+		bus:         cfg.Bus,
+		started:     make(chan struct{}),
+		runDone:     make(chan struct{}),
+		logsDrained: make(chan struct{}),
 	}
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
@@ -152,13 +155,16 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.closeOnce.Do(func() {
 		m.logsMu.Lock()
 		m.logsClosed = true
+		if m.logsOpen == 0 {
+			close(m.logsDrained)
+		}
 		m.logsMu.Unlock()
 		m.cancel()
 		m.hub.Stop()
 		m.metricsHub.Stop()
 		m.notifier.CloseAll()
 	})
-	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), waitGroup(ctx, &m.logSockets))
+	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), m.waitLogSockets(ctx))
 	select {
 	case <-m.started:
 		select {
@@ -429,15 +435,10 @@ func (m *Manager) namespaceFor(ctx context.Context, org *OrgContext) string {
 	return m.cfg.DefaultNamespace
 }
 
-// waitGroup waits for wg until ctx ends.
-func waitGroup(ctx context.Context, wg *sync.WaitGroup) error {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
+// waitLogSockets waits, until ctx ends, for the logs sockets Shutdown closed.
+func (m *Manager) waitLogSockets(ctx context.Context) error {
 	select {
-	case <-done:
+	case <-m.logsDrained:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("websocket: waiting for log sockets: %w", ctx.Err())

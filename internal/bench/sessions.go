@@ -6,6 +6,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -128,12 +129,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	start := time.Now()
 	receivers, err := connectAll(ctx, cfg, base)
 	rep.ConnectSeconds = time.Since(start).Seconds()
-	defer func() {
-		for _, r := range receivers {
-			_ = r.conn.Close()
-			<-r.done
-		}
-	}()
+	defer closeAll(receivers) // again after the counts; closing twice is harmless
 	if err != nil {
 		return rep, err
 	}
@@ -154,13 +150,14 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	cpu1 := processCPU(cfg.PID)
 	rep.Published, rep.PublishErrors = published, errs
 
-	var all Histogram
 	for _, r := range receivers {
 		if r.closed.Load() {
-			rep.Dropped++
+			rep.Dropped++ // the server closed it during the run
 		}
-		_ = r.conn.Close()
-		<-r.done
+	}
+	closeAll(receivers) // the readers stop before their counts are read
+	var all Histogram
+	for _, r := range receivers {
 		all.Merge(&r.hist)
 		rep.Delivered += r.delivered
 		rep.OutOfOrder += r.outOfOrd
@@ -179,8 +176,15 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	if cfg.PID > 0 && rep.Delivered > 0 && cpu1 > cpu0 {
 		rep.CPUMicrosPerDel = float64((cpu1 - cpu0).Microseconds()) / float64(rep.Delivered)
 	}
-	receivers = nil
 	return rep, nil
+}
+
+// closeAll closes the clients' connections and waits for their readers.
+func closeAll(receivers []*receiver) {
+	for _, r := range receivers {
+		_ = r.conn.Close()
+		<-r.done
+	}
 }
 
 // connectAll dials the clients in parallel batches, spread over loopback source addresses.
@@ -208,7 +212,7 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 				conn, _, err := dialer.DialContext(ctx, u.String(), nil)
 				if err != nil {
 					mu.Lock()
-					firstErr = cmpOr(firstErr, fmt.Errorf("bench: client %d: %w", i, err))
+					firstErr = cmp.Or(firstErr, fmt.Errorf("bench: client %d: %w", i, err))
 					mu.Unlock()
 					return
 				}
@@ -240,13 +244,6 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 		firstErr = ctx.Err()
 	}
 	return out, firstErr
-}
-
-func cmpOr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // read counts the bench messages of one client. A frame may hold several messages joined by
