@@ -15,21 +15,28 @@ import (
 
 // Client represents one browser WebSocket connection.
 //
-// Concurrency contract: a Client owns exactly two goroutines, a reader and
-// a writer, both started by the hub and both ended by the connection's
-// close; the writer is the only one that writes to the socket and the one
-// that unregisters the client. Its organization context is fixed at
-// registration. Its outbound queue is bounded (Config.QueueSize, 256 by
-// default); when it is full the client is closed with 4001 instead of
-// slowing the publisher. Exported methods are safe for concurrent use.
+// Concurrency contract: a Client owns one goroutine for good, its reader,
+// and borrows the caller's goroutine to write. Whoever queues a frame when
+// the socket is free writes it at once, without blocking (a nonblocking
+// writev(2) of everything queued); only what the socket cannot take at once
+// goes to a writer goroutine, which lives until the queue is empty. An idle
+// client therefore holds one goroutine, a small read buffer and no write
+// buffer. Pings come from the hub's pinger through the same queue. Closing
+// is done by a goroutine started for it, which writes the close frame,
+// closes the socket and unregisters the client. Its organization context is
+// fixed at registration. Its outbound queue is bounded (Config.QueueSize,
+// 256 frames by default); when it is full the client is closed with 4001
+// instead of slowing the publisher. Exported methods are safe for concurrent
+// use.
 type Client struct {
 	hub  *Hub
 	conn *websocket.Conn
-	send chan []byte
+	out  outbox
 	id   string
 	org  OrgContext
+	seq  uint64 // registration order: the hub's pinger spreads pings by it
 
-	// users and sessions are the client's subscriptions, guarded by hub.mu.
+	// users and sessions are the client's subscriptions, guarded by hub.mu; nil until the first.
 	users    map[string]struct{}
 	sessions map[string]struct{}
 
@@ -63,14 +70,14 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 	c := &Client{
 		hub:      h,
 		conn:     conn,
-		send:     make(chan []byte, h.cfg.QueueSize),
 		id:       spec.id,
 		org:      spec.org,
-		users:    make(map[string]struct{}),
-		sessions: make(map[string]struct{}),
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
 	}
+	c.out.init(c, conn)
+	// The reader and the closer: the last of the two to end tells the hub.
+	c.pumps.Store(2)
 	c.held.Store(spec.held)
 	c.onGone = spec.onGone
 	return c
@@ -92,33 +99,45 @@ func (c *Client) UserID() string { return c.org.UserID }
 func (c *Client) Role() string { return c.org.Role }
 
 func (c *Client) start() {
-	c.pumps.Store(2)
 	if !c.org.ExpiresAt.IsZero() {
 		c.expiry = time.AfterFunc(c.org.ExpiresAt.Sub(c.hub.cfg.Now()), func() {
 			c.closeWith(CloseTokenExpired, "token expired", "token_expired")
 		})
 	}
-	go c.writePump()
+	// gorilla answers pings and close frames by writing to the socket itself; here every
+	// write goes through the client's queue, so the answers do too.
+	c.conn.SetPingHandler(func(data string) error {
+		c.out.push(controlFrame(opPong, []byte(data)))
+		return nil
+	})
+	c.conn.SetCloseHandler(func(code int, _ string) error {
+		c.closeWith(code, "", "client_closed") // the peer's code is echoed, as RFC 6455 5.5.1 asks
+		return nil
+	})
 	go c.readPump()
+	c.out.flushPreloaded()
 }
 
-// enqueue queues message without blocking. A full queue closes the client
-// with 4001: one slow browser never delays anyone else.
-func (c *Client) enqueue(message []byte) bool {
+// enqueue queues a message (one text frame) without blocking.
+func (c *Client) enqueue(message []byte) bool { return c.enqueueFrame(textFrame(message)) }
+
+// enqueueFrame queues an encoded frame without blocking. A full queue closes
+// the client with 4001: one slow browser never delays anyone else.
+func (c *Client) enqueueFrame(frame []byte) bool {
 	if c.held.Load() {
 		c.holdMu.Lock()
 		if c.held.Load() {
 			defer c.holdMu.Unlock()
-			if len(c.pending) >= cap(c.send) {
+			if len(c.pending) >= c.hub.cfg.QueueSize {
 				c.overflow()
 				return false
 			}
-			c.pending = append(c.pending, message)
+			c.pending = append(c.pending, frame)
 			return true
 		}
 		c.holdMu.Unlock()
 	}
-	return c.push(message)
+	return c.push(frame)
 }
 
 // enqueueEntry queues a stream entry's frame unless it comes at or before the client's start.
@@ -126,27 +145,30 @@ func (c *Client) enqueueEntry(frame []byte, at cluster.Position) {
 	if at.Epoch == c.after.Epoch && at.Offset <= c.after.Offset {
 		return
 	}
-	c.enqueue(frame)
+	c.enqueueFrame(frame)
 }
 
-// release queues first, then what was held back, and lets deliveries
-// through from then on, all in that order. first may be longer than the
-// queue (a replay): it is queued as room is made, within the write wait, so
-// a replay of a whole history is not mistaken for a slow consumer.
+// preload queues the greeting of a client that has not started; start writes it.
+func (c *Client) preload(frame []byte) { c.out.preload(frame) }
+
+// release queues first (messages), then what was held back, and lets
+// deliveries through from then on, all in that order. first may be longer
+// than the queue (a replay): it is queued as room is made, within the write
+// wait, so a replay of a whole history is not mistaken for a slow consumer.
 func (c *Client) release(first ...[]byte) {
 	// Deliveries keep going to pending meanwhile; the hold lock is taken only for the
 	// hand-over, so a long replay never holds up the hub's delivery path.
 	ok := true
 	for _, m := range first {
-		if ok = c.pushWait(m); !ok {
+		if ok = c.pushWait(textFrame(m)); !ok {
 			break
 		}
 	}
 	c.holdMu.Lock()
 	defer c.holdMu.Unlock()
 	if ok {
-		for _, m := range c.pending {
-			if !c.push(m) {
+		for _, f := range c.pending {
+			if !c.push(f) {
 				break
 			}
 		}
@@ -155,45 +177,41 @@ func (c *Client) release(first ...[]byte) {
 	c.held.Store(false)
 }
 
-// pushWait queues message, waiting up to the write wait for room.
-func (c *Client) pushWait(message []byte) bool {
-	select {
-	case <-c.done:
-		return false
-	case c.send <- message:
-		c.hub.metrics.messagesOut.Inc()
-		return true
-	default:
-	}
-	t := time.NewTimer(c.hub.cfg.WriteWait)
-	defer t.Stop()
-	select {
-	case c.send <- message:
-		c.hub.metrics.messagesOut.Inc()
-		return true
-	case <-c.done:
-		return false
-	case <-t.C:
-		c.overflow()
-		return false
+// pushWait queues frame, waiting up to the write wait for room.
+func (c *Client) pushWait(frame []byte) bool {
+	var deadline <-chan time.Time
+	for {
+		ok, room := c.out.tryPush(frame)
+		if ok {
+			c.hub.metrics.messagesOut.Inc()
+			return true
+		}
+		if room == nil {
+			return false // closing
+		}
+		if deadline == nil {
+			t := time.NewTimer(c.hub.cfg.WriteWait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-room:
+		case <-c.done:
+			return false
+		case <-deadline:
+			c.overflow()
+			return false
+		}
 	}
 }
 
-// push is the queue itself.
-func (c *Client) push(message []byte) bool {
-	select {
-	case <-c.done:
-		return false
-	default:
-	}
-	select {
-	case c.send <- message:
-		c.hub.metrics.messagesOut.Inc()
-		return true
-	default:
-		c.overflow()
+// push queues frame, or closes the client with 4001 when its queue is full.
+func (c *Client) push(frame []byte) bool {
+	if !c.out.push(frame) {
 		return false
 	}
+	c.hub.metrics.messagesOut.Inc()
+	return true
 }
 
 // overflow closes a client that fell a whole queue behind.
@@ -213,6 +231,7 @@ func (c *Client) closeWith(code int, reason, metricReason string) {
 				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID,
 				"code", code, "reason", reason)
 		}
+		c.out.close()
 	})
 }
 
@@ -267,54 +286,25 @@ func readCloseCode(err error) (int, string, string) {
 	}
 }
 
-// writePump is the only writer of the socket. It sends queued messages one
-// frame each, pings, and on close drains what is queued (on shutdown only),
-// sends the close frame, closes the socket and unregisters the client.
-func (c *Client) writePump() {
-	cfg := c.hub.cfg
-	ticker := time.NewTicker(cfg.PingInterval)
-	defer func() {
-		ticker.Stop()
-		if c.expiry != nil {
-			c.expiry.Stop()
-		}
-		_ = c.conn.Close()
-		c.hub.unregister(c)
-		c.pumpDone()
-	}()
-	for {
-		select {
-		case msg := <-c.send:
-			if err := c.write(msg); err != nil {
-				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
-				return
-			}
-		case <-ticker.C:
-			if err := c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
-				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")
-				return
-			}
-		case <-c.done:
-			if c.closeCode == websocket.CloseGoingAway {
-				c.drain()
-			}
-			_ = c.conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(c.closeCode, c.closeReason),
-				time.Now().Add(cfg.WriteWait))
-			c.awaitPeerClose()
-			return
-		}
+// finish is the end of every client, run by the goroutine that owns the
+// socket once the client is closing: it writes what is queued (on shutdown
+// only, so a client closed by a shutdown loses nothing it was sent), the
+// close frame, gives the peer closeGrace to answer, closes the socket and
+// unregisters the client.
+func (c *Client) finish(queued [][]byte) {
+	wait := c.hub.cfg.WriteWait
+	if c.closeCode == websocket.CloseGoingAway {
+		_ = c.out.writeBlocking(queued, wait)
 	}
+	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason))}, wait)
+	awaitClosed(c.readDone)
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	_ = c.conn.Close()
+	c.hub.unregister(c)
+	c.pumpDone()
 }
-
-// awaitPeerClose gives the reader closeGrace to see the peer's close frame.
-func (c *Client) awaitPeerClose() { awaitClosed(c.readDone) }
-
-func (c *Client) write(msg []byte) error { return writeText(c.conn, msg, c.hub.cfg.WriteWait) }
-
-// drain writes what is already queued, within the write deadline, so a
-// client closed by a shutdown loses nothing it was sent.
-func (c *Client) drain() { drainQueue(c.conn, c.send, c.hub.cfg.WriteWait) }
 
 // awaitClosed waits up to closeGrace for readDone: after sending its close
 // frame a writer gives the reader that long to see the peer's, so the socket

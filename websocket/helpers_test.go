@@ -1,14 +1,17 @@
 package websocket
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -83,6 +86,28 @@ func hubServer(t *testing.T, h *Hub) string {
 func dial(t testing.TB, base string, params url.Values) *websocket.Conn {
 	t.Helper()
 	conn, _, err := websocket.DefaultDialer.Dial(base+"?"+params.Encode(), nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// dialSmallBuffer is dial with a 4 KiB socket receive buffer, for tests of a browser that stops
+// reading: the server's nonblocking writes fill the kernel's buffers in a few kilobytes rather
+// than megabytes, and what follows waits in the client's queue.
+func dialSmallBuffer(t testing.TB, base string, params url.Values) *websocket.Conn {
+	t.Helper()
+	// Set before connecting, so the window the client advertises is small from the start.
+	small := &net.Dialer{Control: func(_, _ string, raw syscall.RawConn) error {
+		var serr error
+		err := raw.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return cmp.Or(err, serr)
+	}}
+	d := websocket.Dialer{NetDialContext: small.DialContext}
+	conn, _, err := d.Dial(base+"?"+params.Encode(), nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}

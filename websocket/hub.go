@@ -35,6 +35,8 @@ type Hub struct {
 	total   int
 	live    int // clients whose goroutines have not ended yet
 	stopped bool
+	nextSeq uint64
+	pinging bool // the pinger runs: from the first client's registration until none is left
 
 	// positions records the last stream position delivered per org, so a
 	// client registering now is told exactly where its stream starts.
@@ -204,12 +206,18 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		idx.wholeOrg[c] = struct{}{}
 	}
 	for _, u := range spec.users {
-		addSubscription(idx.users, c.users, c, u)
+		addSubscription(idx.users, &c.users, c, u)
 	}
 	for _, s := range spec.sessions {
-		addSubscription(idx.sessions, c.sessions, c, s)
+		addSubscription(idx.sessions, &c.sessions, c, s)
 	}
 	h.byID[c.id] = c
+	c.seq = h.nextSeq
+	h.nextSeq++
+	if !h.pinging {
+		h.pinging = true
+		go h.pingLoop()
+	}
 	h.total++
 	h.live++
 	h.metrics.connections.Inc()
@@ -227,15 +235,63 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		h.posMu.Unlock()
 		c.after = pos
 		if frame := greet(pos); frame != nil {
-			c.push(frame)
+			c.preload(textFrame(frame)) // written when the client starts, not under the lock
 		}
 	}
 	return true
 }
 
+// pingSlots is how many groups the pinger splits clients into: each group is
+// pinged at its own tick, so pings are spread over the interval instead of
+// all written at once.
+const pingSlots = 8
+
+// pingLoop pings every client once per PingInterval, one slot of clients per
+// tick. It is started by the registration that finds it not running and ends
+// when the hub stops or has no client left, so an idle hub holds no
+// goroutine. A ping goes through the client's queue like any frame, so it
+// never interleaves with another frame's bytes.
+func (h *Hub) pingLoop() {
+	tick := time.NewTicker(max(h.cfg.PingInterval/pingSlots, time.Millisecond))
+	defer tick.Stop()
+	var due []*Client
+	for slot := uint64(0); ; slot = (slot + 1) % pingSlots {
+		select {
+		case <-h.stopCh:
+			h.mu.Lock()
+			h.pinging = false
+			h.mu.Unlock()
+			return
+		case <-tick.C:
+		}
+		h.mu.RLock()
+		for _, c := range h.byID {
+			if c.seq%pingSlots == slot {
+				due = append(due, c)
+			}
+		}
+		empty := len(h.byID) == 0
+		h.mu.RUnlock()
+		if empty {
+			h.mu.Lock()
+			if len(h.byID) == 0 {
+				h.pinging = false
+				h.mu.Unlock()
+				return
+			}
+			h.mu.Unlock()
+		}
+		for _, c := range due {
+			c.out.push(pingFrame)
+		}
+		clear(due)
+		due = due[:0]
+	}
+}
+
 // addSubscription indexes c under key, and records key on c for removal.
 // The caller holds the hub's lock.
-func addSubscription(index map[string]clientSet, own map[string]struct{}, c *Client, key string) {
+func addSubscription(index map[string]clientSet, own *map[string]struct{}, c *Client, key string) {
 	if key == "" {
 		return
 	}
@@ -245,7 +301,10 @@ func addSubscription(index map[string]clientSet, own map[string]struct{}, c *Cli
 		index[key] = set
 	}
 	set[c] = struct{}{}
-	own[key] = struct{}{}
+	if *own == nil { // most clients subscribe to nothing: their sets are made on first use
+		*own = make(map[string]struct{}, 1)
+	}
+	(*own)[key] = struct{}{}
 }
 
 // unregister removes c from every index, then runs its onGone. It is called once, by c's
@@ -331,9 +390,9 @@ func (h *Hub) subscribe(clientID, key string, session bool) bool {
 		return false
 	}
 	if session {
-		addSubscription(idx.sessions, c.sessions, c, key)
+		addSubscription(idx.sessions, &c.sessions, c, key)
 	} else {
-		addSubscription(idx.users, c.users, c, key)
+		addSubscription(idx.users, &c.users, c, key)
 	}
 	return true
 }
@@ -368,14 +427,28 @@ func (h *Hub) clearSubscriptions() {
 // that carry no tenant data. Prefer BroadcastToOrg.
 func (h *Hub) Broadcast(message []byte) {
 	start := time.Now()
+	targets := getTargets()
+	defer putTargets(targets)
 	h.mu.RLock()
 	for _, idx := range h.orgs {
 		for c := range idx.clients {
-			c.enqueue(message)
+			*targets = append(*targets, c)
 		}
 	}
 	h.mu.RUnlock()
+	h.fanOut(*targets, message)
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
+}
+
+// fanOut encodes message once and queues the frame to every target.
+func (h *Hub) fanOut(targets []*Client, message []byte) {
+	if len(targets) == 0 {
+		return
+	}
+	frame := textFrame(message)
+	for _, c := range targets {
+		c.enqueueFrame(frame)
+	}
 }
 
 // BroadcastToOrg sends message to every client of orgID on this replica,
@@ -384,13 +457,16 @@ func (h *Hub) Broadcast(message []byte) {
 // use Notifier.BroadcastToOrg.
 func (h *Hub) BroadcastToOrg(orgID string, message []byte) {
 	start := time.Now()
+	targets := getTargets()
+	defer putTargets(targets)
 	h.mu.RLock()
 	if idx := h.orgs[orgID]; idx != nil {
 		for c := range idx.clients {
-			c.enqueue(message)
+			*targets = append(*targets, c)
 		}
 	}
 	h.mu.RUnlock()
+	h.fanOut(*targets, message)
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -277,21 +278,24 @@ func TestRecoveryAfterSlowConsumerAndShutdown(t *testing.T) {
 	b := startManager(t, nil, Config{Bus: bus})
 	urlA, urlB := sessionsServer(t, a), sessionsServer(t, b)
 	ctx := t.Context()
-	publish := func(n int) {
+	publish := func(n int, data map[string]any) {
 		for range n {
-			if _, err := a.GetNotifier().Publish(ctx, "o", SessionEvent{Type: EventSessionUpdated, SessionID: "s", UserID: "u"}); err != nil {
+			if _, err := a.GetNotifier().Publish(ctx, "o", SessionEvent{Type: EventSessionUpdated, SessionID: "s", UserID: "u", Data: data}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	ops := params("org", "o", "user", "ops", "role", "operator")
-	conn := dial(t, urlA, ops)
+	conn := dialSmallBuffer(t, urlA, ops)
 	hello := readUntilType(t, conn, "connected")
 	readUntilType(t, conn, "sessions_update")
 	epoch := hello.str("epoch")
-	publish(3)
+	publish(3, nil)
 	last := readEntries(t, conn, 3)[2]
-	publish(500) // far more than the queue holds while nobody reads
+	// Far more than the socket's buffers (megabytes, on loopback) and the queue hold while
+	// nobody reads.
+	const burst = 300
+	publish(burst, map[string]any{"blob": strings.Repeat("x", 64<<10)})
 	if code, _ := expectClose(t, conn, 5*time.Second); code != CloseSlowConsumer {
 		t.Fatalf("close %d, want 4001", code)
 	}
@@ -317,7 +321,7 @@ func TestRecoveryAfterSlowConsumerAndShutdown(t *testing.T) {
 		}
 		return conn, got
 	}
-	conn, got := resume(urlA, last, 500)
+	conn, got := resume(urlA, last, burst)
 	for i, off := range got {
 		if off != last+1+uint64(i) {
 			t.Fatalf("replayed entry %d is offset %d, want %d", i, off, last+1+uint64(i))

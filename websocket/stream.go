@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
@@ -54,7 +55,17 @@ func encodeBroadcastEntry(message []byte) ([]byte, error) {
 
 // withPosition appends "offset" and "epoch" to a compact JSON object.
 func withPosition(object []byte, pos cluster.Position) []byte {
-	out := make([]byte, 0, len(object)+48+len(pos.Epoch))
+	return appendPosition(make([]byte, 0, len(object)+48+len(pos.Epoch)), object, pos)
+}
+
+// positionFrame is withPosition encoded as a text frame, in one allocation: the frame every
+// receiver of a stream entry shares.
+func positionFrame(object []byte, pos cluster.Position) []byte {
+	buf := make([]byte, frameHeaderRoom, frameHeaderRoom+len(object)+48+len(pos.Epoch))
+	return sealFrame(opText, appendPosition(buf, object, pos))
+}
+
+func appendPosition(out, object []byte, pos cluster.Position) []byte {
 	out = append(out, object[:len(object)-1]...)
 	if len(object) > 2 {
 		out = append(out, ',')
@@ -69,16 +80,20 @@ func withPosition(object []byte, pos cluster.Position) []byte {
 // deliver is the hub's bus handler: it records the org's position and
 // queues the entry's frame to its receivers on this replica. It runs under
 // the bus's per-org ordering, so every client sees its org's entries in
-// offset order, and under the hub's read lock, so a registering client sees
-// either all of a delivery or none of it.
+// offset order. Receivers are chosen under the hub's read lock, together
+// with the position update, so a registering client either is among them or
+// starts after the entry; the frame is then handed to each outside the lock,
+// since handing it over may write to the socket.
 func (h *Hub) deliver(msg cluster.Message) {
 	var e streamEntry
 	if err := json.Unmarshal(msg.Payload, &e); err != nil || len(e.Payload) < 2 {
 		h.cfg.Logger.Error("dropping malformed stream entry", "org_id", msg.OrgID, "offset", msg.Offset, "err", err)
 		return
 	}
-	frame := withPosition(e.Payload, msg.Position)
+	frame := positionFrame(e.Payload, msg.Position)
 	start := time.Now()
+	targets := getTargets()
+	defer putTargets(targets)
 	h.mu.RLock()
 	h.posMu.Lock()
 	if last, ok := h.positions[msg.OrgID]; ok && !msg.After(last) {
@@ -93,28 +108,32 @@ func (h *Hub) deliver(msg cluster.Message) {
 		switch e.Kind {
 		case entryBroadcast:
 			for c := range idx.clients {
-				c.enqueueEntry(frame, msg.Position)
+				*targets = append(*targets, c)
 			}
 		case entryEvent:
-			idx.deliverEvent(frame, msg.Position, e.UserID, e.SessionID)
+			idx.eventTargets(targets, e.UserID, e.SessionID)
 		}
 	}
 	h.mu.RUnlock()
+	for _, c := range *targets {
+		c.enqueueEntry(frame, msg.Position)
+	}
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
-// deliverEvent queues frame once to each entitled client: the org's
-// operators and admins, the user's subscribers and the session's.
-func (idx *orgIndex) deliverEvent(frame []byte, at cluster.Position, userID, sessionID string) {
+// eventTargets appends each client entitled to an event once: the org's
+// operators and admins, the user's subscribers and the session's. The
+// caller holds the hub's read lock.
+func (idx *orgIndex) eventTargets(targets *[]*Client, userID, sessionID string) {
 	for c := range idx.wholeOrg {
-		c.enqueueEntry(frame, at)
+		*targets = append(*targets, c)
 	}
 	var byUser clientSet
 	if userID != "" {
 		byUser = idx.users[userID]
 		for c := range byUser {
 			if _, dup := idx.wholeOrg[c]; !dup {
-				c.enqueueEntry(frame, at)
+				*targets = append(*targets, c)
 			}
 		}
 	}
@@ -123,10 +142,22 @@ func (idx *orgIndex) deliverEvent(frame []byte, at cluster.Position, userID, ses
 			_, dup1 := idx.wholeOrg[c]
 			_, dup2 := byUser[c]
 			if !dup1 && !dup2 {
-				c.enqueueEntry(frame, at)
+				*targets = append(*targets, c)
 			}
 		}
 	}
+}
+
+// targetPool recycles the receiver lists of deliveries, so a fan-out allocates nothing per
+// receiver.
+var targetPool = sync.Pool{New: func() any { s := make([]*Client, 0, 64); return &s }}
+
+func getTargets() *[]*Client { return targetPool.Get().(*[]*Client) }
+
+func putTargets(s *[]*Client) {
+	clear(*s)
+	*s = (*s)[:0]
+	targetPool.Put(s)
 }
 
 // frameFor returns the frame of a stream entry for a client registered with spec, and whether

@@ -16,11 +16,14 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/bench/baseline"
 )
 
-// benchCmd runs the load generator (`bench`), or the baseline hub it compares against
-// (`bench baseline`).
+// benchCmd runs the load generator: browsers (`bench`), agents (`bench agents`), or the
+// baseline hub it compares against (`bench baseline`).
 func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "baseline" {
 		return benchBaseline(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "agents" {
+		return benchAgents(ctx, args[1:], getenv, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -74,13 +77,51 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	if *asJSON {
+	return printReport(stdout, result, *asJSON)
+}
+
+// printReport prints a report as a table, or as JSON.
+func printReport(stdout io.Writer, result interface{ Table() string }, asJSON bool) error {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(result)
 	}
-	_, err = io.WriteString(stdout, result.Table())
+	_, err := io.WriteString(stdout, result.Table())
 	return err
+}
+
+// benchAgents runs the agents mode: agents created through the admin API, connected with the
+// agent SDK, and commands submitted to them as fast as the server completes them.
+func benchAgents(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench agents", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "http://127.0.0.1:8080", "server base URL")
+	service := fs.String("service-token", getenv("STREAMSPACE_SERVICE_TOKEN"), "service token: creates the agents and sends the commands (env STREAMSPACE_SERVICE_TOKEN)")
+	agents := fs.Int("agents", 100, "agents to create and connect")
+	heartbeat := fs.Duration("heartbeat", 30*time.Second, "the agents' heartbeat interval")
+	duration := fs.Duration("duration", 10*time.Second, "how long to submit commands")
+	rate := fs.Float64("rate", 0, "commands per second (0: as fast as the submitters go)")
+	workers := fs.Int("workers", 64, "concurrent submitters")
+	drain := fs.Duration("drain", 30*time.Second, "how long to wait for the last completions")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case *agents < 1 || *duration <= 0 || *workers < 1 || *heartbeat <= 0 || *rate < 0:
+		return errors.New("bench agents: --agents, --duration, --workers and --heartbeat must be positive, --rate not negative")
+	case *service == "":
+		return errors.New("bench agents: a service token is required (--service-token or STREAMSPACE_SERVICE_TOKEN)")
+	}
+	rep, err := bench.RunAgents(ctx, bench.AgentsConfig{
+		Server: *server, ServiceToken: *service, Agents: *agents, Heartbeat: *heartbeat,
+		Duration: *duration, Rate: *rate, Workers: *workers, Drain: *drain, Progress: stderr,
+	})
+	if err != nil {
+		return err
+	}
+	return printReport(stdout, rep, *asJSON)
 }
 
 // benchBaseline serves the baseline hub until interrupted.

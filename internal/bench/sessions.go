@@ -222,11 +222,7 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 			})
 		}
 		wg.Wait()
-		if cfg.Progress != nil {
-			done := min(from+cfg.Batch, cfg.Clients)
-			bar := strings.Repeat("#", 30*done/cfg.Clients) + strings.Repeat("-", 30-30*done/cfg.Clients)
-			fmt.Fprintf(cfg.Progress, "\r[%s] connected %d/%d", bar, done, cfg.Clients)
-		}
+		progress(cfg.Progress, "connected", min(from+cfg.Batch, cfg.Clients), cfg.Clients)
 		if firstErr != nil || ctx.Err() != nil {
 			break
 		}
