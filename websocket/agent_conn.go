@@ -67,10 +67,17 @@ type AgentConnection struct {
 	malformedAt []time.Time
 
 	// logStreams counts the log streams asked of this connection and still open; while there
-	// are any, log frames beyond the ordinary frame budget draw on logLimiter.
-	logStreams atomic.Int32
-	logLimiter *rate.Limiter
+	// are any, and for logLinger after the last one ends (the lines the agent sent before it
+	// heard of the stop are still arriving), frames beyond the ordinary frame budget draw on
+	// logLimiter.
+	logStreams   atomic.Int32
+	logStreamEnd atomic.Int64 // when the last stream ended (Unix nanoseconds)
+	logLimiter   *rate.Limiter
 }
+
+// logLinger is how long after its last log stream ends an agent's frames still draw on the
+// log budget.
+const logLinger = 2 * time.Second
 
 // inflightCommand is a delivered command waiting for its ack.
 type inflightCommand struct {
@@ -131,7 +138,8 @@ func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
 // relaysLogs reports whether a frame over the ordinary budget may pass as part of a log stream
 // this side asked for.
 func (c *AgentConnection) relaysLogs() bool {
-	return c.logStreams.Load() > 0 && c.logLimiter.Allow()
+	relaying := c.logStreams.Load() > 0 || time.Since(time.Unix(0, c.logStreamEnd.Load())) < logLinger
+	return relaying && c.logLimiter.Allow()
 }
 
 func (c *AgentConnection) closing() bool {

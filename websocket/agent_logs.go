@@ -194,6 +194,7 @@ func (h *AgentHub) dropLogRoute(id string) *logRoute {
 	delete(h.logRoutes, id)
 	h.logsMu.Unlock()
 	if r != nil && r.conn != nil {
+		r.conn.logStreamEnd.Store(time.Now().UnixNano())
 		r.conn.logStreams.Add(-1)
 	}
 	return r

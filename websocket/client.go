@@ -30,22 +30,22 @@ import (
 // use.
 type Client struct {
 	hub  *Hub
-	conn *websocket.Conn
 	out  outbox
+	in   inbound // the raw reader's state (plain TCP sockets)
 	id   string
 	org  OrgContext
-	seq  uint64 // registration order: the hub's pinger spreads pings by it
 
-	// users and sessions are the client's subscriptions, guarded by hub.mu; nil until the first.
-	users    map[string]struct{}
-	sessions map[string]struct{}
+	// users and sessions are the client's subscriptions, guarded by hub.mu.
+	users    []string
+	sessions []string
 
-	closeOnce   sync.Once
 	done        chan struct{} // closed by closeWith: the client must go
 	closeCode   int
 	closeReason string
-	pumps       atomic.Int32
-
+	// The small fields together (an idle client's size matters).
+	pumps    atomic.Int32
+	closing  atomic.Bool // closeWith was called
+	pingSlot uint8       // which of the pinger's ticks pings this client
 	// While held, deliveries wait in pending (bounded like the queue) so
 	// that the frames the client must see first, its snapshot, go first.
 	held atomic.Bool
@@ -56,9 +56,11 @@ type Client struct {
 	pending [][]byte
 
 	readDone chan struct{} // closed when the reader returns
-	expiry   *time.Timer
-	onGone   func()        // runs once the client is unregistered (org watch, connection row); may be nil
-	listFP   atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
+	// The token's deadline on the hub's expiry queue (monotonic), and the client's place there.
+	expiresAt   time.Time
+	expiryIndex int
+	onGone      func()        // runs once the client is unregistered (org watch, connection row); may be nil
+	listFP      atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
 }
 
 // closeGrace bounds the closing handshake: after its close frame the writer
@@ -69,11 +71,12 @@ const closeGrace = time.Second
 func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 	c := &Client{
 		hub:      h,
-		conn:     conn,
 		id:       spec.id,
 		org:      spec.org,
 		done:     make(chan struct{}),
 		readDone: make(chan struct{}),
+
+		expiryIndex: -1,
 	}
 	c.out.init(c, conn)
 	// The reader and the closer: the last of the two to end tells the hub.
@@ -98,23 +101,27 @@ func (c *Client) UserID() string { return c.org.UserID }
 // Role returns the client's role ("user", "operator" or "admin").
 func (c *Client) Role() string { return c.org.Role }
 
-func (c *Client) start() {
+// start starts the client's reader on conn, the connection it was made with. Read raw,
+// conn itself is not kept: the gorilla connection and its buffer go.
+func (c *Client) start(conn *websocket.Conn) {
 	if !c.org.ExpiresAt.IsZero() {
-		c.expiry = time.AfterFunc(c.org.ExpiresAt.Sub(c.hub.cfg.Now()), func() {
-			c.closeWith(CloseTokenExpired, "token expired", "token_expired")
-		})
+		c.hub.expiries.add(c, time.Now().Add(c.org.ExpiresAt.Sub(c.hub.cfg.Now())))
 	}
-	// gorilla answers pings and close frames by writing to the socket itself; here every
-	// write goes through the client's queue, so the answers do too.
-	c.conn.SetPingHandler(func(data string) error {
-		c.out.push(controlFrame(opPong, []byte(data)))
-		return nil
-	})
-	c.conn.SetCloseHandler(func(code int, _ string) error {
-		c.closeWith(code, "", "client_closed") // the peer's code is echoed, as RFC 6455 5.5.1 asks
-		return nil
-	})
-	go c.readPump()
+	if c.out.raw != nil {
+		go c.readRaw()
+	} else {
+		// gorilla answers pings and close frames by writing to the socket itself; here every
+		// write goes through the client's queue, so the answers do too.
+		conn.SetPingHandler(func(data string) error {
+			c.out.push(controlFrame(opPong, []byte(data)))
+			return nil
+		})
+		conn.SetCloseHandler(func(code int, _ string) error {
+			c.closeWith(code, "", "client_closed") // the peer's code is echoed, as RFC 6455 5.5.1 asks
+			return nil
+		})
+		go c.readPump(conn)
+	}
 	c.out.flushPreloaded()
 }
 
@@ -222,7 +229,7 @@ func (c *Client) overflow() {
 // closeWith asks the client to close with code and reason. Only the first
 // call counts; it never blocks and never does I/O itself.
 func (c *Client) closeWith(code int, reason, metricReason string) {
-	c.closeOnce.Do(func() {
+	if c.closing.CompareAndSwap(false, true) {
 		c.closeCode, c.closeReason = code, reason
 		close(c.done)
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
@@ -232,7 +239,7 @@ func (c *Client) closeWith(code int, reason, metricReason string) {
 				"code", code, "reason", reason)
 		}
 		c.out.close()
-	})
+	}
 }
 
 // pumpDone reports one goroutine's end; the last one tells the hub.
@@ -242,20 +249,21 @@ func (c *Client) pumpDone() {
 	}
 }
 
-// readPump reads and discards browser messages (the sessions socket takes
-// no commands), enforcing the size limit and the pong deadline. After a
+// readPump is readRaw for sockets this package cannot read raw (TLS), with
+// gorilla's reader: it reads and discards browser messages (the sessions
+// socket takes no commands), enforcing the size limit and the pong deadline. After a
 // too-big message it keeps discarding until the peer answers the close
 // frame or the writer gives up on the handshake.
-func (c *Client) readPump() {
+func (c *Client) readPump(conn *websocket.Conn) {
 	defer c.pumpDone()
 	defer close(c.readDone)
 	cfg := c.hub.cfg
-	_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	_ = conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	})
 	for {
-		_, r, err := c.conn.NextReader()
+		_, r, err := conn.NextReader()
 		if err != nil {
 			c.closeWith(readCloseCode(err))
 			return
@@ -268,7 +276,7 @@ func (c *Client) readPump() {
 		if n > cfg.MaxMessageSize {
 			c.closeWith(websocket.CloseMessageTooBig, "message too big", "too_big")
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+		_ = conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	}
 }
 
@@ -298,10 +306,10 @@ func (c *Client) finish(queued [][]byte) {
 	}
 	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason))}, wait)
 	awaitClosed(c.readDone)
-	if c.expiry != nil {
-		c.expiry.Stop()
+	c.hub.expiries.remove(c)
+	if c.out.netConn != nil {
+		_ = c.out.netConn.Close()
 	}
-	_ = c.conn.Close()
 	c.hub.unregister(c)
 	c.pumpDone()
 }

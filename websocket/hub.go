@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +37,8 @@ type Hub struct {
 	live    int // clients whose goroutines have not ended yet
 	stopped bool
 	nextSeq uint64
+
+	expiries expiryQueue
 	pinging bool // the pinger runs: from the first client's registration until none is left
 
 	// positions records the last stream position delivered per org, so a
@@ -53,8 +56,8 @@ type orgIndex struct {
 	namespace string
 	clients   map[*Client]struct{}
 	wholeOrg  map[*Client]struct{}
-	users     map[string]map[*Client]struct{}
-	sessions  map[string]map[*Client]struct{}
+	users     map[string]*subscriberSet
+	sessions  map[string]*subscriberSet
 }
 
 type clientSet = map[*Client]struct{}
@@ -106,6 +109,7 @@ func (h *Hub) Stop() {
 		}
 		h.mu.Unlock()
 		close(h.stopCh)
+		h.expiries.stop()
 		for _, c := range clients {
 			c.closeWith(websocket.CloseGoingAway, "server shutting down", "shutdown")
 		}
@@ -178,7 +182,7 @@ func (h *Hub) serve(conn *websocket.Conn, spec clientSpec, greet func(cluster.Po
 		closeConn(conn, h.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
 		return nil
 	}
-	c.start()
+	c.start(conn)
 	return c
 }
 
@@ -193,8 +197,8 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		idx = &orgIndex{
 			clients:  make(clientSet),
 			wholeOrg: make(clientSet),
-			users:    make(map[string]clientSet),
-			sessions: make(map[string]clientSet),
+			users:    make(map[string]*subscriberSet),
+			sessions: make(map[string]*subscriberSet),
 		}
 		h.orgs[c.org.OrgID] = idx
 	}
@@ -212,7 +216,7 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		addSubscription(idx.sessions, &c.sessions, c, s)
 	}
 	h.byID[c.id] = c
-	c.seq = h.nextSeq
+	c.pingSlot = uint8(h.nextSeq % pingSlots)
 	h.nextSeq++
 	if !h.pinging {
 		h.pinging = true
@@ -266,7 +270,7 @@ func (h *Hub) pingLoop() {
 		}
 		h.mu.RLock()
 		for _, c := range h.byID {
-			if c.seq%pingSlots == slot {
+			if uint64(c.pingSlot) == slot {
 				due = append(due, c)
 			}
 		}
@@ -291,20 +295,17 @@ func (h *Hub) pingLoop() {
 
 // addSubscription indexes c under key, and records key on c for removal.
 // The caller holds the hub's lock.
-func addSubscription(index map[string]clientSet, own *map[string]struct{}, c *Client, key string) {
-	if key == "" {
+func addSubscription(index map[string]*subscriberSet, own *[]string, c *Client, key string) {
+	if key == "" || slices.Contains(*own, key) {
 		return
 	}
 	set := index[key]
 	if set == nil {
-		set = make(clientSet)
+		set = &subscriberSet{}
 		index[key] = set
 	}
-	set[c] = struct{}{}
-	if *own == nil { // most clients subscribe to nothing: their sets are made on first use
-		*own = make(map[string]struct{}, 1)
-	}
-	(*own)[key] = struct{}{}
+	set.add(c)
+	*own = append(*own, key)
 }
 
 // unregister removes c from every index, then runs its onGone. It is called once, by c's
@@ -348,20 +349,19 @@ func (h *Hub) removeClient(c *Client) {
 // unsubscribe drops every user and session subscription of c; the caller
 // holds the hub's lock.
 func (idx *orgIndex) unsubscribe(c *Client) {
-	for u := range c.users {
+	for _, u := range c.users {
 		removeFromSet(idx.users, u, c)
 	}
-	for s := range c.sessions {
+	for _, s := range c.sessions {
 		removeFromSet(idx.sessions, s, c)
 	}
-	clear(c.users)
-	clear(c.sessions)
+	c.users, c.sessions = nil, nil
 }
 
-func removeFromSet(index map[string]clientSet, key string, c *Client) {
+func removeFromSet(index map[string]*subscriberSet, key string, c *Client) {
 	if set := index[key]; set != nil {
-		delete(set, c)
-		if len(set) == 0 {
+		set.remove(c)
+		if set.len() == 0 {
 			delete(index, key)
 		}
 	}

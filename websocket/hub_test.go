@@ -264,6 +264,39 @@ func TestTokenExpiryCloses4003(t *testing.T) {
 	}
 }
 
+// One timer serves every client's expiry: each is closed at its own deadline, in order, and a
+// client that leaves first is forgotten.
+func TestTokenExpiriesShareOneQueue(t *testing.T) {
+	m := startManager(t, nil, Config{})
+	base := sessionsServer(t, m)
+	late := dial(t, base, params("org", "o", "user", "late", "ttl", "900ms"))
+	early := dial(t, base, params("org", "o", "user", "early", "ttl", "300ms"))
+	leaver := dial(t, base, params("org", "o", "user", "leaver", "ttl", "1h"))
+	for _, c := range []*websocket.Conn{late, early, leaver} {
+		readUntilType(t, c, "sessions_update")
+	}
+	queued := func() int {
+		m.Hub().expiries.mu.Lock()
+		defer m.Hub().expiries.mu.Unlock()
+		return len(m.Hub().expiries.due)
+	}
+	if n := queued(); n != 3 {
+		t.Fatalf("%d clients queued for expiry, want 3", n)
+	}
+	start := time.Now()
+	if code, _ := expectClose(t, early, 5*time.Second); code != CloseTokenExpired {
+		t.Fatalf("early: %d, want 4003", code)
+	}
+	if code, _ := expectClose(t, late, 5*time.Second); code != CloseTokenExpired {
+		t.Fatalf("late: %d, want 4003", code)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Fatalf("the later deadline came after %v: it was not kept", took)
+	}
+	_ = leaver.Close()
+	eventually(t, 5*time.Second, "the leaver forgotten", func() bool { return queued() == 0 && m.Hub().ClientCount() == 0 })
+}
+
 func TestOversizedMessageCloses1009(t *testing.T) {
 	m := startManager(t, nil, Config{MaxMessageSize: 1024})
 	conn := dial(t, sessionsServer(t, m), params("org", "o", "user", "u"))

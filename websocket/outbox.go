@@ -38,13 +38,22 @@ type outbox struct {
 	writing bool          // a goroutine owns the writing side
 	closing bool          // the client is closing: nothing more is queued
 	room    chan struct{} // made while pushWait waits for room; signalled when a batch is taken
-
-	// The owner's nonblocking write, without a closure per call.
-	iov     [][]byte
-	n       int
-	err     error
-	writeFn func(fd uintptr) bool
 }
+
+// rawWrite is one nonblocking write in progress. Writes borrow it from a pool, so a client
+// holds no write state between writes and no closure is made per write.
+type rawWrite struct {
+	iov [][]byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var rawWritePool = sync.Pool{New: func() any {
+	w := &rawWrite{}
+	w.fn = w.write
+	return w
+}}
 
 func (o *outbox) init(c *Client, conn *websocket.Conn) {
 	o.c = c
@@ -235,18 +244,17 @@ func (o *outbox) writeNow(bufs [][]byte) ([][]byte, error) {
 	if o.raw == nil {
 		return bufs, nil
 	}
-	if o.writeFn == nil {
-		o.writeFn = o.rawWrite
-	}
+	w := rawWritePool.Get().(*rawWrite)
+	defer rawWritePool.Put(w)
 	for len(bufs) > 0 {
-		o.iov = bufs[:min(len(bufs), maxIovecs)]
+		w.iov = bufs[:min(len(bufs), maxIovecs)]
 		want := 0
-		for _, b := range o.iov {
+		for _, b := range w.iov {
 			want += len(b)
 		}
-		err := o.raw.Write(o.writeFn)
-		n, werr := o.n, o.err
-		o.iov, o.err = nil, nil
+		err := o.raw.Write(w.fn)
+		n, werr := w.n, w.err
+		w.iov, w.err = nil, nil
 		switch {
 		case err != nil:
 			return bufs, err
@@ -263,21 +271,21 @@ func (o *outbox) writeNow(bufs [][]byte) ([][]byte, error) {
 	return nil, nil
 }
 
-// rawWrite makes one nonblocking write(2) or writev(2) of o.iov; returning
+// write makes one nonblocking write(2) or writev(2) of w.iov; returning
 // true tells the poller not to wait for the socket.
-func (o *outbox) rawWrite(fd uintptr) bool {
+func (w *rawWrite) write(fd uintptr) bool {
 	for {
-		if len(o.iov) == 1 {
-			o.n, o.err = unix.Write(int(fd), o.iov[0])
+		if len(w.iov) == 1 {
+			w.n, w.err = unix.Write(int(fd), w.iov[0])
 		} else {
-			o.n, o.err = unix.Writev(int(fd), o.iov)
+			w.n, w.err = unix.Writev(int(fd), w.iov)
 		}
-		if o.err != unix.EINTR {
+		if w.err != unix.EINTR {
 			break
 		}
 	}
-	if o.err != nil {
-		o.n = 0
+	if w.err != nil {
+		w.n = 0
 	}
 	return true
 }

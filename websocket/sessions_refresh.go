@@ -132,11 +132,11 @@ func (h *Hub) sessionListeners() map[string][]listener {
 			l := listener{client: c}
 			if !c.org.seesWholeOrg() {
 				l.users = make(map[string]struct{}, len(c.users))
-				for u := range c.users {
+				for _, u := range c.users {
 					l.users[u] = struct{}{}
 				}
 				l.sessions = make(map[string]struct{}, len(c.sessions))
-				for s := range c.sessions {
+				for _, s := range c.sessions {
 					l.sessions[s] = struct{}{}
 				}
 			}

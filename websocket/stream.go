@@ -128,23 +128,16 @@ func (idx *orgIndex) eventTargets(targets *[]*Client, userID, sessionID string) 
 	for c := range idx.wholeOrg {
 		*targets = append(*targets, c)
 	}
-	var byUser clientSet
+	inWholeOrg := func(c *Client) bool { _, dup := idx.wholeOrg[c]; return dup }
+	var byUser *subscriberSet
 	if userID != "" {
 		byUser = idx.users[userID]
-		for c := range byUser {
-			if _, dup := idx.wholeOrg[c]; !dup {
-				*targets = append(*targets, c)
-			}
-		}
+		*targets = byUser.appendTo(*targets, inWholeOrg)
 	}
 	if sessionID != "" {
-		for c := range idx.sessions[sessionID] {
-			_, dup1 := idx.wholeOrg[c]
-			_, dup2 := byUser[c]
-			if !dup1 && !dup2 {
-				*targets = append(*targets, c)
-			}
-		}
+		*targets = idx.sessions[sessionID].appendTo(*targets, func(c *Client) bool {
+			return inWholeOrg(c) || byUser.contains(c)
+		})
 	}
 }
 

@@ -11,16 +11,18 @@ import (
 // idle connection holds no write buffer.
 var writeBufferPool = &sync.Pool{}
 
-// NewUpgrader returns the upgrader this package's connections are tuned
-// for: a 1 KiB read buffer (browsers send almost nothing) and pooled write
-// buffers. checkOrigin may be nil when origins are checked before the
-// upgrade, as the server does.
+// NewUpgrader returns the upgrader browser connections are tuned for: the
+// smallest read buffer gorilla allows (browsers send almost nothing, and
+// sessions and metrics sockets on plain TCP are read without it) and pooled
+// write buffers. Agents, which send much more, want a larger ReadBufferSize.
+// checkOrigin may be nil when origins are checked before the upgrade, as the
+// server does.
 func NewUpgrader(checkOrigin func(r *http.Request) bool) *websocket.Upgrader {
 	if checkOrigin == nil {
 		checkOrigin = func(*http.Request) bool { return true }
 	}
 	return &websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  maxControlPayload,
 		WriteBufferSize: 4096,
 		WriteBufferPool: writeBufferPool,
 		CheckOrigin:     checkOrigin,

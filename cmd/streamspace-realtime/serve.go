@@ -31,6 +31,15 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		_ = srv.Shutdown(context.Background())
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
+	if cfg.DebugAddr != "" {
+		stop, err := serveDebug(cfg.DebugAddr, log)
+		if err != nil {
+			_ = ln.Close()
+			_ = srv.Shutdown(context.Background())
+			return err
+		}
+		defer stop()
+	}
 	if cfg.Dev {
 		return serveDev(ctx, srv, cfg, ln, log, stdout)
 	}

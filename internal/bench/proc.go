@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,28 @@ func (m *memorySampler) sample() int64 {
 	m.peak = max(m.peak, v)
 	m.mu.Unlock()
 	return v
+}
+
+// settled samples every 250ms until the last second's samples lie within 1% of each other
+// (the server has finished with the connections' handshakes and its collector has caught up),
+// or within returns, and gives the last sample.
+func (m *memorySampler) settled(within time.Duration) int64 {
+	var window []int64
+	deadline := time.Now().Add(within)
+	for {
+		window = append(window, m.sample())
+		if n := len(window); n >= 5 {
+			window = window[n-5:]
+			lo, hi := slices.Min(window), slices.Max(window)
+			if float64(hi-lo) <= 0.01*float64(hi) {
+				return window[4]
+			}
+		}
+		if time.Now().After(deadline) {
+			return window[len(window)-1]
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // run samples every interval until the returned func is called; that func returns the peak.

@@ -135,8 +135,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	}
 	rep.Connected = len(receivers)
 	if cfg.PID > 0 {
-		time.Sleep(500 * time.Millisecond) // let the server settle before reading its memory
-		rep.ServerRSSConnKB = mem.sample()
+		rep.ServerRSSConnKB = mem.settled(10 * time.Second)
 		if rep.Connected > 0 {
 			rep.KiBPerIdleConn = float64(rep.ServerRSSConnKB-rep.ServerRSSIdleKB) / float64(rep.Connected)
 		}

@@ -20,6 +20,8 @@ import (
 // flags win over the environment, and zero values mean the defaults below.
 type Config struct {
 	Addr        string
+	// DebugAddr, when set, serves net/http/pprof there (keep it on loopback).
+	DebugAddr string
 	DatabaseURL string
 	RedisURL    string
 	RedisPrefix string
@@ -175,6 +177,7 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}, "5"},
 		{"command-ttl", "STREAMSPACE_COMMAND_TTL", "deadline of a command; unfinished past it, it expires", dur(&c.CommandTTL), "24h"},
+		{"debug-addr", "STREAMSPACE_DEBUG_ADDR", "listen address of the Go profiler, /debug/pprof/ (empty: off; keep it on loopback)", str(&c.DebugAddr), ""},
 		{"log-level", "STREAMSPACE_LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel), "info"},
 		{"log-format", "STREAMSPACE_LOG_FORMAT", "text or json", str(&c.LogFormat), "text"},
 	}

@@ -152,6 +152,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
 	}
+	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.
+	s.agentUpgrader.ReadBufferSize = 4096
 	// The handshake's own failures (bad version, missing key) are JSON too.
 	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		s.fail(w, r, status, "upgrade_failed", reason.Error())

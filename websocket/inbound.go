@@ -1,0 +1,313 @@
+package websocket
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
+)
+
+// A browser sends almost nothing: pongs, now and then a close. Waiting for those in gorilla's
+// reader parks a goroutine deep in its call chain with a 4 KiB stack and a read buffer, per
+// connection, for the connection's whole life. A browser client on a plain TCP socket is
+// therefore read here instead: its reader waits for data in the runtime's poller with no
+// buffer and a shallow stack (the runtime shrinks it to 2 KiB), then reads what arrived into a
+// pooled buffer and parses the frames (RFC 6455 5, client to server) with a small state
+// machine. gorilla still does the handshake, and reads connections this cannot (TLS).
+
+// maxControlPayload is the largest payload of a control frame (RFC 6455 5.5).
+const maxControlPayload = 125
+
+// errProtocol is a frame a browser may not send; it is answered with 1002.
+type errProtocol string
+
+func (e errProtocol) Error() string { return string(e) }
+
+// inbound is the state of a raw reader between reads: the frame being parsed. Its fields are
+// packed: every idle browser connection holds one.
+type inbound struct {
+	// The header being assembled (at most 14 bytes: 2, 8 of length, 4 of mask).
+	hdr    [14]byte
+	hdrLen uint8
+	// The frame whose payload is being read.
+	inFrame bool
+	op      byte
+	fin     bool
+	maskPos uint8 // index into mask of the next payload byte, modulo 4
+	// fragmented: a data message spans frames and more are to come.
+	fragmented bool
+	peekByte   [1]byte
+	mask       [4]byte
+	remaining  uint64
+	msgLen     uint64 // the data message's length so far
+	control    []byte // a control frame's payload, unmasked
+	waitFn     func(fd uintptr) bool
+}
+
+// rawRead is one nonblocking read in progress, borrowed from a pool with its buffer, so an
+// idle client holds neither.
+type rawRead struct {
+	buf [4096]byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+var rawReadPool = sync.Pool{New: func() any {
+	r := &rawRead{}
+	r.fn = r.read
+	return r
+}}
+
+// readRaw is the reader of a client on a raw socket: it reads and discards browser messages
+// (the sessions socket takes no commands), answers pings and close frames through the queue,
+// and enforces the size limit and the pong deadline. After a too-big message it keeps
+// discarding until the peer answers the close frame or the closer gives up on the handshake.
+func (c *Client) readRaw() {
+	defer c.pumpDone()
+	defer close(c.readDone)
+	in := &c.in
+	in.waitFn = in.wait
+	netConn, raw := c.out.netConn, c.out.raw
+	pongWait := c.hub.cfg.PongWait
+	_ = netConn.SetReadDeadline(time.Now().Add(pongWait))
+	for {
+		// Wait for data holding no buffer.
+		if err := raw.Read(in.waitFn); err != nil {
+			c.closeWith(readCloseCode(err))
+			return
+		}
+		r := rawReadPool.Get().(*rawRead)
+		done, err := c.readAvailable(r)
+		rawReadPool.Put(r)
+		if err != nil {
+			var perr errProtocol
+			if errors.As(err, &perr) {
+				c.closeWith(websocket.CloseProtocolError, string(perr), "protocol_error")
+			} else {
+				c.closeWith(readCloseCode(err))
+			}
+			return
+		}
+		if done {
+			return // the peer's close frame
+		}
+		_ = netConn.SetReadDeadline(time.Now().Add(pongWait))
+	}
+}
+
+// readAvailable reads and parses what the socket holds, without waiting. done reports the
+// peer's close frame.
+func (c *Client) readAvailable(r *rawRead) (done bool, err error) {
+	for {
+		err := c.out.raw.Read(r.fn)
+		n, rerr := r.n, r.err
+		r.err = nil
+		switch {
+		case err != nil:
+			return false, err
+		case errors.Is(rerr, unix.EAGAIN):
+			return false, nil
+		case rerr != nil:
+			return false, rerr
+		case n == 0:
+			return false, io.EOF
+		}
+		if done, err := c.parse(r.buf[:n]); done || err != nil {
+			return done, err
+		}
+		if n < len(r.buf) {
+			return false, nil
+		}
+	}
+}
+
+// wait reports whether the socket has data (or an error or end of stream) to read: returning
+// false parks the reader in the poller until it does.
+func (in *inbound) wait(fd uintptr) bool {
+	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&in.peekByte[0])), 1,
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	return errno != unix.EAGAIN
+}
+
+// read makes one nonblocking read into r.buf.
+func (r *rawRead) read(fd uintptr) bool {
+	for {
+		r.n, r.err = unix.Read(int(fd), r.buf[:])
+		if r.err != unix.EINTR {
+			break
+		}
+	}
+	if r.err != nil {
+		r.n = 0
+	}
+	return true
+}
+
+// parse consumes data: headers, then payloads, which are discarded but for control frames'.
+func (c *Client) parse(data []byte) (done bool, err error) {
+	in := &c.in
+	for len(data) > 0 {
+		if !in.inFrame {
+			if in.hdrLen < 2 {
+				k := copy(in.hdr[in.hdrLen:2], data)
+				in.hdrLen += uint8(k)
+				data = data[k:]
+				if in.hdrLen < 2 {
+					continue
+				}
+				if in.hdr[1]&0x80 == 0 {
+					return false, errProtocol("client frame not masked")
+				}
+			}
+			want := headerSize(in.hdr[1])
+			k := copy(in.hdr[in.hdrLen:want], data)
+			in.hdrLen += uint8(k)
+			data = data[k:]
+			if int(in.hdrLen) < want {
+				continue
+			}
+			if err := c.startFrame(); err != nil {
+				return false, err
+			}
+			if in.remaining > 0 {
+				continue
+			}
+		} else {
+			k := min(uint64(len(data)), in.remaining)
+			if in.op >= websocket.CloseMessage {
+				for _, b := range data[:k] {
+					in.control = append(in.control, b^in.mask[in.maskPos&3])
+					in.maskPos++
+				}
+			}
+			data = data[k:]
+			in.remaining -= k
+			if in.remaining > 0 {
+				continue
+			}
+		}
+		if done, err := c.endFrame(); done || err != nil {
+			return done, err
+		}
+	}
+	return false, nil
+}
+
+// headerSize is the size of a masked frame's header given its second byte.
+func headerSize(b1 byte) int {
+	switch b1 & 0x7f {
+	case len16:
+		return 2 + 2 + 4
+	case len64:
+		return 2 + 8 + 4
+	default:
+		return 2 + 4
+	}
+}
+
+// startFrame decodes a complete header and checks it against RFC 6455 5.2.
+func (c *Client) startFrame() error {
+	in := &c.in
+	b0, b1 := in.hdr[0], in.hdr[1]
+	in.hdrLen = 0
+	if b0&0x70 != 0 {
+		return errProtocol("reserved bits set")
+	}
+	in.op, in.fin = b0&0x0f, b0&finBit != 0
+	var length uint64
+	rest := in.hdr[2:]
+	switch n := b1 & 0x7f; n {
+	case len16:
+		length, rest = uint64(binary.BigEndian.Uint16(rest)), rest[2:]
+	case len64:
+		length, rest = binary.BigEndian.Uint64(rest), rest[8:]
+		if length>>63 != 0 {
+			return errProtocol("frame length too large")
+		}
+	default:
+		length = uint64(n)
+	}
+	copy(in.mask[:], rest[:4])
+	in.maskPos, in.remaining, in.inFrame = 0, length, true
+	switch in.op {
+	case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
+		if !in.fin || length > maxControlPayload {
+			return errProtocol("control frame fragmented or longer than 125 bytes")
+		}
+		if length > 0 {
+			in.control = make([]byte, 0, length)
+		}
+	case 0: // continuation
+		if !in.fragmented {
+			return errProtocol("continuation frame outside a message")
+		}
+		c.messageBytes(length)
+		in.fragmented = !in.fin
+	case websocket.TextMessage, websocket.BinaryMessage:
+		if in.fragmented {
+			return errProtocol("new message inside a fragmented message")
+		}
+		in.msgLen = 0
+		c.messageBytes(length)
+		in.fragmented = !in.fin
+	default:
+		return errProtocol("unknown opcode")
+	}
+	return nil
+}
+
+// messageBytes counts a data frame's payload against the message size limit.
+func (c *Client) messageBytes(n uint64) {
+	in := &c.in
+	in.msgLen += n
+	if in.msgLen > uint64(c.hub.cfg.MaxMessageSize) {
+		c.closeWith(websocket.CloseMessageTooBig, "message too big", "too_big")
+	}
+}
+
+// endFrame acts on a frame whose payload has been read: pings are answered, a close frame is
+// echoed and ends the reading.
+func (c *Client) endFrame() (done bool, err error) {
+	in := &c.in
+	in.inFrame = false
+	defer func() { in.control = nil }() // an idle client keeps no payload
+	switch in.op {
+	case websocket.PingMessage:
+		c.out.push(controlFrame(opPong, in.control))
+	case websocket.CloseMessage:
+		code, text := websocket.CloseNoStatusReceived, ""
+		switch len(in.control) {
+		case 0:
+		case 1:
+			return false, errProtocol("close frame with a one-byte payload")
+		default:
+			code, text = int(binary.BigEndian.Uint16(in.control)), string(in.control[2:])
+			if !validCloseCode(code) {
+				return false, errProtocol("invalid close code")
+			}
+			if !utf8.ValidString(text) {
+				return false, errProtocol("close reason is not UTF-8")
+			}
+		}
+		c.closeWith(code, "", "client_closed") // the peer's code is echoed (RFC 6455 5.5.1)
+		return true, nil
+	}
+	return false, nil
+}
+
+// validCloseCode reports whether a peer may send code (RFC 6455 7.4).
+func validCloseCode(code int) bool {
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
+		return true
+	default:
+		return code >= 3000 && code <= 4999
+	}
+}
