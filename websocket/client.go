@@ -29,11 +29,11 @@ import (
 // instead of slowing the publisher. Exported methods are safe for concurrent
 // use.
 type Client struct {
-	hub  *Hub
-	out  outbox
-	in   inbound // the raw reader's state (plain TCP sockets)
-	id   string
-	org  OrgContext
+	hub *Hub
+	out outbox
+	in  inbound // the raw reader's state (plain TCP sockets)
+	id  string
+	org OrgContext
 
 	// users and sessions are the client's subscriptions, guarded by hub.mu.
 	users    []string

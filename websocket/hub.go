@@ -39,7 +39,7 @@ type Hub struct {
 	nextSeq uint64
 
 	expiries expiryQueue
-	pinging bool // the pinger runs: from the first client's registration until none is left
+	pinging  bool // the pinger runs: from the first client's registration until none is left
 
 	// positions records the last stream position delivered per org, so a
 	// client registering now is told exactly where its stream starts.

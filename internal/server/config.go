@@ -19,9 +19,9 @@ import (
 // `serve` and an environment variable (ARCHITECTURE.md, Configuration);
 // flags win over the environment, and zero values mean the defaults below.
 type Config struct {
-	Addr        string
+	Addr string
 	// DebugAddr, when set, serves net/http/pprof there (keep it on loopback).
-	DebugAddr string
+	DebugAddr   string
 	DatabaseURL string
 	RedisURL    string
 	RedisPrefix string
