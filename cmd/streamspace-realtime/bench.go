@@ -41,6 +41,10 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	baseURL := fs.String("baseline", "", "baseline hub URL (bench baseline): alternate runs against both and print ratios")
 	basePID := fs.Int("baseline-pid", 0, "the baseline's process id, for its memory and CPU")
 	runs := fs.Int("runs", 3, "with --baseline: runs against each, alternated; the table shows medians")
+	ramp := fs.Bool("ramp", false, "raise the rate step by step (each step --duration long) until delivery falls below 99%, p99 exceeds --max-p99 or a client is dropped; report the maximum sustained deliveries/s")
+	maxP99 := fs.Duration("max-p99", 250*time.Millisecond, "with --ramp: the p99 latency a step must stay within")
+	factor := fs.Float64("factor", 1.5, "with --ramp: how much each step raises the rate")
+	steps := fs.Int("steps", 12, "with --ramp: at most this many steps")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -66,12 +70,21 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 		result interface{ Table() string }
 		err    error
 	)
-	if *baseURL != "" {
-		if *runs < 1 {
-			return errors.New("bench: --runs must be at least 1")
-		}
+	if *baseURL != "" && *runs < 1 {
+		return errors.New("bench: --runs must be at least 1")
+	}
+	if *ramp && (*factor <= 1 || *steps < 1 || *maxP99 <= 0) {
+		return errors.New("bench: --factor must be above 1, --steps and --max-p99 positive")
+	}
+	rampCfg := bench.RampConfig{SessionsConfig: cfg, MaxP99: *maxP99, Factor: *factor, MaxSteps: *steps}
+	switch {
+	case *ramp && *baseURL != "":
+		result, err = bench.CompareRamp(ctx, rampCfg, *baseURL, *basePID, *runs)
+	case *ramp:
+		result, err = bench.RunRamp(ctx, rampCfg)
+	case *baseURL != "":
 		result, err = bench.Compare(ctx, cfg, *baseURL, *basePID, *runs)
-	} else {
+	default:
 		result, err = bench.RunSessions(ctx, cfg)
 	}
 	if err != nil {

@@ -50,6 +50,50 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	}
 }
 
+// `bench agents` against `serve --dev`: agents created through the admin API and connected with
+// the SDK complete every command accepted, and the report reads the round trips back from the
+// server's records.
+func TestBenchAgentsCommandAgainstServe(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	service := "bench-agents-service-token"
+	var out, errs lockedBuffer
+	environ := map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("c", 40), "STREAMSPACE_SERVICE_TOKEN": service,
+		"STREAMSPACE_AGENT_HEARTBEAT_FLUSH": "100ms"}
+	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "agents.db"), environ, &out, &errs)
+	host := match(t, banner, `on http://(\S+)`)
+
+	var report, progress lockedBuffer
+	err := run(ctx, []string{"bench", "agents", "--server", "http://" + host, "--agents", "6", "--duration", "1s",
+		"--workers", "4", "--heartbeat", "200ms", "--json"}, env(environ), &report, &progress)
+	if err != nil {
+		t.Fatalf("bench agents: %v\n%s", err, progress.String())
+	}
+	var rep bench.AgentsReport
+	if err := json.Unmarshal([]byte(report.String()), &rep); err != nil {
+		t.Fatalf("report %q: %v", report.String(), err)
+	}
+	if rep.Connected != 6 || rep.Submitted < 10 || rep.SubmitErrors != 0 || rep.Completed != rep.Submitted || rep.NotCompleted != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if rep.CommandsPerS <= 0 || rep.RoundTripP50Ms <= 0 || rep.RoundTripMaxMs < rep.RoundTripP99Ms || rep.DeliveryP50Ms <= 0 ||
+		rep.Heartbeats < 6 || rep.HeartbeatWrites < 1 || rep.HeartbeatWrites > rep.Heartbeats {
+		t.Fatalf("figures %+v", rep)
+	}
+	if !strings.Contains(progress.String(), "agents connected 6/6") {
+		t.Fatalf("progress %q", progress.String())
+	}
+	if err := run(ctx, []string{"bench", "agents", "--server", "http://" + host, "--agents", "0"}, env(environ), &report, &progress); err == nil {
+		t.Fatal("--agents 0 accepted")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
 // `bench baseline` serves the baseline hub until interrupted, and bench measures it.
 func TestBenchBaselineCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,6 +73,7 @@ type Report struct {
 	Connected       int     `json:"connected"`
 	Dropped         int     `json:"droppedClients"`
 	Published       int     `json:"published"`
+	PublishRate     float64 `json:"publishRate"` // broadcasts accepted per second
 	PublishErrors   int     `json:"publishErrors"`
 	Expected        uint64  `json:"expected"`
 	Delivered       uint64  `json:"delivered"`
@@ -98,70 +100,127 @@ type benchMessage struct {
 	Sent int64  `json:"sent"`
 }
 
-// receiver is one client's reading side.
+// receiver is one client's reading side. Its counts cover the current step of a run; take
+// hands them over and starts the next.
 type receiver struct {
-	conn      *websocket.Conn
+	conn   *websocket.Conn
+	closed atomic.Bool
+	done   chan struct{}
+
+	mu        sync.Mutex
 	hist      Histogram
 	delivered uint64
 	outOfOrd  uint64
 	lastSeq   int
-	seen      map[int]bool
-	closed    atomic.Bool
-	done      chan struct{}
+	seen      []uint64 // a bit per sequence number received
+}
+
+// counts is what a receiver saw in one step.
+type counts struct {
+	hist      Histogram
+	delivered uint64
+	outOfOrd  uint64
+}
+
+func (r *receiver) take() counts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := counts{hist: r.hist, delivered: r.delivered, outOfOrd: r.outOfOrd}
+	r.hist, r.delivered, r.outOfOrd = Histogram{}, 0, 0
+	return c
 }
 
 // RunSessions connects the clients, publishes for the duration, waits for the last messages
 // and reports. It raises the open-file limit first.
 func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	cfg = cfg.withDefaults()
+	run, err := connectRun(ctx, cfg)
+	defer run.close()
+	if err != nil {
+		return run.rep, err
+	}
+	return run.step(ctx, cfg.Rate, 0), nil
+}
+
+// sessionsRun is a set of connected clients, measured step by step.
+type sessionsRun struct {
+	cfg       SessionsConfig
+	base      *url.URL
+	receivers []*receiver
+	mem       memorySampler
+	rep       Report // what every step shares: the connection figures
+	nextSeq   int
+	dropped   int
+}
+
+// connectRun connects the clients and reads the server's memory before and after.
+func connectRun(ctx context.Context, cfg SessionsConfig) (*sessionsRun, error) {
 	raiseFileLimit()
+	run := &sessionsRun{cfg: cfg, rep: Report{Clients: cfg.Clients}}
 	base, err := url.Parse(cfg.Server)
 	if err != nil {
-		return Report{}, fmt.Errorf("bench: server %q: %w", cfg.Server, err)
+		return run, fmt.Errorf("bench: server %q: %w", cfg.Server, err)
 	}
-	rep := Report{Clients: cfg.Clients}
-	var mem memorySampler
+	run.base = base
 	if cfg.PID > 0 {
-		mem.pid = cfg.PID
-		rep.ServerRSSIdleKB = mem.sample()
+		run.mem.pid = cfg.PID
+		run.rep.ServerRSSIdleKB = run.mem.sample()
 	}
-
 	start := time.Now()
-	receivers, err := connectAll(ctx, cfg, base)
-	rep.ConnectSeconds = time.Since(start).Seconds()
-	defer closeAll(receivers) // again after the counts; closing twice is harmless
+	run.receivers, err = connectAll(ctx, cfg, base)
+	run.rep.ConnectSeconds = time.Since(start).Seconds()
 	if err != nil {
-		return rep, err
+		return run, err
 	}
-	rep.Connected = len(receivers)
+	run.rep.Connected = len(run.receivers)
 	if cfg.PID > 0 {
-		rep.ServerRSSConnKB = mem.settled(10 * time.Second)
-		if rep.Connected > 0 {
-			rep.KiBPerIdleConn = float64(rep.ServerRSSConnKB-rep.ServerRSSIdleKB) / float64(rep.Connected)
+		run.rep.ServerRSSConnKB = run.mem.settled(10 * time.Second)
+		if run.rep.Connected > 0 {
+			run.rep.KiBPerIdleConn = float64(run.rep.ServerRSSConnKB-run.rep.ServerRSSIdleKB) / float64(run.rep.Connected)
 		}
 	}
+	return run, nil
+}
 
+func (run *sessionsRun) close() { closeAll(run.receivers) }
+
+// step publishes rate broadcasts a second for the duration (or d, when set), waits for the
+// last ones and reports what the clients received in that time.
+func (run *sessionsRun) step(ctx context.Context, rate float64, d time.Duration) Report {
+	cfg := run.cfg
+	cfg.Rate = rate
+	if d > 0 {
+		cfg.Duration = d
+	}
+	rep := run.rep
+	for _, r := range run.receivers {
+		r.take() // what arrived before this step is not this step's
+	}
 	cpu0 := processCPU(cfg.PID)
-	stopSampling := mem.run(250 * time.Millisecond)
-	published, errs := publish(ctx, cfg, base)
+	stopSampling := run.mem.run(250 * time.Millisecond)
+	published, errs := publish(ctx, cfg, run.base, &run.nextSeq)
 	time.Sleep(cfg.Drain)
 	rep.ServerRSSPeakKB = stopSampling()
 	cpu1 := processCPU(cfg.PID)
 	rep.Published, rep.PublishErrors = published, errs
+	rep.PublishRate = float64(published) / cfg.Duration.Seconds()
 
-	for _, r := range receivers {
+	alive := 0
+	var all Histogram
+	for _, r := range run.receivers {
 		if r.closed.Load() {
 			rep.Dropped++ // the server closed it during the run
+		} else {
+			alive++
 		}
+		c := r.take()
+		all.Merge(&c.hist)
+		rep.Delivered += c.delivered
+		rep.OutOfOrder += c.outOfOrd
 	}
-	closeAll(receivers) // the readers stop before their counts are read
-	var all Histogram
-	for _, r := range receivers {
-		all.Merge(&r.hist)
-		rep.Delivered += r.delivered
-		rep.OutOfOrder += r.outOfOrd
-	}
-	rep.Expected = uint64(published) * uint64(rep.Connected)
+	rep.Dropped -= run.dropped // only this step's
+	run.dropped += rep.Dropped
+	rep.Expected = uint64(published) * uint64(alive+rep.Dropped)
 	if rep.Expected > rep.Delivered {
 		rep.Lost = rep.Expected - rep.Delivered
 	}
@@ -175,7 +234,7 @@ func RunSessions(ctx context.Context, cfg SessionsConfig) (Report, error) {
 	if cfg.PID > 0 && rep.Delivered > 0 && cpu1 > cpu0 {
 		rep.CPUMicrosPerDel = float64((cpu1 - cpu0).Microseconds()) / float64(rep.Delivered)
 	}
-	return rep, nil
+	return rep
 }
 
 // closeAll closes the clients' connections and waits for their readers.
@@ -215,7 +274,7 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 					mu.Unlock()
 					return
 				}
-				r := &receiver{conn: conn, seen: make(map[int]bool), lastSeq: -1, done: make(chan struct{})}
+				r := &receiver{conn: conn, lastSeq: -1, done: make(chan struct{})}
 				go r.read()
 				receivers[i] = r
 			})
@@ -242,48 +301,102 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 }
 
 // read counts the bench messages of one client. A frame may hold several messages joined by
-// newlines (the baseline's way); each counts.
+// newlines (the baseline's way); each counts. The fields are found without a JSON decoder, so
+// the load generator's own cost per message stays small beside the servers'.
 func (r *receiver) read() {
 	defer close(r.done)
+	buf := make([]byte, 0, 512)
 	for {
-		_, data, err := r.conn.ReadMessage()
+		_, rd, err := r.conn.NextReader()
+		if err == nil {
+			buf, err = readAllInto(buf[:0], rd)
+		}
 		if err != nil {
 			r.closed.Store(true)
 			return
 		}
 		now := time.Now().UnixNano()
-		for part := range bytes.SplitSeq(data, []byte{'\n'}) {
-			if !bytes.Contains(part, []byte(`"bench"`)) {
-				continue
+		for part := range bytes.SplitSeq(buf, []byte{'\n'}) {
+			seq, sent, ok := parseBenchMessage(part)
+			if ok {
+				r.record(seq, time.Duration(now-sent))
 			}
-			var m benchMessage
-			if json.Unmarshal(part, &m) != nil || m.Type != "bench" {
-				continue
-			}
-			if r.seen[m.Seq] {
-				continue // a duplicate is not a second delivery
-			}
-			r.seen[m.Seq] = true
-			r.delivered++
-			if m.Seq < r.lastSeq {
-				r.outOfOrd++
-			}
-			r.lastSeq = max(r.lastSeq, m.Seq)
-			r.hist.Record(time.Duration(now - m.Sent))
 		}
 	}
 }
 
+func (r *receiver) record(seq int, latency time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	word, bit := seq/64, uint64(1)<<(seq%64)
+	if word >= len(r.seen) {
+		r.seen = append(r.seen, make([]uint64, word+1-len(r.seen))...)
+	}
+	if r.seen[word]&bit != 0 {
+		return // a duplicate is not a second delivery
+	}
+	r.seen[word] |= bit
+	r.delivered++
+	if seq < r.lastSeq {
+		r.outOfOrd++
+	}
+	r.lastSeq = max(r.lastSeq, seq)
+	r.hist.Record(latency)
+}
+
+// readAllInto appends what rd holds to buf.
+func readAllInto(buf []byte, rd io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := rd.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// parseBenchMessage reads seq and sent from a bench message ({"type":"bench","seq":N,"sent":T}
+// with any fields around them, as servers add theirs).
+func parseBenchMessage(m []byte) (seq int, sent int64, ok bool) {
+	if !bytes.Contains(m, []byte(`"type":"bench"`)) {
+		return 0, 0, false
+	}
+	seqV, ok1 := intField(m, `"seq":`)
+	sentV, ok2 := intField(m, `"sent":`)
+	return int(seqV), sentV, ok1 && ok2 && seqV >= 0
+}
+
+func intField(m []byte, key string) (int64, bool) {
+	i := bytes.Index(m, []byte(key))
+	if i < 0 {
+		return 0, false
+	}
+	rest := m[i+len(key):]
+	end := 0
+	for end < len(rest) && (rest[end] == '-' || rest[end] >= '0' && rest[end] <= '9') {
+		end++
+	}
+	v, err := strconv.ParseInt(string(rest[:end]), 10, 64)
+	return v, err == nil
+}
+
 // publish posts Rate broadcasts a second for Duration; it returns how many were accepted and
 // how many failed.
-func publish(ctx context.Context, cfg SessionsConfig, base *url.URL) (ok, failed int) {
+// Sequence numbers continue from *seq across the steps of a run.
+func publish(ctx context.Context, cfg SessionsConfig, base *url.URL, seq *int) (ok, failed int) {
 	target := base.JoinPath("/api/v1/orgs", cfg.Org, "broadcast").String()
 	client := &http.Client{Timeout: 10 * time.Second}
 	interval := time.Duration(float64(time.Second) / cfg.Rate)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	deadline := time.After(cfg.Duration)
-	for seq := 0; ; seq++ {
+	for ; ; *seq++ {
 		select {
 		case <-tick.C:
 		case <-deadline:
@@ -291,7 +404,7 @@ func publish(ctx context.Context, cfg SessionsConfig, base *url.URL) (ok, failed
 		case <-ctx.Done():
 			return ok, failed
 		}
-		body, _ := json.Marshal(benchMessage{Type: "bench", Seq: seq, Sent: time.Now().UnixNano()})
+		body, _ := json.Marshal(benchMessage{Type: "bench", Seq: *seq, Sent: time.Now().UnixNano()})
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 		if err != nil {
 			failed++

@@ -94,3 +94,44 @@ func TestCompare(t *testing.T) {
 		t.Fatalf("table:\n%s", table)
 	}
 }
+
+// A ramp raises the rate on the same connections until a bound is crossed, here the number of
+// steps, and reports the fastest step held.
+func TestRunRampAgainstBaseline(t *testing.T) {
+	server := startBaseline(t)
+	rep, err := RunRamp(context.Background(), RampConfig{
+		SessionsConfig: SessionsConfig{Server: server, Org: "bench", Clients: 20, Rate: 20, Duration: 400 * time.Millisecond,
+			Batch: 10, SourceIPs: 2, Drain: 300 * time.Millisecond},
+		MaxP99: 5 * time.Second, Factor: 2, MaxSteps: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Steps) != 3 || rep.Held != 2 || rep.StoppedBy != "the last step held" {
+		t.Fatalf("steps %d, held %d, stopped by %q", len(rep.Steps), rep.Held, rep.StoppedBy)
+	}
+	for i, s := range rep.Steps {
+		if s.Delivered != s.Expected || s.Lost != 0 || s.OutOfOrder != 0 || s.Published == 0 {
+			t.Fatalf("step %d: %+v", i, s)
+		}
+	}
+	if first, last := rep.Steps[0].PublishRate, rep.Steps[2].PublishRate; last < 2.5*first {
+		t.Fatalf("rates %.0f then %.0f: the ramp did not raise them", first, last)
+	}
+	if rep.MaxSustainedDeliveriesPerS != rep.Steps[2].DeliveriesPerS || !strings.Contains(rep.Table(), "<- held") {
+		t.Fatalf("max %.0f, table:\n%s", rep.MaxSustainedDeliveriesPerS, rep.Table())
+	}
+}
+
+// Bench messages are read wherever their fields are, with the server's fields around them.
+func TestParseBenchMessage(t *testing.T) {
+	seq, sent, ok := parseBenchMessage([]byte(`{"type":"bench","seq":42,"sent":1700000000123456789,"offset":7,"epoch":"e"}`))
+	if !ok || seq != 42 || sent != 1700000000123456789 {
+		t.Fatalf("got %d %d %v", seq, sent, ok)
+	}
+	for _, bad := range []string{`{"type":"other","seq":1,"sent":2}`, `{"type":"bench","sent":2}`, `{"type":"bench","seq":-1,"sent":2}`} {
+		if _, _, ok := parseBenchMessage([]byte(bad)); ok {
+			t.Fatalf("%s accepted", bad)
+		}
+	}
+}
