@@ -108,7 +108,12 @@ func (d *Database) CreateCommand(ctx context.Context, c models.AgentCommand) err
 	if err != nil {
 		return fmt.Errorf("db: create command %q: %w", c.CommandID, err)
 	}
-	n, err := d.execAffected(ctx, d.db, qCreateCommand, args...)
+	var n int64
+	err = d.grouped(ctx, func(ctx context.Context, on querier) error {
+		var err error
+		n, err = d.execAffected(ctx, on, qCreateCommand, args...)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("db: create command %q: %w", c.CommandID, err)
 	}
@@ -189,11 +194,15 @@ func (d *Database) ClaimCommands(ctx context.Context, agentID string, includeSen
 		at = d.now()
 	}
 	t := d.timeArg(at)
-	rows, err := d.queryRows(ctx, d.db, qClaimCommands, t, t, agentID, models.CommandStatusPending, second, t, limit)
-	if err != nil {
-		return nil, fmt.Errorf("db: claim commands of agent %q: %w", agentID, err)
-	}
-	out, err := scanCommands(rows)
+	var out []models.AgentCommand
+	err := d.grouped(ctx, func(ctx context.Context, on querier) error {
+		rows, err := d.queryRows(ctx, on, qClaimCommands, t, t, agentID, models.CommandStatusPending, second, t, limit)
+		if err != nil {
+			return err
+		}
+		out, err = scanCommands(rows)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("db: claim commands of agent %q: %w", agentID, err)
 	}
@@ -297,7 +306,27 @@ func (d *Database) FailCommand(ctx context.Context, agentID, id, errText string,
 // read back to tell "already past this status" (Applied false) from "no such command of
 // agentID" (ErrNotFound; an empty agentID matches any agent).
 func (d *Database) transition(ctx context.Context, agentID, id string, q query, args ...any) (Transition, error) {
-	c, err := scanCommand(d.queryRow(ctx, d.db, q, args...))
+	var (
+		tr       Transition
+		notFound bool
+	)
+	err := d.grouped(ctx, func(ctx context.Context, on querier) error {
+		var err error
+		tr, err = d.transitionOn(ctx, on, agentID, id, q, args...)
+		notFound = errors.Is(err, ErrNotFound)
+		if notFound {
+			return nil // an answer, not a failure of the shared transaction
+		}
+		return err
+	})
+	if err == nil && notFound {
+		err = ErrNotFound
+	}
+	return tr, err
+}
+
+func (d *Database) transitionOn(ctx context.Context, on querier, agentID, id string, q query, args ...any) (Transition, error) {
+	c, err := scanCommand(d.queryRow(ctx, on, q, args...))
 	if err == nil {
 		return Transition{Applied: true, Status: c.Status, Command: c}, nil
 	}
@@ -305,9 +334,9 @@ func (d *Database) transition(ctx context.Context, agentID, id string, q query, 
 		return Transition{}, err
 	}
 	if agentID == "" {
-		c, err = scanCommand(d.queryRow(ctx, d.db, qGetCommand, id))
+		c, err = scanCommand(d.queryRow(ctx, on, qGetCommand, id))
 	} else {
-		c, err = scanCommand(d.queryRow(ctx, d.db, qGetAgentCommand, id, agentID))
+		c, err = scanCommand(d.queryRow(ctx, on, qGetAgentCommand, id, agentID))
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Transition{}, ErrNotFound

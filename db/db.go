@@ -39,6 +39,7 @@ type Database struct {
 	db      *sql.DB
 	dialect Dialect
 	now     func() time.Time
+	group   *groupCommit // nil: every write is its own transaction
 }
 
 // Option changes how Open sets up a Database. The zero set of options gives the defaults.
@@ -108,11 +109,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
 		_ = d.db.Close()
 		return nil, fmt.Errorf("db: migrate %s: %w", d.dialect, err)
 	}
+	if d.dialect == Postgres {
+		d.startGroupCommit(4)
+	} else {
+		d.startGroupCommit(1)
+	}
 	return d, nil
 }
 
-// Close closes the connection pool. Queries running at the time finish first.
-func (d *Database) Close() error { return d.db.Close() }
+// Close closes the connection pool. Queries running at the time finish first; grouped writes
+// waiting for a transaction are made first.
+func (d *Database) Close() error {
+	if d.group != nil {
+		d.group.close()
+	}
+	return d.db.Close()
+}
 
 // Ping checks that the database answers, for readiness probes.
 func (d *Database) Ping(ctx context.Context) error {

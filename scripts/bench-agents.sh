@@ -27,6 +27,7 @@ sqlite) dburl="sqlite://$tmp/bench.db" ;;
 postgres)
 	pgdb="ssr_bench_$$"
 	psql "$PGURL/postgres" -qc "CREATE DATABASE $pgdb" >/dev/null
+	[ -n "${PGSET:-}" ] && psql "$PGURL/postgres" -qc "ALTER DATABASE $pgdb SET $PGSET" >/dev/null
 	dburl="$PGURL/$pgdb?sslmode=disable"
 	;;
 *) echo "DB must be sqlite or postgres" >&2; exit 2 ;;
