@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,9 +65,10 @@ func benchConnectIdle(b *testing.B, n int) {
 	_ = m.Shutdown(ctx)
 }
 
-// BenchmarkDeliverToOrg measures one org stream entry fanned out to N
-// clients' queues on this replica (no sockets: the hub's own cost).
-func BenchmarkDeliverToOrg(b *testing.B) {
+// BenchmarkBroadcastToOrg measures one org stream entry (what Notifier.BroadcastToOrg
+// publishes) fanned out to N clients' queues on this replica, with no sockets: the hub's own
+// cost, which must not allocate per receiver. BenchmarkBroadcastToOrgSockets adds the writes.
+func BenchmarkBroadcastToOrg(b *testing.B) {
 	for _, n := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			const batch = 64 // queues are drained, timer stopped, once per batch
@@ -98,6 +101,57 @@ func BenchmarkDeliverToOrg(b *testing.B) {
 					b.StartTimer()
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkBroadcastToOrgSockets measures Hub.BroadcastToOrg to N real clients on loopback
+// sockets, each read by its own goroutine, until every client has every message: the cost of a
+// delivery with its write. Broadcasts go in windows of 32 (then the clients catch up), so
+// queues never overflow; ns/delivery is the elapsed time over the deliveries. Both ends share
+// the process (and its open-file limit: 5,000 clients are 10,000 sockets).
+func BenchmarkBroadcastToOrgSockets(b *testing.B) {
+	for _, n := range []int{1, 100, 1000, 5000} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			m := startManager(b, nil, Config{})
+			base := sessionsServer(b, m)
+			dialer := &websocket.Dialer{ReadBufferSize: 4096, WriteBufferSize: 256}
+			var received atomic.Int64
+			conns := dialMany(b, dialer, base, n, func(i int) url.Values {
+				return params("org", "o", "user", fmt.Sprint("u", i))
+			}, func(c *websocket.Conn) error {
+				return readUntilTypeErr(c, "sessions_update")
+			})
+			var wg sync.WaitGroup
+			for _, c := range conns {
+				wg.Go(func() {
+					for {
+						if _, _, err := c.NextReader(); err != nil {
+							return
+						}
+						received.Add(1)
+					}
+				})
+			}
+			msg := []byte(`{"type":"bench","data":{"sessionId":"s-1","state":"running","note":"a broadcast of about two hundred bytes, as session events are"}}`)
+			const window = 32
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				m.Hub().BroadcastToOrg("o", msg)
+				if (i+1)%window == 0 || i == b.N-1 {
+					want := int64(i+1) * int64(n)
+					for received.Load() < want {
+						runtime.Gosched()
+					}
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(int64(b.N)*int64(n)), "ns/delivery")
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			wg.Wait()
 		})
 	}
 }

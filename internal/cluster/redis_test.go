@@ -175,15 +175,17 @@ func TestRedisDirectoryExpiryAndRefresh(t *testing.T) {
 	if err := live.Claim(ctx, "taken", "g2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Del(ctx, live.keys...).Err(); err != nil { // Redis lost everything
-		t.Fatal(err)
-	}
-	// Another holder took "taken" meanwhile, as a replica that never heard of live would.
+	// Redis lost everything, and another holder took "taken" meanwhile, as a replica that never
+	// heard of live would. In one transaction: the background refresh must not see half of it
+	// (a holder without its expiry is swept and taken back).
 	other := "elsewhere|gx"
-	if err := client.HSet(ctx, live.keys[0], "taken", other).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := client.ZAdd(ctx, live.keys[1], redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "taken"}).Err(); err != nil {
+	_, err := client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, live.keys...)
+		p.HSet(ctx, live.keys[0], "taken", other)
+		p.ZAdd(ctx, live.keys[1], redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "taken"})
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := live.refresh(ctx); err != nil {
