@@ -446,9 +446,7 @@ func (h *Hub) fanOut(targets []*Client, message []byte) {
 		return
 	}
 	frame := textFrame(message)
-	for _, c := range targets {
-		c.enqueueFrame(frame)
-	}
+	handOut(targets, func(c *Client) { c.enqueueFrame(frame) })
 }
 
 // BroadcastToOrg sends message to every client of orgID on this replica,

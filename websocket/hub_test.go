@@ -348,3 +348,28 @@ func TestKeepalive(t *testing.T) {
 		t.Fatal("client answering pings was dropped")
 	}
 }
+
+// A large delivery is split over the cores, and still reaches each client exactly once.
+func TestHandOutReachesEachOnce(t *testing.T) {
+	for _, n := range []int{0, 1, parallelFanOut - 1, parallelFanOut, 5000} {
+		targets := make([]*Client, n)
+		for i := range targets {
+			targets[i] = &Client{id: fmt.Sprint(i)}
+		}
+		var mu sync.Mutex
+		seen := make(map[*Client]int, n)
+		handOut(targets, func(c *Client) {
+			mu.Lock()
+			seen[c]++
+			mu.Unlock()
+		})
+		if len(seen) != n {
+			t.Fatalf("n=%d: %d clients reached", n, len(seen))
+		}
+		for c, k := range seen {
+			if k != 1 {
+				t.Fatalf("n=%d: client %s reached %d times", n, c.id, k)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -115,10 +116,39 @@ func (h *Hub) deliver(msg cluster.Message) {
 		}
 	}
 	h.mu.RUnlock()
-	for _, c := range *targets {
-		c.enqueueEntry(frame, msg.Position)
-	}
+	handOut(*targets, func(c *Client) { c.enqueueEntry(frame, msg.Position) })
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
+}
+
+// parallelFanOut is the number of receivers from which a delivery is split over the machine's
+// cores: handing a frame over is mostly a write(2), and an organization's last browser should
+// not wait for every other one's write on a single core.
+const parallelFanOut = 512
+
+// handOut calls give for every target and returns when all calls have returned, so that the
+// next delivery starts after this one and every client keeps its order.
+func handOut(targets []*Client, give func(*Client)) {
+	parts := min(runtime.GOMAXPROCS(0), len(targets)/(parallelFanOut/2))
+	if len(targets) < parallelFanOut || parts < 2 {
+		for _, c := range targets {
+			give(c)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	size := (len(targets) + parts - 1) / parts
+	for start := size; start < len(targets); start += size {
+		part := targets[start:min(start+size, len(targets))]
+		wg.Go(func() {
+			for _, c := range part {
+				give(c)
+			}
+		})
+	}
+	for _, c := range targets[:size] {
+		give(c)
+	}
+	wg.Wait()
 }
 
 // eventTargets appends each client entitled to an event once: the org's
