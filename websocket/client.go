@@ -39,7 +39,6 @@ type Client struct {
 	users    []string
 	sessions []string
 
-	done        chan struct{} // closed by closeWith: the client must go
 	closeCode   int
 	closeReason string
 	// The small fields together (an idle client's size matters).
@@ -55,7 +54,6 @@ type Client struct {
 	holdMu  sync.Mutex
 	pending [][]byte
 
-	readDone chan struct{} // closed when the reader returns
 	// The token's deadline on the hub's expiry queue (monotonic), and the client's place there.
 	expiresAt   time.Time
 	expiryIndex int
@@ -73,8 +71,6 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 		hub:      h,
 		id:       spec.id,
 		org:      spec.org,
-		done:     make(chan struct{}),
-		readDone: make(chan struct{}),
 
 		expiryIndex: -1,
 	}
@@ -202,9 +198,7 @@ func (c *Client) pushWait(frame []byte) bool {
 			deadline = t.C
 		}
 		select {
-		case <-room:
-		case <-c.done:
-			return false
+		case <-room: // also signalled when the client closes
 		case <-deadline:
 			c.overflow()
 			return false
@@ -231,7 +225,6 @@ func (c *Client) overflow() {
 func (c *Client) closeWith(code int, reason, metricReason string) {
 	if c.closing.CompareAndSwap(false, true) {
 		c.closeCode, c.closeReason = code, reason
-		close(c.done)
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		if code == CloseSlowConsumer || code == CloseTokenExpired {
 			c.hub.cfg.Logger.Info("closing browser connection",
@@ -256,7 +249,7 @@ func (c *Client) pumpDone() {
 // frame or the writer gives up on the handshake.
 func (c *Client) readPump(conn *websocket.Conn) {
 	defer c.pumpDone()
-	defer close(c.readDone)
+	defer c.out.readerDone()
 	cfg := c.hub.cfg
 	_ = conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	conn.SetPongHandler(func(string) error {
@@ -305,7 +298,7 @@ func (c *Client) finish(queued [][]byte) {
 		_ = c.out.writeBlocking(queued, wait)
 	}
 	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason))}, wait)
-	awaitClosed(c.readDone)
+	c.out.awaitReader(closeGrace)
 	c.hub.expiries.remove(c)
 	if c.out.netConn != nil {
 		_ = c.out.netConn.Close()

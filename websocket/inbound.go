@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
-	"unsafe"
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/sys/unix"
@@ -42,12 +41,10 @@ type inbound struct {
 	maskPos uint8 // index into mask of the next payload byte, modulo 4
 	// fragmented: a data message spans frames and more are to come.
 	fragmented bool
-	peekByte   [1]byte
 	mask       [4]byte
 	remaining  uint64
 	msgLen     uint64 // the data message's length so far
 	control    []byte // a control frame's payload, unmasked
-	waitFn     func(fd uintptr) bool
 }
 
 // rawRead is one nonblocking read in progress, borrowed from a pool with its buffer, so an
@@ -71,15 +68,13 @@ var rawReadPool = sync.Pool{New: func() any {
 // discarding until the peer answers the close frame or the closer gives up on the handshake.
 func (c *Client) readRaw() {
 	defer c.pumpDone()
-	defer close(c.readDone)
-	in := &c.in
-	in.waitFn = in.wait
+	defer c.out.readerDone()
 	netConn, raw := c.out.netConn, c.out.raw
 	pongWait := c.hub.cfg.PongWait
 	_ = netConn.SetReadDeadline(time.Now().Add(pongWait))
 	for {
 		// Wait for data holding no buffer.
-		if err := raw.Read(in.waitFn); err != nil {
+		if err := raw.Read(waitReadable); err != nil {
 			c.closeWith(readCloseCode(err))
 			return
 		}
@@ -128,12 +123,13 @@ func (c *Client) readAvailable(r *rawRead) (done bool, err error) {
 	}
 }
 
-// wait reports whether the socket has data (or an error or end of stream) to read: returning
-// false parks the reader in the poller until it does.
-func (in *inbound) wait(fd uintptr) bool {
-	_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&in.peekByte[0])), 1,
-		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
-	return errno != unix.EAGAIN
+// waitReadable reports whether the socket has data (or an error or end of stream) to read:
+// returning false parks the reader in the poller until it does. It holds no state, so a
+// parked reader costs its goroutine and nothing else.
+func waitReadable(fd uintptr) bool {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds[:], 0)
+	return n > 0 || (err != nil && err != unix.EINTR)
 }
 
 // read makes one nonblocking read into r.buf.

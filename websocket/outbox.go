@@ -38,6 +38,41 @@ type outbox struct {
 	writing bool          // a goroutine owns the writing side
 	closing bool          // the client is closing: nothing more is queued
 	room    chan struct{} // made while pushWait waits for room; signalled when a batch is taken
+	// The reader's end, which the closer waits for (briefly): readerWait is made only then.
+	readerGone bool
+	readerWait chan struct{}
+}
+
+// readerDone records that the client's reader returned.
+func (o *outbox) readerDone() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.readerGone = true
+	if o.readerWait != nil {
+		close(o.readerWait)
+	}
+}
+
+// awaitReader waits up to grace for the reader to return: after its close frame the closer
+// gives the reader that long to see the peer's, so the socket is not reset under data the
+// peer is still sending.
+func (o *outbox) awaitReader(grace time.Duration) {
+	o.mu.Lock()
+	if o.readerGone {
+		o.mu.Unlock()
+		return
+	}
+	if o.readerWait == nil {
+		o.readerWait = make(chan struct{})
+	}
+	wait := o.readerWait
+	o.mu.Unlock()
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-wait:
+	case <-t.C:
+	}
 }
 
 // rawWrite is one nonblocking write in progress. Writes borrow it from a pool, so a client
