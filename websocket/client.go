@@ -122,11 +122,19 @@ func (c *Client) start(conn *websocket.Conn) {
 }
 
 // enqueue queues a message (one text frame) without blocking.
-func (c *Client) enqueue(message []byte) bool { return c.enqueueFrame(textFrame(message)) }
+func (c *Client) enqueue(message []byte) { c.enqueueFrame(textFrame(message)) }
 
 // enqueueFrame queues an encoded frame without blocking. A full queue closes
 // the client with 4001: one slow browser never delays anyone else.
-func (c *Client) enqueueFrame(frame []byte) bool {
+func (c *Client) enqueueFrame(frame []byte) {
+	if c.enqueueFrameLater(frame) {
+		c.out.flush()
+	}
+}
+
+// enqueueFrameLater is enqueueFrame for a fan-out that writes later: when it
+// returns true the caller owns the client's writing side and must flush it.
+func (c *Client) enqueueFrameLater(frame []byte) (flush bool) {
 	if c.held.Load() {
 		c.holdMu.Lock()
 		if c.held.Load() {
@@ -136,19 +144,24 @@ func (c *Client) enqueueFrame(frame []byte) bool {
 				return false
 			}
 			c.pending = append(c.pending, frame)
-			return true
+			return false
 		}
 		c.holdMu.Unlock()
 	}
-	return c.push(frame)
+	ok, flush := c.out.pushLater(frame)
+	if ok {
+		c.hub.metrics.messagesOut.Inc()
+	}
+	return flush
 }
 
-// enqueueEntry queues a stream entry's frame unless it comes at or before the client's start.
-func (c *Client) enqueueEntry(frame []byte, at cluster.Position) {
+// enqueueEntryLater queues a stream entry's frame, as enqueueFrameLater, unless it comes at
+// or before the client's start.
+func (c *Client) enqueueEntryLater(frame []byte, at cluster.Position) (flush bool) {
 	if at.Epoch == c.after.Epoch && at.Offset <= c.after.Offset {
-		return
+		return false
 	}
-	c.enqueueFrame(frame)
+	return c.enqueueFrameLater(frame)
 }
 
 // preload queues the greeting of a client that has not started; start writes it.
@@ -184,7 +197,10 @@ func (c *Client) release(first ...[]byte) {
 func (c *Client) pushWait(frame []byte) bool {
 	var deadline <-chan time.Time
 	for {
-		ok, room := c.out.tryPush(frame)
+		ok, room, flush := c.out.tryPush(frame)
+		if flush {
+			c.out.flush()
+		}
 		if ok {
 			c.hub.metrics.messagesOut.Inc()
 			return true

@@ -446,7 +446,7 @@ func (h *Hub) fanOut(targets []*Client, message []byte) {
 		return
 	}
 	frame := textFrame(message)
-	handOut(targets, func(c *Client) { c.enqueueFrame(frame) })
+	handOut(targets, func(c *Client) bool { return c.enqueueFrameLater(frame) })
 }
 
 // BroadcastToOrg sends message to every client of orgID on this replica,

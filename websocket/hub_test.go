@@ -358,10 +358,11 @@ func TestHandOutReachesEachOnce(t *testing.T) {
 		}
 		var mu sync.Mutex
 		seen := make(map[*Client]int, n)
-		handOut(targets, func(c *Client) {
+		handOut(targets, func(c *Client) bool {
 			mu.Lock()
 			seen[c]++
 			mu.Unlock()
+			return false
 		})
 		if len(seen) != n {
 			t.Fatalf("n=%d: %d clients reached", n, len(seen))

@@ -126,21 +126,32 @@ func (o *outbox) flushPreloaded() {
 // push queues frame, or closes the client with 4001 when the queue is full.
 // It reports whether the frame was queued.
 func (o *outbox) push(frame []byte) bool {
-	ok, room := o.tryPush(frame)
-	if !ok && room != nil {
-		o.c.overflow()
+	ok, flush := o.pushLater(frame)
+	if flush {
+		o.flush()
 	}
 	return ok
 }
 
-// tryPush queues frame if there is room. When there is not, it returns a
+// pushLater is push for a caller that flushes later: when flush is true the
+// caller has become the owner of the writing side and must call flush.
+func (o *outbox) pushLater(frame []byte) (ok, flush bool) {
+	ok, room, flush := o.tryPush(frame)
+	if !ok && room != nil {
+		o.c.overflow()
+	}
+	return ok, flush
+}
+
+// tryPush queues frame if there is room, and reports whether the caller
+// became the owner (then it must flush). When there is no room, it returns a
 // channel signalled when room may have been made; it returns neither when
 // the client is closing.
-func (o *outbox) tryPush(frame []byte) (bool, <-chan struct{}) {
+func (o *outbox) tryPush(frame []byte) (ok bool, room <-chan struct{}, flush bool) {
 	o.mu.Lock()
 	if o.closing {
 		o.mu.Unlock()
-		return false, nil
+		return false, nil, false
 	}
 	if len(o.queue) >= o.c.hub.cfg.QueueSize {
 		if o.room == nil {
@@ -148,16 +159,13 @@ func (o *outbox) tryPush(frame []byte) (bool, <-chan struct{}) {
 		}
 		room := o.room
 		o.mu.Unlock()
-		return false, room
+		return false, room, false
 	}
 	o.queue = append(o.queue, frame)
 	own := !o.writing
 	o.writing = true
 	o.mu.Unlock()
-	if own {
-		o.flush()
-	}
-	return true, nil
+	return true, nil, own
 }
 
 // close stops the queue and has the client finished by whoever owns the

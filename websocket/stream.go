@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
@@ -116,39 +117,56 @@ func (h *Hub) deliver(msg cluster.Message) {
 		}
 	}
 	h.mu.RUnlock()
-	handOut(*targets, func(c *Client) { c.enqueueEntry(frame, msg.Position) })
+	handOut(*targets, func(c *Client) bool { return c.enqueueEntryLater(frame, msg.Position) })
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
-// parallelFanOut is the number of receivers from which a delivery is split over the machine's
-// cores: handing a frame over is mostly a write(2), and an organization's last browser should
-// not wait for every other one's write on a single core.
+// parallelFanOut is the number of receivers from which a delivery's writes leave the
+// delivering goroutine: they are made by goroutines spread over the machine's cores, which the
+// delivery does not wait for. An organization's last browser then does not wait for every
+// other one's write on a single core, and the next delivery is queued while this one is being
+// written: under load a client's writer finds several frames queued and writes them with one
+// writev(2).
 const parallelFanOut = 512
 
-// handOut calls give for every target and returns when all calls have returned, so that the
-// next delivery starts after this one and every client keeps its order.
-func handOut(targets []*Client, give func(*Client)) {
+// handOut queues a frame to every target with give (which reports whether the caller must
+// flush the target) in target order, so that every client keeps the order of deliveries, then
+// flushes the targets: inline for a small delivery, on one goroutine per core for a large one.
+func handOut(targets []*Client, give func(*Client) bool) {
 	parts := min(runtime.GOMAXPROCS(0), len(targets)/(parallelFanOut/2))
 	if len(targets) < parallelFanOut || parts < 2 {
 		for _, c := range targets {
-			give(c)
+			if give(c) {
+				c.out.flush()
+			}
 		}
 		return
 	}
-	var wg sync.WaitGroup
-	size := (len(targets) + parts - 1) / parts
-	for start := size; start < len(targets); start += size {
-		part := targets[start:min(start+size, len(targets))]
-		wg.Go(func() {
+	dirty := getTargets()
+	for _, c := range targets {
+		if give(c) {
+			*dirty = append(*dirty, c)
+		}
+	}
+	if len(*dirty) == 0 {
+		putTargets(dirty)
+		return
+	}
+	parts = max(1, min(parts, len(*dirty)/(parallelFanOut/4)))
+	size := (len(*dirty) + parts - 1) / parts
+	var left atomic.Int32
+	left.Store(int32((len(*dirty) + size - 1) / size))
+	for start := 0; start < len(*dirty); start += size {
+		part := (*dirty)[start:min(start+size, len(*dirty))]
+		go func() {
 			for _, c := range part {
-				give(c)
+				c.out.flush()
 			}
-		})
+			if left.Add(-1) == 0 {
+				putTargets(dirty)
+			}
+		}()
 	}
-	for _, c := range targets[:size] {
-		give(c)
-	}
-	wg.Wait()
 }
 
 // eventTargets appends each client entitled to an event once: the org's

@@ -35,6 +35,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	rate := fs.Float64("rate", 10, "broadcasts per second")
 	duration := fs.Duration("duration", 10*time.Second, "how long to publish")
 	batch := fs.Int("batch", 200, "clients connecting at once")
+	publishers := fs.Int("publishers", 1, "broadcasts in flight at once (raise it with --ramp: a server that answers once it has handed a broadcast out paces a single publisher)")
 	sourceIPs := fs.Int("source-ips", 16, "loopback source addresses to spread connections over")
 	pid := fs.Int("pid", 0, "server process id: report its memory and CPU (Linux)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
@@ -48,12 +49,12 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *clients < 1 || *rate <= 0 || *duration <= 0 {
-		return errors.New("bench: --clients, --rate and --duration must be positive")
+	if *clients < 1 || *rate <= 0 || *duration <= 0 || *publishers < 1 {
+		return errors.New("bench: --clients, --rate, --duration and --publishers must be positive")
 	}
 	cfg := bench.SessionsConfig{
 		Server: *server, ServiceToken: *service, Org: *org, Clients: *clients, Rate: *rate,
-		Duration: *duration, Batch: *batch, SourceIPs: *sourceIPs, PID: *pid, Progress: stderr,
+		Duration: *duration, Batch: *batch, SourceIPs: *sourceIPs, PID: *pid, Progress: stderr, Publishers: *publishers,
 	}
 	if *secret != "" {
 		now := time.Now()

@@ -45,6 +45,9 @@ type SessionsConfig struct {
 	SourceIPs int
 	// Drain is how long to wait for the last broadcasts after publishing stops (default 2s).
 	Drain time.Duration
+	// Publishers is how many broadcasts may be in flight at once (default 1). A server that
+	// answers a broadcast only once it has handed it out would otherwise pace the run itself.
+	Publishers int
 	// PID, when set, is the server process whose memory and CPU are reported (Linux /proc).
 	PID int
 	// Progress receives a line as connections are made; nil means none.
@@ -60,6 +63,9 @@ func (c SessionsConfig) withDefaults() SessionsConfig {
 	}
 	if c.Drain <= 0 {
 		c.Drain = 2 * time.Second
+	}
+	if c.Publishers <= 0 {
+		c.Publishers = 1
 	}
 	if c.Token == nil {
 		c.Token = func(int) string { return "" }
@@ -93,10 +99,14 @@ type Report struct {
 	CPUMicrosPerDel float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
 }
 
-// benchMessage is the body of every broadcast: a sequence number and the send time.
+// benchMessage is the body of every broadcast: a sequence number unique in the run, the
+// publisher and its own sequence number (order is checked per publisher: concurrent
+// publishers' messages may legitimately cross), and the send time.
 type benchMessage struct {
 	Type string `json:"type"`
-	Seq  int    `json:"seq"`
+	Seq  int64  `json:"seq"`
+	Pub  int    `json:"pub"`
+	PSeq int64  `json:"pseq"`
 	Sent int64  `json:"sent"`
 }
 
@@ -111,7 +121,7 @@ type receiver struct {
 	hist      Histogram
 	delivered uint64
 	outOfOrd  uint64
-	lastSeq   int
+	lastPSeq  []int64  // per publisher
 	seen      []uint64 // a bit per sequence number received
 }
 
@@ -149,7 +159,7 @@ type sessionsRun struct {
 	receivers []*receiver
 	mem       memorySampler
 	rep       Report // what every step shares: the connection figures
-	nextSeq   int
+	seq       publishSeq
 	dropped   int
 }
 
@@ -198,7 +208,7 @@ func (run *sessionsRun) step(ctx context.Context, rate float64, d time.Duration)
 	}
 	cpu0 := processCPU(cfg.PID)
 	stopSampling := run.mem.run(250 * time.Millisecond)
-	published, errs := publish(ctx, cfg, run.base, &run.nextSeq)
+	published, errs := publish(ctx, cfg, run.base, &run.seq)
 	time.Sleep(cfg.Drain)
 	rep.ServerRSSPeakKB = stopSampling()
 	cpu1 := processCPU(cfg.PID)
@@ -274,7 +284,7 @@ func connectAll(ctx context.Context, cfg SessionsConfig, base *url.URL) ([]*rece
 					mu.Unlock()
 					return
 				}
-				r := &receiver{conn: conn, lastSeq: -1, done: make(chan struct{})}
+				r := &receiver{conn: conn, done: make(chan struct{})}
 				go r.read()
 				receivers[i] = r
 			})
@@ -317,18 +327,17 @@ func (r *receiver) read() {
 		}
 		now := time.Now().UnixNano()
 		for part := range bytes.SplitSeq(buf, []byte{'\n'}) {
-			seq, sent, ok := parseBenchMessage(part)
-			if ok {
-				r.record(seq, time.Duration(now-sent))
+			if m, ok := parseBenchMessage(part); ok {
+				r.record(m, time.Duration(now-m.Sent))
 			}
 		}
 	}
 }
 
-func (r *receiver) record(seq int, latency time.Duration) {
+func (r *receiver) record(m benchMessage, latency time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	word, bit := seq/64, uint64(1)<<(seq%64)
+	word, bit := int(m.Seq/64), uint64(1)<<(m.Seq%64)
 	if word >= len(r.seen) {
 		r.seen = append(r.seen, make([]uint64, word+1-len(r.seen))...)
 	}
@@ -337,10 +346,13 @@ func (r *receiver) record(seq int, latency time.Duration) {
 	}
 	r.seen[word] |= bit
 	r.delivered++
-	if seq < r.lastSeq {
+	for m.Pub >= len(r.lastPSeq) {
+		r.lastPSeq = append(r.lastPSeq, -1)
+	}
+	if m.PSeq < r.lastPSeq[m.Pub] {
 		r.outOfOrd++
 	}
-	r.lastSeq = max(r.lastSeq, seq)
+	r.lastPSeq[m.Pub] = max(r.lastPSeq[m.Pub], m.PSeq)
 	r.hist.Record(latency)
 }
 
@@ -361,15 +373,22 @@ func readAllInto(buf []byte, rd io.Reader) ([]byte, error) {
 	}
 }
 
-// parseBenchMessage reads seq and sent from a bench message ({"type":"bench","seq":N,"sent":T}
-// with any fields around them, as servers add theirs).
-func parseBenchMessage(m []byte) (seq int, sent int64, ok bool) {
+// parseBenchMessage reads a bench message's numbers wherever its fields are, with the server's
+// fields around them ({"type":"bench","seq":N,"pub":P,"pseq":K,"sent":T,...}).
+func parseBenchMessage(m []byte) (benchMessage, bool) {
 	if !bytes.Contains(m, []byte(`"type":"bench"`)) {
-		return 0, 0, false
+		return benchMessage{}, false
 	}
-	seqV, ok1 := intField(m, `"seq":`)
-	sentV, ok2 := intField(m, `"sent":`)
-	return int(seqV), sentV, ok1 && ok2 && seqV >= 0
+	seq, ok1 := intField(m, `"seq":`)
+	sent, ok2 := intField(m, `"sent":`)
+	pub, ok3 := intField(m, `"pub":`)
+	pseq, ok4 := intField(m, `"pseq":`)
+	if !ok3 || !ok4 {
+		pub, pseq = 0, seq // one publisher
+	}
+	const maxPublishers = 1024
+	ok := ok1 && ok2 && seq >= 0 && pub >= 0 && pub < maxPublishers
+	return benchMessage{Type: "bench", Seq: seq, Pub: int(pub), PSeq: pseq, Sent: sent}, ok
 }
 
 func intField(m []byte, key string) (int64, bool) {
@@ -386,45 +405,76 @@ func intField(m []byte, key string) (int64, bool) {
 	return v, err == nil
 }
 
-// publish posts Rate broadcasts a second for Duration; it returns how many were accepted and
-// how many failed.
-// Sequence numbers continue from *seq across the steps of a run.
-func publish(ctx context.Context, cfg SessionsConfig, base *url.URL, seq *int) (ok, failed int) {
+// publishSeq numbers a run's broadcasts, across its steps.
+type publishSeq struct {
+	next atomic.Int64
+	pub  []int64 // each publisher's own count
+}
+
+// publish posts Rate broadcasts a second for Duration from cfg.Publishers goroutines (a tick
+// finding them all busy is skipped: the rate reached is reported); it returns how many were
+// accepted and how many failed.
+func publish(ctx context.Context, cfg SessionsConfig, base *url.URL, seq *publishSeq) (ok, failed int) {
 	target := base.JoinPath("/api/v1/orgs", cfg.Org, "broadcast").String()
-	client := &http.Client{Timeout: 10 * time.Second}
-	interval := time.Duration(float64(time.Second) / cfg.Rate)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Publishers}}
+	defer client.CloseIdleConnections()
+	for len(seq.pub) < cfg.Publishers {
+		seq.pub = append(seq.pub, 0)
+	}
+	var accepted, refused atomic.Int64
+	ticks := make(chan struct{})
+	var wg sync.WaitGroup
+	for p := range cfg.Publishers {
+		wg.Go(func() {
+			for range ticks {
+				m := benchMessage{Type: "bench", Seq: seq.next.Add(1) - 1, Pub: p, PSeq: seq.pub[p], Sent: time.Now().UnixNano()}
+				seq.pub[p]++
+				if postBroadcast(ctx, client, target, cfg.ServiceToken, m) {
+					accepted.Add(1)
+				} else {
+					refused.Add(1)
+				}
+			}
+		})
+	}
+	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
 	deadline := time.After(cfg.Duration)
-	for ; ; *seq++ {
+loop:
+	for {
 		select {
 		case <-tick.C:
+			select {
+			case ticks <- struct{}{}:
+			default: // every publisher is busy: this broadcast is not made
+			}
 		case <-deadline:
-			return ok, failed
+			break loop
 		case <-ctx.Done():
-			return ok, failed
+			break loop
 		}
-		body, _ := json.Marshal(benchMessage{Type: "bench", Seq: *seq, Sent: time.Now().UnixNano()})
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-		if err != nil {
-			failed++
-			continue
-		}
-		req.Header.Set("Authorization", "Bearer "+cfg.ServiceToken)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			failed++
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			failed++
-			continue
-		}
-		ok++
 	}
+	tick.Stop()
+	close(ticks)
+	wg.Wait()
+	return int(accepted.Load()), int(refused.Load())
+}
+
+// postBroadcast posts one broadcast and reports whether the server accepted it.
+func postBroadcast(ctx context.Context, client *http.Client, target, token string, m benchMessage) bool {
+	body, _ := json.Marshal(m)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode/100 == 2
 }
 
 func isLoopback(host string) bool {

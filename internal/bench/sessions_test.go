@@ -101,7 +101,7 @@ func TestRunRampAgainstBaseline(t *testing.T) {
 	server := startBaseline(t)
 	rep, err := RunRamp(context.Background(), RampConfig{
 		SessionsConfig: SessionsConfig{Server: server, Org: "bench", Clients: 20, Rate: 20, Duration: 400 * time.Millisecond,
-			Batch: 10, SourceIPs: 2, Drain: 300 * time.Millisecond},
+			Batch: 10, SourceIPs: 2, Drain: 300 * time.Millisecond, Publishers: 3},
 		MaxP99: 5 * time.Second, Factor: 2, MaxSteps: 3,
 	})
 	if err != nil {
@@ -125,12 +125,12 @@ func TestRunRampAgainstBaseline(t *testing.T) {
 
 // Bench messages are read wherever their fields are, with the server's fields around them.
 func TestParseBenchMessage(t *testing.T) {
-	seq, sent, ok := parseBenchMessage([]byte(`{"type":"bench","seq":42,"sent":1700000000123456789,"offset":7,"epoch":"e"}`))
-	if !ok || seq != 42 || sent != 1700000000123456789 {
-		t.Fatalf("got %d %d %v", seq, sent, ok)
+	m, ok := parseBenchMessage([]byte(`{"type":"bench","seq":42,"pub":3,"pseq":9,"sent":1700000000123456789,"offset":7,"epoch":"e"}`))
+	if !ok || m.Seq != 42 || m.Pub != 3 || m.PSeq != 9 || m.Sent != 1700000000123456789 {
+		t.Fatalf("got %+v %v", m, ok)
 	}
 	for _, bad := range []string{`{"type":"other","seq":1,"sent":2}`, `{"type":"bench","sent":2}`, `{"type":"bench","seq":-1,"sent":2}`} {
-		if _, _, ok := parseBenchMessage([]byte(bad)); ok {
+		if _, ok := parseBenchMessage([]byte(bad)); ok {
 			t.Fatalf("%s accepted", bad)
 		}
 	}
