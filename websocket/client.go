@@ -68,9 +68,9 @@ const closeGrace = time.Second
 
 func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 	c := &Client{
-		hub:      h,
-		id:       spec.id,
-		org:      spec.org,
+		hub: h,
+		id:  spec.id,
+		org: spec.org,
 
 		expiryIndex: -1,
 	}

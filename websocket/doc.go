@@ -53,7 +53,14 @@
 //     closed with 4003 when the caller's token expires.
 //   - One message, one frame. Queued messages are never joined into one
 //     frame (StreamSpace joined them with newlines and its browsers dropped
-//     them).
+//     them). Several queued frames go out in one writev(2) instead.
+//   - Cheap connections. A browser's frames are encoded once per message
+//     and written by whoever delivers them, with nonblocking writes; a
+//     writer goroutine exists only while a client has a backlog. On plain
+//     TCP a browser is read without gorilla's reader, by a goroutine parked
+//     in the runtime's poller with no buffer. An idle browser costs about
+//     7 KiB of server memory (docs/PERFORMANCE.md). Connections handed to
+//     the package must not have been read from.
 //   - Orderly shutdown. Stop/Shutdown/CloseAll close every client with 1001
 //     after writing what is queued, within a deadline; they are idempotent,
 //     and nothing blocks after them.
