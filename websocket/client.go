@@ -16,14 +16,16 @@ import (
 // Client represents one browser WebSocket connection.
 //
 // Concurrency contract: a Client owns one goroutine for good, its reader,
-// and borrows the caller's goroutine to write. Whoever queues a frame when
-// the socket is free writes it at once, without blocking (a nonblocking
-// writev(2) of everything queued); only what the socket cannot take at once
-// goes to a writer goroutine, which lives until the queue is empty. An idle
-// client therefore holds one goroutine, a small read buffer and no write
-// buffer. Pings come from the hub's pinger through the same queue. Closing
-// is done by a goroutine started for it, which writes the close frame,
-// closes the socket and unregisters the client. Its organization context is
+// and borrows a goroutine of its deliverer's to write (the delivering one,
+// or for a delivery to many clients one of the goroutines it spreads the
+// writes over). Whoever queues a frame when the socket is free writes it at
+// once, without blocking (a nonblocking writev(2) of everything queued);
+// only what the socket cannot take at once goes to a writer goroutine,
+// which lives until the queue is empty. An idle client therefore holds one
+// goroutine and no buffer. Pings come from the hub's pinger through the same
+// queue. Closing is done by the goroutine that owns the writing side then
+// (one is started when none does): it writes the close frame, closes the
+// socket and unregisters the client. Its organization context is
 // fixed at registration. Its outbound queue is bounded (Config.QueueSize,
 // 256 frames by default); when it is full the client is closed with 4001
 // instead of slowing the publisher. Exported methods are safe for concurrent
