@@ -272,8 +272,8 @@ func (d *Database) RecordAgentHeartbeats(ctx context.Context, beats []AgentHeart
 	// Rows are locked in id order, so two concurrent flushes on PostgreSQL cannot deadlock.
 	// The sort is stable: an agent's beats keep their order.
 	slices.SortStableFunc(todo, func(a, b beatArgs) int { return strings.Compare(a.agentID, b.agentID) })
-	err := d.inTx(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, d.text(qAgentHeartbeat))
+	err := d.groupedTx(ctx, func(ctx context.Context, on querier) error {
+		stmt, err := on.PrepareContext(ctx, d.text(qAgentHeartbeat))
 		if err != nil {
 			return err
 		}

@@ -354,7 +354,12 @@ func (d *Database) ExpireCommands(ctx context.Context, now time.Time) (int64, er
 		now = d.now()
 	}
 	t := d.timeArg(now)
-	n, err := d.execAffected(ctx, d.db, qExpireCommands, t, t, t)
+	var n int64
+	err := d.grouped(ctx, func(ctx context.Context, on querier) error {
+		var err error
+		n, err = d.execAffected(ctx, on, qExpireCommands, t, t, t)
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("db: expire commands: %w", err)
 	}

@@ -51,6 +51,16 @@ type groupReq struct {
 	ctx  context.Context
 	fn   func(ctx context.Context, on querier) error
 	done chan error
+	// atomic: fn makes several statements, so alone it still runs in a transaction.
+	atomic bool
+}
+
+// alone makes r's write by itself.
+func (d *Database) alone(r *groupReq) error {
+	if !r.atomic {
+		return r.fn(r.ctx, d.db)
+	}
+	return d.inTx(r.ctx, func(tx *sql.Tx) error { return r.fn(r.ctx, tx) })
 }
 
 // startGroupCommit starts n committers: one for SQLite (a single writer anyway), a few for
@@ -73,17 +83,26 @@ func (g *groupCommit) close() {
 // rolled back, then alone), so it must keep no state but its result. It waits for the
 // outcome even when ctx ends while the write is under way: the caller learns what happened.
 func (d *Database) grouped(ctx context.Context, fn func(ctx context.Context, on querier) error) error {
-	g := d.group
+	return d.group.run(d, &groupReq{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// groupedTx is grouped for a write of several statements: alone, it has a transaction of its
+// own. On SQLite every write of the agents' hub goes through the committer: a write waiting
+// for SQLite's lock beside a committer that takes it again at once would starve.
+func (d *Database) groupedTx(ctx context.Context, fn func(ctx context.Context, on querier) error) error {
+	return d.group.run(d, &groupReq{ctx: ctx, fn: fn, done: make(chan error, 1), atomic: true})
+}
+
+func (g *groupCommit) run(d *Database, r *groupReq) error {
 	if g == nil {
-		return fn(ctx, d.db)
+		return d.alone(r)
 	}
-	r := &groupReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
 	select {
 	case g.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
+	case <-r.ctx.Done():
+		return r.ctx.Err()
 	case <-g.stop:
-		return fn(ctx, d.db) // closing: the pool answers "closed"
+		return d.alone(r) // closing: the pool answers "closed"
 	}
 	return <-r.done
 }
@@ -129,8 +148,7 @@ func (d *Database) commitBatch(batch []*groupReq) {
 		d.group.writes.Add(uint64(len(live)))
 	}
 	if len(live) == 1 {
-		r := live[0]
-		r.done <- r.fn(r.ctx, d.db)
+		live[0].done <- d.alone(live[0])
 		return
 	}
 	if len(live) == 0 {
@@ -149,7 +167,7 @@ func (d *Database) commitBatch(batch []*groupReq) {
 	})
 	if err != nil {
 		for _, r := range live {
-			r.done <- r.fn(r.ctx, d.db)
+			r.done <- d.alone(r)
 		}
 		return
 	}

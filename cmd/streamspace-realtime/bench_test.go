@@ -80,7 +80,7 @@ func TestBenchAgentsCommandAgainstServe(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	if rep.CommandsPerS <= 0 || rep.RoundTripP50Ms <= 0 || rep.RoundTripMaxMs < rep.RoundTripP99Ms || rep.DeliveryP50Ms <= 0 ||
-		rep.Heartbeats < 6 || rep.HeartbeatWrites > rep.Heartbeats {
+		rep.Heartbeats < 6 || rep.HeartbeatWrites < 1 || rep.HeartbeatWrites > rep.Heartbeats {
 		t.Fatalf("figures %+v\nserver log:\n%s", rep, errs.String())
 	}
 	if !strings.Contains(progress.String(), "agents connected 6/6") {
