@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/models"
@@ -68,9 +69,7 @@ func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clie
 		} else {
 			visible = make([]models.Session, 0, len(sessions))
 			for _, s := range sessions {
-				if _, mine := l.users[s.UserID]; mine {
-					visible = append(visible, s)
-				} else if _, subscribed := l.sessions[s.ID]; subscribed {
+				if slices.Contains(l.users, s.UserID) || slices.Contains(l.sessions, s.ID) {
 					visible = append(visible, s)
 				}
 			}
@@ -114,33 +113,23 @@ func listFingerprint(sessions []models.Session, now time.Time) uint64 {
 	return h.Sum64() | 1
 }
 
-// listener is a client of the sessions hub with a copy of its subscriptions.
+// listener is a client of the sessions hub with its subscriptions as they were.
 type listener struct {
 	client   *Client
-	users    map[string]struct{}
-	sessions map[string]struct{}
+	users    []string
+	sessions []string
 }
 
-// sessionListeners returns, per organization, its clients with a copy of their subscriptions
-// taken under the hub's lock.
+// sessionListeners returns, per organization, its clients with their subscriptions, read
+// under the hub's lock. The lists are shared, not copied: the hub only appends to a client's
+// lists or replaces them, so the elements a listener holds never change.
 func (h *Hub) sessionListeners() map[string][]listener {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	out := make(map[string][]listener, len(h.orgs))
 	for orgID, idx := range h.orgs {
 		for c := range idx.clients {
-			l := listener{client: c}
-			if !c.org.seesWholeOrg() {
-				l.users = make(map[string]struct{}, len(c.users))
-				for _, u := range c.users {
-					l.users[u] = struct{}{}
-				}
-				l.sessions = make(map[string]struct{}, len(c.sessions))
-				for _, s := range c.sessions {
-					l.sessions[s] = struct{}{}
-				}
-			}
-			out[orgID] = append(out[orgID], l)
+			out[orgID] = append(out[orgID], listener{client: c, users: c.users, sessions: c.sessions})
 		}
 	}
 	return out
