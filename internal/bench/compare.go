@@ -17,22 +17,29 @@ type Comparison struct {
 // Compare alternates runs of cfg against the server and against base (the baseline hub's
 // URL and PID), runs times each.
 func Compare(ctx context.Context, cfg SessionsConfig, baseURL string, basePID, runs int) (Comparison, error) {
-	var c Comparison
 	baseCfg := cfg
 	baseCfg.Server, baseCfg.PID, baseCfg.Token = baseURL, basePID, nil
+	server, base, err := alternate(ctx, runs, cfg, baseCfg, func(c SessionsConfig) string { return c.Server }, RunSessions)
+	return Comparison{Server: server, Baseline: base}, err
+}
+
+// alternate runs run against the server's configuration and the baseline's in turn, runs
+// times each, so that both see the same machine; it stops at the first error.
+func alternate[C, R any](ctx context.Context, runs int, server, base C, target func(C) string,
+	run func(context.Context, C) (R, error)) (fromServer, fromBase []R, err error) {
 	for i := range runs {
-		for _, target := range []struct {
-			cfg  SessionsConfig
-			into *[]Report
-		}{{cfg, &c.Server}, {baseCfg, &c.Baseline}} {
-			rep, err := RunSessions(ctx, target.cfg)
+		for _, side := range []struct {
+			cfg  C
+			into *[]R
+		}{{server, &fromServer}, {base, &fromBase}} {
+			rep, err := run(ctx, side.cfg)
 			if err != nil {
-				return c, fmt.Errorf("run %d against %s: %w", i+1, target.cfg.Server, err)
+				return fromServer, fromBase, fmt.Errorf("run %d against %s: %w", i+1, target(side.cfg), err)
 			}
-			*target.into = append(*target.into, rep)
+			*side.into = append(*side.into, rep)
 		}
 	}
-	return c, nil
+	return fromServer, fromBase, nil
 }
 
 func median(reports []Report, f func(Report) float64) float64 {

@@ -119,22 +119,10 @@ type RampComparison struct {
 
 // CompareRamp alternates ramps against the server and the baseline hub, runs times each.
 func CompareRamp(ctx context.Context, cfg RampConfig, baseURL string, basePID, runs int) (RampComparison, error) {
-	var c RampComparison
 	baseCfg := cfg
 	baseCfg.Server, baseCfg.PID, baseCfg.Token = baseURL, basePID, nil
-	for i := range runs {
-		for _, target := range []struct {
-			cfg  RampConfig
-			into *[]RampReport
-		}{{cfg, &c.Server}, {baseCfg, &c.Baseline}} {
-			rep, err := RunRamp(ctx, target.cfg)
-			if err != nil {
-				return c, fmt.Errorf("ramp %d against %s: %w", i+1, target.cfg.Server, err)
-			}
-			*target.into = append(*target.into, rep)
-		}
-	}
-	return c, nil
+	server, base, err := alternate(ctx, runs, cfg, baseCfg, func(c RampConfig) string { return c.Server }, RunRamp)
+	return RampComparison{Server: server, Baseline: base}, err
 }
 
 // Table renders the medians of the maximum sustained deliveries and the ratio.
