@@ -135,3 +135,26 @@ func TestParseBenchMessage(t *testing.T) {
 		}
 	}
 }
+
+// CompareRamp alternates ramps against two targets and an unreachable one is an error naming it.
+func TestCompareRamp(t *testing.T) {
+	a, b := startBaseline(t), startBaseline(t)
+	cfg := RampConfig{
+		SessionsConfig: SessionsConfig{Server: a, Org: "bench", Clients: 10, Rate: 20, Duration: 300 * time.Millisecond,
+			Drain: 200 * time.Millisecond},
+		MaxP99: 5 * time.Second, Factor: 2, MaxSteps: 2,
+	}
+	c, err := CompareRamp(context.Background(), cfg, b, 0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Server) != 2 || len(c.Baseline) != 2 || c.Server[0].Held != 1 || c.Baseline[1].Held != 1 {
+		t.Fatalf("ramps %+v", c)
+	}
+	if table := c.Table(); !strings.Contains(table, "max sustained deliveries/s") || !strings.Contains(table, "ramp 2 stopped") {
+		t.Fatalf("table:\n%s", table)
+	}
+	if _, err := CompareRamp(context.Background(), cfg, "http://127.0.0.1:1", 0, 1); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("unreachable baseline: %v", err)
+	}
+}
