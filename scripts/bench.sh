@@ -3,7 +3,8 @@
 # the binary, starts `serve` (SQLite in a temporary directory) and `bench baseline` on loopback
 # ports, runs `bench --baseline` (alternated runs, medians, ratios), and stops both.
 # Settings: CLIENTS (5000), RATE (10 broadcasts/s), DURATION (10s), RUNS (3); extra arguments
-# go to `bench` (for example --json).
+# go to `bench` (for example --json). BASELINE=floor compares with the floor instead (one write
+# per delivery from the publishing request, no queues).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-5000}
@@ -25,7 +26,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 "$tmp/ssr" serve --addr 127.0.0.1:18080 --database-url "sqlite://$tmp/bench.db" --log-level warn >"$tmp/serve.log" 2>&1 &
 pids+=($!)
 server_pid=$!
-"$tmp/ssr" bench baseline --addr 127.0.0.1:19090 >"$tmp/baseline.log" 2>&1 &
+baseline_args=()
+[ "${BASELINE:-}" = floor ] && baseline_args=(--floor)
+"$tmp/ssr" bench baseline --addr 127.0.0.1:19090 "${baseline_args[@]}" >"$tmp/baseline.log" 2>&1 &
 pids+=($!)
 baseline_pid=$!
 for _ in $(seq 50); do

@@ -143,12 +143,17 @@ func benchBaseline(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("bench baseline", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:9090", "listen address")
+	floor := fs.Bool("floor", false, "serve the floor instead: one write per delivery from the publishing request, no queues (a yardstick, not a server)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("bench baseline: %w", err)
+	}
+	if *floor {
+		fmt.Fprintf(stdout, "floor (one write per delivery, no queues) on http://%s\n", ln.Addr())
+		return baseline.ServeFloor(ctx, ln)
 	}
 	fmt.Fprintf(stdout, "baseline hub (gorilla chat example) on http://%s\n", ln.Addr())
 	return baseline.Serve(ctx, ln)

@@ -158,3 +158,30 @@ func TestCompareRamp(t *testing.T) {
 		t.Fatalf("unreachable baseline: %v", err)
 	}
 }
+
+// The floor delivers every broadcast to every client, in order, from the publishing request.
+func TestRunSessionsAgainstFloor(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- baseline.ServeFloor(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("floor: %v", err)
+		}
+	}()
+	rep, err := RunSessions(context.Background(), SessionsConfig{
+		Server: "http://" + ln.Addr().String(), Org: "bench", Clients: 30, Rate: 40, Duration: 500 * time.Millisecond,
+		Batch: 10, SourceIPs: 2, Drain: 300 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Connected != 30 || rep.Published < 10 || rep.Delivered != rep.Expected || rep.OutOfOrder != 0 || rep.Dropped != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
