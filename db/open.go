@@ -91,9 +91,7 @@ func openPostgres(ctx context.Context, rawURL string, o options) (*Database, err
 		n = o.maxOpenConns
 	}
 	sqlDB.SetMaxOpenConns(n)
-	// Keep what a burst opened until it has been idle a while: closing connections beyond a few
-	// idle ones made every burst pay for new PostgreSQL backends (a fork each).
-	sqlDB.SetMaxIdleConns(n)
+	sqlDB.SetMaxIdleConns(min(n, 4))
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 	if err := sqlDB.PingContext(ctx); err != nil {
 		_ = sqlDB.Close()
