@@ -3,7 +3,9 @@
 # or on a fresh PostgreSQL database (DB=postgres, PGURL names the server), and runs
 # `bench agents`: AGENTS agents (100) connected with the agent SDK, commands submitted for
 # DURATION (10s) by WORKERS (64) submitters, each completed in the database.
-# Extra arguments go to `bench agents` (for example --json or --heartbeat 30s).
+# Extra arguments go to `bench agents` (for example --json or --heartbeat 30s). PGSET is applied
+# to the fresh PostgreSQL database (ALTER DATABASE … SET $PGSET), for experiments such as
+# PGSET="synchronous_commit = off".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DB=${DB:-sqlite}
