@@ -211,8 +211,10 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	readDone := make(chan struct{})
 	var readClose closeOrder // written before readDone is closed
 	go func() {
-		defer close(readDone)
+		// readDone closes before the source is cancelled: whoever sees the cancellation finds
+		// the reader's verdict (a 1009, say) already there.
 		defer cancel()
+		defer close(readDone)
 		readClose = m.readLogsSocket(conn)
 	}()
 	open := m.metrics.connections.WithLabelValues("logs")
