@@ -73,6 +73,7 @@ func BenchmarkBroadcastToOrg(b *testing.B) {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 			const batch = 64 // queues are drained, timer stopped, once per batch
 			h := NewHubWithConfig(Config{QueueSize: batch})
+			b.Cleanup(h.Stop) // its pinger
 			for i := 0; i < n; i++ {
 				c := newClient(h, nil, clientSpec{id: fmt.Sprint(i), org: OrgContext{OrgID: "o", Role: "admin"}})
 				if !h.register(c, clientSpec{org: c.org}, nil, clusterPositionZero) {
@@ -185,6 +186,7 @@ func BenchmarkRouteEvent(b *testing.B) {
 		b.Run(fmt.Sprintf("subscribers=%d", n), func(b *testing.B) {
 			const batch = 64 // the one receiving queue is drained, timer stopped, once per batch
 			h := NewHubWithConfig(Config{QueueSize: batch})
+			b.Cleanup(h.Stop) // its pinger
 			var target *Client
 			for i := range n {
 				spec := clientSpec{id: fmt.Sprint(i), org: OrgContext{OrgID: "o", Role: "user"},
