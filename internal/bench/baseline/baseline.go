@@ -180,7 +180,12 @@ func (h *Hub) Handler() http.Handler {
 func Serve(ctx context.Context, ln net.Listener) error {
 	h := NewHub()
 	go h.Run(ctx)
-	srv := &http.Server{Handler: h.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return serveUntil(ctx, ln, h.Handler())
+}
+
+// serveUntil serves handler on ln until ctx ends, then shuts the server down.
+func serveUntil(ctx context.Context, ln net.Listener, handler http.Handler) error {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -67,15 +67,5 @@ func (f *Floor) FloorHandler() http.Handler {
 // ServeFloor runs the floor server on ln until ctx ends.
 func ServeFloor(ctx context.Context, ln net.Listener) error {
 	f := &Floor{}
-	srv := &http.Server{Handler: f.FloorHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return serveUntil(ctx, ln, f.FloorHandler())
 }
