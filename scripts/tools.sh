@@ -3,6 +3,8 @@
 # when the installed version differs from the pin). Quiet when all is well.
 #
 #   staticcheck  honnef.co/go/tools/cmd/staticcheck
+#   chromium     Debian's package, for the dashboard's browser tests (cmd/streamspace-realtime);
+#                skipped when STREAMSPACE_CHROMIUM names a browser that exists
 #
 # Also checks that cgo has a C compiler, which `go test -race` needs, and
 # installs gcc with apt-get when it is missing.
@@ -45,21 +47,38 @@ install_tool() {
 # `staticcheck -version` prints e.g. "staticcheck 2026.2.2 (0.8.2)".
 install_tool staticcheck honnef.co/go/tools/cmd/staticcheck "${STATICCHECK_VERSION}" "\(v?${STATICCHECK_VERSION#v}\)"
 
+# apt_install WHY PACKAGE...: install Debian packages as root, showing apt's output only when
+# it fails.
+apt_install() {
+	local why="$1" aptlog
+	shift
+	command -v apt-get >/dev/null 2>&1 || die "${why}: install $* (no apt-get here)"
+	[[ ${EUID} -eq 0 ]] || die "${why}: run 'apt-get install $*' as root"
+	log "installing $* (${why})"
+	aptlog="$(mktemp)"
+	if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"; } >"${aptlog}" 2>&1; then
+		cat "${aptlog}" >&2
+		rm -f "${aptlog}"
+		die "apt-get install $* failed"
+	fi
+	rm -f "${aptlog}"
+}
+
 # go test -race requires cgo, hence a C compiler.
 if [[ "$(go env CGO_ENABLED)" != 1 ]] || ! command -v "$(go env CC | awk '{print $1}')" >/dev/null 2>&1; then
 	if command -v gcc >/dev/null 2>&1; then
 		log "warning: go test -race needs cgo, but CGO_ENABLED=$(go env CGO_ENABLED) CC=$(go env CC); set CGO_ENABLED=1 CC=gcc"
-		exit 0
+	else
+		apt_install "go test -race needs a C compiler" gcc libc6-dev
 	fi
-	command -v apt-get >/dev/null 2>&1 || die "go test -race needs a C compiler (gcc); install one"
-	[[ ${EUID} -eq 0 ]] || die "go test -race needs a C compiler: run 'apt-get install gcc libc6-dev' as root"
-	log "installing gcc (needed by go test -race)"
-	aptlog="$(mktemp)"
-	if ! { DEBIAN_FRONTEND=noninteractive apt-get update -q &&
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev; } >"${aptlog}" 2>&1; then
-		cat "${aptlog}" >&2
-		rm -f "${aptlog}"
-		die "apt-get install gcc libc6-dev failed"
-	fi
-	rm -f "${aptlog}"
+fi
+
+# The dashboard's end-to-end tests drive a real headless Chromium (chromedp). Debian's package
+# is the one this project is tested with; test tools' own browser downloads are not used.
+chromium="${STREAMSPACE_CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x ${chromium} ]]; then
+	[[ -z ${STREAMSPACE_CHROMIUM:-} ]] || die "STREAMSPACE_CHROMIUM=${STREAMSPACE_CHROMIUM} is not an executable"
+	apt_install "the dashboard's browser tests need Chromium (or set STREAMSPACE_CHROMIUM)" chromium fonts-dejavu-core
+	"${chromium}" --version >/dev/null 2>&1 || die "${chromium} does not run after installing it"
 fi

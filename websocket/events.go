@@ -46,13 +46,26 @@ const (
 	EventSessionError EventType = "session.error"
 )
 
-var knownEventTypes = map[EventType]bool{
-	EventSessionCreated: true, EventSessionUpdated: true, EventSessionDeleted: true,
-	EventSessionStateChange: true, EventSessionConnected: true, EventSessionDisconnected: true,
-	EventSessionHeartbeat: true, EventSessionIdle: true, EventSessionActive: true,
-	EventSessionResourcesUpdated: true, EventSessionTagsUpdated: true,
-	EventSessionShared: true, EventSessionUnshared: true, EventSessionError: true,
+// eventTypes lists the fourteen session event types in the order they are declared.
+var eventTypes = []EventType{
+	EventSessionCreated, EventSessionUpdated, EventSessionDeleted,
+	EventSessionStateChange, EventSessionConnected, EventSessionDisconnected,
+	EventSessionHeartbeat, EventSessionIdle, EventSessionActive,
+	EventSessionResourcesUpdated, EventSessionTagsUpdated,
+	EventSessionShared, EventSessionUnshared, EventSessionError,
 }
+
+var knownEventTypes = func() map[EventType]bool {
+	m := make(map[EventType]bool, len(eventTypes))
+	for _, t := range eventTypes {
+		m[t] = true
+	}
+	return m
+}()
+
+// EventTypes returns the fourteen session event types, for clients and tests that must handle
+// every one of them.
+func EventTypes() []EventType { return append([]EventType(nil), eventTypes...) }
 
 // Valid reports whether t is one of the fourteen session event types. The
 // publish API refuses any other; Go callers may still send custom types.

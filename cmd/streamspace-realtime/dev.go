@@ -68,6 +68,7 @@ func devSetup(ctx context.Context, srv *server.Server, cfg server.Config, addr n
 	if err != nil {
 		return devBanner{}, fmt.Errorf("dev: mint token: %w", err)
 	}
+	srv.SetDevToken(tok)
 	return devBanner{
 		Host:         displayHost(addr),
 		Database:     redactURL(cfg.DatabaseURL),
@@ -110,6 +111,7 @@ func (b devBanner) write(w io.Writer) error {
 
 // bannerTemplate keeps each printed command on lines a shell accepts when pasted.
 var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Realtime (dev mode) on http://{{.Host}}
+  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in)
   database:      {{.Database}}
   service token: {{.ServiceToken}}
   browser token (admin of {{.Org}}, 24h):

@@ -77,9 +77,15 @@ func TestTokenCommand(t *testing.T) {
 // returns its banner once printed and the channel of serve's result.
 func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
 	t.Helper()
+	return startServeDevAt(ctx, t, "127.0.0.1:0", dbURL, environ, out, errs)
+}
+
+// startServeDevAt is startServeDev listening on addr.
+func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--database-url", dbURL}, env(environ), out, errs)
+		done <- run(ctx, []string{"serve", "--dev", "--addr", addr, "--database-url", dbURL}, env(environ), out, errs)
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(out.String(), "auto-approval is") {

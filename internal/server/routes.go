@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamspace/streamspace-realtime/web"
 )
 
 // Handler returns the server's routes. Every error answer is JSON
@@ -36,6 +37,9 @@ func (s *Server) Handler() http.Handler {
 	route(http.MethodPost, "/api/v1/admin/agents/{agent_id}/reject", s.handleAdminRejectAgent)
 	route(http.MethodPost, "/api/v1/admin/agents/{agent_id}/command", s.handleAdminCommand)
 	route(http.MethodGet, "/api/v1/admin/commands/{command_id}", s.handleAdminGetCommand)
+	route(http.MethodGet, "/api/v1/me", s.handleMe)
+	route(http.MethodGet, "/{$}", s.dashboard.ServePage)
+	route(http.MethodGet, web.Prefix, s.handleDashboardFile)
 	route(http.MethodGet, "/healthz", s.handleHealthz)
 	route(http.MethodGet, "/readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))

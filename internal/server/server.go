@@ -23,6 +23,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
+	"github.com/streamspace/streamspace-realtime/web"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -47,6 +48,8 @@ type Server struct {
 	draining      atomic.Bool
 	// kube is the Kubernetes client the server built and closes (nil: none, or the caller's).
 	kube *k8s.Client
+	// dashboard serves the page at / and its files.
+	dashboard *web.Handler
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -64,6 +67,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	origins, err := auth.NewOriginPolicy(cfg.AllowedOrigins)
 	if err != nil {
 		return nil, fmt.Errorf("allowed origins: %w", err)
+	}
+	dashboard, err := web.New()
+	if err != nil {
+		return nil, err
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -137,17 +144,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	relay.hub = agents
 	s := &Server{
-		kube:     ownKube,
-		cfg:      cfg,
-		log:      log,
-		db:       database,
-		cluster:  rc,
-		manager:  manager,
-		agents:   agents,
-		verifier: verifier,
-		origins:  origins,
-		registry: registry,
-		metrics:  newHTTPMetrics(registry),
+		kube:      ownKube,
+		cfg:       cfg,
+		log:       log,
+		db:        database,
+		cluster:   rc,
+		manager:   manager,
+		agents:    agents,
+		verifier:  verifier,
+		origins:   origins,
+		registry:  registry,
+		dashboard: dashboard,
+		metrics:   newHTTPMetrics(registry),
 		// Origins are checked before the upgrade, with a JSON 403.
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
