@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -80,13 +81,17 @@ func (h *Handler) ServePage(w http.ResponseWriter, r *http.Request) {
 // ServeFile answers GET /ui/{file}; it reports false when there is no such file, so that the
 // caller answers 404 in its own way.
 func (h *Handler) ServeFile(w http.ResponseWriter, r *http.Request) bool {
-	name := path.Clean(r.URL.Path[len(Prefix)-1:])[1:]
+	rest, ok := strings.CutPrefix(r.URL.Path, Prefix)
+	if !ok {
+		return false
+	}
+	name := strings.TrimPrefix(path.Clean("/"+rest), "/")
 	if name == "config.json" {
 		h.serveConfig(w, r)
 		return true
 	}
-	a, ok := h.assets[name]
-	if !ok {
+	a, found := h.assets[name]
+	if !found {
 		return false
 	}
 	h.serveAsset(w, r, a)

@@ -55,7 +55,7 @@ func TestPageAndFiles(t *testing.T) {
 			t.Fatalf("%s: ETag %q, revalidation %d", tc.path, etag, again.StatusCode)
 		}
 	}
-	for _, path := range []string{"/ui/", "/ui/nothing.js", "/ui/static/index.html"} {
+	for _, path := range []string{"/ui/", "/ui/nothing.js", "/ui/static/index.html", "/dashboard.js", "/u"} {
 		if resp := get(t, h, path, "127.0.0.1:1", nil); resp.StatusCode != http.StatusNotFound {
 			t.Fatalf("%s: %d, want 404", path, resp.StatusCode)
 		}

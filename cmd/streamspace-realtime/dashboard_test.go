@@ -118,7 +118,12 @@ func TestDashboard(t *testing.T) {
 	srv := startDev(t, addr, dbURL, nil)
 	page := newBrowser(t)
 
-	page.do("open the dashboard", chromedp.Navigate("http://"+srv.host+"/"))
+	// The banner's dashboard line, opened as printed.
+	dashboardURL := match(t, srv.banner, `dashboard:\s+(http://\S+/)\s`)
+	if dashboardURL != "http://"+srv.host+"/" {
+		t.Fatalf("the banner's dashboard line names %s, want http://%s/", dashboardURL, srv.host)
+	}
+	page.do("open the dashboard", chromedp.Navigate(dashboardURL))
 	page.waitFor("the page connects with the development token", pageConnected+` && document.body.dataset.ready === "true"`, pageState, 15*time.Second)
 	if who := page.text("#whoami"); !strings.Contains(who, "admin of default-org") {
 		t.Fatalf("whoami %q, want the dev admin of default-org", who)
