@@ -1,15 +1,20 @@
 # Thin wrappers around scripts/. See scripts/*.sh for details.
 # Extra go test arguments: make test TEST_ARGS='-run Foo ./websocket/'
+# Longer fuzzing: make fuzz FUZZTIME=5m
 
 TEST_ARGS ?=
+FUZZTIME ?= 10s
 
-.PHONY: run test services lint build bench
+.PHONY: run test services lint build bench fuzz
 
 run:
 	go run ./cmd/streamspace-realtime serve --dev
 
 test:
 	bash scripts/test.sh $(TEST_ARGS)
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 services:
 	bash scripts/services.sh

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: services, tools, lint (gofmt/vet/staticcheck),
-# go.mod tidiness, then go test -race.
+# go.mod tidiness, a short fuzz run (scripts/fuzz.sh), then go test -race.
 #
 #   scripts/test.sh                       # everything, go test ./...
-#   scripts/test.sh -run Foo ./websocket/ # extra args replace ./... (give packages too)
+#   scripts/test.sh -run Foo ./websocket/ # extra args replace ./... (give packages too) and skip fuzzing
 #
 # STREAMSPACE_TEST_DATABASE_URL and STREAMSPACE_TEST_REDIS_URL default to the
 # local services that scripts/services.sh manages.
@@ -34,6 +34,9 @@ if [[ $# -gt 0 ]]; then
 	args=("$@")
 else
 	args=(./...)
+	# The full run only; 5 s per target, with the instrumented builds, is about a minute.
+	step "fuzz (scripts/fuzz.sh, FUZZTIME=${FUZZTIME:-5s} per target)"
+	FUZZTIME="${FUZZTIME:-5s}" bash scripts/fuzz.sh
 fi
 step "go test -race -count=1 -timeout 30m ${args[*]}"
 # exec: go test's own output and exit status are the last thing we produce.

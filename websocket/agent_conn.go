@@ -57,11 +57,21 @@ type AgentConnection struct {
 	retry          atomic.Bool // the last delivery pass failed; the check loop wakes it again
 	limiter        *rate.Limiter
 
+	// queuedFrames numbers the frames queued on Send, writtenFrames counts those the writer
+	// wrote: a command's ack timeout runs from when its frame reached the socket, not from
+	// when it joined a queue that a slow agent may take long to drain.
+	queuedFrames, writtenFrames atomic.Uint64
+
 	// Guarded by flightMu: commands delivered on this connection and not yet acknowledged,
 	// and the ones the check loop wants sent again.
 	flightMu sync.Mutex
 	inflight map[string]inflightCommand
 	resend   []string
+	// reachedFrame is the highest frame number of a command the agent answered (ack,
+	// complete, failed), at lastAnswer: frames arrive in order, so the agent has read every
+	// frame up to it, and is still reading towards those after it.
+	reachedFrame uint64
+	lastAnswer   time.Time
 
 	malformedMu sync.Mutex
 	malformedAt []time.Time
@@ -83,7 +93,8 @@ const logLinger = 2 * time.Second
 type inflightCommand struct {
 	cmd     models.AgentCommand
 	attempt int
-	sentAt  time.Time
+	sentAt  time.Time // when its frame was queued, then when it was seen written
+	frame   uint64    // its frame's number among queuedFrames
 }
 
 // ConnectionID names this connection among all of the agent's connections, past and future.
@@ -158,6 +169,7 @@ func (c *AgentConnection) push(frame []byte) bool {
 	}
 	select {
 	case c.Send <- frame:
+		c.queuedFrames.Add(1)
 		c.hub.metrics.framesOut.Inc()
 		return true
 	default:
@@ -171,6 +183,7 @@ func (c *AgentConnection) push(frame []byte) bool {
 func (c *AgentConnection) pushWait(frame []byte) bool {
 	select {
 	case c.Send <- frame:
+		c.queuedFrames.Add(1)
 		c.hub.metrics.framesOut.Inc()
 		return true
 	case <-c.done:
@@ -287,6 +300,7 @@ func (c *AgentConnection) writePump() {
 				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
 				return
 			}
+			c.writtenFrames.Add(1)
 		case <-ticker.C:
 			if err := c.Conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
 				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")

@@ -92,9 +92,11 @@ func (c *AgentConnection) resendOne(ctx context.Context, cmd *models.AgentComman
 	return c.send(*cmd, attempt, now)
 }
 
-// send tracks a command as delivered and queues its frame.
+// send tracks a command as delivered and queues its frame. Only this connection's dispatcher
+// sends commands, so the frame's number is the one after those queued so far (frames of
+// other kinds queued meanwhile only make the ack timeout start a little later).
 func (c *AgentConnection) send(cmd models.AgentCommand, attempt int, now time.Time) bool {
-	c.track(cmd, attempt, now)
+	c.track(cmd, attempt, now, c.queuedFrames.Load()+1)
 	if attempt > 1 {
 		c.hub.metrics.commands.WithLabelValues("resent").Inc()
 	} else {
@@ -103,10 +105,23 @@ func (c *AgentConnection) send(cmd models.AgentCommand, attempt int, now time.Ti
 	return c.pushWait(commandFrame(cmd, attempt, now))
 }
 
-func (c *AgentConnection) track(cmd models.AgentCommand, attempt int, at time.Time) {
+func (c *AgentConnection) track(cmd models.AgentCommand, attempt int, at time.Time, frame uint64) {
 	c.flightMu.Lock()
-	c.inflight[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at}
+	c.inflight[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, frame: frame}
 	c.flightMu.Unlock()
+}
+
+// answered records that the agent answered command id at now: it has read the command's
+// frame, and every frame before it.
+func (c *AgentConnection) answered(id string, now time.Time) {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	if f, ok := c.inflight[id]; ok && f.frame > c.reachedFrame {
+		c.reachedFrame = f.frame
+	}
+	if now.After(c.lastAnswer) {
+		c.lastAnswer = now
+	}
 }
 
 func (c *AgentConnection) untrack(id string) {
@@ -141,12 +156,27 @@ func (c *AgentConnection) takeResends() []string {
 
 // overdue sorts the commands whose ack is late: those with deliveries left are queued for a
 // resend, the others are returned to be failed. A queued resend counts as sent now, so a check
-// that runs before the dispatcher gets to it does not queue it twice.
+// that runs before the dispatcher gets to it does not queue it twice. A command whose frame
+// still waits in the queue is not late: its timeout starts again, so that an agent busy
+// reading a backlog is not sent the backlog a second time.
 func (c *AgentConnection) overdue(now time.Time, ackTimeout time.Duration, maxAttempts int) (exhausted []inflightCommand) {
+	written := c.writtenFrames.Load()
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	for id, f := range c.inflight {
-		if now.Sub(f.sentAt) < ackTimeout {
+		if f.frame > written {
+			f.sentAt = now
+			c.inflight[id] = f
+			continue
+		}
+		// Past the last command the agent answered, the agent is still reading: its timeout
+		// runs from that answer, so an agent working through a backlog is not sent it twice.
+		// A command before it was read and left unanswered: it is late from its own delivery.
+		since := f.sentAt
+		if f.frame > c.reachedFrame && c.lastAnswer.After(since) {
+			since = c.lastAnswer
+		}
+		if now.Sub(since) < ackTimeout {
 			continue
 		}
 		if f.attempt >= maxAttempts {

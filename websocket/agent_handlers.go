@@ -116,6 +116,7 @@ func (h *AgentHub) refuse(c *AgentConnection, ferr *frameError, now time.Time) {
 // ack moves the command to ack. An ack for a command that already moved on is a harmless
 // duplicate; one for a command that is not this agent's is refused.
 func (h *AgentHub) ack(ctx context.Context, c *AgentConnection, m models.AckMessage, now time.Time) *frameError {
+	c.answered(m.CommandID, now)
 	tr, err := h.store.AckCommand(ctx, c.AgentID, m.CommandID, now)
 	if errors.Is(err, db.ErrNotFound) {
 		return &frameError{msg: "unknown command", commandID: m.CommandID, malformed: true}
@@ -133,6 +134,7 @@ func (h *AgentHub) ack(ctx context.Context, c *AgentConnection, m models.AckMess
 // finish records a command's result (completed) or error (failed). A replay of a command
 // that is already final changes nothing and is answered so the agent can tell.
 func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status string, result map[string]any, errText string, now time.Time) *frameError {
+	c.answered(id, now)
 	var (
 		tr  db.Transition
 		err error

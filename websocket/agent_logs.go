@@ -240,8 +240,10 @@ func (h *AgentHub) onLogLine(c *AgentConnection, m models.LogLine, now time.Time
 		return
 	}
 	rec := logRecord{Line: m.Line, At: now}
-	if m.Timestamp != nil {
-		rec.At = *m.Timestamp
+	// The agent's own time, unless it lies outside what a browser's frame can carry (a year
+	// from 0 to 9999 in UTC: "0000-01-01T00:00:00+01:00" is valid RFC 3339, and year -1).
+	if ts := m.Timestamp; ts != nil && ts.UTC().Year() >= 0 && ts.UTC().Year() <= 9999 {
+		rec.At = *ts
 	}
 	var ok bool
 	if r.local != nil {

@@ -12,6 +12,7 @@ type agentMetrics struct {
 	connections prometheus.Gauge
 	disconnects *prometheus.CounterVec
 	framesIn    *prometheus.CounterVec
+	messagesIn  prometheus.Counter // every frame, beside framesIn's count by type
 	framesOut   prometheus.Counter
 	refused     *prometheus.CounterVec
 	commands    *prometheus.CounterVec
@@ -33,6 +34,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		connections: shared.connections.WithLabelValues("agent"),
 		disconnects: shared.disconnects.MustCurryWith(prometheus.Labels{"kind": "agent"}),
 		framesOut:   shared.messagesOut.WithLabelValues("agent"),
+		messagesIn:  shared.messagesIn.WithLabelValues("agent"),
 		framesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_agent_frames_in_total", Help: "Frames received from agents by type.",
 		}, []string{"type"}),
@@ -71,4 +73,5 @@ func (m *agentMetrics) frameIn(frameType string) {
 		frameType = "unknown"
 	}
 	m.framesIn.WithLabelValues(frameType).Inc()
+	m.messagesIn.Inc()
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/streamspace/streamspace-realtime/internal/cluster"
 )
@@ -273,8 +274,16 @@ func (c *Client) readPump(conn *websocket.Conn) {
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	})
+	overRate := countPings(conn, &c.in.rate, cfg.ClientMessageRate, c.hub.metrics.messagesIn)
 	for {
 		_, r, err := conn.NextReader()
+		if err == nil {
+			c.hub.metrics.messagesIn.Inc()
+		}
+		if overRate() || (err == nil && c.in.rate.exceeded(time.Now(), cfg.ClientMessageRate)) {
+			c.closeWith(websocket.ClosePolicyViolation, errRateExceeded.Error(), "rate_limited")
+			return
+		}
 		if err != nil {
 			c.closeWith(readCloseCode(err))
 			return
@@ -289,6 +298,23 @@ func (c *Client) readPump(conn *websocket.Conn) {
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	}
+}
+
+// countPings makes the pings gorilla's reader answers count against a browser's frame rate
+// (ClientMessageRate) like its messages; the function it returns reports whether one passed
+// it, after which the reader returns errRateExceeded.
+func countPings(conn *websocket.Conn, rate *frameRate, limit int, in prometheus.Counter) (over func() bool) {
+	exceeded := false
+	answer := conn.PingHandler()
+	conn.SetPingHandler(func(data string) error {
+		in.Inc()
+		if rate.exceeded(time.Now(), limit) {
+			exceeded = true
+			return errRateExceeded
+		}
+		return answer(data)
+	})
+	return func() bool { return exceeded }
 }
 
 // readCloseCode maps a read error to the close to send and a metric reason.

@@ -24,17 +24,19 @@ const (
 
 // Defaults used when a Config field is zero.
 const (
-	DefaultQueueSize        = 256
-	DefaultPingInterval     = 54 * time.Second
-	DefaultSessionsInterval = 3 * time.Second
-	DefaultMetricsInterval  = 5 * time.Second
-	DefaultPongWait         = 60 * time.Second
-	DefaultWriteWait        = 10 * time.Second
-	DefaultMaxMessageSize   = 4 << 10
-	DefaultDrainTimeout     = 5 * time.Second
-	DefaultOrg              = "default-org"
-	DefaultNamespace        = "streamspace"
-	defaultStoreCallTimeout = 5 * time.Second
+	DefaultQueueSize         = 256
+	DefaultPingInterval      = 54 * time.Second
+	DefaultSessionsInterval  = 3 * time.Second
+	DefaultMetricsInterval   = 5 * time.Second
+	DefaultPongWait          = 60 * time.Second
+	DefaultWriteWait         = 10 * time.Second
+	DefaultMaxMessageSize    = 4 << 10
+	DefaultClientMessageRate = 20
+	DefaultMaxSubscriptions  = 64
+	DefaultDrainTimeout      = 5 * time.Second
+	DefaultOrg               = "default-org"
+	DefaultNamespace         = "streamspace"
+	defaultStoreCallTimeout  = 5 * time.Second
 )
 
 // Config tunes the browser side of the package. The zero value means the
@@ -82,12 +84,26 @@ type Config struct {
 	// Agents relays pod logs from the agents running sessions, where the Kubernetes API is
 	// not the source; nil means such logs are unavailable (the browser gets `log_error`).
 	Agents AgentLogRelay
+	// ClientMessageRate is how many frames a second a browser may send (its sessions and
+	// metrics sockets take none but control frames); more closes it with 1008. Zero means
+	// DefaultClientMessageRate, negative no limit.
+	ClientMessageRate int
+	// MaxSubscriptions bounds the user and session subscriptions of one browser connection
+	// (Notifier.SubscribeUser and SubscribeSession); one more closes it with 1008. Zero means
+	// DefaultMaxSubscriptions, negative no limit.
+	MaxSubscriptions int
 	// LogsSilence is how long an agent asked for logs may send nothing, and how long the
 	// Kubernetes API may take to open a log stream, before the browser gets `log_error`.
 	LogsSilence time.Duration
 }
 
 func (c Config) withDefaults() Config {
+	if c.ClientMessageRate == 0 {
+		c.ClientMessageRate = DefaultClientMessageRate
+	}
+	if c.MaxSubscriptions == 0 {
+		c.MaxSubscriptions = DefaultMaxSubscriptions
+	}
 	if c.QueueSize <= 0 {
 		c.QueueSize = DefaultQueueSize
 	}

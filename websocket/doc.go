@@ -50,7 +50,11 @@
 //     goroutine nothing stopped.
 //   - Keepalive and limits. Pings every 54 s, 60 s pong wait, 10 s write
 //     wait, 4 KiB inbound limit (1009), all configurable; the connection is
-//     closed with 4003 when the caller's token expires.
+//     closed with 4003 when the caller's token expires. A browser sending
+//     more than ClientMessageRate frames a second (20), or given more than
+//     MaxSubscriptions subscriptions (64), is closed with 1008. The Serve*
+//     entry points call the caller's OnClose once when a connection is over,
+//     so that a server can count connections per user and organization.
 //   - One message, one frame. Queued messages are never joined into one
 //     frame (StreamSpace joined them with newlines and its browsers dropped
 //     them). Several queued frames go out in one writev(2) instead.
@@ -71,7 +75,10 @@
 //   - Commands are never lost. SendCommandToAgent stores the command before
 //     anything else; an agent that is offline gets its waiting commands, in
 //     creation order, when it connects. Unacknowledged commands are sent
-//     again (attempt+1) after the ack timeout, up to a maximum, then failed.
+//     again (attempt+1) after the ack timeout, up to a maximum, then failed;
+//     the timeout runs from when the command could have been read (its frame
+//     written, and past the agent's last answer), so an agent working
+//     through a backlog is not sent it twice.
 //     Status changes are guarded updates that never move backwards.
 //   - Identity is the caller's job, done before the upgrade: the server
 //     checks the agent's API key against the agent id (the reference trusted

@@ -380,15 +380,29 @@ func (h *Hub) finished() {
 // subscribe adds a user or session subscription to a registered client.
 func (h *Hub) subscribe(clientID, key string, session bool) bool {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	c := h.byID[clientID]
 	if c == nil {
+		h.mu.Unlock()
 		return false
 	}
 	idx := h.orgs[c.org.OrgID]
 	if idx == nil {
+		h.mu.Unlock()
 		return false
 	}
+	if limit := h.cfg.MaxSubscriptions; limit > 0 && len(c.users)+len(c.sessions) >= limit &&
+		!slices.Contains(c.users, key) && !slices.Contains(c.sessions, key) {
+		h.mu.Unlock()
+		// Closed rather than silently not subscribed: the browser would otherwise miss events
+		// it believes it asked for.
+		if !c.closing.Load() {
+			h.cfg.Logger.Warn("closing browser connection over its subscription limit",
+				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID, "limit", limit)
+		}
+		c.closeWith(websocket.ClosePolicyViolation, "too many subscriptions", "too_many_subscriptions")
+		return false
+	}
+	defer h.mu.Unlock()
 	if session {
 		addSubscription(idx.sessions, &c.sessions, c, key)
 	} else {

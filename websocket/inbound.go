@@ -23,6 +23,10 @@ import (
 // maxControlPayload is the largest payload of a control frame (RFC 6455 5.5).
 const maxControlPayload = 125
 
+// errRateExceeded is a browser sending more frames than Config.ClientMessageRate allows; it
+// is answered with 1008.
+var errRateExceeded = errors.New("message rate exceeded")
+
 // errProtocol is a frame a browser may not send; it is answered with 1002.
 type errProtocol string
 
@@ -45,6 +49,27 @@ type inbound struct {
 	remaining  uint64
 	msgLen     uint64 // the data message's length so far
 	control    []byte // a control frame's payload, unmasked
+	rate       frameRate
+}
+
+// frameRate counts a connection's frames in the current second (a fixed window: cheaper than
+// a token bucket, and a browser that sends nothing, as browsers here do, never nears it).
+type frameRate struct {
+	second uint32 // Unix time, modulo 2^32
+	frames uint32
+}
+
+// exceeded counts one frame at now and reports whether the second's count passed limit
+// (limit ≤ 0: never).
+func (f *frameRate) exceeded(now time.Time, limit int) bool {
+	if limit <= 0 {
+		return false
+	}
+	if sec := uint32(now.Unix()); sec != f.second {
+		f.second, f.frames = sec, 0
+	}
+	f.frames++
+	return f.frames > uint32(limit)
 }
 
 // rawRead is one nonblocking read in progress, borrowed from a pool with its buffer, so an
@@ -83,9 +108,12 @@ func (c *Client) readRaw() {
 		rawReadPool.Put(r)
 		if err != nil {
 			var perr errProtocol
-			if errors.As(err, &perr) {
+			switch {
+			case errors.As(err, &perr):
 				c.closeWith(websocket.CloseProtocolError, string(perr), "protocol_error")
-			} else {
+			case errors.Is(err, errRateExceeded):
+				c.closeWith(websocket.ClosePolicyViolation, err.Error(), "rate_limited")
+			default:
 				c.closeWith(readCloseCode(err))
 			}
 			return
@@ -217,6 +245,14 @@ func (c *Client) startFrame() error {
 		return errProtocol("reserved bits set")
 	}
 	in.op, in.fin = b0&0x0f, b0&finBit != 0
+	// Messages, pings and pongs count (a close never does; continuations are bounded by the
+	// message size).
+	if in.op != 0 && in.op != websocket.CloseMessage {
+		c.hub.metrics.messagesIn.Inc()
+		if in.rate.exceeded(time.Now(), c.hub.cfg.ClientMessageRate) {
+			return errRateExceeded
+		}
+	}
 	var length uint64
 	rest := in.hdr[2:]
 	switch n := b1 & 0x7f; n {

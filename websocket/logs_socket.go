@@ -55,6 +55,9 @@ type LogTarget struct {
 	Namespace string
 	Pod       string
 	Session   models.Session
+	// OnClose, when set, is called once when the connection is over, refused at the start
+	// or closed later.
+	OnClose func()
 }
 
 // HandleLogsWebSocket serves a logs connection without an organization.
@@ -158,13 +161,16 @@ func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName st
 // Kubernetes client, else the agent running the session (Config.Agents). The source is
 // stopped as soon as the browser leaves, and the socket is closed with 1001 at shutdown.
 func (m *Manager) ServeLogs(conn *websocket.Conn, orgCtx *OrgContext, target LogTarget) error {
+	closed := onceOrNothing(target.OnClose)
 	if orgCtx == nil || !orgCtx.seesWholeOrg() {
+		closed()
 		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "operators and admins only")
 		return ErrLogsForbidden
 	}
 	m.logsMu.Lock()
 	if m.logsClosed {
 		m.logsMu.Unlock()
+		closed()
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
 		return errors.New("logs socket: shutting down")
 	}
@@ -173,6 +179,7 @@ func (m *Manager) ServeLogs(conn *websocket.Conn, orgCtx *OrgContext, target Log
 	org := *orgCtx
 	go func() {
 		defer m.logSocketDone()
+		defer closed()
 		m.streamLogs(conn, org, target)
 	}()
 	return nil
@@ -243,6 +250,7 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	select {
 	case <-readDone:
 		// The browser left or broke the rules; only the latter is told why.
+		m.metrics.disconnects.WithLabelValues("logs", readClose.metric).Inc()
 		if readClose.code != 0 {
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(readClose.code, readClose.reason), time.Now().Add(m.cfg.WriteWait))
 		}
@@ -253,16 +261,37 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 	if m.ctx.Err() != nil {
 		code, reason = websocket.CloseGoingAway, "server shutting down"
 	}
+	m.metrics.disconnects.WithLabelValues("logs", logsCloseReason(code)).Inc()
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(m.cfg.WriteWait))
 	awaitClosed(readDone)
 	_ = conn.Close()
 	<-readDone
 }
 
+// logsCloseReason is the disconnect metric's reason for a logs socket the server closes with
+// code.
+func logsCloseReason(code int) string {
+	switch code {
+	case websocket.CloseNormalClosure:
+		return "stream_ended"
+	case websocket.CloseGoingAway:
+		return "shutdown"
+	case websocket.CloseInternalServerErr:
+		return "source_failed"
+	case CloseSlowConsumer:
+		return "slow_consumer"
+	case CloseTokenExpired:
+		return "token_expired"
+	default:
+		return "other"
+	}
+}
+
 // closeOrder is a close frame to send; code 0 means none.
 type closeOrder struct {
 	code   int
 	reason string
+	metric string // the disconnect metric's reason
 }
 
 // readLogsSocket reads and discards what the browser sends until it leaves, and returns the
@@ -273,20 +302,29 @@ func (m *Manager) readLogsSocket(conn *websocket.Conn) closeOrder {
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
 	})
+	var rate frameRate
+	in := m.metrics.messagesIn.WithLabelValues("logs")
+	overRate := countPings(conn, &rate, m.cfg.ClientMessageRate, in)
 	for {
 		_, r, err := conn.NextReader()
+		if err == nil {
+			in.Inc()
+		}
+		if overRate() || (err == nil && rate.exceeded(time.Now(), m.cfg.ClientMessageRate)) {
+			return closeOrder{websocket.ClosePolicyViolation, errRateExceeded.Error(), "rate_limited"}
+		}
 		if err == nil {
 			var n int64
 			n, err = io.Copy(io.Discard, io.LimitReader(r, m.cfg.MaxMessageSize+1))
 			if err == nil && n > m.cfg.MaxMessageSize {
-				return closeOrder{websocket.CloseMessageTooBig, "message too big"}
+				return closeOrder{websocket.CloseMessageTooBig, "message too big", "too_big"}
 			}
 		}
 		if err != nil {
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-				return closeOrder{websocket.CloseGoingAway, "pong timeout"}
+				return closeOrder{websocket.CloseGoingAway, "pong timeout", "pong_timeout"}
 			}
-			return closeOrder{}
+			return closeOrder{metric: "client_closed"}
 		}
 		_ = conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
 	}

@@ -502,3 +502,21 @@ func TestAgentLogStreamNext(t *testing.T) {
 		t.Fatalf("OpenLogs of an absent agent: %v", err)
 	}
 }
+
+// A log line whose timestamp has no year from 0 to 9999 in UTC (valid RFC 3339 all the same)
+// reaches the browser with the time it was received, not as an empty frame.
+func TestLogsAgentTimestampOutOfRange(t *testing.T) {
+	f := newLogsFixture(t, Config{})
+	agent := f.agents.connect("ag1")
+	browser := f.dialLogs(t, "pod-s1")
+	req := agent.logsRequest()
+	before := time.Now()
+	agent.sendRaw(`{"type":"log","payload":{"requestId":"` + req.RequestID + `","line":"early","timestamp":"0000-01-01T00:00:00+01:00"}}`)
+	agent.sendRaw(`{"type":"log","payload":{"requestId":"` + req.RequestID + `","line":"late","timestamp":"9999-12-31T23:59:59-00:01"}}`)
+	for _, want := range []string{"early", "late"} {
+		l := readLog(t, browser)
+		if l.Type != "log" || l.Line != want || l.Timestamp.Before(before.Add(-time.Second)) || l.Timestamp.After(time.Now().Add(time.Second)) {
+			t.Fatalf("got %+v, want %q stamped with the time received", l, want)
+		}
+	}
+}

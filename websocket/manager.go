@@ -220,6 +220,17 @@ type SessionsRequest struct {
 	// 2.4); when the stream still holds what followed it, the browser is sent those events
 	// (those it is entitled to) before anything else, and `connected.recovered` is true.
 	Since string
+	// OnClose, when set, is called once when the connection is over, refused at the start
+	// or closed later: the caller's accounting of open connections ends there.
+	OnClose func()
+}
+
+// onceOrNothing returns f made safe to call many times, or a no-op for nil.
+func onceOrNothing(f func()) func() {
+	if f == nil {
+		return func() {}
+	}
+	return sync.OnceFunc(f)
 }
 
 // ParseSince reads a `since` value, "<epoch>:<offset>".
@@ -239,6 +250,13 @@ func ParseSince(v string) (cluster.Position, error) {
 // database reads and an error saying why a connection was refused (the
 // connection is then closed with 1008 or 1011).
 func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCtx *OrgContext, req SessionsRequest) error {
+	closed := onceOrNothing(req.OnClose)
+	registered := false
+	defer func() {
+		if !registered {
+			closed()
+		}
+	}()
 	if orgCtx == nil || orgCtx.OrgID == "" {
 		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "organization required")
 		return errors.New("sessions socket: organization required")
@@ -281,13 +299,13 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseTryAgainLater, "event stream unavailable")
 		return fmt.Errorf("sessions socket: stream position: %w", err)
 	}
-	spec := clientSpec{id: newClientID(), org: org, held: true, onGone: unwatch}
+	spec := clientSpec{id: newClientID(), org: org, held: true, onGone: func() { unwatch(); closed() }}
 	var presence *connectionPresence
 	if req.SessionID != "" {
 		// Recorded before the client is registered, so its removal can never come first.
 		presence = m.recordConnection(ctx, spec.id, session, &org, req)
 		if presence != nil {
-			spec.onGone = func() { unwatch(); presence.gone() }
+			spec.onGone = func() { unwatch(); presence.gone(); closed() }
 		}
 	}
 	if req.UserID != "" {
@@ -310,6 +328,7 @@ func (m *Manager) ServeSessions(ctx context.Context, conn *websocket.Conn, orgCt
 		}
 		return errors.New("sessions socket: shutting down")
 	}
+	registered = true // from here the client's unregistering calls closed
 	replay, recovered := m.replay(ctx, c, spec, req.Since, start)
 	snapshot := m.snapshot(ctx, c, req)
 	if snapshot == nil {

@@ -11,6 +11,7 @@ import (
 type hubMetrics struct {
 	connections *prometheus.GaugeVec
 	messagesOut *prometheus.CounterVec
+	messagesIn  *prometheus.CounterVec
 	disconnects *prometheus.CounterVec
 	fanout      *prometheus.HistogramVec
 	published   *prometheus.CounterVec
@@ -31,6 +32,9 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 		}, []string{"kind"}),
 		messagesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_messages_out_total", Help: "Messages queued to WebSocket connections by kind.",
+		}, []string{"kind"}),
+		messagesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_messages_in_total", Help: "Messages and control frames received on WebSocket connections by kind.",
 		}, []string{"kind"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_disconnects_total", Help: "Closed WebSocket connections by kind and reason.",
@@ -61,6 +65,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 	if reg != nil {
 		m.connections = promreg.Register(reg, m.connections)
 		m.messagesOut = promreg.Register(reg, m.messagesOut)
+		m.messagesIn = promreg.Register(reg, m.messagesIn)
 		m.disconnects = promreg.Register(reg, m.disconnects)
 		m.fanout = promreg.Register(reg, m.fanout)
 		m.published = promreg.Register(reg, m.published)
@@ -77,6 +82,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 type kindMetrics struct {
 	connections prometheus.Gauge
 	messagesOut prometheus.Counter
+	messagesIn  prometheus.Counter
 	fanout      prometheus.Observer
 	disconnects *prometheus.CounterVec // by reason
 }
@@ -85,6 +91,7 @@ func (m *hubMetrics) forKind(kind string) kindMetrics {
 	return kindMetrics{
 		connections: m.connections.WithLabelValues(kind),
 		messagesOut: m.messagesOut.WithLabelValues(kind),
+		messagesIn:  m.messagesIn.WithLabelValues(kind),
 		fanout:      m.fanout.WithLabelValues(kind),
 		disconnects: m.disconnects.MustCurryWith(prometheus.Labels{"kind": kind}),
 	}

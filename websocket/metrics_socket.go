@@ -31,30 +31,36 @@ func (m *Manager) HandleMetricsWebSocket(conn *websocket.Conn) {
 // organization's `metrics_update` at once, then every MetricsInterval. The counts are the
 // organization's only. Other roles are closed with 1008.
 func (m *Manager) HandleMetricsWebSocketWithOrg(conn *websocket.Conn, orgCtx *OrgContext) {
-	if err := m.ServeMetrics(context.Background(), conn, orgCtx); err != nil {
+	if err := m.ServeMetrics(context.Background(), conn, orgCtx, nil); err != nil {
 		m.cfg.Logger.Warn("metrics socket refused", "err", err)
 	}
 }
 
 // ServeMetrics is HandleMetricsWebSocketWithOrg with a context for the first read and an error
-// saying why a connection was refused.
-func (m *Manager) ServeMetrics(ctx context.Context, conn *websocket.Conn, orgCtx *OrgContext) error {
+// saying why a connection was refused. onClose, when set, is called once when the connection
+// is over, refused at the start or closed later.
+func (m *Manager) ServeMetrics(ctx context.Context, conn *websocket.Conn, orgCtx *OrgContext, onClose func()) error {
+	closed := onceOrNothing(onClose)
 	if orgCtx == nil || orgCtx.OrgID == "" {
+		closed()
 		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "organization required")
 		return errors.New("metrics socket: organization required")
 	}
 	org := *orgCtx
 	if !org.seesWholeOrg() {
+		closed()
 		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "operators and admins only")
 		return fmt.Errorf("metrics socket: role %q may not see org metrics", org.Role)
 	}
 	frame, err := m.metricsFrame(ctx, org.OrgID)
 	if err != nil {
+		closed()
 		closeConn(conn, m.cfg.WriteWait, websocket.CloseInternalServerErr, "metrics unavailable")
 		return err
 	}
-	c := m.metricsHub.serve(conn, clientSpec{id: newClientID(), org: org}, func(_ cluster.Position) []byte { return frame }, cluster.Position{})
+	c := m.metricsHub.serve(conn, clientSpec{id: newClientID(), org: org, onGone: closed}, func(_ cluster.Position) []byte { return frame }, cluster.Position{})
 	if c == nil {
+		closed()
 		return errors.New("metrics socket: shutting down")
 	}
 	return nil

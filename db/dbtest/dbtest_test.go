@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/models"
 )
 
 func TestMain(m *testing.M) {
@@ -119,5 +120,28 @@ func TestUnknownDialectFails(t *testing.T) {
 	<-done
 	if !strings.Contains(f.msg, `unknown dialect "mysql"`) {
 		t.Errorf("message = %q", f.msg)
+	}
+}
+
+// A private server keeps what was committed across a crash, refuses connections while down,
+// and serves again once started.
+func TestPrivatePostgresCrashAndStart(t *testing.T) {
+	pg := dbtest.StartPostgres(t)
+	d, err := db.Open(t.Context(), pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.UpsertOrganization(t.Context(), models.Organization{ID: "o-crash", Name: "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	pg.Crash(t)
+	if err := d.Ping(t.Context()); err == nil {
+		t.Fatal("ping answered while the server was down")
+	}
+	pg.Start(t)
+	org, err := d.GetOrganization(t.Context(), "o-crash")
+	if err != nil || org.Name != "kept" {
+		t.Fatalf("after the crash: %+v %v", org, err)
 	}
 }

@@ -152,6 +152,9 @@ func (s *Server) validRegistration(w http.ResponseWriter, r *http.Request, req m
 // without a key or with a key that is not this agent's, 404 for an unknown agent, 403 for one
 // not approved; then the upgrade, and the AgentHub owns the connection.
 func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
+	if !s.allowUpgrade(w, r) {
+		return
+	}
 	agentID := r.URL.Query().Get("agent_id")
 	if agentID == "" {
 		s.fail(w, r, http.StatusBadRequest, "missing_agent_id", "agent_id query parameter required")

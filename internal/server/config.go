@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -50,6 +51,13 @@ type Config struct {
 	MaxMessageSize  int64
 	MaxBodyBytes    int64
 	ShutdownTimeout time.Duration
+	// Limits (docs/OPERATIONS.md, Limits). Zero turns each off.
+	UpgradeRate           float64 // WebSocket upgrades per second per client address
+	UpgradeBurst          int     // beyond the rate, at once (0: ten seconds' worth)
+	MaxConnectionsPerUser int     // browser sockets one user holds on a replica
+	MaxConnectionsPerOrg  int     // browser sockets one organization holds on a replica
+	BrowserMessageRate    int     // frames per second a browser may send (over: 1008)
+	MaxSubscriptions      int     // user and session subscriptions of one browser connection
 	// Agents (PROTOCOL.md 3).
 	AgentBootstrapKey     string
 	AgentAutoApprove      bool
@@ -112,7 +120,26 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}
 	}
-	var queue, attempts, history int64
+	var queue, attempts, history, upgradeBurst, perUser, perOrg, browserRate, subscriptions int64
+	number := func(p *float64) func(string) error {
+		return func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+				return fmt.Errorf("not a non-negative number: %q", v)
+			}
+			*p = f
+			return nil
+		}
+	}
+	count := func(n *int64, dst *int) func(string) error {
+		return func(v string) error {
+			if err := integer(n)(v); err != nil {
+				return err
+			}
+			*dst = int(*n)
+			return nil
+		}
+	}
 	boolean := func(p *bool) func(string) error {
 		return func(v string) error {
 			b, err := strconv.ParseBool(v)
@@ -163,6 +190,12 @@ func (c *Config) bindings() []envFlag {
 		{"max-message-size", "STREAMSPACE_MAX_MESSAGE_SIZE", "largest browser message in bytes (larger: 1009)", integer(&c.MaxMessageSize), "4096"},
 		{"max-body-bytes", "STREAMSPACE_MAX_BODY_BYTES", "largest HTTP request body (larger: 413)", integer(&c.MaxBodyBytes), strconv.Itoa(DefaultMaxBodyBytes)},
 		{"shutdown-timeout", "STREAMSPACE_SHUTDOWN_TIMEOUT", "how long shutdown drains connections", dur(&c.ShutdownTimeout), DefaultShutdownTimeout.String()},
+		{"upgrade-rate", "STREAMSPACE_UPGRADE_RATE", "WebSocket upgrades per second per client address, over: 429 (0: off; behind a proxy every client shares its address)", number(&c.UpgradeRate), "0"},
+		{"upgrade-burst", "STREAMSPACE_UPGRADE_BURST", "upgrades one address may open at once beyond the rate (0: ten seconds' worth)", count(&upgradeBurst, &c.UpgradeBurst), "0"},
+		{"max-connections-per-user", "STREAMSPACE_MAX_CONNECTIONS_PER_USER", "browser sockets one user may hold on this replica, over: 429 (0: no limit)", count(&perUser, &c.MaxConnectionsPerUser), "0"},
+		{"max-connections-per-org", "STREAMSPACE_MAX_CONNECTIONS_PER_ORG", "browser sockets one organization may hold on this replica, over: 429 (0: no limit)", count(&perOrg, &c.MaxConnectionsPerOrg), "0"},
+		{"browser-message-rate", "STREAMSPACE_BROWSER_MESSAGE_RATE", "frames per second a browser may send, over: close 1008 (0: no limit)", count(&browserRate, &c.BrowserMessageRate), "20"},
+		{"max-subscriptions", "STREAMSPACE_MAX_SUBSCRIPTIONS", "user and session subscriptions of one browser connection, over: close 1008 (0: no limit)", count(&subscriptions, &c.MaxSubscriptions), "64"},
 		{"agent-bootstrap-key", "STREAMSPACE_AGENT_BOOTSTRAP_KEY", "key new agents register with (empty: agents are created by admins only; --dev generates one)", str(&c.AgentBootstrapKey), ""},
 		{"agent-auto-approve", "STREAMSPACE_AGENT_AUTO_APPROVE", "approve agents that register with the bootstrap key at once (--dev: true unless set)", boolean(&c.AgentAutoApprove), "false"},
 		{"agent-heartbeat-timeout", "STREAMSPACE_AGENT_HEARTBEAT_TIMEOUT", "silence after which an agent is stale (closed with 4002)", dur(&c.AgentHeartbeatTimeout), "45s"},

@@ -84,7 +84,11 @@ func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testSer
 		f(&cfg)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	level := slog.LevelInfo
+	if cfg.LogLevel == "debug" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	srv, err := New(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatalf("new server: %v", err)

@@ -11,6 +11,9 @@ import (
 // (and the /ws/logs aliases): one pod's log lines for the operators and admins of the
 // organization whose session runs it. Every refusal is an HTTP answer before the upgrade.
 func (s *Server) handleLogsSocket(w http.ResponseWriter, r *http.Request) {
+	if !s.allowUpgrade(w, r) {
+		return
+	}
 	id, ok := s.authenticateStaff(w, r, "pod logs")
 	if !ok {
 		return
@@ -30,10 +33,11 @@ func (s *Server) handleLogsSocket(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot look up the pod now")
 		return
 	}
-	conn, ok := s.upgradeBrowser(w, r)
+	conn, release, ok := s.upgradeAdmitted(w, r, id)
 	if !ok {
 		return
 	}
+	target.OnClose = release
 	if err := s.manager.ServeLogs(conn, org, target); err != nil {
 		s.log.Warn("logs socket closed at start", "org_id", id.OrgID, "pod", pod, "err", err)
 	}

@@ -51,6 +51,9 @@ func (s *Server) handlePublishEvent(w http.ResponseWriter, r *http.Request) {
 	case req.SessionID == "" && req.UserID == "":
 		s.fail(w, r, http.StatusBadRequest, "missing_target", "sessionId or userId is required")
 		return
+	case req.Timestamp != nil && !encodableInUTC(*req.Timestamp):
+		s.fail(w, r, http.StatusBadRequest, "invalid_json", `body is not valid JSON of the expected shape: field "timestamp" is out of range`)
+		return
 	}
 	event := websocket.SessionEvent{Type: req.Type, SessionID: req.SessionID, UserID: req.UserID, Data: req.Data}
 	if req.Timestamp != nil {
@@ -58,6 +61,14 @@ func (s *Server) handlePublishEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	pos, err := s.manager.GetNotifier().Publish(r.Context(), req.OrgID, event)
 	s.answerPublished(w, r, req.OrgID, pos, err)
+}
+
+// encodableInUTC reports whether t, once in UTC as events are stored, still has a year JSON can
+// encode (0000 to 9999). RFC 3339 allows "0000-01-01T00:00:00+01:00", which is year -1 in UTC:
+// accepted as is, it failed the publish with a 503 instead of refusing the body.
+func encodableInUTC(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }
 
 // handleOrgBroadcast serves POST /api/v1/orgs/{org}/broadcast: any JSON

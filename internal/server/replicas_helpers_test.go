@@ -216,9 +216,19 @@ func (b *balancer) serve(in net.Conn) {
 	b.mu.Unlock()
 }
 
+// setBackends replaces the backends new connections go to; open ones stay where they are.
+func (b *balancer) setBackends(backends ...string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.backends = backends
+}
+
 // dial connects to the next backend that answers.
 func (b *balancer) dial() net.Conn {
-	for range b.backends {
+	b.mu.Lock()
+	n := len(b.backends)
+	b.mu.Unlock()
+	for range n {
 		b.mu.Lock()
 		addr := strings.TrimPrefix(b.backends[b.next%len(b.backends)], "http://")
 		b.next++

@@ -50,6 +50,9 @@ type Server struct {
 	kube *k8s.Client
 	// dashboard serves the page at / and its files.
 	dashboard *web.Handler
+	// upgradeRates (nil: off) and connCounts are the limits applied before an upgrade.
+	upgradeRates *ipRates
+	connCounts   *connCounts
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -108,22 +111,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// through the Manager's Notifier).
 	relay := &agentLogRelay{}
 	manager := websocket.NewManagerWithConfig(database, kube, websocket.Config{
-		Agents:           relay,
-		QueueSize:        cfg.ClientQueue,
-		SessionsInterval: cfg.SessionsInterval,
-		Replica:          cfg.Replica,
-		MetricsInterval:  cfg.MetricsInterval,
-		History:          cfg.history(),
-		PingInterval:     cfg.PingInterval,
-		PongWait:         cfg.PongWait,
-		WriteWait:        cfg.WriteWait,
-		MaxMessageSize:   cfg.MaxMessageSize,
-		DrainTimeout:     cfg.ShutdownTimeout,
-		DefaultOrg:       cfg.DefaultOrg,
-		DefaultNamespace: cfg.DefaultNamespace,
-		Bus:              bus,
-		Logger:           log,
-		Registerer:       registry,
+		Agents:            relay,
+		QueueSize:         cfg.ClientQueue,
+		SessionsInterval:  cfg.SessionsInterval,
+		Replica:           cfg.Replica,
+		MetricsInterval:   cfg.MetricsInterval,
+		History:           cfg.history(),
+		PingInterval:      cfg.PingInterval,
+		PongWait:          cfg.PongWait,
+		WriteWait:         cfg.WriteWait,
+		MaxMessageSize:    cfg.MaxMessageSize,
+		ClientMessageRate: offIfZero(cfg.BrowserMessageRate),
+		MaxSubscriptions:  offIfZero(cfg.MaxSubscriptions),
+		DrainTimeout:      cfg.ShutdownTimeout,
+		DefaultOrg:        cfg.DefaultOrg,
+		DefaultNamespace:  cfg.DefaultNamespace,
+		Bus:               bus,
+		Logger:            log,
+		Registerer:        registry,
 	})
 	agents := websocket.NewAgentHubWithConfig(database, websocket.AgentHubConfig{
 		Replica:          cfg.Replica,
@@ -144,18 +149,20 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	})
 	relay.hub = agents
 	s := &Server{
-		kube:      ownKube,
-		cfg:       cfg,
-		log:       log,
-		db:        database,
-		cluster:   rc,
-		manager:   manager,
-		agents:    agents,
-		verifier:  verifier,
-		origins:   origins,
-		registry:  registry,
-		dashboard: dashboard,
-		metrics:   newHTTPMetrics(registry),
+		kube:         ownKube,
+		cfg:          cfg,
+		log:          log,
+		db:           database,
+		cluster:      rc,
+		manager:      manager,
+		agents:       agents,
+		verifier:     verifier,
+		origins:      origins,
+		registry:     registry,
+		dashboard:    dashboard,
+		upgradeRates: newIPRates(cfg.UpgradeRate, cfg.UpgradeBurst),
+		connCounts:   newConnCounts(cfg.MaxConnectionsPerUser, cfg.MaxConnectionsPerOrg),
+		metrics:      newHTTPMetrics(registry),
 		// Origins are checked before the upgrade, with a JSON 403.
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
@@ -233,4 +240,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr
+}
+
+// offIfZero maps the server's "0 turns it off" onto the websocket package's "negative turns
+// it off" (where zero means its default).
+func offIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -43,6 +43,9 @@ func orgContext(id auth.Identity) *websocket.OrgContext {
 // handleSessionsSocket serves GET /api/v1/ws/sessions[?session_id=S][&since=E:N].
 // Every refusal is an HTTP answer before the upgrade.
 func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
+	if !s.allowUpgrade(w, r) {
+		return
+	}
 	id, ok := s.authenticate(w, r)
 	if !ok {
 		return
@@ -69,11 +72,11 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	conn, ok := s.upgradeBrowser(w, r)
+	conn, release, ok := s.upgradeAdmitted(w, r, id)
 	if !ok {
 		return
 	}
-	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent(), Since: since}
+	req := websocket.SessionsRequest{SessionID: sessionID, ClientIP: clientIP(r), UserAgent: r.UserAgent(), Since: since, OnClose: release}
 	if err := s.manager.ServeSessions(r.Context(), conn, org, req); err != nil {
 		s.log.Warn("sessions socket closed at start", "org_id", id.OrgID, "user_id", id.UserID, "err", err)
 	}
@@ -91,6 +94,22 @@ func (s *Server) upgradeBrowser(w http.ResponseWriter, r *http.Request) (*gorill
 		return nil, false // the upgrader answered and the failure is the client's
 	}
 	return conn, true
+}
+
+// upgradeAdmitted reserves one of the caller's browser connections (429 when a limit is
+// reached), then upgrades; the release it returns gives the reservation back, and is called
+// here when the upgrade fails.
+func (s *Server) upgradeAdmitted(w http.ResponseWriter, r *http.Request, id auth.Identity) (*gorilla.Conn, func(), bool) {
+	release, ok := s.admitBrowser(w, r, id.OrgID, id.UserID)
+	if !ok {
+		return nil, nil, false
+	}
+	conn, ok := s.upgradeBrowser(w, r)
+	if !ok {
+		release()
+		return nil, nil, false
+	}
+	return conn, release, true
 }
 
 // authenticateStaff is authenticate for endpoints of operators and admins: other roles get

@@ -1,0 +1,20 @@
+# The server as a static binary on a distroless base: no shell, no package manager, a non-root
+# user. Build with `docker build -t streamspace-realtime .`; deploy/kubernetes runs it.
+
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+# Modules first, so that a source change does not download them again.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# modernc.org/sqlite is pure Go, so the binary needs no libc and runs on a static base.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/streamspace-realtime ./cmd/streamspace-realtime
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/streamspace-realtime /streamspace-realtime
+# The home of the nonroot user is writable, so `serve --dev` can create its SQLite file there.
+WORKDIR /home/nonroot
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["/streamspace-realtime"]
+CMD ["serve"]

@@ -1,0 +1,47 @@
+package websocket
+
+import (
+	"testing"
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// A command is late from when its frame reached the socket, and, past the last command the
+// agent answered, from that answer: an agent reading a backlog is not sent it again, while a
+// command it read and left unanswered is.
+func TestOverdueCountsFromWhatTheAgentRead(t *testing.T) {
+	const timeout = 10 * time.Second
+	t0 := time.Unix(1_000_000, 0)
+	c := &AgentConnection{inflight: map[string]inflightCommand{}}
+	for i, id := range []string{"c1", "c2", "c3", "c4"} {
+		c.track(models.AgentCommand{CommandID: id}, 1, t0, uint64(i+1))
+	}
+	late := func(now time.Time) []string {
+		c.resend = nil
+		if exhausted := c.overdue(now, timeout, 5); len(exhausted) > 0 {
+			t.Fatalf("exhausted %v", exhausted)
+		}
+		return c.resend
+	}
+	// Frames 1 and 2 written, 3 and 4 still queued.
+	c.writtenFrames.Store(2)
+	if got := late(t0.Add(5 * time.Second)); len(got) != 0 {
+		t.Fatalf("before the timeout: %v", got)
+	}
+	// The agent answered c2 at t0+8s: it read c1 (and left it), and is reading towards c3.
+	c.answered("c2", t0.Add(8*time.Second))
+	c.untrack("c2")
+	c.writtenFrames.Store(4) // c3 and c4 reach the socket now
+	if got := late(t0.Add(11 * time.Second)); len(got) != 1 || got[0] != "c1" {
+		t.Fatalf("at t0+11s: %v, want c1 alone (c3 and c4 count from the answer at t0+8s)", got)
+	}
+	c.untrack("c1") // answered after its resend
+	// Ten seconds after the last answer, with nothing more answered: c3 and c4 are late too.
+	if got := late(t0.Add(17 * time.Second)); len(got) != 0 {
+		t.Fatalf("at t0+17s: %v, want none yet", got)
+	}
+	if got := late(t0.Add(22 * time.Second)); len(got) != 2 {
+		t.Fatalf("at t0+22s: %v, want c3 and c4", got)
+	}
+}

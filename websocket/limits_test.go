@@ -1,0 +1,99 @@
+package websocket
+
+import (
+	"crypto/tls"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// A browser sending more frames a second than ClientMessageRate is closed with 1008, counted
+// as rate_limited; one below it is served.
+func TestClientMessageRate(t *testing.T) {
+	m := startManager(t, nil, Config{ClientMessageRate: 5})
+	base := sessionsServer(t, m)
+
+	calm := dialRaw(t, base, params("org", "o", "user", "calm"))
+	for range 3 {
+		calm.write(clientFrame(0x89, []byte("p"), false))
+		if op, _ := calm.read(); op != websocket.PongMessage {
+			t.Fatalf("got %d, want a pong", op)
+		}
+	}
+	// Twelve messages at once: however the burst straddles a second, one second holds six or
+	// more of them, over the five allowed.
+	flood := dialRaw(t, base, params("org", "o", "user", "flood"))
+	for range 12 {
+		flood.write(clientFrame(0x81, []byte("x"), false))
+	}
+	if code := flood.expectClose(); code != websocket.ClosePolicyViolation {
+		t.Fatalf("flood closed with %d, want 1008", code)
+	}
+	eventually(t, 5*time.Second, "the flood counted", func() bool {
+		return counterValue(t, m.hub.metrics.disconnects.WithLabelValues("rate_limited")) == 1
+	})
+	// The calm one is still served.
+	m.Hub().BroadcastToOrg("o", []byte(`{"type":"still-here"}`))
+	if op, p := calm.read(); op != websocket.TextMessage || !strings.Contains(string(p), "still-here") {
+		t.Fatalf("calm client got %d %q", op, p)
+	}
+}
+
+// The same limit holds on sockets read by gorilla's reader (TLS), pings included.
+func TestClientMessageRateOverTLS(t *testing.T) {
+	m := startManager(t, nil, Config{ClientMessageRate: 5})
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: "o", UserID: "u"}, SessionsRequest{})
+	}))
+	t.Cleanup(srv.Close)
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test server's certificate
+	conn, _, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	readUntilType(t, conn, "sessions_update")
+	for range 12 {
+		if err := conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
+			break // closed already
+		}
+	}
+	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "message rate exceeded" {
+		t.Fatalf("close %d %q, want 1008 message rate exceeded", code, reason)
+	}
+}
+
+// A connection subscribed past MaxSubscriptions (through the Notifier, as an embedding server
+// would) is closed with 1008 rather than left missing events it asked for.
+func TestMaxSubscriptions(t *testing.T) {
+	m := startManager(t, nil, Config{MaxSubscriptions: 3})
+	conn, _, err := websocket.DefaultDialer.Dial(sessionsServer(t, m)+"?"+params("org", "o", "user", "u").Encode(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	readUntilType(t, conn, "sessions_update")
+	ids := m.Hub().GetClientsByOrg("o")
+	if len(ids) != 1 {
+		t.Fatalf("%d clients", len(ids))
+	}
+	id := ids[0].ID()
+	n := m.GetNotifier()
+	n.SubscribeSession(id, "s1") // with the user's own: 2
+	n.SubscribeSession(id, "s2") // 3
+	n.SubscribeSession(id, "s2") // already held: no change
+	m.Hub().BroadcastToOrg("o", []byte(`{"type":"at-the-limit"}`))
+	readUntilType(t, conn, "at-the-limit")
+	n.SubscribeUser(id, "someone-else") // 4: over
+	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "too many subscriptions" {
+		t.Fatalf("close %d %q, want 1008 too many subscriptions", code, reason)
+	}
+}
