@@ -245,7 +245,9 @@ func (c *Client) closeWith(code int, reason, metricReason string) {
 	if c.closing.CompareAndSwap(false, true) {
 		c.closeCode, c.closeReason = code, reason
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
-		if code == CloseSlowConsumer || code == CloseTokenExpired {
+		// Every close the browser caused or must hear about is logged, once: not the echo of
+		// its own close, a shutdown or a lost peer.
+		if metricReason != "client_closed" && code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
 			c.hub.cfg.Logger.Info("closing browser connection",
 				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID,
 				"code", code, "reason", reason)

@@ -395,10 +395,6 @@ func (h *Hub) subscribe(clientID, key string, session bool) bool {
 		h.mu.Unlock()
 		// Closed rather than silently not subscribed: the browser would otherwise miss events
 		// it believes it asked for.
-		if !c.closing.Load() {
-			h.cfg.Logger.Warn("closing browser connection over its subscription limit",
-				"client_id", c.id, "org_id", c.org.OrgID, "user_id", c.org.UserID, "limit", limit)
-		}
 		c.closeWith(websocket.ClosePolicyViolation, "too many subscriptions", "too_many_subscriptions")
 		return false
 	}

@@ -1,10 +1,13 @@
 package websocket
 
 import (
+	"bytes"
 	"crypto/tls"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +17,8 @@ import (
 // A browser sending more frames a second than ClientMessageRate is closed with 1008, counted
 // as rate_limited; one below it is served.
 func TestClientMessageRate(t *testing.T) {
-	m := startManager(t, nil, Config{ClientMessageRate: 5})
+	var logs lockedLog
+	m := startManager(t, nil, Config{ClientMessageRate: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := sessionsServer(t, m)
 
 	calm := dialRaw(t, base, params("org", "o", "user", "calm"))
@@ -27,15 +31,20 @@ func TestClientMessageRate(t *testing.T) {
 	// Twelve messages at once: however the burst straddles a second, one second holds six or
 	// more of them, over the five allowed.
 	flood := dialRaw(t, base, params("org", "o", "user", "flood"))
+	var burst []byte
 	for range 12 {
-		flood.write(clientFrame(0x81, []byte("x"), false))
+		burst = append(burst, clientFrame(0x81, []byte("x"), false)...)
 	}
+	flood.write(burst) // one write: the server may close before a thirteenth would land
 	if code := flood.expectClose(); code != websocket.ClosePolicyViolation {
 		t.Fatalf("flood closed with %d, want 1008", code)
 	}
 	eventually(t, 5*time.Second, "the flood counted", func() bool {
 		return counterValue(t, m.hub.metrics.disconnects.WithLabelValues("rate_limited")) == 1
 	})
+	if n := strings.Count(logs.String(), `reason="message rate exceeded"`); n != 1 {
+		t.Fatalf("the close logged %d times, want once:\n%s", n, logs.String())
+	}
 	// The calm one is still served.
 	m.Hub().BroadcastToOrg("o", []byte(`{"type":"still-here"}`))
 	if op, p := calm.read(); op != websocket.TextMessage || !strings.Contains(string(p), "still-here") {
@@ -96,4 +105,22 @@ func TestMaxSubscriptions(t *testing.T) {
 	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "too many subscriptions" {
 		t.Fatalf("close %d %q, want 1008 too many subscriptions", code, reason)
 	}
+}
+
+// lockedLog is a log destination the tests may read while the package writes it.
+type lockedLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
