@@ -206,21 +206,7 @@ func TestRawReaderMessageTooBigAcrossFragments(t *testing.T) {
 // behaviour: deliveries, pongs, the close echoed.
 func TestTLSClientsUseGorillaReader(t *testing.T) {
 	m := startManager(t, nil, Config{})
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := testUpgrader.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: "o", UserID: "u"}, SessionsRequest{})
-	}))
-	t.Cleanup(srv.Close)
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test server's certificate
-	conn, _, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	readUntilType(t, conn, "sessions_update")
+	conn := dialTLSSessions(t, m)
 	pong := make(chan string, 1)
 	conn.SetPongHandler(func(s string) error { pong <- s; return nil })
 	if err := conn.WriteControl(websocket.PingMessage, []byte("tls"), time.Now().Add(time.Second)); err != nil {
@@ -245,4 +231,26 @@ func TestTLSClientsUseGorillaReader(t *testing.T) {
 		t.Fatalf("close %d, want 4100 echoed", code)
 	}
 	eventually(t, 5*time.Second, "the client gone", func() bool { return m.Hub().ClientCount() == 0 })
+}
+
+// dialTLSSessions opens a sessions socket of m (org "o", user "u") over TLS, which the raw
+// reader cannot read, and returns it once its snapshot has arrived.
+func dialTLSSessions(t *testing.T, m *Manager) *websocket.Conn {
+	t.Helper()
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := testUpgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: "o", UserID: "u"}, SessionsRequest{})
+	}))
+	t.Cleanup(srv.Close)
+	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test server's certificate
+	conn, _, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	readUntilType(t, conn, "sessions_update")
+	return conn
 }

@@ -2,10 +2,7 @@ package websocket
 
 import (
 	"bytes"
-	"crypto/tls"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -55,21 +52,7 @@ func TestClientMessageRate(t *testing.T) {
 // The same limit holds on sockets read by gorilla's reader (TLS), pings included.
 func TestClientMessageRateOverTLS(t *testing.T) {
 	m := startManager(t, nil, Config{ClientMessageRate: 5})
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		conn, err := testUpgrader.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		_ = m.ServeSessions(r.Context(), conn, &OrgContext{OrgID: "o", UserID: "u"}, SessionsRequest{})
-	}))
-	t.Cleanup(srv.Close)
-	d := websocket.Dialer{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // the test server's certificate
-	conn, _, err := d.Dial("wss"+strings.TrimPrefix(srv.URL, "https"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	readUntilType(t, conn, "sessions_update")
+	conn := dialTLSSessions(t, m)
 	for range 12 {
 		if err := conn.WriteControl(websocket.PingMessage, []byte("p"), time.Now().Add(time.Second)); err != nil {
 			break // closed already

@@ -74,6 +74,16 @@ func (ts *testServer) submit(t *testing.T, agentID, sessionID string) (string, i
 	return answer.CommandID, code
 }
 
+// allCompleted reports whether every command of ids is completed in the database.
+func (ts *testServer) allCompleted(t *testing.T, ids []string) bool {
+	for _, id := range ids {
+		if c, err := ts.Database().GetCommand(t.Context(), id); err != nil || c.Status != models.CommandStatusCompleted {
+			return false
+		}
+	}
+	return true
+}
+
 // TestChaosPostgresCrash crashes the database (an immediate stop: connections cut, no
 // checkpoint) while commands are in flight and browsers are connected, keeps it down for 3 s,
 // then starts it again. Nothing stored may be lost: every command accepted before or after
@@ -153,14 +163,7 @@ func TestChaosPostgresCrash(t *testing.T) {
 		return after != ""
 	})
 	accepted = append(accepted, after)
-	waitFor(t, 60*time.Second, "every accepted command completed", func() bool {
-		for _, id := range accepted {
-			if c, err := ts.Database().GetCommand(t.Context(), id); err != nil || c.Status != models.CommandStatusCompleted {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, 60*time.Second, "every accepted command completed", func() bool { return ts.allCompleted(t, accepted) })
 	t.Logf("postgres crash: /readyz 503 after %v; %d commands refused with 503 during the outage; after the restart ready in %v, "+
 		"all %d accepted commands completed %v after it; %d events delivered during the outage",
 		notReady.Round(time.Millisecond), refused, readyAfter.Round(time.Millisecond), len(accepted),
@@ -244,15 +247,7 @@ func TestChaosPausedAgentReads(t *testing.T) {
 		}
 		healthy = append(healthy, id)
 	}
-	completed := func(ids []string) bool {
-		for _, id := range ids {
-			if c, err := ts.Database().GetCommand(t.Context(), id); err != nil || c.Status != models.CommandStatusCompleted {
-				return false
-			}
-		}
-		return true
-	}
-	waitFor(t, 10*time.Second, "the healthy agent's commands completed", func() bool { return completed(healthy) })
+	waitFor(t, 10*time.Second, "the healthy agent's commands completed", func() bool { return ts.allCompleted(t, healthy) })
 	healthyIn := time.Since(start)
 	waitFor(t, 30*time.Second, "the stuck agent disconnected", func() bool { return !ts.Agents().IsAgentConnected("pause-0000") })
 	detected := time.Since(start)
@@ -263,7 +258,7 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	ran := &executions{byID: map[string]int{}}
 	chaosAgent(t, ts, "pause-0000", keys[0], 0, ran)
 	deadline := time.Now().Add(60 * time.Second)
-	for !completed(stuckCmds) {
+	for !ts.allCompleted(t, stuckCmds) {
 		if time.Now().After(deadline) {
 			statuses := map[string]int{}
 			for _, id := range stuckCmds {
@@ -405,14 +400,7 @@ func TestChaosMalformedFlood(t *testing.T) {
 	attackers.Wait()
 	floodTook := time.Since(start)
 	waitFor(t, 10*time.Second, "every event received", func() bool { return received.Load() == 100 })
-	waitFor(t, 10*time.Second, "every command completed", func() bool {
-		for _, id := range ids {
-			if c, err := ts.Database().GetCommand(t.Context(), id); err != nil || c.Status != models.CommandStatusCompleted {
-				return false
-			}
-		}
-		return true
-	})
+	waitFor(t, 10*time.Second, "every command completed", func() bool { return ts.allCompleted(t, ids) })
 	got := map[int]int64{}
 	closes.Range(func(k, v any) bool { got[k.(int)] = v.(*atomic.Int64).Load(); return true })
 	if got[gorilla.CloseProtocolError] != 20 || got[gorilla.ClosePolicyViolation] != 20 || badHTTP.Load() != 200 {
