@@ -94,13 +94,18 @@ type RedisDirectory struct {
 
 	mu     sync.Mutex
 	claims map[string]string // agent → generation held by this replica
+	// claiming holds the claims whose script is still on its way to Redis. The refresh leaves
+	// them alone: Redis may still name the agent's previous holder, and the refresh would take
+	// that for a newer one and report the new connection lost.
+	claiming map[string]string
 }
 
 var _ Directory = (*RedisDirectory)(nil)
 
 func newRedisDirectory(r *Redis) *RedisDirectory {
 	base := r.opts.Prefix + ":{agents}"
-	return &RedisDirectory{r: r, keys: []string{base + ":owners", base + ":live"}, claims: make(map[string]string)}
+	return &RedisDirectory{r: r, keys: []string{base + ":owners", base + ":live"},
+		claims: make(map[string]string), claiming: make(map[string]string)}
 }
 
 // Replica names this replica.
@@ -127,7 +132,15 @@ func (d *RedisDirectory) Claim(ctx context.Context, agentID, generation string) 
 	}
 	d.mu.Lock()
 	d.claims[agentID] = generation
+	d.claiming[agentID] = generation
 	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.claiming[agentID] == generation {
+			delete(d.claiming, agentID)
+		}
+		d.mu.Unlock()
+	}()
 	ttl := d.r.opts.OwnershipTTL.Milliseconds()
 	prev, err := claimScript.Run(ctx, d.r.client, d.keys, agentID, d.holder(generation), ttl).Text()
 	if errors.Is(err, redis.Nil) {
@@ -297,7 +310,9 @@ func (d *RedisDirectory) refresh(ctx context.Context) error {
 	d.mu.Lock()
 	claims := make(map[string]string, len(d.claims))
 	for id, g := range d.claims {
-		claims[id] = g
+		if d.claiming[id] != g { // one on its way is refreshed next time
+			claims[id] = g
+		}
 	}
 	d.mu.Unlock()
 	ttl := d.r.opts.OwnershipTTL.Milliseconds()

@@ -294,3 +294,49 @@ func TestRedisBusRewatch(t *testing.T) {
 		again()
 	}
 }
+
+// A refresh that runs while a claim is on its way to Redis leaves that claim alone: Redis
+// still names the agent's previous holder (a replica that died), and taking it for a newer one
+// would report the new connection lost and close it.
+func TestRedisDirectoryRefreshDuringClaim(t *testing.T) {
+	client, prefix := redistest.Client(t)
+	ctx := context.Background()
+	d := newTestRedis(t, client, prefix, "new").Directory()
+	var msgs messages
+	defer d.Subscribe(msgs.handle)()
+	// The previous holder died a moment ago: its claim has not expired.
+	_, err := client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, d.keys[0], "agent", "dead|g1")
+		p.ZAdd(ctx, d.keys[1], redis.Z{Score: float64(time.Now().Add(time.Hour).UnixMilli()), Member: "agent"})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The claim of the new connection, as Claim makes it before its script reaches Redis.
+	d.mu.Lock()
+	d.claims["agent"], d.claiming["agent"] = "g2", "g2"
+	d.mu.Unlock()
+	if err := d.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := msgs.all(); len(got) != 0 { // refresh reports what it lost before returning
+		t.Fatalf("the claim on its way was reported lost: %+v", got)
+	}
+	// The claim lands; from then on it is refreshed, and kept.
+	d.mu.Lock()
+	delete(d.claiming, "agent")
+	d.mu.Unlock()
+	if err := d.Claim(ctx, "agent", "g2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok, _ := d.Lookup(ctx, "agent"); !ok || o.Replica != "new" || o.Generation != "g2" {
+		t.Fatalf("after the claim: %+v %v", o, ok)
+	}
+	if got := msgs.all(); len(got) != 0 {
+		t.Fatalf("messages to the new holder: %+v", got)
+	}
+}

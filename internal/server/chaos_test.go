@@ -308,8 +308,7 @@ func TestChaosMalformedFlood(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // the server's goroutines settle
-	baseline := runtime.NumGoroutine()
+	baseline := stableGoroutines()
 
 	host := strings.TrimPrefix(ts.base, "http://")
 	wsBase := "ws://" + host
@@ -422,6 +421,19 @@ func TestChaosMalformedFlood(t *testing.T) {
 	t.Logf("malformed flood: 20 browsers × 100 KiB of junk (1002 each), 20 agents × 12 malformed frames (1008 each), "+
 		"200 garbage bodies (400 each), 10 non-HTTP peers, over %v; the honest browser got 100/100 events and the agent "+
 		"completed %d/%d commands; goroutines %d before, %d after", floodTook.Round(time.Millisecond), len(ids), len(ids), baseline, runtime.NumGoroutine())
+}
+
+// stableGoroutines waits for the goroutine count to hold still for 100 ms (connections just
+// made finish starting theirs) and returns it.
+func stableGoroutines() int {
+	n := runtime.NumGoroutine()
+	for still := 0; still < 10; still++ {
+		time.Sleep(10 * time.Millisecond)
+		if m := runtime.NumGoroutine(); m != n {
+			n, still = m, 0
+		}
+	}
+	return n
 }
 
 // readUntil reads frames until one of type typ.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -140,7 +139,9 @@ func TestThreeReplicas(t *testing.T) {
 	ran := &executions{byID: map[string]int{}}
 	runCtx, stopAgents := context.WithCancel(ctx)
 	var agentsWG sync.WaitGroup
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The agents' own logs, shown for the agents a failed wait names.
+	agentLogs := &syncBuffer{}
+	quiet := slog.New(slog.NewTextHandler(agentLogs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	for i := range agents {
 		ids[i] = fmt.Sprintf("rep-%03d", i)
 		key := auth.NewAgentKey()
@@ -286,18 +287,32 @@ func TestThreeReplicas(t *testing.T) {
 			killedAt = time.Now()
 		}
 	})
-	waitFor(t, 2*time.Minute, "c's agents back on a and b", func() bool {
+	backOnAB := func() (bool, string) {
 		m := listAgents(a)
-		if len(m) != agents {
-			return false
-		}
-		for _, r := range m {
-			if r == "c" {
-				return false
+		var astray []string
+		for _, id := range ids {
+			if r, ok := m[id]; !ok || r == "c" {
+				astray = append(astray, id+"@"+r)
 			}
 		}
-		return true
-	})
+		return len(astray) == 0, fmt.Sprintf("%d online; not online on a or b: %v", len(m), astray[:min(10, len(astray))])
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		ok, state := backOnAB()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			var lines []string
+			for _, l := range strings.Split(agentLogs.String(), "\n") {
+				if strings.Contains(state, agentOf(l)+"@") && agentOf(l) != "" {
+					lines = append(lines, l)
+				}
+			}
+			t.Fatalf("c's agents not back on a and b within 2 min: %s\nthose agents' logs:\n%s", state, tail(strings.Join(lines, "\n"), 4000))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	t.Logf("all agents online on a and b %v after c was killed", time.Since(killedAt).Round(time.Millisecond))
 	waitFor(t, 2*time.Minute, "phase 1 completed", func() bool { return completed() == int(submitted.Load()) })
 
@@ -400,6 +415,16 @@ func TestThreeReplicas(t *testing.T) {
 	}
 	t.Logf("accepted %d, uncertain %d (replica killed under the request), during the Redis outage %d",
 		len(accepted), len(uncertain), len(during))
+}
+
+// agentOf is the agent a log line of the SDK names ("" when none).
+func agentOf(line string) string {
+	_, rest, ok := strings.Cut(line, "agent_id=")
+	if !ok {
+		return ""
+	}
+	id, _, _ := strings.Cut(rest, " ")
+	return id
 }
 
 // seenAt says where another live browser of br's org saw key, for failure messages. The caller
