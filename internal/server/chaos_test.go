@@ -126,7 +126,11 @@ func TestChaosPostgresCrash(t *testing.T) {
 		}
 		accepted = append(accepted, id)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Crash once the agent is at work on the first, with the others still to come.
+	waitFor(t, 10*time.Second, "the agent working on the first command", func() bool {
+		c, err := ts.Database().GetCommand(t.Context(), accepted[0])
+		return err == nil && c.Status != models.CommandStatusPending && c.Status != models.CommandStatusSent
+	})
 	pg.Crash(t)
 	crashed := time.Now()
 
