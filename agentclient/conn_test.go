@@ -191,8 +191,11 @@ func TestResultsAreResentUntilConfirmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	next[models.CompleteMessage](t, c1, models.MessageTypeComplete)
-	// The agent pings right after the result; once its answer to our ping is back, the control
-	// plane has read that ping and written its pong ahead of the close frame below.
+	// The agent pings right after writing the result, but the answer to a ping of ours that
+	// was already queued may go out first. It writes that ping before it looks at its queue
+	// again, so by the answer to a second ping of ours the control plane has read the agent's
+	// ping and written its pong ahead of the close frame below.
+	roundTrip(t, c1)
 	roundTrip(t, c1)
 	cp.IgnorePings(true)
 	if err := c1.Close(websocket.CloseGoingAway, "bye"); err != nil {

@@ -16,11 +16,16 @@ import (
 // (PROTOCOL.md 3.5). Every transition is one UPDATE whose WHERE names the statuses it may
 // leave, so concurrent calls on any replica serialize on the row and a late or replayed call
 // matches nothing instead of moving a command backwards. Transitions RETURN the row they
-// wrote, so the caller sees the command as it stands without a second read.
+// wrote (but its payload), so the caller sees the command as it stands without a second read.
 
 // commandColumns is the select list of every command read.
 const commandColumns = `id, agent_id, session_id, action, payload, status, attempts, error, result,
 	created_at, sent_at, acknowledged_at, completed_at, expires_at`
+
+// transitionColumns is commandColumns without the payload, read as NULL: a transition's
+// caller needs the command's state, not its payload, which can be large and on SQLite costs a
+// walk of overflow pages and a JSON decode on every ack and result.
+var transitionColumns = strings.Replace(commandColumns, "payload", "NULL", 1)
 
 // defaultCommandLimit bounds the lists when the caller gives no limit.
 const defaultCommandLimit = 1000
@@ -29,8 +34,10 @@ var (
 	qCreateCommand = newQuery(`INSERT INTO agent_commands (id, agent_id, session_id, action, payload,
 		status, attempts, created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`)
-	qGetCommand      = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
-	qGetAgentCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ? AND agent_id = ?`)
+	qGetCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
+	// The state of a command a transition did not move.
+	qCommandState      = newQuery(`SELECT ` + transitionColumns + ` FROM agent_commands WHERE id = ?`)
+	qAgentCommandState = newQuery(`SELECT ` + transitionColumns + ` FROM agent_commands WHERE id = ? AND agent_id = ?`)
 	// One statement marks a batch of the agent's waiting commands sent and returns them: the
 	// agent_commands_agent_status index finds them in created_at order, and the outer status
 	// guard keeps a command that moved on meanwhile from being claimed.
@@ -46,21 +53,26 @@ var (
 		sent_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'sent') RETURNING attempts`)
 	qCommandAttempts = newQuery(`SELECT attempts FROM agent_commands WHERE id = ?`)
 	qAckCommand      = newQuery(`UPDATE agent_commands SET status = 'ack', acknowledged_at = ?, updated_at = ?
-		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent') RETURNING ` + commandColumns)
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent') RETURNING ` + transitionColumns)
 	// An agent may complete a command whose ack was lost: acknowledged_at is then the
 	// completion time, so a finished command always has one.
 	qCompleteCommand = newQuery(`UPDATE agent_commands SET status = 'completed', result = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
-		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
 	qFailCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
-		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
 	// The control plane fails a command whatever agent it was for (attempts exhausted).
 	qFailAnyCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
-		WHERE id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + commandColumns)
+		WHERE id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
 	// expires_at IS NOT NULL lets the partial agent_commands_expires index serve the scan.
-	qExpireCommands = newQuery(`UPDATE agent_commands SET status = 'expired', completed_at = ?, updated_at = ?
+	// Without statistics SQLite would rather take the status index and read every unfinished
+	// row (past its payload's overflow pages) on every check: it is told which index to use.
+	qExpireCommands = dialectQuery(`UPDATE agent_commands INDEXED BY agent_commands_expires
+		SET status = 'expired', completed_at = ?, updated_at = ?
+		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`,
+		`UPDATE agent_commands SET status = 'expired', completed_at = ?, updated_at = ?
 		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`)
 	qCountAllCommands   = newQuery(`SELECT status, COUNT(*) FROM agent_commands GROUP BY status`)
 	qCountAgentCommands = newQuery(`SELECT status, COUNT(*) FROM agent_commands WHERE agent_id = ? GROUP BY status`)
@@ -69,7 +81,7 @@ var (
 
 // Transition is the outcome of a status change. Applied reports whether this call moved the
 // command; Status is its status after the call (the new one when Applied, else the one that
-// stopped it) and Command the row as it then stood.
+// stopped it) and Command the row as it then stood, without its payload (nil).
 type Transition struct {
 	Applied bool
 	Status  string
@@ -334,9 +346,9 @@ func (d *Database) transitionOn(ctx context.Context, on querier, agentID, id str
 		return Transition{}, err
 	}
 	if agentID == "" {
-		c, err = scanCommand(d.queryRow(ctx, on, qGetCommand, id))
+		c, err = scanCommand(d.queryRow(ctx, on, qCommandState, id))
 	} else {
-		c, err = scanCommand(d.queryRow(ctx, on, qGetAgentCommand, id, agentID))
+		c, err = scanCommand(d.queryRow(ctx, on, qAgentCommandState, id, agentID))
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return Transition{}, ErrNotFound

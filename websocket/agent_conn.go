@@ -70,8 +70,15 @@ type AgentConnection struct {
 	// reachedFrame is the highest frame number of a command the agent answered (ack,
 	// complete, failed), at lastAnswer: frames arrive in order, so the agent has read every
 	// frame up to it, and is still reading towards those after it.
-	reachedFrame uint64
-	lastAnswer   time.Time
+	reachedFrame  uint64
+	lastAnswer    time.Time
+	answerStalled time.Duration // stalled() at lastAnswer
+
+	// The reader's time spent handling frames (database work) rather than reading: a
+	// command's ack timeout leaves it out, since the agent's answers wait in the socket
+	// meanwhile. handlingSince is when the frame under way began (Unix nanoseconds on the
+	// hub's clock, 0 between frames); handled sums the frames done.
+	handlingSince, handled atomic.Int64
 
 	malformedMu sync.Mutex
 	malformedAt []time.Time
@@ -93,8 +100,9 @@ const logLinger = 2 * time.Second
 type inflightCommand struct {
 	cmd     models.AgentCommand
 	attempt int
-	sentAt  time.Time // when its frame was queued, then when it was seen written
-	frame   uint64    // its frame's number among queuedFrames
+	sentAt  time.Time     // when its frame was queued, then when it was seen written
+	stalled time.Duration // the connection's stalled() at sentAt
+	frame   uint64        // its frame's number among queuedFrames
 }
 
 // ConnectionID names this connection among all of the agent's connections, past and future.
@@ -278,8 +286,22 @@ func (c *AgentConnection) readPump() {
 			default:
 			}
 		}
+		c.handlingSince.Store(now.UnixNano())
 		c.hub.handleFrame(c, data, now)
+		c.handled.Add(int64(cfg.Clock.Since(now)))
+		c.handlingSince.Store(0)
 	}
+}
+
+// stalled is how long, up to now, the reader spent handling this agent's frames instead of
+// reading the next ones. Read while a frame is under way it may count that frame twice, which
+// only makes a timeout a little longer.
+func (c *AgentConnection) stalled(now time.Time) time.Duration {
+	d := time.Duration(c.handled.Load())
+	if since := c.handlingSince.Load(); since != 0 {
+		d += now.Sub(time.Unix(0, since))
+	}
+	return d
 }
 
 // writePump is the only writer of the socket: queued frames one per WebSocket frame, pings,

@@ -106,8 +106,9 @@ func (c *AgentConnection) send(cmd models.AgentCommand, attempt int, now time.Ti
 }
 
 func (c *AgentConnection) track(cmd models.AgentCommand, attempt int, at time.Time, frame uint64) {
+	stalled := c.stalled(at)
 	c.flightMu.Lock()
-	c.inflight[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, frame: frame}
+	c.inflight[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, stalled: stalled, frame: frame}
 	c.flightMu.Unlock()
 }
 
@@ -121,6 +122,7 @@ func (c *AgentConnection) answered(id string, now time.Time) {
 	}
 	if now.After(c.lastAnswer) {
 		c.lastAnswer = now
+		c.answerStalled = c.stalled(now)
 	}
 }
 
@@ -158,25 +160,27 @@ func (c *AgentConnection) takeResends() []string {
 // resend, the others are returned to be failed. A queued resend counts as sent now, so a check
 // that runs before the dispatcher gets to it does not queue it twice. A command whose frame
 // still waits in the queue is not late: its timeout starts again, so that an agent busy
-// reading a backlog is not sent the backlog a second time.
+// reading a backlog is not sent the backlog a second time. Nor does the time the reader spent
+// on this agent's frames count (a slow database): the agent's answers were waiting for it.
 func (c *AgentConnection) overdue(now time.Time, ackTimeout time.Duration, maxAttempts int) (exhausted []inflightCommand) {
 	written := c.writtenFrames.Load()
+	stalled := c.stalled(now)
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	for id, f := range c.inflight {
 		if f.frame > written {
-			f.sentAt = now
+			f.sentAt, f.stalled = now, stalled
 			c.inflight[id] = f
 			continue
 		}
 		// Past the last command the agent answered, the agent is still reading: its timeout
 		// runs from that answer, so an agent working through a backlog is not sent it twice.
 		// A command before it was read and left unanswered: it is late from its own delivery.
-		since := f.sentAt
+		since, stalledSince := f.sentAt, f.stalled
 		if f.frame > c.reachedFrame && c.lastAnswer.After(since) {
-			since = c.lastAnswer
+			since, stalledSince = c.lastAnswer, c.answerStalled
 		}
-		if now.Sub(since) < ackTimeout {
+		if now.Sub(since)-(stalled-stalledSince) < ackTimeout {
 			continue
 		}
 		if f.attempt >= maxAttempts {
@@ -184,7 +188,7 @@ func (c *AgentConnection) overdue(now time.Time, ackTimeout time.Duration, maxAt
 			delete(c.inflight, id)
 			continue
 		}
-		f.sentAt = now
+		f.sentAt, f.stalled = now, stalled
 		c.inflight[id] = f
 		c.resend = append(c.resend, id)
 	}

@@ -45,3 +45,34 @@ func TestOverdueCountsFromWhatTheAgentRead(t *testing.T) {
 		t.Fatalf("at t0+22s: %v, want c3 and c4", got)
 	}
 }
+
+// Time the reader spends on the agent's frames (a slow database) does not count against the
+// agent: its answers were waiting in the socket. Time spent waiting for the agent does.
+func TestOverdueLeavesOutTheReadersOwnDelay(t *testing.T) {
+	const timeout = 10 * time.Second
+	t0 := time.Unix(1_000_000, 0)
+	c := &AgentConnection{inflight: map[string]inflightCommand{}}
+	c.track(models.AgentCommand{CommandID: "c1"}, 1, t0, 1)
+	c.writtenFrames.Store(1)
+	late := func(now time.Time) []string {
+		c.resend = nil
+		c.overdue(now, timeout, 5)
+		return c.resend
+	}
+	// A heartbeat took 4 s to handle (t0+1s to t0+5s), and another frame has been under way
+	// since t0+8s.
+	c.handled.Add(int64(4 * time.Second))
+	c.handlingSince.Store(t0.Add(8 * time.Second).UnixNano())
+	if got := late(t0.Add(12 * time.Second)); len(got) != 0 {
+		t.Fatalf("at t0+12s, 8 s of it stalled: %v, want none", got)
+	}
+	// The frame under way ended at t0+13s: 9 s of stall in all, so c1 is late at t0+19s.
+	c.handlingSince.Store(0)
+	c.handled.Add(int64(5 * time.Second))
+	if got := late(t0.Add(18 * time.Second)); len(got) != 0 {
+		t.Fatalf("at t0+18s: %v, want none", got)
+	}
+	if got := late(t0.Add(19 * time.Second)); len(got) != 1 || got[0] != "c1" {
+		t.Fatalf("at t0+19s: %v, want c1", got)
+	}
+}
