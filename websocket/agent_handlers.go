@@ -152,7 +152,11 @@ func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status st
 	}
 	c.untrack(id)
 	if !tr.Applied {
-		return &frameError{msg: "command is already " + tr.Status, commandID: id}
+		// Results are sent at least once: after a redelivery this replay is expected, and an
+		// agent back to a large backlog sends many. Answered and counted, logged at debug.
+		h.cfg.Logger.Debug("agent frame refused", "agent_id", c.AgentID, "reason", "rejected",
+			"err", "command is already "+tr.Status, "command_id", id)
+		return &frameError{msg: "command is already " + tr.Status, commandID: id, logged: true}
 	}
 	h.metrics.commands.WithLabelValues(status).Inc()
 	return nil

@@ -154,15 +154,21 @@ func TestDashboard(t *testing.T) {
 	page.waitFor("e2e-2 runs", sessionState("e2e-2")+` === "running"`, pageState, 10*time.Second)
 	page.do("stop it from the page", chromedp.Click(chromedp.CSS(`#sessions tr[data-session="e2e-2"] button.action-stop_session`)))
 	page.waitFor("e2e-2 stops", sessionState("e2e-2")+` === "stopped"`, pageState, 10*time.Second)
-	if res := page.text("#command-result"); !strings.Contains(res, "stop_session e2e-2: command ") {
-		t.Fatalf("command result %q", res)
-	}
+	// The command line follows the command to its end.
+	page.waitFor("the stop command shown completed",
+		`/^stop_session e2e-2: command cmd-\S+ completed$/.test(document.querySelector("#command-result").innerText)`,
+		`document.querySelector("#command-result").innerText`, 10*time.Second)
 
 	// The log tail of e2e-1: the last 100 lines, then followed ones, relayed by dev-agent.
 	page.do("open e2e-1's logs", chromedp.Click(chromedp.CSS(`#sessions tr[data-session="e2e-1"] button.small`)))
 	page.waitFor("101 log lines of sim-e2e-1",
 		`document.querySelectorAll("#log-lines div").length >= 101 && document.querySelector("#log-lines div").innerText.includes("sim-e2e-1")`,
 		`document.querySelector("#log-lines").innerText.slice(0, 300)`, 15*time.Second)
+	// In order, each once: lines 1, 2, 3… (the sim numbers them).
+	page.waitFor("the log lines in order, none twice", `(() => {
+		const n = [...document.querySelectorAll("#log-lines div")].map(d => +(/line (\d+)$/.exec(d.innerText) || [])[1]);
+		return n.length >= 101 && n.every((v, i) => v === i + 1);
+	})()`, `document.querySelector("#log-lines").innerText.slice(-300)`, 5*time.Second)
 	if pod := page.text("#logs-pod"); pod != "sim-e2e-1" {
 		t.Fatalf("logs of %q, want sim-e2e-1", pod)
 	}

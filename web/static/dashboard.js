@@ -6,6 +6,8 @@ const TOKEN_KEY = "streamspace-realtime.token";
 const DEV_TOKEN_KEY = "streamspace-realtime.devToken";
 const MAX_EVENTS = 200;
 const MAX_LOG_LINES = 1000;
+const COMMAND_POLL_MS = 500, COMMAND_FOLLOW_MS = 120_000;
+const FINAL_COMMAND = new Set(["completed", "failed", "expired"]);
 const AGENTS_EVERY_MS = 5000;
 const HIGHLIGHT_MS = 4000;
 
@@ -18,6 +20,7 @@ const page = {
   sessions: new Map(),  // name -> session (sessions_update shape)
   events: null, metrics: null, logs: null, // RealtimeClients
   agentsTimer: null,
+  commandSeq: 0,        // the command the command line follows
 };
 
 // ---------------------------------------------------------------- token
@@ -128,6 +131,8 @@ function clearOrgData() {
   if (page.logs) page.logs.close();
   page.logs = null;
   $("log-lines").replaceChildren();
+  page.commandSeq++; // another identity: stop following the last command
+  $("command-result").textContent = "";
 }
 
 function showAuthError(text) {
@@ -373,19 +378,42 @@ function summary(e) {
 
 async function command(agentId, action, sessionId, payload = {}) {
   const out = $("command-result");
-  out.textContent = `${action} ${sessionId || ""}…`;
+  const seq = ++page.commandSeq; // a newer command takes the line over
+  const show = (text, error) => {
+    if (seq !== page.commandSeq) return false;
+    out.textContent = text;
+    out.className = error ? "note error" : "note";
+    return true;
+  };
+  const what = `${action} ${sessionId || ""}`.trim();
+  show(`${what}…`);
   try {
     const r = await api(`/api/v1/admin/agents/${encodeURIComponent(agentId)}/command`, {
       method: "POST",
       body: JSON.stringify({ action, sessionId, payload }),
     });
-    out.textContent = r.ok
-      ? `${action} ${sessionId || ""}: command ${r.body.commandId} ${r.body.status}`
-      : `${action} refused: ${r.body.message || r.body.error} (${r.status})`;
-    out.className = r.ok ? "note" : "note error";
+    if (!r.ok) {
+      show(`${action} refused: ${r.body.message || r.body.error} (${r.status})`, true);
+      return;
+    }
+    await followCommand(r.body.commandId, r.body.status, (c) =>
+      show(`${what}: command ${c.commandId} ${c.status}${c.error ? ": " + c.error : ""}`, c.status === "failed" || c.status === "expired"));
   } catch (err) {
-    out.textContent = `${action} failed: ${err}`;
-    out.className = "note error";
+    show(`${action} failed: ${err}`, true);
+  }
+}
+
+// followCommand reports a command's status until it is final, reading it back every
+// COMMAND_POLL_MS for at most COMMAND_FOLLOW_MS; report returns false once a newer command
+// took the line over.
+async function followCommand(commandId, status, report) {
+  let c = { commandId, status };
+  const until = Date.now() + COMMAND_FOLLOW_MS;
+  while (report(c) && !FINAL_COMMAND.has(c.status) && Date.now() < until && page.token) {
+    await new Promise((resolve) => setTimeout(resolve, COMMAND_POLL_MS));
+    const r = await api(`/api/v1/admin/commands/${encodeURIComponent(commandId)}`);
+    if (r.ok) c = r.body;
+    else if (r.status < 500) return; // no longer ours to read: the line keeps the last status
   }
 }
 
