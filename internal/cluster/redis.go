@@ -74,9 +74,9 @@ func (o RedisOptions) withDefaults() RedisOptions {
 
 // Redis shares a Bus and a Directory between replicas through one Redis (standalone, Sentinel
 // or Cluster). It owns one subscription connection, which carries this replica's channel, the
-// all-replicas channel and the channels of the organizations this replica watches, and four
-// goroutines: the receiver, the subscription writer, the health check and the claim refresher.
-// Close stops them.
+// all-replicas channel and the channels of the organizations this replica watches, and five
+// goroutines: the receiver, the subscription writer, the health check, the refresher of agent
+// claims and connection leases, and the lease releaser. Close stops them.
 //
 // When Redis goes away, deliveries on this replica go on (ErrLocalOnly), Ready reports the
 // fault, and when it returns the subscriptions are made again and this replica's agent claims
@@ -88,6 +88,7 @@ type Redis struct {
 	metrics *redisMetrics
 	bus     *RedisBus
 	dir     *RedisDirectory
+	leases  *Leases
 
 	replicaChannel   string
 	broadcastChannel string
@@ -141,17 +142,19 @@ func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptio
 	r.wanted[r.broadcastChannel] = ""
 	r.bus = newRedisBus(r)
 	r.dir = newRedisDirectory(r)
+	r.leases = newLeases(r)
 	if pingErr == nil {
 		r.healthy.Store(true)
 		r.metrics.up.Set(1)
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	ready := make(chan struct{})
-	r.wg.Add(4)
+	r.wg.Add(5)
 	go r.receiveLoop(ready)
 	go r.subscriptionWriter()
 	go r.healthLoop()
 	go r.dir.refreshLoop()
+	go r.leases.releaseLoop()
 	if pingErr != nil {
 		return r, nil
 	}
@@ -169,6 +172,9 @@ func (r *Redis) Bus() *RedisBus { return r.bus }
 
 // Directory returns the agents' directory and the replicas' messages.
 func (r *Redis) Directory() *RedisDirectory { return r.dir }
+
+// Leases returns the counts of what replicas hold against cluster-wide limits.
+func (r *Redis) Leases() *Leases { return r.leases }
 
 // Ready reports whether Redis answers and this replica's subscriptions are in place.
 func (r *Redis) Ready(ctx context.Context) error {

@@ -298,6 +298,10 @@ func (d *RedisDirectory) refreshLoop() {
 		if err := d.refresh(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
 			d.r.log.Warn("refreshing agent claims failed", "err", err)
 		}
+		// Connection leases live as long as claims, and are extended with them.
+		if err := d.r.leases.refresh(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
+			d.r.log.Warn("extending connection leases failed", "err", err)
+		}
 	}
 }
 

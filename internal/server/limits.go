@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"strconv"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/streamspace/streamspace-realtime/internal/cluster"
 )
 
 // ipRates limits how fast one address may open WebSockets (browsers and agents alike): a
@@ -138,9 +141,14 @@ func (s *Server) allowUpgrade(w http.ResponseWriter, r *http.Request) bool {
 }
 
 // admitBrowser reserves one of the caller's browser connections; false means the request was
-// answered with 429.
+// answered with 429. With several replicas the limits hold across all of them: the connection
+// also takes a lease in Redis (cluster.Leases). Should Redis not answer, this replica's own
+// count still applies.
 func (s *Server) admitBrowser(w http.ResponseWriter, r *http.Request, org, user string) (release func(), ok bool) {
 	release, refused := s.connCounts.acquire(org, user)
+	if refused == "" && s.cluster != nil {
+		release, refused = s.leaseBrowser(r, org, user, release)
+	}
 	switch refused {
 	case "":
 		return release, true
@@ -151,3 +159,39 @@ func (s *Server) admitBrowser(w http.ResponseWriter, r *http.Request, org, user 
 	}
 	return nil, false
 }
+
+// leaseBrowser adds the cluster's count to a connection this replica admitted (local is its
+// local reservation): the release of both, or which limit refused it, local given back.
+func (s *Server) leaseBrowser(r *http.Request, org, user string, local func()) (release func(), refused string) {
+	var (
+		slots []cluster.LeaseSlot
+		names []string
+	)
+	if n := s.connCounts.perUser; n > 0 {
+		slots = append(slots, cluster.LeaseSlot{Key: "user:" + org + "\x00" + user, Limit: n})
+		names = append(names, "user")
+	}
+	if n := s.connCounts.perOrg; n > 0 {
+		slots = append(slots, cluster.LeaseSlot{Key: "org:" + org, Limit: n})
+		names = append(names, "org")
+	}
+	if len(slots) == 0 {
+		return local, ""
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), leaseTimeout)
+	defer cancel()
+	leased, idx, err := s.cluster.node.Leases().Acquire(ctx, slots)
+	switch {
+	case err != nil:
+		s.log.Debug("connection limits counted on this replica alone", "err", err)
+		return local, ""
+	case idx >= 0:
+		local()
+		return nil, names[idx]
+	}
+	return func() { leased(); local() }, ""
+}
+
+// leaseTimeout bounds the wait for Redis's count of a connection: past it the connection is
+// admitted on this replica's count.
+const leaseTimeout = 2 * time.Second

@@ -9,7 +9,9 @@ import (
 
 	gorilla "github.com/gorilla/websocket"
 
+	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 )
 
 // Upgrades from one address beyond the rate are answered 429 with Retry-After, browsers and
@@ -92,6 +94,52 @@ func TestConnectionLimitsPerUserAndOrg(t *testing.T) {
 	}
 	open("/api/v1/ws/sessions?token="+other, http.StatusSwitchingProtocols, "")
 	open("/api/v1/ws/sessions?token="+other, http.StatusTooManyRequests, "too_many_connections")
+}
+
+// With several replicas the limits hold across them: alice at her limit on r1 is refused on
+// r2, and the place she gives back on r1 is hers again on r2.
+func TestConnectionLimitsAcrossReplicas(t *testing.T) {
+	url := dbtest.URL(t, "postgres")
+	_, prefix := redistest.Client(t)
+	var replicas []*testServer
+	for _, name := range []string{"r1", "r2"} {
+		replicas = append(replicas, startServer(t, "postgres", func(c *Config) {
+			c.DatabaseURL, c.Replica, c.RedisURL, c.RedisPrefix = url, name, testRedisURL(), prefix
+			c.MaxConnectionsPerUser, c.MaxConnectionsPerOrg = 2, 3
+		}))
+	}
+	r1, r2 := replicas[0], replicas[1]
+	alice := mint(t, "alice", "o1", auth.RoleOperator, time.Hour)
+	bob := mint(t, "bob", "o1", auth.RoleUser, time.Hour)
+	open := func(ts *testServer, token string, want int, wantCode string) *gorilla.Conn {
+		t.Helper()
+		conn, status, code := ts.dialWS(t, "/api/v1/ws/sessions?token="+token, nil)
+		if status != want || code != wantCode {
+			t.Fatalf("%s: %d %s, want %d %s", ts.base, status, code, want, wantCode)
+		}
+		return conn
+	}
+	a1 := open(r1, alice, http.StatusSwitchingProtocols, "")
+	open(r2, alice, http.StatusSwitchingProtocols, "")
+	open(r2, alice, http.StatusTooManyRequests, "too_many_connections")
+	open(r1, alice, http.StatusTooManyRequests, "too_many_connections")
+	open(r1, bob, http.StatusSwitchingProtocols, "")
+	open(r2, bob, http.StatusTooManyRequests, "too_many_connections") // o1's fourth
+
+	_ = a1.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	_ = a1.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		conn, status, _ := r2.dialWS(t, "/api/v1/ws/sessions?token="+alice, nil)
+		if conn != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's connection closed on r1 never gave its place back on r2: %d", status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	open(r1, alice, http.StatusTooManyRequests, "too_many_connections")
 }
 
 // A scan of many addresses costs memory only while their buckets are not full again: the map
