@@ -115,3 +115,19 @@ func TestLeasesThroughARedisRestart(t *testing.T) {
 		t.Fatalf("a second take after the restart: %d, %v; want refused by slot 0", refused, err)
 	}
 }
+
+// BenchmarkLeaseTakeAndRelease is the cost limits add to an upgrade with several replicas:
+// one script call to take, and the release sent by the releaser.
+func BenchmarkLeaseTakeAndRelease(b *testing.B) {
+	client, prefix := redistest.Client(b)
+	l := newTestRedisTB(b, client, prefix, "a").Leases()
+	ctx := context.Background()
+	slots := []LeaseSlot{{Key: "user:o1\x00alice", Limit: 1}, {Key: "org:o1", Limit: 1000}}
+	for b.Loop() {
+		release, refused, err := l.Acquire(ctx, slots)
+		if err != nil || refused != -1 {
+			b.Fatalf("take: %d, %v", refused, err)
+		}
+		release()
+	}
+}
