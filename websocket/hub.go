@@ -49,6 +49,9 @@ type Hub struct {
 	stopOnce sync.Once
 	stopCh   chan struct{}
 	drained  chan struct{} // closed when stopped and live == 0
+	// flushers are the goroutines that write a large delivery (handOut); shutdown waits for
+	// them too.
+	flushers sync.WaitGroup
 }
 
 // orgIndex is one organization's clients. It exists while the org has any.
@@ -126,6 +129,8 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 func (h *Hub) wait(ctx context.Context) error {
 	select {
 	case <-h.drained:
+		// No client is left to deliver to: the last flushers are ending.
+		h.flushers.Wait()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -456,7 +461,7 @@ func (h *Hub) fanOut(targets []*Client, message []byte) {
 		return
 	}
 	frame := textFrame(message)
-	handOut(targets, func(c *Client) bool { return c.enqueueFrameLater(frame) })
+	handOut(&h.flushers, targets, func(c *Client) bool { return c.enqueueFrameLater(frame) })
 }
 
 // BroadcastToOrg sends message to every client of orgID on this replica,

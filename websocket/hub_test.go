@@ -358,7 +358,8 @@ func TestHandOutReachesEachOnce(t *testing.T) {
 		}
 		var mu sync.Mutex
 		seen := make(map[*Client]int, n)
-		handOut(targets, func(c *Client) bool {
+		var flushers sync.WaitGroup
+		handOut(&flushers, targets, func(c *Client) bool {
 			mu.Lock()
 			seen[c]++
 			mu.Unlock()

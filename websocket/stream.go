@@ -117,7 +117,7 @@ func (h *Hub) deliver(msg cluster.Message) {
 		}
 	}
 	h.mu.RUnlock()
-	handOut(*targets, func(c *Client) bool { return c.enqueueEntryLater(frame, msg.Position) })
+	handOut(&h.flushers, *targets, func(c *Client) bool { return c.enqueueEntryLater(frame, msg.Position) })
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
 }
 
@@ -131,8 +131,10 @@ const parallelFanOut = 512
 
 // handOut queues a frame to every target with give (which reports whether the caller must
 // flush the target) in target order, so that every client keeps the order of deliveries, then
-// flushes the targets: inline for a small delivery, on one goroutine per core for a large one.
-func handOut(targets []*Client, give func(*Client) bool) {
+// flushes the targets: inline for a small delivery, on one goroutine per core for a large one,
+// counted in flushers. Those goroutines only write what a socket takes at once, so they end
+// soon even when a client does not read.
+func handOut(flushers *sync.WaitGroup, targets []*Client, give func(*Client) bool) {
 	parts := min(runtime.GOMAXPROCS(0), len(targets)/(parallelFanOut/2))
 	if len(targets) < parallelFanOut || parts < 2 {
 		for _, c := range targets {
@@ -158,14 +160,14 @@ func handOut(targets []*Client, give func(*Client) bool) {
 	left.Store(int32((len(*dirty) + size - 1) / size))
 	for start := 0; start < len(*dirty); start += size {
 		part := (*dirty)[start:min(start+size, len(*dirty))]
-		go func() {
+		flushers.Go(func() {
 			for _, c := range part {
 				c.out.flush()
 			}
 			if left.Add(-1) == 0 {
 				putTargets(dirty)
 			}
-		}()
+		})
 	}
 }
 
