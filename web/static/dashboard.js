@@ -411,9 +411,10 @@ async function followCommand(commandId, status, report) {
   const until = Date.now() + COMMAND_FOLLOW_MS;
   while (report(c) && !FINAL_COMMAND.has(c.status) && Date.now() < until && page.token) {
     await new Promise((resolve) => setTimeout(resolve, COMMAND_POLL_MS));
-    const r = await api(`/api/v1/admin/commands/${encodeURIComponent(commandId)}`);
-    if (r.ok) c = r.body;
-    else if (r.status < 500) return; // no longer ours to read: the line keeps the last status
+    const r = await api(`/api/v1/admin/commands/${encodeURIComponent(commandId)}`).catch(() => null);
+    if (r === null || r.status >= 500) continue; // the network or the server: ask again
+    if (!r.ok) return; // no longer ours to read: the line keeps the last status
+    c = r.body;
   }
 }
 
