@@ -68,19 +68,7 @@ func TestConnectionLimitsPerUserAndOrg(t *testing.T) {
 	open("/api/v1/ws/sessions?token="+other, http.StatusSwitchingProtocols, "")                // another org is apart
 
 	// Alice closes one: its place comes back once the server has seen it go.
-	_ = a1.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	_ = a1.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		conn, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+alice, nil)
-		if conn != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice's closed connection never gave its place back: %d", status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	closeAndReopen(t, a1, ts, alice)
 	// A failed upgrade holds nothing: carol's plain GETs (400) leave her second place free.
 	for range 3 {
 		resp, err := http.Get(ts.base + "/api/v1/ws/sessions?token=" + other)
@@ -126,20 +114,27 @@ func TestConnectionLimitsAcrossReplicas(t *testing.T) {
 	open(r1, bob, http.StatusSwitchingProtocols, "")
 	open(r2, bob, http.StatusTooManyRequests, "too_many_connections") // o1's fourth
 
-	_ = a1.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
-	_ = a1.Close()
+	closeAndReopen(t, a1, r2, alice) // closed on r1, its place taken on r2
+	open(r1, alice, http.StatusTooManyRequests, "too_many_connections")
+}
+
+// closeAndReopen closes conn and waits until the holder of token may open a sessions socket
+// on ts again: the place comes back once the server has seen the connection go.
+func closeAndReopen(t *testing.T, conn *gorilla.Conn, ts *testServer, token string) {
+	t.Helper()
+	_ = conn.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
+	_ = conn.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		conn, status, _ := r2.dialWS(t, "/api/v1/ws/sessions?token="+alice, nil)
-		if conn != nil {
-			break
+		again, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+token, nil)
+		if again != nil {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("alice's connection closed on r1 never gave its place back on r2: %d", status)
+			t.Fatalf("a closed connection never gave its place back: %d", status)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	open(r1, alice, http.StatusTooManyRequests, "too_many_connections")
 }
 
 // A scan of many addresses costs memory only while their buckets are not full again: the map
