@@ -274,7 +274,10 @@ func readEntries(t *testing.T, conn *websocket.Conn, n int) []uint64 {
 // replayed entries come after `connected` (recovered) and before the snapshot.
 func TestRecoveryAfterSlowConsumerAndShutdown(t *testing.T) {
 	bus := newOwnedMemoryBus(t)
-	a := startManager(t, nil, Config{Bus: bus, QueueSize: 16})
+	// The close frame for the slow consumer waits in the socket until the test reads again,
+	// after the whole burst: on a loaded machine that takes longer than the default write
+	// wait, which would then cut the socket with no close frame (1006).
+	a := startManager(t, nil, Config{Bus: bus, QueueSize: 16, WriteWait: time.Minute})
 	b := startManager(t, nil, Config{Bus: bus})
 	urlA, urlB := sessionsServer(t, a), sessionsServer(t, b)
 	ctx := t.Context()
