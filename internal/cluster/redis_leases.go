@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,17 +17,23 @@ import (
 // milliseconds. A replica extends its leases with its agent claims, every third of the
 // ownership TTL, so the leases of a replica that died expire with its claims.
 
-// leaseScript takes a lease ARGV[1] in every set of KEYS unless one of them holds its limit
-// (ARGV[3 + i - 1], 0 for none) of live leases already: then it returns that set's index (from
-// 1) and takes nothing. 0 means taken. Expired leases are swept first.
+// leaseScript takes lease ARGV[1] (for ARGV[2] ms) in each of the first ARGV[3] sets of KEYS
+// unless one of them holds its limit (ARGV[3 + i], 0 for none) of live leases already: then it
+// returns that set's index (from 1) and takes nothing. 0 means taken. First it removes the
+// released leases still on their way (member ARGV[3 + j] from KEYS[j], past the first
+// ARGV[3]), then the expired ones.
 var leaseScript = redis.NewScript(nowMillis + `
 local ttl = tonumber(ARGV[2])
-for i = 1, #KEYS do
+local n = tonumber(ARGV[3])
+for j = n + 1, #KEYS do
+  redis.call('ZREM', KEYS[j], ARGV[3 + j])
+end
+for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  local limit = tonumber(ARGV[2 + i])
+  local limit = tonumber(ARGV[3 + i])
   if limit > 0 and redis.call('ZCARD', KEYS[i]) >= limit then return i end
 end
-for i = 1, #KEYS do
+for i = 1, n do
   redis.call('ZADD', KEYS[i], now + ttl, ARGV[1])
   redis.call('PEXPIRE', KEYS[i], ttl)
 end
@@ -56,18 +63,18 @@ type LeaseSlot struct {
 
 // Leases counts things held across replicas in Redis (see leaseScript). Releases are sent to
 // Redis by a goroutine of their own, so a connection's teardown never waits on Redis; a take
-// on this replica first sends the releases still on their way, so a user who closes a
-// connection and opens another at once is not refused for the one just closed.
+// on this replica removes the releases of its sets still on their way in the same script, so
+// a user who closes a connection and opens another at once is not refused for the one just
+// closed.
 type Leases struct {
 	r        *Redis
 	instance string // tells this process's leases from a previous run of the same replica
 	seq      atomic.Uint64
 	kick     chan struct{} // capacity 1: releases wait
-	flushMu  sync.Mutex    // one flush at a time: a take waits for the releases on their way
 
 	mu   sync.Mutex
 	held map[string][]string // lease member → its sets
-	gone []leaseRef          // released, not yet removed from Redis
+	gone []leaseRef          // released, until the releaser has sent them to Redis
 }
 
 // leaseRef is one lease: its member and the sets it is in.
@@ -87,15 +94,26 @@ func newLeases(r *Redis) *Leases {
 // whether to admit without the cluster's count.
 func (l *Leases) Acquire(ctx context.Context, slots []LeaseSlot) (release func(), refused int, err error) {
 	keys := make([]string, len(slots))
-	args := make([]any, 0, 2+len(slots))
+	args := make([]any, 0, 3+len(slots))
 	member := l.instance + "/" + strconv.FormatUint(l.seq.Add(1), 10)
-	args = append(args, member, l.r.opts.OwnershipTTL.Milliseconds())
+	args = append(args, member, l.r.opts.OwnershipTTL.Milliseconds(), len(slots))
 	for i, s := range slots {
 		keys[i] = l.r.opts.Prefix + ":{conns}:" + s.Key // the first {…} is the hash tag
 		args = append(args, s.Limit)
 	}
-	l.flush(ctx)
-	idx, err := leaseScript.Run(ctx, l.r.client, keys, args...).Int()
+	// The releases in these sets still on their way go first, in the same script.
+	all := keys
+	l.mu.Lock()
+	for _, g := range l.gone {
+		for _, k := range g.keys {
+			if slices.Contains(keys, k) {
+				all = append(all, k)
+				args = append(args, g.member)
+			}
+		}
+	}
+	l.mu.Unlock()
+	idx, err := leaseScript.Run(ctx, l.r.client, all, args...).Int()
 	if err != nil {
 		l.r.fail("lease")
 		return nil, -1, fmt.Errorf("cluster: take lease: %w", err)
@@ -133,18 +151,21 @@ func (l *Leases) releaseLoop() {
 	}
 }
 
-// flush removes the released leases from Redis. Those it cannot remove expire instead, at
+// flush removes the released leases from Redis; only the releaser calls it. They stay in
+// l.gone until then, for a take to remove first. Those it cannot remove expire instead, at
 // most an ownership TTL later.
 func (l *Leases) flush(ctx context.Context) {
-	l.flushMu.Lock()
-	defer l.flushMu.Unlock()
 	l.mu.Lock()
-	gone := l.gone
-	l.gone = nil
+	gone := l.gone[:len(l.gone):len(l.gone)] // later releases are appended past it
 	l.mu.Unlock()
 	if len(gone) == 0 {
 		return
 	}
+	defer func() {
+		l.mu.Lock()
+		l.gone = slices.Clone(l.gone[len(gone):])
+		l.mu.Unlock()
+	}()
 	_, err := l.r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, g := range gone {
 			for _, k := range g.keys {

@@ -52,7 +52,7 @@ func TestLeasesAcrossReplicas(t *testing.T) {
 	if _, refused := take(b, "carol"); refused != 1 {
 		t.Fatalf("a fourth connection of o1: refused %d, want 1 (the org slot)", refused)
 	}
-	// Released on a, taken again on a at once: the take sends the release first.
+	// Released on a, taken again on a at once: the take removes the release on its way.
 	alice1()
 	alice3, refused := take(a, "alice")
 	if refused != -1 {
