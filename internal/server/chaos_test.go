@@ -264,7 +264,11 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	// Counted by status, not read command by command: 40 payloads of 256 KiB read 20 times a
 	// second would take the server's CPU.
-	for n, _ := ts.Database().CountCommands(t.Context(), "pause-0000"); n[models.CommandStatusCompleted] < len(stuckCmds); n, _ = ts.Database().CountCommands(t.Context(), "pause-0000") {
+	allDone := func() bool {
+		n, _ := ts.Database().CountCommands(t.Context(), "pause-0000")
+		return n[models.CommandStatusCompleted] == len(stuckCmds)
+	}
+	for !allDone() {
 		if time.Now().After(deadline) {
 			statuses := map[string]int{}
 			for _, id := range stuckCmds {
