@@ -20,7 +20,7 @@ import (
 
 // commandColumns is the select list of every command read.
 const commandColumns = `id, agent_id, session_id, action, payload, status, attempts, error, result,
-	created_at, sent_at, acknowledged_at, completed_at, expires_at`
+	created_at, sent_at, acknowledged_at, completed_at, expires_at, org_id`
 
 // transitionColumns is commandColumns without the payload, read as NULL: a transition's
 // caller needs the command's state, not its payload, which can be large and on SQLite costs a
@@ -32,7 +32,7 @@ const defaultCommandLimit = 1000
 
 var (
 	qCreateCommand = newQuery(`INSERT INTO agent_commands (id, agent_id, session_id, action, payload,
-		status, attempts, created_at, expires_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+		status, attempts, created_at, expires_at, updated_at, org_id) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`)
 	qGetCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
 	// The state of a command a transition did not move.
@@ -109,7 +109,7 @@ func (d *Database) prepareCommand(c models.AgentCommand) (models.AgentCommand, [
 	}
 	created := d.timeArg(c.CreatedAt)
 	return c, []any{c.CommandID, c.AgentID, c.SessionID, c.Action, payload, c.Status, created,
-		d.nullTimePtrArg(c.ExpiresAt), created}, nil
+		d.nullTimePtrArg(c.ExpiresAt), created, c.OrgID}, nil
 }
 
 // CreateCommand queues a new command, pending with no attempts: ErrConflict when the id
@@ -138,7 +138,7 @@ func (d *Database) CreateCommand(ctx context.Context, c models.AgentCommand) err
 // CreateSessionWithCommand creates a session and the command that starts it in one
 // transaction, so a session is never left without its command nor a command without its
 // session. The session gets CreateSession's validation and defaults; an empty c.SessionID is
-// s.ID and any other is refused. ErrConflict when either id exists, and then neither is stored.
+// s.ID and any other is refused; an empty c.OrgID is s.OrgID. ErrConflict when either id exists, and then neither is stored.
 func (d *Database) CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error {
 	s, err := d.prepareSession(s)
 	if err != nil {
@@ -149,6 +149,9 @@ func (d *Database) CreateSessionWithCommand(ctx context.Context, s models.Sessio
 	}
 	if c.SessionID != s.ID {
 		return fmt.Errorf("db: create session %q with command %q: command is for session %q", s.ID, c.CommandID, c.SessionID)
+	}
+	if c.OrgID == "" {
+		c.OrgID = s.OrgID
 	}
 	c, cArgs, err := d.prepareCommand(c)
 	if err != nil {
@@ -437,7 +440,7 @@ func scanCommand(r rowScanner) (models.AgentCommand, error) {
 	var c models.AgentCommand
 	err := r.Scan(&c.CommandID, &c.AgentID, &c.SessionID, &c.Action, jsonDest{&c.Payload}, &c.Status,
 		&c.Attempts, &c.Error, jsonDest{&c.Result}, timeDest{&c.CreatedAt}, timePtrDest{&c.SentAt},
-		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt})
+		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt}, &c.OrgID)
 	return c, err
 }
 

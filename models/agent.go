@@ -81,4 +81,7 @@ type AgentCommand struct {
 	// ExpiresAt is the deadline after which an unfinished command becomes expired; nil means
 	// none.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// OrgID is the organization whose session the command acts on (else its agent's): the one
+	// whose admins may read it. Empty for commands stored without one.
+	OrgID string `json:"orgId,omitempty"`
 }

@@ -122,14 +122,19 @@ func jsonKind(goKind string) string {
 }
 
 // maxIDLen bounds command and session ids from agents; real ones are far shorter.
-const maxIDLen = 256
+const maxIDLen = models.MaxIDLen
 
+// requireID checks an id an agent sent: present, bounded, and valid UTF-8 without control
+// characters (NUL included), so an id that can name nothing never reaches the database.
 func requireID(frameType, field, v string) *frameError {
 	if v == "" {
 		return malformed("%s payload needs %q", frameType, field)
 	}
 	if len(v) > maxIDLen {
 		return malformed("%s payload field %q is too long", frameType, field)
+	}
+	if !models.ValidID(v) {
+		return malformed("%s payload field %q is not valid UTF-8 text without control characters", frameType, field)
 	}
 	return nil
 }
@@ -187,11 +192,14 @@ func decodeComplete(f agentFrame) (models.CompleteMessage, *frameError) {
 	return out, nil
 }
 
+// decodeFailed reads a failed frame. The error is text for people: a NUL in it (which
+// PostgreSQL cannot store) is dropped rather than losing the failure.
 func decodeFailed(f agentFrame) (models.FailedMessage, *frameError) {
 	var m models.FailedMessage
 	if err := decodePayload(f, &m); err != nil {
 		return m, err
 	}
+	m.Error = models.SanitizeText(m.Error)
 	return m, requireID(f.Type, "commandId", m.CommandID)
 }
 
@@ -209,6 +217,12 @@ func decodeStatus(f agentFrame) (models.StatusMessage, *frameError) {
 	m.State = strings.ToLower(strings.TrimSpace(m.State))
 	if m.State == "" || len(m.State) > maxStateLen {
 		return m, malformed("status payload needs a state")
+	}
+	if !models.ValidName(m.State) {
+		return m, malformed("status payload field %q is not valid UTF-8 text without control characters", "state")
+	}
+	if pod, ok := m.PlatformMetadata["podName"].(string); ok && !models.ValidName(pod) {
+		return m, malformed("status payload field %q is not valid UTF-8 text without control characters", "platformMetadata.podName")
 	}
 	return m, nil
 }

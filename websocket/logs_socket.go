@@ -126,8 +126,8 @@ func (m *Manager) ResolveLogs(ctx context.Context, orgCtx *OrgContext, namespace
 // sessionByPod finds the session of orgID that runs podName, in the session source.
 func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName string) (models.Session, error) {
 	notFound := fmt.Errorf("logs of %s/%s for org %q: %w", namespace, podName, orgID, ErrPodNotFound)
-	if podName == "" {
-		return models.Session{}, notFound
+	if !models.ValidName(podName) || podName == "" {
+		return models.Session{}, notFound // no pod has a name that is not one
 	}
 	if m.k8s != nil {
 		sessions, err := m.k8s.ListSessions(ctx, namespace)

@@ -414,8 +414,8 @@ func (m *Manager) AuthorizeSession(ctx context.Context, orgCtx *OrgContext, sess
 
 // authorizeSession is AuthorizeSession returning the session it read.
 func (m *Manager) authorizeSession(ctx context.Context, orgCtx *OrgContext, sessionID string) (models.Session, error) {
-	if m.store == nil {
-		return models.Session{}, ErrSessionNotVisible
+	if m.store == nil || !models.ValidID(sessionID) {
+		return models.Session{}, ErrSessionNotVisible // no session has an id that is not one
 	}
 	s, err := m.store.GetSession(ctx, sessionID)
 	if errors.Is(err, db.ErrNotFound) {

@@ -45,7 +45,9 @@ func (m *Manager) recordConnection(ctx context.Context, id string, session model
 	defer cancel()
 	err := store.AddConnection(ctx, models.Connection{
 		ID: id, SessionID: session.ID, UserID: org.UserID, OrgID: org.OrgID,
-		ClientIP: req.ClientIP, UserAgent: req.UserAgent, Replica: m.cfg.Replica, ConnectedAt: m.cfg.Now(),
+		// The User-Agent is the browser's to choose: invalid UTF-8 in it is replaced, so the
+		// row can be stored on PostgreSQL too.
+		ClientIP: req.ClientIP, UserAgent: models.SanitizeText(req.UserAgent), Replica: m.cfg.Replica, ConnectedAt: m.cfg.Now(),
 	})
 	if err != nil {
 		m.cfg.Logger.Warn("recording a session connection failed", "session_id", session.ID, "err", err)

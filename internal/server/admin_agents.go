@@ -100,7 +100,13 @@ func (s *Server) handleAdminCreateAgent(w http.ResponseWriter, r *http.Request) 
 // adminAgent loads the agent of the path and checks the scope may change it.
 func (s *Server) adminAgent(w http.ResponseWriter, r *http.Request, scope staffScope, change bool) (models.Agent, bool) {
 	id := r.PathValue("agent_id")
-	agent, err := s.db.GetAgent(r.Context(), id)
+	var (
+		agent models.Agent
+		err   = db.ErrNotFound // no agent has an id that is not one
+	)
+	if models.ValidID(id) {
+		agent, err = s.db.GetAgent(r.Context(), id)
+	}
 	if err == nil && !(scope.servesOrg(agent.OrgID) && (!change || scope.owns(agent.OrgID))) {
 		if !scope.servesOrg(agent.OrgID) {
 			err = db.ErrNotFound // an agent of another organization does not exist for this caller
@@ -171,6 +177,11 @@ type commandRequest struct {
 // stored, then delivered when the agent is (or next gets) connected; 202 either way.
 // start_session also creates the session row, pending, owned by payload "user", in payload
 // "orgId" (default org), in payload "namespace" (else the org's), placed on the agent.
+//
+// The control plane owns the identity of what a command acts on. For every caller but the
+// service token, the session the agent is told of (payload "sessionId") is the one that was
+// authorized, a session of the caller's organization, and payload "namespace" is that
+// organization's namespace, whatever the request said.
 func (s *Server) handleAdminCommand(w http.ResponseWriter, r *http.Request) {
 	scope, ok := s.authorizeStaff(w, r, auth.RoleAdmin)
 	if !ok {
@@ -181,8 +192,8 @@ func (s *Server) handleAdminCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Action = strings.TrimSpace(req.Action)
-	if req.Action == "" || len(req.Action) > 64 {
-		s.fail(w, r, http.StatusBadRequest, "invalid_action", "action is required (at most 64 bytes)")
+	if req.Action == "" || len(req.Action) > 64 || !models.ValidName(req.Action) {
+		s.fail(w, r, http.StatusBadRequest, "invalid_action", "action is required (at most 64 bytes of UTF-8 text without control characters)")
 		return
 	}
 	agent, ok := s.adminAgent(w, r, scope, false)
@@ -196,37 +207,114 @@ func (s *Server) handleAdminCommand(w http.ResponseWriter, r *http.Request) {
 	if req.Payload == nil {
 		req.Payload = map[string]any{}
 	}
-	if req.SessionID == "" {
-		req.SessionID, _ = req.Payload["sessionId"].(string)
+	if !s.commandSessionID(w, r, scope, &req) {
+		return
 	}
-	var session *models.Session
+	var (
+		session *models.Session
+		org     string // whose session the command acts on: who may read it
+	)
 	if req.Action == models.ActionStartSession {
 		if session, ok = s.newSessionFor(w, r, scope, agent, &req); !ok {
 			return
 		}
-	} else if !scope.service && agent.OrgID == "" && !s.sessionInOrg(r, req.SessionID, scope.orgID) {
-		// A shared agent runs every organization's sessions: an organization's admin may
-		// command it only about that organization's sessions.
-		s.fail(w, r, http.StatusForbidden, "forbidden_session", "commands to a shared agent must name a session of your organization")
+		org = session.OrgID
+	} else if org, ok = s.commandOrg(w, r, scope, agent, req.SessionID); !ok {
 		return
 	}
+	if !scope.service {
+		if req.SessionID != "" {
+			req.Payload["sessionId"] = req.SessionID
+		}
+		if session != nil {
+			req.Payload["namespace"] = session.Namespace
+		} else {
+			req.Payload["namespace"] = s.manager.NamespaceForOrg(r.Context(), org)
+		}
+	}
 	cmd, err := s.agents.SubmitCommand(r.Context(), models.AgentCommand{
-		AgentID: agent.ID, SessionID: req.SessionID, Action: req.Action, Payload: req.Payload,
+		AgentID: agent.ID, SessionID: req.SessionID, Action: req.Action, Payload: req.Payload, OrgID: org,
 	}, session)
 	if errors.Is(err, db.ErrConflict) {
-		s.fail(w, r, http.StatusConflict, "session_exists", "a session with this id exists")
+		// Session ids are global: this is the answer whichever organization holds the id.
+		s.fail(w, r, http.StatusConflict, "session_exists", "a session with this id exists; omit sessionId and the server chooses a free one")
 		return
 	}
 	if err != nil {
 		s.unavailable(w, r, "submit command", err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"commandId": cmd.CommandID, "status": cmd.Status})
+	answer := map[string]any{"commandId": cmd.CommandID, "status": cmd.Status}
+	if cmd.SessionID != "" {
+		answer["sessionId"] = cmd.SessionID // the id chosen by the server when the request gave none
+	}
+	writeJSON(w, http.StatusAccepted, answer)
 }
 
-// newSessionFor builds the session row a start_session creates.
+// commandSessionID settles the one session id a command names: the body's "sessionId", else
+// payload "sessionId". A caller other than the service token may not name two: a payload
+// "sessionId" that differs from the authorized one is refused, not passed to the agent.
+func (s *Server) commandSessionID(w http.ResponseWriter, r *http.Request, scope staffScope, req *commandRequest) bool {
+	inPayload := ""
+	if v, present := req.Payload["sessionId"]; present && v != nil {
+		str, isString := v.(string)
+		if !isString {
+			s.fail(w, r, http.StatusBadRequest, "invalid_session_id", "payload.sessionId must be a string")
+			return false
+		}
+		inPayload = str
+	}
+	switch {
+	case req.SessionID == "":
+		req.SessionID = inPayload
+	case inPayload != "" && inPayload != req.SessionID && !scope.service:
+		s.fail(w, r, http.StatusBadRequest, "session_mismatch", "payload.sessionId differs from sessionId: a command acts on the one session it names")
+		return false
+	}
+	if req.SessionID != "" && !models.ValidID(req.SessionID) {
+		s.fail(w, r, http.StatusBadRequest, "invalid_session_id", "sessionId must be 1-256 bytes of UTF-8 text without control characters")
+		return false
+	}
+	return true
+}
+
+// commandOrg authorizes a command other than start_session and returns the organization whose
+// session it acts on (the agent's, for a command that names no session). An organization's
+// admin may name only a session of its organization, on its own agents as on shared ones; a
+// session of another organization gets the answer of one that does not exist. A shared agent
+// runs every organization's sessions, so an admin's command to it must name one.
+func (s *Server) commandOrg(w http.ResponseWriter, r *http.Request, scope staffScope, agent models.Agent, sessionID string) (string, bool) {
+	if sessionID == "" {
+		if !scope.service && agent.OrgID == "" {
+			s.fail(w, r, http.StatusForbidden, "forbidden_session", "commands to a shared agent must name a session of your organization")
+			return "", false
+		}
+		return agent.OrgID, true
+	}
+	sess, err := s.db.GetSession(r.Context(), sessionID)
+	switch {
+	case err == nil && (scope.service || sess.OrgID == scope.orgID):
+		return sess.OrgID, true
+	case err != nil && !errors.Is(err, db.ErrNotFound):
+		s.unavailable(w, r, "read session", err)
+		return "", false
+	case scope.service:
+		return agent.OrgID, true // a session this database does not hold: the agent's org reads it
+	}
+	s.fail(w, r, http.StatusForbidden, "forbidden_session", "commands must name a session of your organization")
+	return "", false
+}
+
+// newSessionFor builds the session row a start_session creates. For a caller other than the
+// service token the namespace is the organization's, whatever the payload says.
 func (s *Server) newSessionFor(w http.ResponseWriter, r *http.Request, scope staffScope, agent models.Agent, req *commandRequest) (*models.Session, bool) {
 	str := func(k string) string { v, _ := req.Payload[k].(string); return v }
+	for _, k := range []string{"user", "userId", "orgId", "namespace", "template"} {
+		if !models.ValidName(str(k)) {
+			s.fail(w, r, http.StatusBadRequest, "invalid_payload", "payload."+k+" must be UTF-8 text without control characters")
+			return nil, false
+		}
+	}
 	user := str("user")
 	if user == "" {
 		user = str("userId")
@@ -254,7 +342,7 @@ func (s *Server) newSessionFor(w http.ResponseWriter, r *http.Request, scope sta
 		req.SessionID = "sess-" + uuid.NewString()
 	}
 	ns := str("namespace")
-	if ns == "" {
+	if ns == "" || !scope.service {
 		ns = s.manager.NamespaceForOrg(r.Context(), org)
 	}
 	sess := &models.Session{
@@ -264,6 +352,10 @@ func (s *Server) newSessionFor(w http.ResponseWriter, r *http.Request, scope sta
 	if res, ok := req.Payload["resources"].(map[string]any); ok {
 		sess.CPU, _ = res["cpu"].(string)
 		sess.Memory, _ = res["memory"].(string)
+		if !models.ValidName(sess.CPU) || !models.ValidName(sess.Memory) {
+			s.fail(w, r, http.StatusBadRequest, "invalid_payload", "payload.resources cpu and memory must be UTF-8 text without control characters")
+			return nil, false
+		}
 	}
 	return sess, true
 }
@@ -274,7 +366,13 @@ func (s *Server) handleAdminGetCommand(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	cmd, err := s.db.GetCommand(r.Context(), r.PathValue("command_id"))
+	var (
+		cmd models.AgentCommand
+		err = db.ErrNotFound // no command has an id that is not one
+	)
+	if id := r.PathValue("command_id"); models.ValidID(id) {
+		cmd, err = s.db.GetCommand(r.Context(), id)
+	}
 	if err == nil && !scope.service && !s.commandVisible(r, cmd, scope.orgID) {
 		err = db.ErrNotFound // another organization's command does not exist for this caller
 	}
@@ -289,24 +387,23 @@ func (s *Server) handleAdminGetCommand(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, newCommandView(cmd))
 }
 
-// sessionInOrg reports whether the session exists in org.
-func (s *Server) sessionInOrg(r *http.Request, sessionID, org string) bool {
-	if sessionID == "" {
-		return false
-	}
-	sess, err := s.db.GetSession(r.Context(), sessionID)
-	return err == nil && sess.OrgID == org
-}
-
-// commandVisible reports whether an organization's admin may read a command: one sent to an
-// agent of the organization, or to a shared agent about a session of the organization.
+// commandVisible reports whether an organization's admin may read a command: exactly the
+// organization whose session it acted on, recorded when it was submitted. For a command stored
+// without that record: the organization of its session while the session exists, else the
+// organization of its agent.
 func (s *Server) commandVisible(r *http.Request, cmd models.AgentCommand, org string) bool {
+	if cmd.OrgID != "" {
+		return cmd.OrgID == org
+	}
+	if cmd.SessionID != "" {
+		sess, err := s.db.GetSession(r.Context(), cmd.SessionID)
+		if err == nil {
+			return sess.OrgID == org
+		}
+		if !errors.Is(err, db.ErrNotFound) {
+			return false
+		}
+	}
 	agent, err := s.db.GetAgent(r.Context(), cmd.AgentID)
-	if err != nil {
-		return false
-	}
-	if agent.OrgID != "" {
-		return agent.OrgID == org
-	}
-	return s.sessionInOrg(r, cmd.SessionID, org)
+	return err == nil && agent.OrgID != "" && agent.OrgID == org
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
@@ -49,14 +50,14 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, r, "read agent", err)
 		return
 	}
-	ownKey := auth.AgentKeyMatches(key, agent.APIKeyHash)
-	bootstrap := !ownKey && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
+	ownKey := ownKeyMatches(key, agent.APIKeyHash)
+	bootstrap := !ownKey && agent.APIKeyHash == "" && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
 	switch {
 	case !ownKey && !bootstrap:
-		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
-		return
-	case bootstrap && agent.APIKeyHash != "":
-		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "this agent has its own key; the bootstrap key is no longer accepted for it")
+		// The same answer as for an unknown agent (registerNewAgent): an agent with a key of
+		// its own takes no other, the bootstrap key included, and a wrong key does not tell
+		// which agent ids exist.
+		s.failAgentKey(w, r)
 		return
 	case agent.ApprovalStatus == models.ApprovalRejected:
 		s.fail(w, r, http.StatusForbidden, "agent_rejected", "this agent was rejected by an operator")
@@ -86,8 +87,9 @@ func (s *Server) handleAgentRegister(w http.ResponseWriter, r *http.Request) {
 // with its own key when auto-approval is on. Self-registered agents are shared (no org): an
 // agent does not choose its tenant; an admin creates org agents with POST /api/v1/admin/agents.
 func (s *Server) registerNewAgent(w http.ResponseWriter, r *http.Request, req models.AgentRegistration, key string) {
-	if !auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey) {
-		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
+	// The own-key comparison an existing agent gets, so the time taken does not tell either.
+	if ownKeyMatches(key, "") || !auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey) {
+		s.failAgentKey(w, r)
 		return
 	}
 	a := models.Agent{
@@ -141,16 +143,17 @@ func (s *Server) validRegistration(w http.ResponseWriter, r *http.Request, req m
 	case !models.ValidPlatform(req.Platform):
 		s.fail(w, r, http.StatusBadRequest, "invalid_platform", fmt.Sprintf("platform %q: want kubernetes, docker, vm or cloud", req.Platform))
 		return false
-	case len(req.Region) > 128:
-		s.fail(w, r, http.StatusBadRequest, "invalid_region", "region is longer than 128 bytes")
+	case len(req.Region) > 128 || !models.ValidName(req.Region):
+		s.fail(w, r, http.StatusBadRequest, "invalid_region", "region must be at most 128 bytes of UTF-8 text without control characters")
 		return false
 	}
 	return true
 }
 
-// handleAgentConnect serves GET /api/v1/agents/connect?agent_id=<id>: 400 without an id, 401
-// without a key or with a key that is not this agent's, 404 for an unknown agent, 403 for one
-// not approved; then the upgrade, and the AgentHub owns the connection.
+// handleAgentConnect serves GET /api/v1/agents/connect?agent_id=<id>: 400 without an id or
+// with one that is not an id, 401 without a key or with a key that is not this agent's (an
+// unknown agent included: one answer, so the endpoint does not tell which agent ids exist),
+// 403 for one not approved; then the upgrade, and the AgentHub owns the connection.
 func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
 	if !s.allowUpgrade(w, r) {
 		return
@@ -160,25 +163,26 @@ func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "missing_agent_id", "agent_id query parameter required")
 		return
 	}
+	if !models.ValidID(agentID) {
+		s.fail(w, r, http.StatusBadRequest, "invalid_agent_id", "agent_id must be 1-256 bytes of UTF-8 text without control characters")
+		return
+	}
 	key := auth.AgentKeyFromRequest(r)
 	if key == "" {
 		s.fail(w, r, http.StatusUnauthorized, "missing_agent_key", "X-Agent-API-Key header required")
 		return
 	}
 	agent, err := s.db.GetAgent(r.Context(), agentID)
-	switch {
-	case errors.Is(err, db.ErrNotFound):
-		s.fail(w, r, http.StatusNotFound, "unknown_agent", "no agent with this id; register first")
-		return
-	case err != nil:
+	known := err == nil
+	if err != nil && !errors.Is(err, db.ErrNotFound) {
 		s.unavailable(w, r, "read agent", err)
 		return
 	}
-	ownKey := auth.AgentKeyMatches(key, agent.APIKeyHash)
-	bootstrap := agent.APIKeyHash == "" && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
+	ownKey := ownKeyMatches(key, agent.APIKeyHash)
+	bootstrap := known && agent.APIKeyHash == "" && auth.BootstrapKeyMatches(key, s.cfg.AgentBootstrapKey)
 	switch {
-	case !ownKey && !bootstrap:
-		s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
+	case !known || (!ownKey && !bootstrap):
+		s.failAgentKey(w, r)
 		return
 	case agent.ApprovalStatus != models.ApprovalApproved:
 		s.fail(w, r, http.StatusForbidden, "agent_not_approved", "agent is "+agent.ApprovalStatus)
@@ -269,6 +273,26 @@ func (s *Server) overlayLocations(ctx context.Context, agents []models.Agent) {
 			a.Replica = replica
 		}
 	}
+}
+
+// noKeyHash stands for the key hash of an agent that has none (or does not exist): no key
+// hashes to it, and comparing with it costs what comparing with a real one does.
+var noKeyHash = "sha256:" + strings.Repeat("0", 64)
+
+// ownKeyMatches reports whether key is the agent's own (storedHash is its hash, "" for none).
+// Every call hashes the key, so the time an answer takes does not tell whether the agent
+// exists or has a key of its own.
+func ownKeyMatches(key, storedHash string) bool {
+	if storedHash == "" {
+		storedHash = noKeyHash
+	}
+	return auth.AgentKeyMatches(key, storedHash)
+}
+
+// failAgentKey is the one answer to a key that is not valid for the agent named: a wrong key,
+// the bootstrap key for an agent with a key of its own, or an agent that does not exist.
+func (s *Server) failAgentKey(w http.ResponseWriter, r *http.Request) {
+	s.fail(w, r, http.StatusUnauthorized, "invalid_agent_key", "the key is not valid for this agent")
 }
 
 // unavailable answers 503 for a failure of storage, logged once with its cause.

@@ -8,6 +8,7 @@ import (
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -60,6 +61,10 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	org := orgContext(id)
 	sessionID := q.Get("session_id")
+	if sessionID != "" && !models.ValidID(sessionID) {
+		s.fail(w, r, http.StatusBadRequest, "invalid_session_id", "session_id must be 1-256 bytes of UTF-8 text without control characters")
+		return
+	}
 	if sessionID != "" {
 		err := s.manager.AuthorizeSession(r.Context(), org, sessionID)
 		switch {
