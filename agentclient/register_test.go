@@ -32,8 +32,9 @@ func TestRegister201SwitchesKey(t *testing.T) {
 	}
 	mu.Unlock()
 
-	// Connect answered 404: the agent registers again, with its own key, then connects.
-	cp.QueueConnectAnswers(http.StatusNotFound)
+	// Connect answered 401, the server's answer for an agent it does not know: the agent
+	// registers again, with its own key, then connects.
+	cp.QueueConnectAnswers(http.StatusUnauthorized)
 	if err := c1.Close(1001, "server shutting down"); err != nil {
 		t.Fatal(err)
 	}

@@ -94,8 +94,9 @@ func (a *Agent) loop(ctx context.Context, bound *shutdownBound) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if status == http.StatusForbidden || status == http.StatusNotFound {
-				// Unknown or not approved (any more): register again, at once the first time.
+			if status == http.StatusForbidden || status == http.StatusUnauthorized || status == http.StatusNotFound {
+				// Unknown (the server answers it like a wrong key, 401; older servers 404) or not
+				// approved (any more): register again, at once the first time.
 				needRegister = true
 				if !reregistered {
 					reregistered = true

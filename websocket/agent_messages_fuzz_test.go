@@ -10,8 +10,9 @@ import (
 
 // FuzzDecodeAgentFrame feeds whatever an agent might send through the envelope decoder and every
 // payload decoder. Nothing may panic; a refusal is a malformed frameError with a reason for the
-// agent; what is accepted keeps the rules of PROTOCOL-NOTES "Agents": required ids present and at
-// most 256 bytes, a heartbeat status of online or draining, a status state lower-cased.
+// agent; what is accepted keeps the rules of PROTOCOL-NOTES "Agents": required ids present, at
+// most 256 bytes and without control characters, a heartbeat status of online or draining, a
+// status state lower-cased.
 // The corpus is in testdata/fuzz/FuzzDecodeAgentFrame.
 func FuzzDecodeAgentFrame(f *testing.F) {
 	for _, seed := range []string{
@@ -26,6 +27,8 @@ func FuzzDecodeAgentFrame(f *testing.F) {
 		`{"type":"status","payload":{"sessionId":"s","state":"  "}}`,
 		`{"type":"ack","payload":{"commandId":"` + strings.Repeat("x", maxIDLen+1) + `"}}`,
 		`{"type":"pong","timestamp":"2026-11-26T10:30:00.123456789+02:00"}`,
+		`{"type":"ack","payload":{"commandId":"c\u0000"}}`,
+		`{"type":"status","payload":{"sessionId":"s","state":"up\u0000","platformMetadata":{"podName":"p\u0000"}}}`,
 		`{"type":5}`, `[]`, `null`, `{"type":"x","timestamp":12}`, `{"type":"x","payload":"y"}`, ``, `{`,
 	} {
 		f.Add([]byte(seed))
@@ -76,7 +79,7 @@ func FuzzDecodeAgentFrame(f *testing.F) {
 			checkRefusal(t, "status", err)
 		} else {
 			checkID(t, "status sessionId", m.SessionID)
-			if m.State == "" || len(m.State) > maxStateLen || m.State != strings.TrimSpace(m.State) || m.State != strings.ToLower(m.State) {
+			if m.State == "" || len(m.State) > maxStateLen || m.State != strings.TrimSpace(m.State) || m.State != strings.ToLower(m.State) || !models.ValidName(m.State) {
 				t.Fatalf("status accepted with state %q", m.State)
 			}
 		}
@@ -93,8 +96,8 @@ func checkRefusal(t *testing.T, what string, err *frameError) {
 
 func checkID(t *testing.T, what, id string) {
 	t.Helper()
-	if id == "" || len(id) > maxIDLen {
-		t.Fatalf("%s accepted with %d bytes", what, len(id))
+	if id == "" || len(id) > maxIDLen || !models.ValidID(id) {
+		t.Fatalf("%s accepted: %q", what, id)
 	}
 }
 

@@ -146,15 +146,15 @@ func TestAgentRegistrationAndApproval(t *testing.T) {
 				t.Fatalf("bootstrap key for an agent with its own key: %d, want 401", code)
 			}
 
-			// Connect: 400, 401, 404, then the key must be this agent's.
+			// Connect: 400, 401 (an unknown agent too), then the key must be this agent's.
 			if _, code, _ := ts.dialWS(t, "/api/v1/agents/connect", agentKey(key)); code != http.StatusBadRequest {
 				t.Fatalf("no agent_id: %d", code)
 			}
 			if _, code, _ := ts.connectAgent(t, "a1", ""); code != http.StatusUnauthorized {
 				t.Fatalf("no key: %d", code)
 			}
-			if _, code, _ := ts.connectAgent(t, "nobody", key); code != http.StatusNotFound {
-				t.Fatalf("unknown agent: %d", code)
+			if _, code, errCode := ts.connectAgent(t, "nobody", key); code != http.StatusUnauthorized || errCode != "invalid_agent_key" {
+				t.Fatalf("unknown agent: %d %s, want 401 invalid_agent_key", code, errCode)
 			}
 			if _, code, _ := ts.connectAgent(t, "a1", testBootstrap); code != http.StatusUnauthorized {
 				t.Fatalf("bootstrap key after approval: %d", code)
@@ -273,6 +273,9 @@ func TestAgentEndpointsAuthorization(t *testing.T) {
 		if code, raw := ts.call(t, "POST", c.path, bearer(c.token), `{"action":"stop_session","sessionId":"s9"}`); code != c.want {
 			t.Errorf("%s: %d %s, want %d", c.name, code, raw, c.want)
 		}
+	}
+	if err := ts.Database().CreateSession(t.Context(), models.Session{ID: "s9", OrgID: "o1", UserID: "u1", AgentID: "o1-agent"}); err != nil {
+		t.Fatal(err)
 	}
 	code, raw := ts.call(t, "POST", "/api/v1/admin/agents/o1-agent/command", bearer(admin1), `{"action":"wake_session","sessionId":"s9"}`)
 	var accepted struct{ CommandID, Status string }
