@@ -122,12 +122,13 @@ func TestRunRetriesFailedRegistration(t *testing.T) {
 
 func TestConnectRefusals(t *testing.T) {
 	cp, a, _ := setup(t, nil)
-	// 401 is retried after backoff without registering again; 403 registers again.
+	// 401 (the server's answer for an agent it does not know, as for a wrong key) and 403
+	// register again; 503 is retried after backoff without registering again.
 	cp.QueueConnectAnswers(http.StatusUnauthorized, http.StatusForbidden, http.StatusServiceUnavailable)
 	start(t, a)
 	nextConn(t, cp)
-	if n := len(cp.Registrations()); n != 2 {
-		t.Fatalf("%d registrations, want 2 (first, then after the 403)", n)
+	if n := len(cp.Registrations()); n != 3 {
+		t.Fatalf("%d registrations, want 3 (first, then after the 401 and after the 403)", n)
 	}
 }
 
