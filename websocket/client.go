@@ -49,8 +49,11 @@ type Client struct {
 	closing  atomic.Bool // closeWith was called
 	pingSlot uint8       // which of the pinger's ticks pings this client
 	// While held, deliveries wait in pending (bounded like the queue) so
-	// that the frames the client must see first, its snapshot, go first.
-	held atomic.Bool
+	// that the frames the client must see first, its snapshot, go first, and so that nothing
+	// reaches it while its access to a session is being checked again. holds counts the
+	// reasons it is held (guarded by holdMu); held is holds > 0.
+	held  atomic.Bool
+	holds int32
 	// after is the stream position the client starts after, fixed at registration: stream
 	// entries at or before it are not its (its greeting and replay cover them).
 	after   cluster.Position
@@ -80,7 +83,10 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 	c.out.init(c, conn)
 	// The reader and the closer: the last of the two to end tells the hub.
 	c.pumps.Store(2)
-	c.held.Store(spec.held)
+	if spec.held {
+		c.holds = 1
+		c.held.Store(true)
+	}
 	c.onGone = spec.onGone
 	return c
 }
@@ -170,10 +176,18 @@ func (c *Client) enqueueEntryLater(frame []byte, at cluster.Position) (flush boo
 // preload queues the greeting of a client that has not started; start writes it.
 func (c *Client) preload(frame []byte) { c.out.preload(frame) }
 
-// release queues first (messages), then what was held back, and lets
-// deliveries through from then on, all in that order. first may be longer
-// than the queue (a replay): it is queued as room is made, within the write
-// wait, so a replay of a whole history is not mistaken for a slow consumer.
+// hold makes deliveries wait in pending until a matching release.
+func (c *Client) hold() {
+	c.holdMu.Lock()
+	defer c.holdMu.Unlock()
+	c.holds++
+	c.held.Store(true)
+}
+
+// release queues first (messages) and ends one hold; when it was the last, what was held
+// back follows and deliveries go through from then on, all in that order. first may be longer
+// than the queue (a replay): it is queued as room is made, within the write wait, so a replay
+// of a whole history is not mistaken for a slow consumer.
 func (c *Client) release(first ...[]byte) {
 	// Deliveries keep going to pending meanwhile; the hold lock is taken only for the
 	// hand-over, so a long replay never holds up the hub's delivery path.
@@ -185,6 +199,12 @@ func (c *Client) release(first ...[]byte) {
 	}
 	c.holdMu.Lock()
 	defer c.holdMu.Unlock()
+	if c.holds > 0 {
+		c.holds--
+	}
+	if ok && c.holds > 0 {
+		return // still held for another reason: what is pending waits for it
+	}
 	if ok {
 		for _, f := range c.pending {
 			if !c.push(f) {
@@ -193,6 +213,7 @@ func (c *Client) release(first ...[]byte) {
 		}
 	}
 	c.pending = nil
+	c.holds = 0
 	c.held.Store(false)
 }
 

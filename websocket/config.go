@@ -20,6 +20,9 @@ const (
 	CloseHeartbeatTimeout = 4002
 	// CloseTokenExpired: the credentials of the connection expired.
 	CloseTokenExpired = 4003
+	// CloseAccessRevoked: a session the connection is subscribed to is no longer visible to its
+	// user (the share was withdrawn, or the session was deleted).
+	CloseAccessRevoked = 4004
 )
 
 // Defaults used when a Config field is zero.

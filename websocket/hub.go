@@ -52,6 +52,10 @@ type Hub struct {
 	// flushers are the goroutines that write a large delivery (handOut); shutdown waits for
 	// them too.
 	flushers sync.WaitGroup
+	// review, when set, is handed the clients held by a delivery that may have ended their
+	// access to sessionID (see changesAccess); it must not block, and releases each once
+	// checked. Set before the hub receives anything.
+	review func(orgID, sessionID string, clients []*Client)
 }
 
 // orgIndex is one organization's clients. It exists while the org has any.

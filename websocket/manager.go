@@ -53,6 +53,9 @@ type Manager struct {
 	metricsHub *Hub
 	notifier   *Notifier
 	unsub      func()
+	// reviews are the session subscriptions to check again after events that may have ended
+	// them (access.go).
+	reviews *accessReviews
 
 	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits for
 	// logsDrained, closed once logsClosed is set and logsOpen is back to zero.
@@ -96,19 +99,22 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 		started:     make(chan struct{}),
 		runDone:     make(chan struct{}),
 		logsDrained: make(chan struct{}),
+		reviews:     newAccessReviews(),
 	}
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
 	}
 	m.hub = newHub(cfg, "browser", m.metrics)
 	m.metricsHub = newHub(cfg, "metrics", m.metrics)
+	m.hub.review = m.reviewAccess
 	m.unsub = m.bus.Subscribe(m.hub.deliver)
 	m.notifier = NewNotifier(m)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m
 }
 
-// Start runs the manager's hub and the periodic session-list check. It is idempotent.
+// Start runs the manager's hub, the periodic session-list check and the checks of session
+// access after the events that may end it. It is idempotent.
 func (m *Manager) Start() {
 	m.startOnce.Do(func() {
 		if store, ok := m.store.(PresenceStore); ok {
@@ -124,6 +130,7 @@ func (m *Manager) Start() {
 		// Shutdown; the hubs when they are stopped.
 		var loops sync.WaitGroup
 		loops.Go(m.refreshLoop)
+		loops.Go(m.reviewLoop)
 		loops.Go(m.metricsLoop)
 		loops.Go(m.metricsHub.Run)
 		go func() {
@@ -386,6 +393,13 @@ func (m *Manager) snapshot(ctx context.Context, c *Client, req SessionsRequest) 
 		}
 		var err error
 		sessions, _, err = m.listSessions(ctx, c.org.OrgID, c.org.K8sNamespace, user, extra...)
+		if err == nil && user != "" {
+			sessions, err = m.visibleRows(ctx, c, sessions, req)
+		}
+		if errors.Is(err, ErrSessionNotVisible) {
+			c.closeWith(CloseAccessRevoked, "access revoked", "access_revoked")
+			return nil
+		}
 		if err != nil {
 			m.cfg.Logger.Error("sessions snapshot failed", "org_id", c.org.OrgID, "client_id", c.id, "err", err)
 			c.closeWith(websocket.CloseInternalServerErr, "snapshot unavailable", "internal_error")
@@ -401,6 +415,25 @@ func (m *Manager) snapshot(ctx context.Context, c *Client, req SessionsRequest) 
 		return nil
 	}
 	return frame
+}
+
+// visibleRows authorizes the rows of a user's snapshot that are not the user's own (the
+// session it subscribed to, read after it was authorized): ErrSessionNotVisible when that
+// session is no longer visible to it.
+func (m *Manager) visibleRows(ctx context.Context, c *Client, sessions []models.Session, req SessionsRequest) ([]models.Session, error) {
+	out := sessions[:0]
+	for _, s := range sessions {
+		if s.UserID != req.UserID {
+			if err := m.mayView(ctx, &c.org, s); err != nil {
+				if errors.Is(err, ErrSessionNotVisible) && s.ID != req.SessionID {
+					continue
+				}
+				return nil, err
+			}
+		}
+		out = append(out, s)
+	}
+	return out, nil
 }
 
 // AuthorizeSession returns nil when orgCtx may subscribe to sessionID:
@@ -424,18 +457,11 @@ func (m *Manager) authorizeSession(ctx context.Context, orgCtx *OrgContext, sess
 	if err != nil {
 		return models.Session{}, fmt.Errorf("authorize session: %w", err)
 	}
-	if s.OrgID != orgCtx.OrgID {
-		return models.Session{}, ErrSessionNotVisible
-	}
-	if orgCtx.seesWholeOrg() || s.UserID == orgCtx.UserID {
-		return s, nil
-	}
-	shared, err := m.store.IsSessionSharedWith(ctx, sessionID, orgCtx.UserID)
-	if err != nil {
+	if err := m.mayView(ctx, orgCtx, s); err != nil {
+		if errors.Is(err, ErrSessionNotVisible) {
+			return models.Session{}, err
+		}
 		return models.Session{}, fmt.Errorf("authorize session: %w", err)
-	}
-	if !shared {
-		return models.Session{}, ErrSessionNotVisible
 	}
 	return s, nil
 }

@@ -45,13 +45,15 @@ func (m *Manager) refreshSessions(ctx context.Context) {
 			}
 			continue
 		}
-		m.sendChangedLists(orgID, sessions, clients)
+		denied := m.sessionAccess(ctx, sessions, clients)
+		m.sendChangedLists(orgID, sessions, clients, denied)
 	}
 }
 
-// sendChangedLists sends each client its visible part of sessions if it changed. Clients that
-// see the same list share one encoded frame.
-func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clients []listener) {
+// sendChangedLists sends each client its visible part of sessions if it changed: a user's own
+// sessions and those it subscribed to, but not those of its subscriptions denied (whose client
+// is closed). Clients that see the same list share one encoded frame.
+func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clients []listener, denied map[viewKey]bool) {
 	now := m.cfg.Now()
 	frames := make(map[uint64][]byte)
 	var wholeFP uint64 // the whole list's fingerprint, computed for the first client that sees it
@@ -69,7 +71,8 @@ func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clie
 		} else {
 			visible = make([]models.Session, 0, len(sessions))
 			for _, s := range sessions {
-				if slices.Contains(l.users, s.UserID) || slices.Contains(l.sessions, s.ID) {
+				if slices.Contains(l.users, s.UserID) ||
+					(slices.Contains(l.sessions, s.ID) && !denied[viewKey{l.client.org.UserID, s.ID}]) {
 					visible = append(visible, s)
 				}
 			}

@@ -24,10 +24,32 @@ const (
 )
 
 type streamEntry struct {
-	Kind      string          `json:"k"`
-	UserID    string          `json:"u,omitempty"`
-	SessionID string          `json:"s,omitempty"`
-	Payload   json.RawMessage `json:"p"`
+	Kind      string `json:"k"`
+	UserID    string `json:"u,omitempty"`
+	SessionID string `json:"s,omitempty"`
+	// Type is the event's type, so that a receiver need not decode the payload to learn it
+	// (entries written before it was added have none: see eventType).
+	Type    EventType       `json:"t,omitempty"`
+	Payload json.RawMessage `json:"p"`
+}
+
+// eventType is the type of an event entry.
+func (e *streamEntry) eventType() EventType {
+	if e.Type != "" {
+		return e.Type
+	}
+	var p struct {
+		Type EventType `json:"type"`
+	}
+	_ = json.Unmarshal(e.Payload, &p)
+	return p.Type
+}
+
+// changesAccess reports whether an event may end a user's right to see its session: a share
+// withdrawn, the session deleted, or a session created (under an id a deleted one had, whose
+// subscribers are not the new one's). Its session's subscribers are checked again on it.
+func changesAccess(t EventType) bool {
+	return t == EventSessionUnshared || t == EventSessionDeleted || t == EventSessionCreated
 }
 
 func encodeEventEntry(event SessionEvent) ([]byte, error) {
@@ -39,7 +61,7 @@ func encodeEventEntry(event SessionEvent) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode session event: %w", err)
 	}
-	return json.Marshal(streamEntry{Kind: entryEvent, UserID: event.UserID, SessionID: event.SessionID, Payload: payload})
+	return json.Marshal(streamEntry{Kind: entryEvent, UserID: event.UserID, SessionID: event.SessionID, Type: event.Type, Payload: payload})
 }
 
 // encodeBroadcastEntry wraps a JSON object; it is compacted so the stream
@@ -106,6 +128,8 @@ func (h *Hub) deliver(msg cluster.Message) {
 	}
 	h.positions[msg.OrgID] = msg.Position
 	h.posMu.Unlock()
+	var review []*Client
+	var eventType EventType
 	if idx := h.orgs[msg.OrgID]; idx != nil {
 		switch e.Kind {
 		case entryBroadcast:
@@ -114,11 +138,45 @@ func (h *Hub) deliver(msg cluster.Message) {
 			}
 		case entryEvent:
 			idx.eventTargets(targets, e.UserID, e.SessionID)
+			if h.review != nil && e.SessionID != "" && idx.sessions[e.SessionID].len() > 0 {
+				if eventType = e.eventType(); changesAccess(eventType) {
+					review = idx.sessionViewers(e.SessionID)
+				}
+			}
 		}
 	}
 	h.mu.RUnlock()
+	// A session's subscribers that do not see the whole org are held from here until their
+	// access is checked again, so nothing about the session reaches one that lost it. Who saw
+	// the session until now gets its unsharing or deletion; a creation goes to a subscriber
+	// of the id only once the new session is found to be visible to it.
+	created := eventType == EventSessionCreated
+	if created {
+		holdAll(review)
+	}
 	handOut(&h.flushers, *targets, func(c *Client) bool { return c.enqueueEntryLater(frame, msg.Position) })
+	if len(review) > 0 {
+		if !created {
+			holdAll(review)
+		}
+		h.review(msg.OrgID, e.SessionID, review)
+	}
 	h.metrics.fanout.Observe(time.Since(start).Seconds())
+}
+
+func holdAll(clients []*Client) {
+	for _, c := range clients {
+		c.hold()
+	}
+}
+
+// sessionViewers returns the subscribers of sessionID that see it through that subscription
+// alone, not as operators or admins of the org. The caller holds the hub's read lock.
+func (idx *orgIndex) sessionViewers(sessionID string) []*Client {
+	return idx.sessions[sessionID].appendTo(nil, func(c *Client) bool {
+		_, whole := idx.wholeOrg[c]
+		return whole
+	})
 }
 
 // parallelFanOut is the number of receivers from which a delivery's writes leave the

@@ -23,10 +23,10 @@ export const MESSAGE_TYPES = Object.freeze([
   "connected", "sessions_update", "metrics_update", "log", "log_error",
 ]);
 
-/** Close codes of PROTOCOL.md 1. */
+/** Close codes of PROTOCOL.md 1 (4004: docs/PROTOCOL-NOTES.md). */
 export const CloseCode = Object.freeze({
   NORMAL: 1000, GOING_AWAY: 1001, POLICY: 1008, TOO_BIG: 1009, INTERNAL: 1011,
-  OVERLOADED: 1013, SLOW_CONSUMER: 4001, TOKEN_EXPIRED: 4003,
+  OVERLOADED: 1013, SLOW_CONSUMER: 4001, TOKEN_EXPIRED: 4003, ACCESS_REVOKED: 4004,
 });
 
 /** Paths of the browser endpoints (PROTOCOL.md 2.2). */
@@ -105,7 +105,9 @@ function tryObject(text) {
  *
  * Events: every message `type` (see SESSION_EVENT_TYPES and MESSAGE_TYPES; broadcasts carry
  * their own), "message" (every message), "state" ({state, attempt, delay?}), "error"
- * ({kind: "parse"|"auth"|"closed", ...}) and "close" ({code, reason}).
+ * ({kind: "parse"|"auth"|"closed"|"revoked", ...}) and "close" ({code, reason}). After 4004
+ * (the subscribed session was unshared or deleted) the client stops: a new attempt would be
+ * refused.
  */
 export class RealtimeClient {
   constructor(options = {}) {
@@ -302,6 +304,12 @@ export class RealtimeClient {
   _afterClose(code, reason, opened) {
     if (this._state === State.CLOSED) return;
     if (code === CloseCode.NORMAL && opened && this.options.reconnectOnNormalClose === false) {
+      this.close();
+      return;
+    }
+    if (code === CloseCode.ACCESS_REVOKED) {
+      this.lastError = { kind: "revoked", closeCode: code, reason, message: reason || "access revoked" };
+      this._emit("error", this.lastError);
       this.close();
       return;
     }
