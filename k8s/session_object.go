@@ -10,15 +10,32 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
+// OrgKey is the label, or annotation, of a Session resource that names the
+// organization owning it, next to StreamSpace's streamspace.io/user and
+// streamspace.io/template labels. The label wins when both are set; the
+// annotation is for organization ids a label value cannot hold.
+const OrgKey = "streamspace.io/org"
+
+// ResourceOrg is the organization a Session resource names with OrgKey, its
+// label or else its annotation; "" when it names none.
+func ResourceOrg(u *unstructured.Unstructured) string {
+	if org := u.GetLabels()[OrgKey]; org != "" {
+		return org
+	}
+	return u.GetAnnotations()[OrgKey]
+}
+
 // sessionFromObject maps a Session custom resource to a models.Session. It
 // reads every field through the unstructured accessors, so a field of the
 // wrong shape is left empty instead of failing the list or panicking. OrgID
-// stays empty: the caller knows the organization from the namespace.
+// is the organization the resource names (ResourceOrg), "" when it names
+// none: whether such a resource is an organization's is the caller's rule.
 func sessionFromObject(u *unstructured.Unstructured) models.Session {
 	obj := u.Object
 	str := func(fields ...string) string {
@@ -36,6 +53,7 @@ func sessionFromObject(u *unstructured.Unstructured) models.Session {
 		Memory:    str("spec", "resources", "memory"),
 		Platform:  models.PlatformKubernetes,
 		CreatedAt: u.GetCreationTimestamp().UTC(),
+		OrgID:     ResourceOrg(u),
 	}
 	// The phase is what the controller observed; spec.state is only what was
 	// asked for, the best we have before the controller first reports.
@@ -119,13 +137,22 @@ func idleTimeoutLogger(log *slog.Logger) cache.ResourceEventHandlerFuncs {
 // SessionObject builds the Session custom resource for s, the inverse of the
 // mapping ListSessions applies, for tests and for callers that create
 // sessions. Times are written as Kubernetes stores them: creationTimestamp to
-// the second, lastActivity in RFC 3339 with nanoseconds.
+// the second, lastActivity in RFC 3339 with nanoseconds. A non-empty OrgID is
+// written as the OrgKey label, or as its annotation when it is not a valid
+// label value.
 func SessionObject(s models.Session) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{}}
 	u.SetAPIVersion(SessionGVR.GroupVersion().String())
 	u.SetKind("Session")
 	u.SetName(s.ID)
 	u.SetNamespace(s.Namespace)
+	if s.OrgID != "" {
+		if len(validation.IsValidLabelValue(s.OrgID)) == 0 {
+			u.SetLabels(map[string]string{OrgKey: s.OrgID})
+		} else {
+			u.SetAnnotations(map[string]string{OrgKey: s.OrgID})
+		}
+	}
 	if !s.CreatedAt.IsZero() {
 		u.SetCreationTimestamp(metav1.NewTime(s.CreatedAt))
 	}

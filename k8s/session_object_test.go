@@ -29,6 +29,32 @@ func TestSessionObjectRoundTrip(t *testing.T) {
 	}
 }
 
+// A resource names its organization with the streamspace.io/org label, or with the annotation
+// of that key for an id no label value can hold; the label wins over the annotation, and a
+// resource that names none maps to an empty OrgID, never to a guess.
+func TestSessionObjectOrganization(t *testing.T) {
+	for _, org := range []string{"acme", "org:acme/eu", ""} {
+		s := testSession(nsAcme, "s1", t0)
+		s.OrgID = org
+		u := SessionObject(s)
+		if got := sessionFromObject(u).OrgID; got != org {
+			t.Errorf("OrgID %q read back as %q (labels %v, annotations %v)", org, got, u.GetLabels(), u.GetAnnotations())
+		}
+		_ = u.DeepCopy()
+	}
+	if l := SessionObject(models.Session{ID: "s", OrgID: "acme"}).GetLabels()[OrgKey]; l != "acme" {
+		t.Errorf("label %s = %q, want acme", OrgKey, l)
+	}
+	if a := SessionObject(models.Session{ID: "s", OrgID: "org:acme/eu"}).GetAnnotations()[OrgKey]; a != "org:acme/eu" {
+		t.Errorf("annotation %s = %q, want the id a label cannot hold", OrgKey, a)
+	}
+	u := SessionObject(models.Session{ID: "s", OrgID: "acme"})
+	u.SetAnnotations(map[string]string{OrgKey: "globex"})
+	if got := ResourceOrg(u); got != "acme" {
+		t.Errorf("label acme and annotation globex: %q, want the label", got)
+	}
+}
+
 func TestSessionObjectShape(t *testing.T) {
 	s := testSession(nsAcme, "s1", t0)
 	s.State = models.SessionStatePending

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/auth"
 )
 
 //go:embed static
@@ -111,7 +113,10 @@ func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request, a asset) {
 // SetDevToken gives the page the token `serve --dev` printed. The page pre-fills it, and takes
 // the new one when a restarted development server minted another. It is handed only to
 // requests from loopback addresses: a development server listening on every address still
-// gives its admin token to its own developer's browser only.
+// gives its admin token to its own developer's browser only. And only to requests whose Host
+// names this machine ("localhost", 127.0.0.0/8 or [::1], with any port): a page of another
+// site whose name was pointed at 127.0.0.1 (DNS rebinding) arrives from loopback too, but with
+// its own name as Host.
 func (h *Handler) SetDevToken(token string) { h.devToken.Store(&token) }
 
 // config is what the page learns from the server before it connects.
@@ -121,7 +126,7 @@ type config struct {
 
 func (h *Handler) serveConfig(w http.ResponseWriter, r *http.Request) {
 	var c config
-	if t := h.devToken.Load(); t != nil && fromLoopback(r) {
+	if t := h.devToken.Load(); t != nil && fromLoopback(r) && auth.LoopbackHost(r.Host) {
 		c.DevToken = *t
 	}
 	header := w.Header()

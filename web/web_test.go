@@ -67,15 +67,19 @@ func TestConfigHandsTheDevTokenToLoopbackOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	devToken := func(remote string) string {
-		resp := get(t, h, "/ui/config.json", remote, nil)
+	devToken := func(remote, host string) string {
+		req := httptest.NewRequest(http.MethodGet, "/ui/config.json", nil)
+		req.RemoteAddr, req.Host = remote, host
+		rec := httptest.NewRecorder()
+		h.ServeFile(rec, req)
+		resp := rec.Result()
 		var c struct{ DevToken string }
 		if err := json.NewDecoder(resp.Body).Decode(&c); err != nil || resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-store" {
 			t.Fatalf("config from %s: %d %v", remote, resp.StatusCode, err)
 		}
 		return c.DevToken
 	}
-	if tok := devToken("127.0.0.1:5000"); tok != "" {
+	if tok := devToken("127.0.0.1:5000", "localhost:8080"); tok != "" {
 		t.Fatalf("without a dev token: %q", tok)
 	}
 	h.SetDevToken("dev-jwt")
@@ -83,8 +87,20 @@ func TestConfigHandsTheDevTokenToLoopbackOnly(t *testing.T) {
 		"127.0.0.1:5000": "dev-jwt", "[::1]:5000": "dev-jwt",
 		"192.168.1.20:5000": "", "[2001:db8::1]:5000": "", "garbage": "",
 	} {
-		if got := devToken(remote); got != want {
+		if got := devToken(remote, "localhost:8080"); got != want {
 			t.Errorf("config from %s: devToken %q, want %q", remote, got, want)
+		}
+	}
+	// From loopback, the Host must name this machine too: a page of another site whose name
+	// resolves to 127.0.0.1 (DNS rebinding) sends its own name.
+	for host, want := range map[string]string{
+		"localhost": "dev-jwt", "localhost:8080": "dev-jwt", "LocalHost:8080": "dev-jwt",
+		"127.0.0.1:8080": "dev-jwt", "127.9.8.7": "dev-jwt", "[::1]:8080": "dev-jwt", "[::1]": "dev-jwt",
+		"evil.example": "", "evil.example:8080": "", "localhost.evil.example:8080": "", "localhost.:8080": "",
+		"127.0.0.1.nip.io:8080": "", "192.168.1.20:8080": "", "[2001:db8::1]:8080": "", "::1": "", "": "",
+	} {
+		if got := devToken("127.0.0.1:5000", host); got != want {
+			t.Errorf("config for Host %q: devToken %q, want %q", host, got, want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -264,5 +265,97 @@ func TestSessionsKubernetesListFails(t *testing.T) {
 	good := dial(t, base, params("org", "o1", "user", "ops", "role", "operator", "ns", "ns-o1"))
 	if got := readUntilType(t, good, "sessions_update")["sessions"].([]any); len(got) != 1 {
 		t.Fatalf("o1 sees %v", got)
+	}
+}
+
+// Organizations without a namespace of their own share the default namespace, and a Session
+// resource there is an organization's by its own word (the streamspace.io/org label), else by
+// the database row of its id: each organization lists and reads the logs of its own only, a
+// resource that names nobody and has no row is nobody's, and a row cannot take a resource
+// that names another organization. Another organization's pod is refused as an unknown one.
+func TestKubernetesSharedNamespaceOwnership(t *testing.T) {
+	for _, dialect := range dbtest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			const shared = DefaultNamespace
+			res := func(id, org string) models.Session {
+				return models.Session{ID: id, OrgID: org, Namespace: shared, UserID: "u-" + id, PodName: "pod-" + id,
+					State: models.SessionStateRunning, CreatedAt: time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)}
+			}
+			kf := newKubeFixture(t, func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "2026-11-26T10:00:00Z hello from %s\n", r.PathValue("pod"))
+			},
+				res("a-label", "acme"), res("g-label", "globex"),
+				res("a-row", ""), res("g-row", ""), res("orphan", ""),
+				res("g-taken", "globex"), // labelled globex, with a row of acme
+				models.Session{ID: "s-own", Namespace: "ns-solo", UserID: "u", PodName: "pod-s-own", State: models.SessionStateRunning},
+				models.Session{ID: "s-other", OrgID: "globex", Namespace: "ns-solo", UserID: "u", PodName: "pod-s-other", State: models.SessionStateRunning},
+			)
+			d := dbtest.Open(t, dialect)
+			for id, org := range map[string]string{"a-row": "acme", "g-row": "globex", "g-taken": "acme"} {
+				if err := d.CreateSession(t.Context(), models.Session{ID: id, OrgID: org, UserID: "u-" + id, Namespace: shared, State: models.SessionStateRunning}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			m := startKubeManager(t, d, kf.kube, Config{})
+			sessions := sessionsServer(t, m)
+			names := func(org, ns string) []string {
+				c := dial(t, sessions, params("org", org, "user", "ops", "role", "operator", "ns", ns))
+				var out []string
+				for _, s := range readUntilType(t, c, "sessions_update")["sessions"].([]any) {
+					out = append(out, s.(map[string]any)["name"].(string))
+				}
+				_ = c.Close()
+				slices.Sort(out)
+				return out
+			}
+			for _, tc := range []struct {
+				org, ns string
+				want    []string
+			}{
+				{"acme", "", []string{"a-label", "a-row"}},
+				{"globex", "", []string{"g-label", "g-row", "g-taken"}},
+				{"initech", "", nil},
+				// A namespace named for the organization keeps its unlabelled resources.
+				{"solo", "ns-solo", []string{"s-own"}},
+			} {
+				if got := names(tc.org, tc.ns); !slices.Equal(got, tc.want) {
+					t.Errorf("%s sees %v, want %v", tc.org, got, tc.want)
+				}
+			}
+
+			logs := logsServer(t, m)
+			for _, tc := range []struct {
+				org, ns, pod string
+				ok           bool
+			}{
+				{"acme", "", "pod-a-label", true},
+				{"acme", "", "pod-a-row", true},
+				{"acme", "", "pod-g-label", false},
+				{"acme", "", "pod-g-row", false},
+				{"acme", "", "pod-g-taken", false},
+				{"acme", "", "pod-orphan", false},
+				{"acme", "", "pod-none", false},
+				{"globex", "", "pod-g-taken", true},
+				{"solo", "ns-solo", "pod-s-own", true},
+				{"solo", "ns-solo", "pod-s-other", false},
+			} {
+				browser := dial(t, logs, params("org", tc.org, "role", "admin", "ns", tc.ns, "pod", tc.pod))
+				if tc.ok {
+					if l := readLog(t, browser); l.Type != "log" || l.Line != "hello from "+tc.pod {
+						t.Errorf("%s reading %s: %+v", tc.org, tc.pod, l)
+					}
+					continue
+				}
+				if code, reason := expectClose(t, browser, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "pod not found" {
+					t.Errorf("%s reading %s: close %d %q, want 1008 \"pod not found\" as for an unknown pod", tc.org, tc.pod, code, reason)
+				}
+			}
+			for pod, want := range map[string]error{"pod-g-label": ErrPodNotFound, "pod-orphan": ErrPodNotFound, "pod-a-row": nil} {
+				_, err := m.ResolveLogs(t.Context(), &OrgContext{OrgID: "acme", Role: "operator"}, shared, pod)
+				if !errors.Is(err, want) {
+					t.Errorf("ResolveLogs(acme, %s/%s) = %v, want %v", shared, pod, err, want)
+				}
+			}
+		})
 	}
 }

@@ -123,7 +123,10 @@ func (m *Manager) ResolveLogs(ctx context.Context, orgCtx *OrgContext, namespace
 	return LogTarget{Namespace: ns, Pod: podName, Session: s}, nil
 }
 
-// sessionByPod finds the session of orgID that runs podName, in the session source.
+// sessionByPod finds the session of orgID that runs podName, in the session source. With
+// Kubernetes it is a Session resource of the namespace that is the organization's by the rule
+// of the sessions list (ownsResource): a resource of another organization, or one that names
+// none in the shared default namespace, is not found, as a pod no resource names is.
 func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName string) (models.Session, error) {
 	notFound := fmt.Errorf("logs of %s/%s for org %q: %w", namespace, podName, orgID, ErrPodNotFound)
 	if !models.ValidName(podName) || podName == "" {
@@ -134,8 +137,18 @@ func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName st
 		if err != nil {
 			return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
 		}
+		shared := m.sharedNamespace(namespace)
 		for _, s := range sessions {
-			if s.PodName == podName {
+			if s.PodName != podName {
+				continue
+			}
+			hasRow := false
+			if shared && s.OrgID == "" { // only then does the row decide
+				if hasRow, err = m.hasSessionRow(ctx, orgID, s.ID); err != nil {
+					return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
+				}
+			}
+			if ownsResource(orgID, shared, s, hasRow) {
 				s.OrgID = orgID
 				return s, nil
 			}
@@ -154,6 +167,21 @@ func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName st
 		return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
 	}
 	return s, nil
+}
+
+// hasSessionRow reports whether the database has session id as a row of orgID.
+func (m *Manager) hasSessionRow(ctx context.Context, orgID, id string) (bool, error) {
+	if m.store == nil {
+		return false, nil
+	}
+	row, err := m.store.GetSession(ctx, id)
+	if errors.Is(err, db.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return row.OrgID == orgID, nil
 }
 
 // ServeLogs streams a resolved pod's logs to an upgraded connection from the Manager's own

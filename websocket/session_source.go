@@ -10,9 +10,10 @@ import (
 
 // listSessions reads an organization's sessions from the session source: the database, or
 // with a Kubernetes client the Session resources of the organization's namespace (served from
-// an informer's cache) merged with the database's fields. userID "" means every session of
-// the organization; otherwise the user's own plus extraIDs. recorded are the sessions the
-// database has rows for, the ones whose idleness can be recorded.
+// an informer's cache) that are the organization's (see ownsResource), merged with the
+// database's fields. userID "" means every session of the organization; otherwise the user's
+// own plus extraIDs. recorded are the sessions the database has rows for, the ones whose
+// idleness can be recorded.
 func (m *Manager) listSessions(ctx context.Context, orgID, namespace, userID string, extraIDs ...string) (sessions, recorded []models.Session, err error) {
 	if m.k8s == nil {
 		if m.store == nil {
@@ -31,25 +32,49 @@ func (m *Manager) listSessions(ctx context.Context, orgID, namespace, userID str
 			return nil, nil, fmt.Errorf("sessions of org %q: %w", orgID, err)
 		}
 	}
-	sessions, recorded = mergeSessions(orgID, resources, rows, userID, extraIDs)
+	sessions, recorded = mergeSessions(orgID, m.sharedNamespace(namespace), resources, rows, userID, extraIDs)
 	return sessions, recorded, nil
 }
 
-// mergeSessions joins Session resources with the database rows of the same ids. Kubernetes
-// says which sessions exist and their state, pod, URL, owner and resources; the database adds
-// what only the control plane knows: browser connections, activity, idleness and the agent.
-func mergeSessions(orgID string, resources, rows []models.Session, userID string, extraIDs []string) (sessions, recorded []models.Session) {
+// sharedNamespace reports whether namespace is the default namespace, the one every
+// organization without a namespace of its own falls back to. Any other namespace an
+// organization reads was named for it, by its token's k8s_namespace or its organization row.
+func (m *Manager) sharedNamespace(namespace string) bool {
+	return namespace == m.cfg.DefaultNamespace
+}
+
+// ownsResource decides whether the Session resource s, read from a namespace the caller's
+// organization orgID lists, is that organization's. The resource's own word comes first: one
+// that names an organization (k8s.OrgKey, read into s.OrgID) is that organization's and no
+// other's, whatever the namespace. One that names none is the organization's in a namespace
+// named for it; in the shared default namespace it is only when the organization has the
+// database row of that session id (hasRow), and otherwise nobody's.
+func ownsResource(orgID string, shared bool, s models.Session, hasRow bool) bool {
+	if s.OrgID != "" {
+		return s.OrgID == orgID
+	}
+	return !shared || hasRow
+}
+
+// mergeSessions joins the organization's Session resources (ownsResource; rows are the
+// organization's database rows) with the rows of the same ids. Kubernetes says which sessions
+// exist and their state, pod, URL, owner and resources; the database adds what only the control
+// plane knows: browser connections, activity, idleness and the agent.
+func mergeSessions(orgID string, shared bool, resources, rows []models.Session, userID string, extraIDs []string) (sessions, recorded []models.Session) {
 	byID := make(map[string]models.Session, len(rows))
 	for _, r := range rows {
 		byID[r.ID] = r
 	}
 	sessions = make([]models.Session, 0, len(resources))
 	for _, s := range resources {
+		row, ok := byID[s.ID]
+		if !ownsResource(orgID, shared, s, ok) {
+			continue
+		}
 		if userID != "" && s.UserID != userID && !slices.Contains(extraIDs, s.ID) {
 			continue
 		}
 		s.OrgID = orgID
-		row, ok := byID[s.ID]
 		if ok {
 			s.ActiveConnections = row.ActiveConnections
 			s.AgentID = row.AgentID

@@ -20,9 +20,22 @@ import (
 // send); an Origin whose host equals the request's Host is allowed; then
 // "*" allows any Origin, else it must be in the allow-list. Comparison is
 // case-insensitive and treats :80 on http and :443 on https as absent.
+//
+// DNS rebinding: a page of evil.example whose name the attacker points at
+// the server's address sends Host and Origin both naming evil.example, so
+// the same-host rule alone cannot tell it from the server's own page. In
+// production that buys the page nothing, since browser tokens are never
+// ambient (no cookies: a header or query the page must already hold), and a
+// deployment reached by any name keeps working without listing it. A policy
+// made WithLiteralSameHost, the one of `serve --dev`, whose loopback
+// listener hands out a token, counts the same-host rule only for a Host no
+// DNS name can stand for ("localhost" or an IP address, see LiteralHost);
+// other names must be in the allow-list.
 type OriginPolicy struct {
 	any     bool
 	allowed map[string]struct{}
+	// literalSameHost limits the same-host rule to LiteralHost Hosts.
+	literalSameHost bool
 }
 
 // NewOriginPolicy builds a policy from entries of the form
@@ -52,6 +65,59 @@ func NewOriginPolicy(allowed []string) (*OriginPolicy, error) {
 	return p, nil
 }
 
+// WithLiteralSameHost returns a copy of p whose same-host rule only counts
+// when the request's Host is LiteralHost; a nil p is the empty allow-list.
+func (p *OriginPolicy) WithLiteralSameHost() *OriginPolicy {
+	q := &OriginPolicy{allowed: map[string]struct{}{}, literalSameHost: true}
+	if p != nil {
+		q.any, q.allowed = p.any, p.allowed // never written after construction
+	}
+	return q
+}
+
+// LiteralHost reports whether hostport (a Host header: host[:port], an
+// IPv6 address in brackets) names its address literally: an IP address or
+// "localhost", which browsers resolve to loopback themselves. No DNS answer
+// can make such a Host reach another server, so a rebinding page never
+// sends one.
+func LiteralHost(hostport string) bool {
+	host, ok := hostOf(hostport)
+	if !ok {
+		return false
+	}
+	return strings.EqualFold(host, "localhost") || net.ParseIP(host) != nil
+}
+
+// LoopbackHost reports whether hostport (as in LiteralHost) names this
+// machine: "localhost", an address of 127.0.0.0/8 or ::1.
+func LoopbackHost(hostport string) bool {
+	host, ok := hostOf(hostport)
+	if !ok {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// hostOf strips the port, and an IPv6 address's brackets, from a Host
+// header; ok is false for what no valid Host looks like.
+func hostOf(hostport string) (host string, ok bool) {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h, h != ""
+	}
+	if rest, found := strings.CutPrefix(hostport, "["); found {
+		h, closed := strings.CutSuffix(rest, "]")
+		return h, closed && h != ""
+	}
+	if hostport == "" || strings.Contains(hostport, ":") {
+		return "", false // empty, or an IPv6 address without brackets
+	}
+	return hostport, true
+}
+
 // Allowed reports whether r's Origin passes the policy. Its signature fits
 // websocket.Upgrader.CheckOrigin.
 func (p *OriginPolicy) Allowed(r *http.Request) bool {
@@ -67,7 +133,7 @@ func (p *OriginPolicy) Allowed(r *http.Request) bool {
 	if err != nil {
 		return false
 	}
-	if o.host == normalizeHost(r.Host, o.scheme) {
+	if o.host == normalizeHost(r.Host, o.scheme) && (p == nil || !p.literalSameHost || LiteralHost(r.Host)) {
 		return true
 	}
 	if p == nil {

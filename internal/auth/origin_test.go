@@ -147,3 +147,80 @@ func TestNilOriginPolicyIsSameHost(t *testing.T) {
 		t.Error("nil policy allowed another host")
 	}
 }
+
+// A DNS-rebinding page sends Host and Origin both naming the attacker's site. With
+// WithLiteralSameHost the same-host rule only counts for a Host no DNS answer can stand for
+// (localhost, an IP address); a name passes only when it is listed. The policy it was made
+// from keeps the plain rule.
+func TestLiteralSameHost(t *testing.T) {
+	t.Parallel()
+	base, err := NewOriginPolicy([]string{"http://devbox.lan:8080"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := base.WithLiteralSameHost()
+	var nilPolicy *OriginPolicy
+	for _, tc := range []struct {
+		policy       *OriginPolicy
+		host, origin string
+		want         bool
+	}{
+		{p, "evil.example:8080", "http://evil.example:8080", false},
+		{p, "evil.example", "https://evil.example", false},
+		{p, "localhost.evil.example:8080", "http://localhost.evil.example:8080", false},
+		{p, "localhost:8080", "http://localhost:8080", true},
+		{p, "LOCALHOST:8080", "http://localhost:8080", true},
+		{p, "127.0.0.1:8080", "http://127.0.0.1:8080", true},
+		{p, "[::1]:8080", "http://[::1]:8080", true},
+		{p, "192.168.1.20:8080", "http://192.168.1.20:8080", true},
+		{p, "devbox.lan:8080", "http://devbox.lan:8080", true}, // listed
+		{p, "localhost:8080", "http://evil.example:8080", false},
+		{p, "evil.example:8080", "", true}, // no Origin: not a browser
+		{nilPolicy.WithLiteralSameHost(), "evil.example", "http://evil.example", false},
+		{nilPolicy.WithLiteralSameHost(), "localhost", "http://localhost", true},
+		{base, "evil.example:8080", "http://evil.example:8080", true},
+	} {
+		r := httptest.NewRequest("GET", "/api/v1/ws/sessions", nil)
+		r.Host = tc.host
+		if tc.origin != "" {
+			r.Header.Set("Origin", tc.origin)
+		}
+		if got := tc.policy.Allowed(r); got != tc.want {
+			t.Errorf("Allowed(Host %q, Origin %q) = %v, want %v (literal same host: %v)", tc.host, tc.origin, got, tc.want, tc.policy.literalSameHost)
+		}
+	}
+}
+
+func TestLiteralAndLoopbackHost(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		host              string
+		literal, loopback bool
+	}{
+		{"localhost", true, true},
+		{"localhost:8080", true, true},
+		{"LocalHost:8080", true, true},
+		{"127.0.0.1", true, true},
+		{"127.1.2.3:80", true, true},
+		{"[::1]", true, true},
+		{"[::1]:8080", true, true},
+		{"10.0.0.5:8080", true, false},
+		{"[2001:db8::1]:443", true, false},
+		{"0.0.0.0:8080", true, false},
+		{"evil.example", false, false},
+		{"localhost.evil.example", false, false},
+		{"localhost.:8080", false, false},
+		{"127.0.0.1.nip.io", false, false},
+		{"::1", false, false},
+		{"[::1", false, false},
+		{"", false, false},
+		{":8080", false, false},
+	} {
+		if got := LiteralHost(tc.host); got != tc.literal {
+			t.Errorf("LiteralHost(%q) = %v, want %v", tc.host, got, tc.literal)
+		}
+		if got := LoopbackHost(tc.host); got != tc.loopback {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", tc.host, got, tc.loopback)
+		}
+	}
+}

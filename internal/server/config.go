@@ -159,7 +159,7 @@ func (c *Config) bindings() []envFlag {
 		{"agent-ownership-ttl", "STREAMSPACE_AGENT_OWNERSHIP_TTL", "with Redis: how long a replica that died keeps holding its agents", dur(&c.AgentOwnershipTTL), "30s"},
 		{"jwt-secret", "STREAMSPACE_JWT_SECRET", "HS256 secret of browser tokens (≥ 32 bytes)", str(&c.JWTSecret), ""},
 		{"service-token", "STREAMSPACE_SERVICE_TOKEN", "bearer token of services and admins", str(&c.ServiceToken), ""},
-		{"allowed-origins", "STREAMSPACE_ALLOWED_ORIGINS", "comma-separated browser origins (empty: same host only)", func(v string) error {
+		{"allowed-origins", "STREAMSPACE_ALLOWED_ORIGINS", "comma-separated browser origins (empty: same host only; with --dev, only for a localhost or IP-address host)", func(v string) error {
 			c.AllowedOrigins = splitList(v)
 			return nil
 		}, ""},

@@ -71,6 +71,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allowed origins: %w", err)
 	}
+	if cfg.Dev {
+		// A development server hands its admin token to loopback: no rebinding name may pass
+		// for its own host (auth.OriginPolicy).
+		origins = origins.WithLiteralSameHost()
+	}
 	dashboard, err := web.New()
 	if err != nil {
 		return nil, err
