@@ -52,7 +52,9 @@ type Manager struct {
 	// metricsHub holds the metrics sockets; its clients get no stream entries.
 	metricsHub *Hub
 	notifier   *Notifier
-	unsub      func()
+	// presence bounds the presence events of each user's connections (nil: no bound).
+	presence *presenceLimiter
+	unsub    func()
 
 	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits for
 	// logsDrained, closed once logsClosed is set and logsOpen is back to zero.
@@ -100,6 +102,7 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
 	}
+	m.presence = newPresenceLimiter(cfg.PresenceBurst, cfg.PresenceInterval)
 	m.hub = newHub(cfg, "browser", m.metrics)
 	m.metricsHub = newHub(cfg, "metrics", m.metrics)
 	m.unsub = m.bus.Subscribe(m.hub.deliver)
