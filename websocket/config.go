@@ -37,6 +37,8 @@ const (
 	DefaultClientMessageRate = 20
 	DefaultMaxSubscriptions  = 64
 	DefaultDrainTimeout      = 5 * time.Second
+	DefaultPresenceBurst     = 10
+	DefaultPresenceInterval  = 2 * time.Second
 	DefaultOrg               = "default-org"
 	DefaultNamespace         = "streamspace"
 	defaultStoreCallTimeout  = 5 * time.Second
@@ -95,6 +97,13 @@ type Config struct {
 	// (Notifier.SubscribeUser and SubscribeSession); one more closes it with 1008. Zero means
 	// DefaultMaxSubscriptions, negative no limit.
 	MaxSubscriptions int
+	// PresenceBurst and PresenceInterval bound the session.connected and session.disconnected
+	// events one user's connections publish on a replica: PresenceBurst connections announced
+	// at once, one more every PresenceInterval; a connection over it is announced later if it
+	// stays open (see presenceLimiter). Zero means the defaults, a negative PresenceBurst no
+	// limit.
+	PresenceBurst    int
+	PresenceInterval time.Duration
 	// LogsSilence is how long an agent asked for logs may send nothing, and how long the
 	// Kubernetes API may take to open a log stream, before the browser gets `log_error`.
 	LogsSilence time.Duration
@@ -148,6 +157,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MetricsInterval <= 0 {
 		c.MetricsInterval = DefaultMetricsInterval
+	}
+	if c.PresenceBurst == 0 {
+		c.PresenceBurst = DefaultPresenceBurst
+	}
+	if c.PresenceInterval <= 0 {
+		c.PresenceInterval = DefaultPresenceInterval
 	}
 	if c.LogsSilence <= 0 {
 		c.LogsSilence = DefaultLogsSilence

@@ -52,7 +52,9 @@ type Manager struct {
 	// metricsHub holds the metrics sockets; its clients get no stream entries.
 	metricsHub *Hub
 	notifier   *Notifier
-	unsub      func()
+	// presence bounds the presence events of each user's connections (nil: no bound).
+	presence *presenceLimiter
+	unsub    func()
 	// reviews are the session subscriptions to check again after events that may have ended
 	// them (access.go).
 	reviews *accessReviews
@@ -104,6 +106,7 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
 	}
+	m.presence = newPresenceLimiter(cfg.PresenceBurst, cfg.PresenceInterval)
 	m.hub = newHub(cfg, "browser", m.metrics)
 	m.metricsHub = newHub(cfg, "metrics", m.metrics)
 	m.hub.review = m.reviewAccess

@@ -2,6 +2,8 @@ package websocket
 
 import (
 	"context"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/models"
@@ -31,6 +33,16 @@ type connectionPresence struct {
 	id      string
 	session models.Session
 	user    string // the connecting user
+
+	// mu is held across the connection's publishes, so its session.disconnected never goes
+	// before its session.connected.
+	mu        sync.Mutex
+	announced bool // session.connected was published
+	closed    bool // gone ran
+}
+
+func (p *connectionPresence) key() presenceUser {
+	return presenceUser{org: p.session.OrgID, user: p.user}
 }
 
 // recordConnection stores the connection of client id to session, or returns nil when there
@@ -56,18 +68,50 @@ func (m *Manager) recordConnection(ctx context.Context, id string, session model
 	return &connectionPresence{m: m, store: store, id: id, session: session, user: org.UserID}
 }
 
-// announce publishes session.connected to the session's organization.
+// announce publishes session.connected, when the connecting user's presence budget allows;
+// otherwise it is published later, when the budget allows and the connection is still open,
+// or never, when it closed first.
 func (p *connectionPresence) announce() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.announced {
+		return
+	}
+	if l := p.m.presence; l != nil && !l.take(p.key(), p, p.m.cfg.Now()) {
+		return
+	}
+	p.announced = true
 	p.publish(EventSessionConnected)
 }
 
-// gone removes the record and publishes session.disconnected. It runs once, when the client is
-// unregistered.
+// announceLate publishes the session.connected the budget held back, if still due.
+func (p *connectionPresence) announceLate() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.announced {
+		return
+	}
+	p.announced = true
+	p.publish(EventSessionConnected)
+}
+
+// gone removes the record and publishes session.disconnected, for a connection whose
+// session.connected was published: a connection never announced leaves unannounced. It runs
+// once, when the client is unregistered.
 func (p *connectionPresence) gone() {
 	ctx, cancel := context.WithTimeout(context.Background(), defaultStoreCallTimeout)
 	defer cancel()
 	if err := p.store.RemoveConnection(ctx, p.id); err != nil {
 		p.m.cfg.Logger.Warn("removing a session connection failed; it is swept later", "session_id", p.session.ID, "err", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	if !p.announced {
+		if l := p.m.presence; l != nil {
+			l.forget(p.key(), p)
+		}
+		return
 	}
 	p.publish(EventSessionDisconnected)
 }
@@ -88,6 +132,11 @@ func (m *Manager) maintainPresence(ctx context.Context) {
 	store, ok := m.store.(PresenceStore)
 	if !ok {
 		return
+	}
+	if m.presence != nil {
+		for _, p := range m.presence.due(m.cfg.Now()) {
+			p.announceLate()
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
@@ -142,4 +191,93 @@ func (m *Manager) announceIdleness(ctx context.Context, orgID string, sessions [
 		}
 		cancel()
 	}
+}
+
+// presenceUser is whose connections a presence budget counts.
+type presenceUser struct{ org, user string }
+
+// presenceLimiter bounds the presence events each user's connections publish on this replica:
+// a token bucket per user of burst tokens, one more every interval; a session.connected takes
+// one, and only an announced connection publishes session.disconnected, so a user's
+// connections publish at most twice the tokens they take. A connection that finds no token is
+// announced later, by the session-list check, if it is still open then; one that closes first
+// publishes neither event. The database's connection rows are written for every connection
+// regardless.
+type presenceLimiter struct {
+	burst    float64
+	interval time.Duration
+
+	mu    sync.Mutex
+	users map[presenceUser]*presenceBucket
+}
+
+type presenceBucket struct {
+	tokens float64
+	at     time.Time
+	// waiting are the open connections whose session.connected waits for a token, oldest first.
+	waiting []*connectionPresence
+}
+
+func newPresenceLimiter(burst int, interval time.Duration) *presenceLimiter {
+	if burst < 0 {
+		return nil
+	}
+	return &presenceLimiter{burst: float64(burst), interval: interval, users: make(map[presenceUser]*presenceBucket)}
+}
+
+// refill adds the tokens earned since the bucket was last looked at. The caller holds l.mu.
+func (l *presenceLimiter) refill(b *presenceBucket, now time.Time) {
+	if elapsed := now.Sub(b.at); elapsed > 0 {
+		b.tokens = min(l.burst, b.tokens+float64(elapsed)/float64(l.interval))
+		b.at = now
+	}
+}
+
+// take takes a token of k's budget for p's session.connected, or queues p for a later one and
+// reports false.
+func (l *presenceLimiter) take(k presenceUser, p *connectionPresence, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.users[k]
+	if !ok {
+		b = &presenceBucket{tokens: l.burst, at: now}
+		l.users[k] = b
+	}
+	l.refill(b, now)
+	if len(b.waiting) == 0 && b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	b.waiting = append(b.waiting, p)
+	return false
+}
+
+// forget drops p from k's waiting connections.
+func (l *presenceLimiter) forget(k presenceUser, p *connectionPresence) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.users[k]; ok {
+		b.waiting = slices.DeleteFunc(b.waiting, func(w *connectionPresence) bool { return w == p })
+	}
+}
+
+// due returns the waiting connections whose budget now has a token, taking it, and forgets the
+// users whose budget is full again with nothing waiting.
+func (l *presenceLimiter) due(now time.Time) []*connectionPresence {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*connectionPresence
+	for k, b := range l.users {
+		l.refill(b, now)
+		for len(b.waiting) > 0 && b.tokens >= 1 {
+			b.tokens--
+			out = append(out, b.waiting[0])
+			b.waiting[0] = nil
+			b.waiting = b.waiting[1:]
+		}
+		if len(b.waiting) == 0 && b.tokens >= l.burst {
+			delete(l.users, k)
+		}
+	}
+	return out
 }

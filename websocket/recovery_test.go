@@ -19,8 +19,9 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
 )
 
-// recoveryHistory retains the whole run, so every resume must be recovered.
-var recoveryHistory = cluster.History{Size: 20000, Max: 20000}
+// recoveryHistory retains the whole run, so every resume must be recovered: its bytes too (the
+// slow-consumer burst is 300 entries of 64 KiB).
+var recoveryHistory = cluster.History{Size: 20000, Max: 20000, OrgBytes: 64 << 20, TotalBytes: 64 << 20}
 
 // published is one stream entry as the publisher made it.
 type published struct {

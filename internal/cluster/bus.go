@@ -33,20 +33,33 @@ var (
 	ErrHistoryGone = errors.New("cluster: position not in the retained history")
 )
 
-// History bounds what each organization's stream retains for replay (PROTOCOL.md 2.4): at
-// least the last Size messages, and beyond them those younger than TTL, up to Max in all.
-// Zero fields take the defaults; a negative Size keeps no history.
+// History bounds what each organization's stream retains for replay (PROTOCOL.md 2.4): the last
+// Size messages, and beyond them those younger than TTL, up to Max in all; at most OrgBytes of
+// them per organization, and at most TotalBytes for all organizations together. The byte
+// bounds come first: an organization publishing large messages keeps fewer of them. When the
+// total is over, only the organizations holding more than their share of it (TotalBytes
+// divided by the number of organizations holding history) are trimmed, down to that share, so
+// a large organization never pushes out a smaller one's history. A message counts as its
+// payload's length plus HistoryEntryOverhead. Zero fields take the defaults; a negative Size
+// keeps no history.
 type History struct {
-	Size int
-	TTL  time.Duration
-	Max  int
+	Size       int
+	TTL        time.Duration
+	Max        int
+	OrgBytes   int64
+	TotalBytes int64
 }
 
 // Defaults of History.
 const (
-	DefaultHistorySize = 1000
-	DefaultHistoryTTL  = 5 * time.Minute
-	DefaultHistoryMax  = 10000
+	DefaultHistorySize       = 1000
+	DefaultHistoryTTL        = 5 * time.Minute
+	DefaultHistoryMax        = 10000
+	DefaultHistoryOrgBytes   = 4 << 20
+	DefaultHistoryTotalBytes = 256 << 20
+	// HistoryEntryOverhead is what one retained message counts for beyond its payload: its
+	// bookkeeping in memory (or in Redis).
+	HistoryEntryOverhead = 64
 )
 
 func (h History) withDefaults() History {
@@ -62,7 +75,27 @@ func (h History) withDefaults() History {
 	if h.Max < h.Size {
 		h.Max = h.Size
 	}
+	if h.OrgBytes <= 0 {
+		h.OrgBytes = DefaultHistoryOrgBytes
+	}
+	if h.TotalBytes <= 0 {
+		h.TotalBytes = DefaultHistoryTotalBytes
+	}
+	if h.TotalBytes < h.OrgBytes {
+		h.OrgBytes = h.TotalBytes
+	}
 	return h
+}
+
+// entryBytes is what a retained message of payload counts for against the byte bounds.
+func entryBytes(payload []byte) int64 { return int64(len(payload)) + HistoryEntryOverhead }
+
+// fairShare is what each of n organizations holding history may keep when the total is over.
+func (h History) fairShare(n int64) int64 {
+	if n < 1 {
+		n = 1
+	}
+	return h.TotalBytes / n
 }
 
 // disabled reports whether no history is kept.

@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,6 +26,14 @@ type MemoryBus struct {
 	nextID   int
 	orgs     map[string]*memoryStream
 	closed   bool
+
+	// total is what every organization's history counts for, holding how many organizations
+	// hold any; both change under the streams' locks.
+	total   atomic.Int64
+	holding atomic.Int64
+	// trimMu serializes the passes that bring the total back within History.TotalBytes. A pass
+	// holds one stream's lock at a time, and a publisher starts one only after releasing its own.
+	trimMu sync.Mutex
 }
 
 type memoryStream struct {
@@ -31,6 +42,8 @@ type memoryStream struct {
 	// kept is the retained history, oldest first; kept[i] has offset first+i.
 	kept  []keptMessage
 	first uint64
+	// bytes is what kept counts for (entryBytes); written under mu, read by trimming passes.
+	bytes atomic.Int64
 }
 
 type keptMessage struct {
@@ -38,8 +51,10 @@ type keptMessage struct {
 	at      time.Time
 }
 
-// keep appends the message of offset s.offset and trims what History no longer requires.
-func (s *memoryStream) keep(h History, payload []byte, now time.Time) {
+// keep appends the message of offset s.offset and trims what History no longer requires,
+// and what goes beyond the organization's byte bound.
+func (s *memoryStream) keep(b *MemoryBus, payload []byte, now time.Time) {
+	h := b.history
 	if h.disabled() {
 		return
 	}
@@ -47,18 +62,107 @@ func (s *memoryStream) keep(h History, payload []byte, now time.Time) {
 		s.first = s.offset
 	}
 	s.kept = append(s.kept, keptMessage{payload: payload, at: now})
+	s.account(b, entryBytes(payload))
 	drop := 0
-	for n := len(s.kept) - drop; n > h.Size && (n > h.Max || now.Sub(s.kept[drop].at) > h.TTL); n-- {
+	bytes := s.bytes.Load()
+	for n := len(s.kept); n > 0; n-- {
+		old := s.kept[drop]
+		if bytes <= h.OrgBytes && (n <= h.Size || (n <= h.Max && now.Sub(old.at) <= h.TTL)) {
+			break
+		}
+		bytes -= entryBytes(old.payload)
 		drop++
 	}
-	if drop > 0 {
-		// Copy once most of the backing array is dead, so it does not grow without bound.
-		s.kept = s.kept[drop:]
-		s.first += uint64(drop)
-		if cap(s.kept) > 2*len(s.kept)+64 {
-			s.kept = append([]keptMessage(nil), s.kept...)
+	s.drop(b, drop)
+}
+
+// trimTo drops the oldest messages until the history counts for at most limit bytes.
+func (s *memoryStream) trimTo(b *MemoryBus, limit int64) {
+	drop := 0
+	bytes := s.bytes.Load()
+	for ; drop < len(s.kept) && bytes > limit; drop++ {
+		bytes -= entryBytes(s.kept[drop].payload)
+	}
+	s.drop(b, drop)
+}
+
+// drop removes the n oldest messages of the history.
+func (s *memoryStream) drop(b *MemoryBus, n int) {
+	if n == 0 {
+		return
+	}
+	var freed int64
+	for _, m := range s.kept[:n] {
+		freed += entryBytes(m.payload)
+	}
+	clear(s.kept[:n]) // the payloads are garbage now, even while the backing array lives on
+	s.kept = s.kept[n:]
+	s.first += uint64(n)
+	s.account(b, -freed)
+	// Copy once most of the backing array is dead, so it does not grow without bound.
+	if cap(s.kept) > 2*len(s.kept)+64 {
+		s.kept = append([]keptMessage(nil), s.kept...)
+	}
+}
+
+// account adds delta to the stream's bytes and the bus's total.
+func (s *memoryStream) account(b *MemoryBus, delta int64) {
+	was := s.bytes.Add(delta) - delta
+	switch now := was + delta; {
+	case was == 0 && now > 0:
+		b.holding.Add(1)
+	case was > 0 && now == 0:
+		b.holding.Add(-1)
+	}
+	b.total.Add(delta)
+}
+
+// enforceTotal brings the bus's history back within TotalBytes, trimming the organizations
+// that hold more than their share, largest first, down to that share. The caller holds no
+// stream's lock.
+func (b *MemoryBus) enforceTotal() {
+	if b.total.Load() <= b.history.TotalBytes {
+		return
+	}
+	b.trimMu.Lock()
+	defer b.trimMu.Unlock()
+	type held struct {
+		s     *memoryStream
+		bytes int64
+	}
+	b.mu.RLock()
+	streams := make([]held, 0, len(b.orgs))
+	for _, s := range b.orgs {
+		if n := s.bytes.Load(); n > 0 {
+			streams = append(streams, held{s, n})
 		}
 	}
+	b.mu.RUnlock()
+	slices.SortFunc(streams, func(x, y held) int { return cmp.Compare(y.bytes, x.bytes) })
+	for _, h := range streams {
+		if b.total.Load() <= b.history.TotalBytes {
+			return
+		}
+		share := b.history.fairShare(b.holding.Load())
+		if h.s.bytes.Load() <= share {
+			continue
+		}
+		h.s.mu.Lock()
+		h.s.trimTo(b, share)
+		h.s.mu.Unlock()
+	}
+}
+
+// HistoryBytes returns what orgID's retained history counts for against the byte bounds, and
+// what every organization's does together.
+func (b *MemoryBus) HistoryBytes(orgID string) (org, total int64) {
+	b.mu.RLock()
+	s, ok := b.orgs[orgID]
+	b.mu.RUnlock()
+	if ok {
+		org = s.bytes.Load()
+	}
+	return org, b.total.Load()
 }
 
 var _ Bus = (*MemoryBus)(nil)
@@ -90,15 +194,20 @@ func (b *MemoryBus) Publish(ctx context.Context, orgID string, payload []byte) (
 	if err != nil {
 		return Position{}, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.offset++
-	s.keep(b.history, payload, time.Now())
-	msg := Message{OrgID: orgID, Position: Position{Epoch: b.epoch, Offset: s.offset}, Payload: payload}
-	for _, h := range handlers {
-		h(msg)
-	}
-	return msg.Position, nil
+	pos := func() Position {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.offset++
+		s.keep(b, payload, time.Now())
+		msg := Message{OrgID: orgID, Position: Position{Epoch: b.epoch, Offset: s.offset}, Payload: payload}
+		for _, h := range handlers {
+			h(msg)
+		}
+		return msg.Position
+	}()
+	// Over the total, trimmed after the stream's lock is released: a pass takes other streams'.
+	b.enforceTotal()
+	return pos, nil
 }
 
 // stream returns orgID's stream, creating it, and a snapshot of the handlers.

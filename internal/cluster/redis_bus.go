@@ -11,27 +11,103 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// trimHistory is the Lua function shared by the scripts that trim an organization's history:
+// it drops the oldest entries of the stream while it holds more than count entries or more
+// than limit bytes, and returns the bytes left. The sizes list holds "<offset>:<bytes>" of
+// each recorded entry, oldest first, and total their sum, so the script never reads a payload
+// to trim. Trimming is exact (XTRIM MINID), so the list and the stream stay aligned.
+const trimHistory = `
+local function trim(stream, sizes, total, count, limit)
+  local bytes = tonumber(redis.call('GET', total) or '0')
+  local n = redis.call('LLEN', sizes)
+  local last
+  while n > 0 and (n > count or bytes > limit) do
+    local e = redis.call('LPOP', sizes)
+    local sep = string.find(e, ':', 1, true)
+    last = tonumber(string.sub(e, 1, sep - 1))
+    bytes = bytes - tonumber(string.sub(e, sep + 1))
+    n = n - 1
+  end
+  if last then
+    if n == 0 then bytes = 0 end
+    redis.call('XTRIM', stream, 'MINID', '0-' .. (last + 1))
+    redis.call('SET', total, bytes)
+  end
+  return bytes
+end
+`
+
 // publishScript gives the next offset of an organization's stream, records the message in the
-// stream's history (a Redis stream whose entry ids are 0-<offset>, capped at about ARGV[4]
-// entries; none when it is negative) and publishes it, in one atomic step, so every subscriber
-// sees one organization's messages in offset order and the history never misses one that was
-// delivered. The stream's epoch is made on first use (ARGV[1] is a fresh candidate): a Redis
-// that lost its data starts a new epoch with an empty history, and clients know their old
-// positions mean nothing.
-var publishScript = redis.NewScript(`
+// stream's history (a Redis stream whose entry ids are 0-<offset>, trimmed to at most ARGV[4]
+// entries and ARGV[5] bytes, each entry counting its payload plus ARGV[6]; none when ARGV[4] is
+// negative) and publishes it, in one atomic step, so every subscriber sees one organization's
+// messages in offset order and the history never misses one that was delivered. The stream's
+// epoch is made on first use (ARGV[1] is a fresh candidate): a Redis that lost its data starts
+// a new epoch with an empty history, and clients know their old positions mean nothing. With
+// a history it returns the bytes it holds and the organization's history version, which
+// orders the reports of its size to the total budget (budgetScript).
+var publishScript = redis.NewScript(trimHistory + `
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
 end
 local offset = redis.call('INCR', KEYS[2])
 local cap = tonumber(ARGV[4])
-if cap >= 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', cap, '0-' .. offset, 'p', ARGV[3])
-end
 redis.call('PUBLISH', ARGV[2], epoch .. ':' .. offset .. ':' .. ARGV[3])
-return {epoch, offset}
+if cap < 0 then
+  return {epoch, offset}
+end
+redis.call('XADD', KEYS[3], '0-' .. offset, 'p', ARGV[3])
+local size = string.len(ARGV[3]) + tonumber(ARGV[6])
+redis.call('RPUSH', KEYS[4], offset .. ':' .. size)
+redis.call('INCRBY', KEYS[5], size)
+local bytes = trim(KEYS[3], KEYS[4], KEYS[5], cap, tonumber(ARGV[5]))
+return {epoch, offset, bytes, redis.call('INCR', KEYS[6])}
+`)
+
+// trimScript trims an organization's history to at most ARGV[1] entries and ARGV[2] bytes,
+// and returns its epoch, the bytes left and the new history version.
+var trimScript = redis.NewScript(trimHistory + `
+local bytes = trim(KEYS[2], KEYS[3], KEYS[4], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {redis.call('GET', KEYS[1]) or '', bytes, redis.call('INCR', KEYS[5])}
+`)
+
+// budgetScript records the size of an organization's history (ARGV[1]: organization, ARGV[2]
+// epoch, ARGV[3] version, ARGV[4] bytes) in the total budget: a sorted set of the
+// organizations holding history by their bytes, their total, and the epoch and version of each
+// one's last report, so a report overtaken by a newer one changes nothing. When the total is
+// over ARGV[5] it also returns each organization's share of it and up to ARGV[6] of those
+// holding more, largest first. The budget lives under a hash tag of its own (Redis Cluster):
+// it is kept beside the organizations' histories, in a second call after each change.
+var budgetScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+local apply = true
+if cur then
+  local sep = string.find(cur, ' ', 1, true)
+  apply = string.sub(cur, 1, sep - 1) ~= ARGV[2] or tonumber(string.sub(cur, sep + 1)) < tonumber(ARGV[3])
+end
+if apply then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+  local prev = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or '0')
+  local bytes = tonumber(ARGV[4])
+  if bytes > 0 then
+    redis.call('ZADD', KEYS[1], bytes, ARGV[1])
+  else
+    redis.call('ZREM', KEYS[1], ARGV[1])
+  end
+  if bytes ~= prev then
+    redis.call('INCRBY', KEYS[3], bytes - prev)
+  end
+end
+local total = tonumber(redis.call('GET', KEYS[3]) or '0')
+local limit = tonumber(ARGV[5])
+if total <= limit then
+  return {total}
+end
+local share = math.floor(limit / math.max(redis.call('ZCARD', KEYS[1]), 1))
+return {total, share, redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. share, 'LIMIT', 0, tonumber(ARGV[6]))}
 `)
 
 // historyScript returns the epoch and the history entries from ARGV[1] to ARGV[2] (offsets),
@@ -78,7 +154,7 @@ func newRedisBus(r *Redis) *RedisBus {
 		r:       r,
 		watches: make(map[string]int),
 		last:    make(map[string]Position),
-		local:   NewMemoryBus(),
+		local:   NewMemoryBusWithHistory(r.opts.History),
 	}
 	b.local.epoch = "local-" + b.local.epoch
 	b.local.Subscribe(b.handlers.each)
@@ -94,15 +170,78 @@ func (b *RedisBus) historyKey(orgID string) string {
 	return b.r.opts.Prefix + ":org:{" + tag(orgID) + "}:history"
 }
 
-// historyCap is the approximate length the history streams are trimmed to: Redis trims only
-// whole nodes, so at least History.Size entries stay; -1 keeps none. Redis keeps no time
-// window: the count is the guarantee across replicas.
+// historyKeys are orgID's history stream, the list of its entries' sizes, their sum, and the
+// history's version.
+func (b *RedisBus) historyKeys(orgID string) (stream, sizes, bytes, version string) {
+	base := b.r.opts.Prefix + ":org:{" + tag(orgID) + "}"
+	return base + ":history", base + ":hsizes", base + ":hbytes", base + ":hversion"
+}
+
+// budgetKeys are the total budget's: the organizations by bytes held, the version of each
+// one's last report, and the total.
+func (b *RedisBus) budgetKeys() []string {
+	base := b.r.opts.Prefix + ":{history}"
+	return []string{base + ":orgs", base + ":versions", base + ":total"}
+}
+
+// historyCap is how many entries the history streams keep at most; -1 keeps none. Redis keeps
+// no time window: the count and the byte bounds are the rule across replicas.
 func (b *RedisBus) historyCap() int {
 	h := b.r.opts.History
 	if h.disabled() {
 		return -1
 	}
 	return h.Size
+}
+
+// budgetTrims bounds how many organizations one publish trims to bring the total back within
+// History.TotalBytes; the next publishes go on where it stopped.
+const budgetTrims = 16
+
+// enforceBudget reports orgID's history size to the total budget and, while the total is
+// over, trims the organizations holding more than their share down to it. A failure leaves the
+// total over until the next publish of any organization; it is counted, and the publish stands.
+func (b *RedisBus) enforceBudget(ctx context.Context, orgID, epoch string, bytes, version int64) {
+	h := b.r.opts.History
+	keys := b.budgetKeys()
+	for range budgetTrims {
+		res, err := budgetScript.Run(ctx, b.r.client, keys, orgID, epoch, version, bytes, h.TotalBytes, budgetTrims).Slice()
+		if err != nil {
+			b.budgetFailed(ctx, err)
+			return
+		}
+		if len(res) != 3 {
+			return
+		}
+		share, _ := res[1].(int64)
+		over, _ := res[2].([]any)
+		if len(over) == 0 {
+			return
+		}
+		orgID, _ = over[0].(string)
+		stream, sizes, total, ver := b.historyKeys(orgID)
+		epochKey, _, _ := b.keys(orgID)
+		tr, err := trimScript.Run(ctx, b.r.client, []string{epochKey, stream, sizes, total, ver}, h.Size, share).Slice()
+		if err != nil {
+			b.budgetFailed(ctx, err)
+			return
+		}
+		if len(tr) != 3 {
+			b.budgetFailed(ctx, fmt.Errorf("cluster: unexpected trim reply %v", tr))
+			return
+		}
+		epoch, _ = tr[0].(string)
+		bytes, _ = tr[1].(int64)
+		version, _ = tr[2].(int64)
+	}
+}
+
+func (b *RedisBus) budgetFailed(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	b.r.fail("publish")
+	b.r.log.Debug("keeping the history's total budget failed", "err", err)
 }
 
 // Publish appends payload to orgID's stream in Redis. When Redis fails it delivers on this
@@ -112,10 +251,22 @@ func (b *RedisBus) Publish(ctx context.Context, orgID string, payload []byte) (P
 		return Position{}, ErrClosed
 	}
 	epochKey, seqKey, channel := b.keys(orgID)
-	res, err := publishScript.Run(ctx, b.r.client, []string{epochKey, seqKey, b.historyKey(orgID)},
-		randomID(8), channel, payload, b.historyCap()).Slice()
+	stream, sizes, bytesKey, version := b.historyKeys(orgID)
+	h := b.r.opts.History
+	res, err := publishScript.Run(ctx, b.r.client, []string{epochKey, seqKey, stream, sizes, bytesKey, version},
+		randomID(8), channel, payload, b.historyCap(), h.OrgBytes, HistoryEntryOverhead).Slice()
 	if err == nil {
-		return parsePosition(res)
+		if len(res) != 4 {
+			return parsePosition(res)
+		}
+		pos, err := parsePosition(res[:2])
+		if err != nil {
+			return Position{}, err
+		}
+		bytes, _ := res[2].(int64)
+		ver, _ := res[3].(int64)
+		b.enforceBudget(ctx, orgID, pos.Epoch, bytes, ver)
+		return pos, nil
 	}
 	if ctx.Err() != nil {
 		return Position{}, ctx.Err()

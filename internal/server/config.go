@@ -41,16 +41,22 @@ type Config struct {
 	SessionsInterval  time.Duration
 	MetricsInterval   time.Duration
 	// HistorySize and HistoryTTL bound each organization's replayable history
-	// (PROTOCOL.md 2.4): at least the last HistorySize events, and those younger than
-	// HistoryTTL up to ten times as many (in memory; Redis keeps the count).
-	HistorySize     int
-	HistoryTTL      time.Duration
-	PingInterval    time.Duration
-	PongWait        time.Duration
-	WriteWait       time.Duration
-	MaxMessageSize  int64
-	MaxBodyBytes    int64
-	ShutdownTimeout time.Duration
+	// (PROTOCOL.md 2.4): at most the last HistorySize events, and those younger than
+	// HistoryTTL up to ten times as many (in memory; Redis keeps the count), within
+	// HistoryOrgBytes per organization and HistoryTotalBytes for all of them (cluster.History).
+	HistorySize       int
+	HistoryTTL        time.Duration
+	HistoryOrgBytes   int64
+	HistoryTotalBytes int64
+	// MaxBroadcastBytes bounds an org broadcast's body, below MaxBodyBytes: every broadcast
+	// stays in its organization's history.
+	MaxBroadcastBytes int64
+	PingInterval      time.Duration
+	PongWait          time.Duration
+	WriteWait         time.Duration
+	MaxMessageSize    int64
+	MaxBodyBytes      int64
+	ShutdownTimeout   time.Duration
 	// Limits (docs/OPERATIONS.md, Limits). Zero turns each off.
 	UpgradeRate           float64 // WebSocket upgrades per second per client address
 	UpgradeBurst          int     // beyond the rate, at once (0: ten seconds' worth)
@@ -83,12 +89,14 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAddr            = ":8080"
-	DefaultDatabaseURL     = "sqlite://streamspace.db"
-	DefaultSessionSource   = "database"
-	KubernetesSource       = "kubernetes"
-	DefaultMaxBodyBytes    = 1 << 20
-	DefaultShutdownTimeout = 10 * time.Second
+	DefaultAddr          = ":8080"
+	DefaultDatabaseURL   = "sqlite://streamspace.db"
+	DefaultSessionSource = "database"
+	KubernetesSource     = "kubernetes"
+	DefaultMaxBodyBytes  = 1 << 20
+	// DefaultMaxBroadcastBytes bounds a broadcast's body.
+	DefaultMaxBroadcastBytes = 64 << 10
+	DefaultShutdownTimeout   = 10 * time.Second
 )
 
 // envFlag binds one setting to its flag and environment variable.
@@ -176,7 +184,7 @@ func (c *Config) bindings() []envFlag {
 		}, "256"},
 		{"sessions-interval", "STREAMSPACE_SESSIONS_INTERVAL", "how often each organization's session list is checked for changes", dur(&c.SessionsInterval), "3s"},
 		{"metrics-interval", "STREAMSPACE_METRICS_INTERVAL", "how often operators' metrics sockets get their organization's counts", dur(&c.MetricsInterval), "5s"},
-		{"history-size", "STREAMSPACE_HISTORY_SIZE", "events each organization keeps for browsers resuming with since (at least)", func(v string) error {
+		{"history-size", "STREAMSPACE_HISTORY_SIZE", "events each organization keeps for browsers resuming with since (at most)", func(v string) error {
 			if err := integer(&history)(v); err != nil {
 				return err
 			}
@@ -184,6 +192,9 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}, strconv.Itoa(cluster.DefaultHistorySize)},
 		{"history-ttl", "STREAMSPACE_HISTORY_TTL", "beyond history-size, how long events stay replayable (single node)", dur(&c.HistoryTTL), cluster.DefaultHistoryTTL.String()},
+		{"history-org-bytes", "STREAMSPACE_HISTORY_ORG_BYTES", "bytes of history each organization keeps at most (an event counts its size plus 64)", integer(&c.HistoryOrgBytes), strconv.Itoa(cluster.DefaultHistoryOrgBytes)},
+		{"history-total-bytes", "STREAMSPACE_HISTORY_TOTAL_BYTES", "bytes of history all organizations keep together, on a single node or in Redis; over it the organizations above their share are trimmed", integer(&c.HistoryTotalBytes), strconv.Itoa(cluster.DefaultHistoryTotalBytes)},
+		{"max-broadcast-bytes", "STREAMSPACE_MAX_BROADCAST_BYTES", "largest org broadcast body (larger: 413)", integer(&c.MaxBroadcastBytes), strconv.Itoa(DefaultMaxBroadcastBytes)},
 		{"ping-interval", "STREAMSPACE_PING_INTERVAL", "WebSocket ping interval", dur(&c.PingInterval), "54s"},
 		{"pong-wait", "STREAMSPACE_PONG_WAIT", "silence after which a connection is dropped", dur(&c.PongWait), "60s"},
 		{"write-wait", "STREAMSPACE_WRITE_WAIT", "bound on one socket write", dur(&c.WriteWait), "10s"},
@@ -280,6 +291,15 @@ func (c *Config) complete() error {
 	if c.HistorySize < 1 {
 		errs = append(errs, errors.New("STREAMSPACE_HISTORY_SIZE must be at least 1"))
 	}
+	if c.HistoryOrgBytes < 1 {
+		errs = append(errs, errors.New("STREAMSPACE_HISTORY_ORG_BYTES must be at least 1"))
+	}
+	if c.HistoryTotalBytes < c.HistoryOrgBytes {
+		errs = append(errs, errors.New("STREAMSPACE_HISTORY_TOTAL_BYTES must be at least STREAMSPACE_HISTORY_ORG_BYTES"))
+	}
+	if c.MaxBroadcastBytes < 1 {
+		errs = append(errs, errors.New("STREAMSPACE_MAX_BROADCAST_BYTES must be at least 1"))
+	}
 	if c.SessionSource != DefaultSessionSource && c.SessionSource != KubernetesSource {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: want %q or %q", c.SessionSource, DefaultSessionSource, KubernetesSource))
 	}
@@ -314,5 +334,5 @@ func randomHex(n int) string {
 
 // history is the event history every organization's stream keeps.
 func (c Config) history() cluster.History {
-	return cluster.History{Size: c.HistorySize, TTL: c.HistoryTTL}
+	return cluster.History{Size: c.HistorySize, TTL: c.HistoryTTL, OrgBytes: c.HistoryOrgBytes, TotalBytes: c.HistoryTotalBytes}
 }

@@ -93,7 +93,7 @@ func (s *Server) handleOrgBroadcast(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	var body map[string]json.RawMessage
-	raw, ok := s.readBody(w, r)
+	raw, ok := s.readBodyUpTo(w, r, min(s.cfg.MaxBroadcastBytes, s.cfg.MaxBodyBytes), "broadcast body")
 	if !ok {
 		return
 	}
@@ -122,11 +122,16 @@ func (s *Server) answerPublished(w http.ResponseWriter, r *http.Request, org str
 
 // readBody reads at most MaxBodyBytes, answering 413 past it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	return s.readBodyUpTo(w, r, s.cfg.MaxBodyBytes, "body")
+}
+
+// readBodyUpTo reads at most limit bytes, answering 413 past it; what names the body there.
+func (s *Server) readBodyUpTo(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
-		s.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("body exceeds %d bytes", tooBig.Limit))
+		s.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("%s exceeds %d bytes", what, tooBig.Limit))
 		return nil, false
 	case err != nil:
 		s.fail(w, r, http.StatusBadRequest, "invalid_body", "could not read body")
