@@ -146,6 +146,13 @@ func decodeHeartbeat(f agentFrame) (models.HeartbeatMessage, *frameError) {
 	default:
 		return hb, malformed("heartbeat status must be online or draining")
 	}
+	// The capacity is stored with the agent and listed to operators. Only a payload that
+	// could hold a large one pays for measuring it.
+	if len(f.Payload) > models.MaxAgentObjectBytes && len(hb.Capacity) > 0 {
+		if b, _ := json.Marshal(hb.Capacity); len(b) > models.MaxAgentObjectBytes {
+			return hb, malformed("heartbeat payload field %q is too large", "capacity")
+		}
+	}
 	return hb, nil
 }
 
@@ -187,11 +194,14 @@ func decodeComplete(f agentFrame) (models.CompleteMessage, *frameError) {
 	return out, nil
 }
 
+// decodeFailed cuts the error text, free text stored with the command, at
+// models.MaxCommandErrorLen.
 func decodeFailed(f agentFrame) (models.FailedMessage, *frameError) {
 	var m models.FailedMessage
 	if err := decodePayload(f, &m); err != nil {
 		return m, err
 	}
+	m.Error = models.TruncateUTF8(m.Error, models.MaxCommandErrorLen)
 	return m, requireID(f.Type, "commandId", m.CommandID)
 }
 
@@ -210,7 +220,19 @@ func decodeStatus(f agentFrame) (models.StatusMessage, *frameError) {
 	if m.State == "" || len(m.State) > maxStateLen {
 		return m, malformed("status payload needs a state")
 	}
+	// The pod name is stored with the session and sent in every sessions_update: one that is
+	// no Kubernetes name refuses the report rather than being stored cut.
+	if len(statusPodName(m)) > models.MaxPodNameLen {
+		return m, malformed("status payload field %q is too long", "platformMetadata.podName")
+	}
 	return m, nil
+}
+
+// statusPodName is the pod a status report names, if any (a podName that is not a string is
+// ignored).
+func statusPodName(m models.StatusMessage) string {
+	pod, _ := m.PlatformMetadata["podName"].(string)
+	return pod
 }
 
 // outbound encodes one frame to an agent. Every frame carries the time it was made, as an
