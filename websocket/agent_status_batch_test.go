@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -61,10 +62,11 @@ func TestAgentStatusBurstThenExit(t *testing.T) {
 		_ = a.conn.Close()
 		closed := time.Now()
 
-		// Handled one transaction per frame, the burst took half a minute to apply after the
-		// exit, the agent shown online meanwhile. Now what is left is reading the frames the
-		// socket still holds, and one batch.
-		eventually(t, 5*time.Second, "agent offline after its socket ended", func() bool {
+		// Handled one transaction per frame, the burst took over half a minute to apply after
+		// the exit here (under -race), the agent shown online meanwhile. Now what is left is
+		// reading the frames the socket still holds, and one batch; the deadline leaves room
+		// for a loaded machine, the transaction count below is the mechanism.
+		eventually(t, 15*time.Second, "agent offline after its socket ended", func() bool {
 			return h.agentRow("a1").Status == models.AgentStatusOffline
 		})
 		t.Logf("offline %v after the close", time.Since(closed).Round(time.Millisecond))
@@ -124,4 +126,46 @@ func TestAgentStatusBurstThenExit(t *testing.T) {
 		}
 		t.Logf("%d frames written in %v transactions", frames, n)
 	})
+}
+
+// BenchmarkAgentStatusFrames measures how fast one agent's status reports are handled, from
+// the first frame sent to the last one's state stored: frames/s is what an agent may send
+// without leaving a backlog.
+func BenchmarkAgentStatusFrames(b *testing.B) {
+	for _, dialect := range dbtest.Dialects() {
+		b.Run("db="+dialect, func(b *testing.B) {
+			d := dbtest.Open(b, dialect)
+			h := newAgentHarness(b, d, AgentHubConfig{MessageRate: 1e9, MessageBurst: 1 << 30})
+			h.addAgent("a1")
+			const sessions = 10
+			for i := range sessions + 1 {
+				s := models.Session{ID: fmt.Sprintf("s%02d", i), OrgID: "o1", UserID: "u1", AgentID: "a1"}
+				if err := d.CreateSession(b.Context(), s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			a := h.connect("a1")
+			frames := make([][]byte, 0, 2)
+			for _, state := range []string{"starting", "running"} {
+				f, _ := json.Marshal(map[string]any{"type": "status", "payload": map[string]any{"sessionId": "%s", "state": state}})
+				frames = append(frames, f)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				id := fmt.Sprintf("s%02d", i%sessions)
+				if err := a.conn.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(string(frames[(i/sessions)%2]), id))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The last report, on a session of its own: once it is stored, so is every one before.
+			a.send("status", map[string]any{"sessionId": fmt.Sprintf("s%02d", sessions), "state": "stopped"})
+			eventually(b, 5*time.Minute, "last report stored", func() bool {
+				s, _ := d.GetSession(b.Context(), fmt.Sprintf("s%02d", sessions))
+				return s.State == models.SessionStateStopped
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N+1)/time.Since(start).Seconds(), "frames/s")
+		})
+	}
 }
