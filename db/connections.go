@@ -22,8 +22,11 @@ var (
 // AddConnection records a browser viewing a session. The foreign key is (session_id, org_id),
 // so a connection whose OrgID is not its session's org is refused like a missing session:
 // ErrNotFound. ErrConflict when the id exists. Zero ConnectedAt is now; zero LastHeartbeat is
-// ConnectedAt.
+// ConnectedAt. The browser's ClientIP and UserAgent are stored cut to models.MaxClientIPLen
+// and models.MaxUserAgentLen: whatever a browser sends, its row stays small.
 func (d *Database) AddConnection(ctx context.Context, c models.Connection) error {
+	c.ClientIP = models.TruncateUTF8(c.ClientIP, models.MaxClientIPLen)
+	c.UserAgent = models.TruncateUTF8(c.UserAgent, models.MaxUserAgentLen)
 	if c.ConnectedAt.IsZero() {
 		c.ConnectedAt = d.now()
 	}

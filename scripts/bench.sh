@@ -23,7 +23,10 @@ go build -o "$tmp/ssr" ./cmd/streamspace-realtime
 export STREAMSPACE_JWT_SECRET=${STREAMSPACE_JWT_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export STREAMSPACE_SERVICE_TOKEN=${STREAMSPACE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-"$tmp/ssr" serve --addr 127.0.0.1:18080 --database-url "sqlite://$tmp/bench.db" --log-level warn >"$tmp/serve.log" 2>&1 &
+# Every client is a user of one organization: the per-organization connection limit (5,000 by
+# default) is turned off so that CLIENTS may exceed it.
+"$tmp/ssr" serve --addr 127.0.0.1:18080 --database-url "sqlite://$tmp/bench.db" --log-level warn \
+	--max-connections-per-org 0 >"$tmp/serve.log" 2>&1 &
 pids+=($!)
 server_pid=$!
 baseline_args=()

@@ -57,9 +57,7 @@ type AgentStore interface {
 	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
 	AgentsWithPendingCommands(ctx context.Context) ([]string, error)
 
-	GetSession(ctx context.Context, id string) (models.Session, error)
-	ApplyAgentStatus(ctx context.Context, agentID, sessionID, state, podName string) (before models.Session, changed bool, err error)
-	DeleteSession(ctx context.Context, id string) error
+	ApplyAgentStatuses(ctx context.Context, agentID string, reports []db.AgentStatusReport) ([]db.AgentStatusResult, error)
 }
 
 var _ AgentStore = (*db.Database)(nil)

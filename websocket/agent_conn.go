@@ -16,8 +16,10 @@ import (
 // AgentConnection represents a single agent's WebSocket connection.
 //
 // Concurrency contract: the hub owns a registered connection's goroutines: a reader, the only
-// writer of the socket, and a dispatcher that delivers the agent's waiting commands in creation
-// order. All three end when the connection closes, and the last one to end unregisters it.
+// writer of the socket, a dispatcher that delivers the agent's waiting commands in creation
+// order, and a status writer that records the session status reports the reader hands it. All
+// end when the connection closes (the status writer once the reader has), and the last one to
+// end unregisters it.
 // Send is the bounded outbound queue the writer drains; nobody closes it (the writer stops on
 // the connection's own done signal instead, so a late sender can never panic). Receive, when
 // the caller sets it, is offered every inbound frame without blocking (full means dropped): a
@@ -90,6 +92,14 @@ type AgentConnection struct {
 	logStreams   atomic.Int32
 	logStreamEnd atomic.Int64 // when the last stream ended (Unix nanoseconds)
 	logLimiter   *rate.Limiter
+
+	// Status reports the reader handed to the status writer (statusLoop), the latest per
+	// session, guarded by statusMu. statusTaken is closed when the writer takes them, for a
+	// reader waiting for room; statusWake (capacity 1) says there are some.
+	statusMu    sync.Mutex
+	statuses    map[string]*pendingStatus
+	statusTaken chan struct{}
+	statusWake  chan struct{}
 }
 
 // logLinger is how long after its last log stream ends an agent's frames still draw on the
@@ -228,10 +238,11 @@ func (c *AgentConnection) start() {
 		go c.dispatchLoop()
 		return
 	}
-	c.pumps.Store(3)
+	c.pumps.Store(4)
 	go c.writePump()
 	go c.readPump()
 	go c.dispatchLoop()
+	go c.statusLoop()
 }
 
 // pumpDone reports one goroutine's end; the last one unregisters the connection.
@@ -243,7 +254,9 @@ func (c *AgentConnection) pumpDone() {
 
 // readPump reads frames, enforcing the size limit, the rate limit and the pong deadline, and
 // hands each to the hub. Database work for a frame happens here, so one agent's frames are
-// handled in the order it sent them and a slow database slows that agent only.
+// handled in the order it sent them and a slow database slows that agent only; session status
+// reports, the frames an agent may send most of, go to the status writer instead, which
+// writes whatever accumulated in one transaction (see queueStatus).
 func (c *AgentConnection) readPump() {
 	defer c.pumpDone()
 	defer close(c.readDone)

@@ -66,7 +66,7 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 		if err != nil {
 			return err
 		}
-		return h.withStore(func(ctx context.Context) *frameError { return h.sessionStatus(ctx, c, m, now) })
+		c.queueStatus(m, statusPodName(m), now)
 	case models.MessageTypeLog:
 		var m models.LogLine
 		if err := decodePayload(f, &m); err != nil {
@@ -159,46 +159,6 @@ func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status st
 		return &frameError{msg: "command is already " + tr.Status, commandID: id, logged: true}
 	}
 	h.metrics.commands.WithLabelValues(status).Inc()
-	return nil
-}
-
-// sessionStatus applies a status report to a session placed on this agent: its state (and
-// pod name), published as session.state.changed, or its removal for "deleted".
-func (h *AgentHub) sessionStatus(ctx context.Context, c *AgentConnection, m models.StatusMessage, now time.Time) *frameError {
-	notMine := &frameError{msg: "session is not placed on this agent", sessionID: m.SessionID, malformed: true}
-	if m.State == sessionStateDeleted {
-		s, err := h.store.GetSession(ctx, m.SessionID)
-		if errors.Is(err, db.ErrNotFound) || (err == nil && s.AgentID != c.AgentID) {
-			return notMine
-		}
-		if err != nil {
-			return h.storeFailed(c, "status", m.SessionID, err)
-		}
-		if err := h.store.DeleteSession(ctx, s.ID); err != nil && !errors.Is(err, db.ErrNotFound) {
-			return h.storeFailed(c, "status", m.SessionID, err)
-		}
-		h.publish(ctx, s.OrgID, SessionEvent{Type: EventSessionDeleted, SessionID: s.ID, UserID: s.UserID, Timestamp: now})
-		return nil
-	}
-	podName, _ := m.PlatformMetadata["podName"].(string)
-	before, changed, err := h.store.ApplyAgentStatus(ctx, c.AgentID, m.SessionID, m.State, podName)
-	if errors.Is(err, db.ErrNotFound) {
-		// One answer for "not there" and "not yours": an agent learns nothing of others' sessions.
-		return notMine
-	}
-	if err != nil {
-		return h.storeFailed(c, "status", m.SessionID, err)
-	}
-	if !changed || before.State == m.State {
-		return nil // the same state again, or only the pod: no event
-	}
-	data := map[string]any{"oldState": before.State, "newState": m.State, "agentId": c.AgentID}
-	if podName != "" {
-		data["podName"] = podName
-	}
-	h.publish(ctx, before.OrgID, SessionEvent{
-		Type: EventSessionStateChange, SessionID: before.ID, UserID: before.UserID, Timestamp: now, Data: data,
-	})
 	return nil
 }
 

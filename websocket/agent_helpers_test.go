@@ -48,7 +48,7 @@ func (r *recordedEvents) all() []orgEvent {
 // a fake clock: the agent id comes from the query, as the server's route would pass it after
 // checking the key.
 type agentHarness struct {
-	t      *testing.T
+	t      testing.TB
 	hub    *AgentHub
 	db     *db.Database
 	clock  *clockwork.FakeClock
@@ -56,7 +56,7 @@ type agentHarness struct {
 	url    string
 }
 
-func newAgentHarness(t *testing.T, d *db.Database, cfg AgentHubConfig) *agentHarness {
+func newAgentHarness(t testing.TB, d *db.Database, cfg AgentHubConfig) *agentHarness {
 	t.Helper()
 	h := &agentHarness{t: t, db: d, clock: clockwork.NewFakeClock(), events: &recordedEvents{}}
 	cfg.Clock, cfg.Events = h.clock, h.events
@@ -107,7 +107,7 @@ func (h *agentHarness) connect(id string) *testAgent {
 }
 
 // connectFor is connect for a subtest: failures are reported to t.
-func (h *agentHarness) connectFor(t *testing.T, id string) *testAgent {
+func (h *agentHarness) connectFor(t testing.TB, id string) *testAgent {
 	t.Helper()
 	before := h.hub.GetConnection(id)
 	conn, _, err := websocket.DefaultDialer.Dial(h.url+"?agent_id="+id, nil)
@@ -172,7 +172,7 @@ func counterValue(t *testing.T, c prometheus.Collector) float64 {
 
 // testAgent is the agent end of a connection: a plain gorilla client speaking PROTOCOL.md 3.
 type testAgent struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 }
 

@@ -228,6 +228,9 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 	c.inflight = make(map[string]inflightCommand)
 	c.limiter = rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)
 	c.logLimiter = rate.NewLimiter(logStreamRate, logStreamRate)
+	c.statuses = make(map[string]*pendingStatus)
+	c.statusTaken = make(chan struct{})
+	c.statusWake = make(chan struct{}, 1)
 	if c.Send == nil {
 		c.Send = make(chan []byte, h.cfg.QueueSize)
 	}

@@ -151,6 +151,13 @@ func decodeHeartbeat(f agentFrame) (models.HeartbeatMessage, *frameError) {
 	default:
 		return hb, malformed("heartbeat status must be online or draining")
 	}
+	// The capacity is stored with the agent and listed to operators. Only a payload that
+	// could hold a large one pays for measuring it.
+	if len(f.Payload) > models.MaxAgentObjectBytes && len(hb.Capacity) > 0 {
+		if b, _ := json.Marshal(hb.Capacity); len(b) > models.MaxAgentObjectBytes {
+			return hb, malformed("heartbeat payload field %q is too large", "capacity")
+		}
+	}
 	return hb, nil
 }
 
@@ -193,13 +200,14 @@ func decodeComplete(f agentFrame) (models.CompleteMessage, *frameError) {
 }
 
 // decodeFailed reads a failed frame. The error is text for people: a NUL in it (which
-// PostgreSQL cannot store) is dropped rather than losing the failure.
+// PostgreSQL cannot store) is dropped rather than losing the failure, and it is cut at
+// models.MaxCommandErrorLen.
 func decodeFailed(f agentFrame) (models.FailedMessage, *frameError) {
 	var m models.FailedMessage
 	if err := decodePayload(f, &m); err != nil {
 		return m, err
 	}
-	m.Error = models.SanitizeText(m.Error)
+	m.Error = models.TruncateUTF8(models.SanitizeText(m.Error), models.MaxCommandErrorLen)
 	return m, requireID(f.Type, "commandId", m.CommandID)
 }
 
@@ -224,7 +232,19 @@ func decodeStatus(f agentFrame) (models.StatusMessage, *frameError) {
 	if pod, ok := m.PlatformMetadata["podName"].(string); ok && !models.ValidName(pod) {
 		return m, malformed("status payload field %q is not valid UTF-8 text without control characters", "platformMetadata.podName")
 	}
+	// The pod name is stored with the session and sent in every sessions_update: one that is
+	// no Kubernetes name refuses the report rather than being stored cut.
+	if len(statusPodName(m)) > models.MaxPodNameLen {
+		return m, malformed("status payload field %q is too long", "platformMetadata.podName")
+	}
 	return m, nil
+}
+
+// statusPodName is the pod a status report names, if any (a podName that is not a string is
+// ignored).
+func statusPodName(m models.StatusMessage) string {
+	pod, _ := m.PlatformMetadata["podName"].(string)
+	return pod
 }
 
 // outbound encodes one frame to an agent. Every frame carries the time it was made, as an

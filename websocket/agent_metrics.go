@@ -18,7 +18,9 @@ type agentMetrics struct {
 	commands    *prometheus.CounterVec
 	heartbeats  prometheus.Counter
 	flushes     prometheus.Counter
-	logLines    *prometheus.CounterVec
+	// statusBatches counts the transactions that wrote agents' coalesced status reports.
+	statusBatches prometheus.Counter
+	logLines      *prometheus.CounterVec
 }
 
 // knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
@@ -52,6 +54,10 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "streamspace_agent_heartbeat_flushes_total",
 			Help: "Database writes of coalesced heartbeats (one transaction each).",
 		}),
+		statusBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamspace_agent_status_batches_total",
+			Help: "Database writes of agents' session status reports, coalesced per session (one transaction each).",
+		}),
 		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamspace_agent_log_lines_total",
 			Help: "Log lines agents relayed, by outcome (relayed, dropped: no open stream or overflow).",
@@ -63,6 +69,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		m.commands = promreg.Register(reg, m.commands)
 		m.heartbeats = promreg.Register(reg, m.heartbeats)
 		m.flushes = promreg.Register(reg, m.flushes)
+		m.statusBatches = promreg.Register(reg, m.statusBatches)
 		m.logLines = promreg.Register(reg, m.logLines)
 	}
 	return m

@@ -31,7 +31,7 @@ func benchCmd(ctx context.Context, args []string, getenv func(string) string, st
 	secret := fs.String("jwt-secret", getenv("STREAMSPACE_JWT_SECRET"), "secret to mint the clients' tokens (env STREAMSPACE_JWT_SECRET; empty: no tokens, as the baseline wants)")
 	service := fs.String("service-token", getenv("STREAMSPACE_SERVICE_TOKEN"), "service token for the broadcasts (env STREAMSPACE_SERVICE_TOKEN)")
 	org := fs.String("org", "bench-org", "organization of every client and broadcast")
-	clients := fs.Int("clients", 1000, "browser clients to connect")
+	clients := fs.Int("clients", 1000, "browser clients to connect, each a user of --org (beyond the server's per-organization connection limit, 5000 by default, start it with --max-connections-per-org 0)")
 	rate := fs.Float64("rate", 10, "broadcasts per second")
 	duration := fs.Duration("duration", 10*time.Second, "how long to publish")
 	batch := fs.Int("batch", 200, "clients connecting at once")

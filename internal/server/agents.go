@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -146,8 +147,23 @@ func (s *Server) validRegistration(w http.ResponseWriter, r *http.Request, req m
 	case len(req.Region) > 128 || !models.ValidName(req.Region):
 		s.fail(w, r, http.StatusBadRequest, "invalid_region", "region must be at most 128 bytes of UTF-8 text without control characters")
 		return false
+	case jsonSize(req.Capacity) > models.MaxAgentObjectBytes:
+		s.fail(w, r, http.StatusBadRequest, "invalid_capacity", fmt.Sprintf("capacity is larger than %d bytes of JSON", models.MaxAgentObjectBytes))
+		return false
+	case jsonSize(req.Metadata) > models.MaxAgentObjectBytes:
+		s.fail(w, r, http.StatusBadRequest, "invalid_metadata", fmt.Sprintf("metadata is larger than %d bytes of JSON", models.MaxAgentObjectBytes))
+		return false
 	}
 	return true
+}
+
+// jsonSize is the length of an object decoded from a request, encoded again as it is stored.
+func jsonSize(m map[string]any) int {
+	if len(m) == 0 {
+		return 0
+	}
+	b, _ := json.Marshal(m) // decoded from JSON, so it encodes
+	return len(b)
 }
 
 // handleAgentConnect serves GET /api/v1/agents/connect?agent_id=<id>: 400 without an id or

@@ -56,7 +56,9 @@ type Config struct {
 	WriteWait         time.Duration
 	MaxMessageSize    int64
 	MaxBodyBytes      int64
-	ShutdownTimeout   time.Duration
+	// MaxHeaderBytes bounds an HTTP request's line and headers (larger: 431).
+	MaxHeaderBytes  int
+	ShutdownTimeout time.Duration
 	// Limits (docs/OPERATIONS.md, Limits). Zero turns each off.
 	UpgradeRate           float64 // WebSocket upgrades per second per client address
 	UpgradeBurst          int     // beyond the rate, at once (0: ten seconds' worth)
@@ -89,14 +91,22 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultAddr          = ":8080"
-	DefaultDatabaseURL   = "sqlite://streamspace.db"
-	DefaultSessionSource = "database"
-	KubernetesSource     = "kubernetes"
-	DefaultMaxBodyBytes  = 1 << 20
+	DefaultAddr           = ":8080"
+	DefaultDatabaseURL    = "sqlite://streamspace.db"
+	DefaultSessionSource  = "database"
+	KubernetesSource      = "kubernetes"
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultMaxHeaderBytes = 64 << 10
 	// DefaultMaxBroadcastBytes bounds a broadcast's body.
 	DefaultMaxBroadcastBytes = 64 << 10
-	DefaultShutdownTimeout   = 10 * time.Second
+	// A user's browser holds a sessions socket per tab, and metrics and logs sockets beside
+	// them; a reconnecting socket may still be counted until the server sees the old one go.
+	// 64 leaves room for all of that and stops a single token from opening thousands.
+	DefaultMaxConnectionsPerUser = 64
+	// An organization's sockets, across the replicas sharing a Redis: room for thousands of
+	// users at once, and a bound on what one tenant takes of the memory all share.
+	DefaultMaxConnectionsPerOrg = 5000
+	DefaultShutdownTimeout      = 10 * time.Second
 )
 
 // envFlag binds one setting to its flag and environment variable.
@@ -128,7 +138,7 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}
 	}
-	var queue, attempts, history, upgradeBurst, perUser, perOrg, browserRate, subscriptions int64
+	var queue, attempts, history, upgradeBurst, perUser, perOrg, browserRate, subscriptions, headerBytes int64
 	number := func(p *float64) func(string) error {
 		return func(v string) error {
 			f, err := strconv.ParseFloat(v, 64)
@@ -200,11 +210,12 @@ func (c *Config) bindings() []envFlag {
 		{"write-wait", "STREAMSPACE_WRITE_WAIT", "bound on one socket write", dur(&c.WriteWait), "10s"},
 		{"max-message-size", "STREAMSPACE_MAX_MESSAGE_SIZE", "largest browser message in bytes (larger: 1009)", integer(&c.MaxMessageSize), "4096"},
 		{"max-body-bytes", "STREAMSPACE_MAX_BODY_BYTES", "largest HTTP request body (larger: 413)", integer(&c.MaxBodyBytes), strconv.Itoa(DefaultMaxBodyBytes)},
+		{"max-header-bytes", "STREAMSPACE_MAX_HEADER_BYTES", "largest HTTP request line and headers (larger: 431; 0: the default)", count(&headerBytes, &c.MaxHeaderBytes), strconv.Itoa(DefaultMaxHeaderBytes)},
 		{"shutdown-timeout", "STREAMSPACE_SHUTDOWN_TIMEOUT", "how long shutdown drains connections", dur(&c.ShutdownTimeout), DefaultShutdownTimeout.String()},
 		{"upgrade-rate", "STREAMSPACE_UPGRADE_RATE", "WebSocket upgrades per second per client address, over: 429 (0: off; behind a proxy every client shares its address)", number(&c.UpgradeRate), "0"},
 		{"upgrade-burst", "STREAMSPACE_UPGRADE_BURST", "upgrades one address may open at once beyond the rate (0: ten seconds' worth)", count(&upgradeBurst, &c.UpgradeBurst), "0"},
-		{"max-connections-per-user", "STREAMSPACE_MAX_CONNECTIONS_PER_USER", "browser sockets one user may hold on this replica, over: 429 (0: no limit)", count(&perUser, &c.MaxConnectionsPerUser), "0"},
-		{"max-connections-per-org", "STREAMSPACE_MAX_CONNECTIONS_PER_ORG", "browser sockets one organization may hold on this replica, over: 429 (0: no limit)", count(&perOrg, &c.MaxConnectionsPerOrg), "0"},
+		{"max-connections-per-user", "STREAMSPACE_MAX_CONNECTIONS_PER_USER", "browser sockets one user may hold (across replicas sharing a Redis), over: 429 (0: no limit)", count(&perUser, &c.MaxConnectionsPerUser), strconv.Itoa(DefaultMaxConnectionsPerUser)},
+		{"max-connections-per-org", "STREAMSPACE_MAX_CONNECTIONS_PER_ORG", "browser sockets one organization may hold (across replicas sharing a Redis), over: 429 (0: no limit)", count(&perOrg, &c.MaxConnectionsPerOrg), strconv.Itoa(DefaultMaxConnectionsPerOrg)},
 		{"browser-message-rate", "STREAMSPACE_BROWSER_MESSAGE_RATE", "frames per second a browser may send, over: close 1008 (0: no limit)", count(&browserRate, &c.BrowserMessageRate), "20"},
 		{"max-subscriptions", "STREAMSPACE_MAX_SUBSCRIPTIONS", "user and session subscriptions of one browser connection, over: close 1008 (0: no limit)", count(&subscriptions, &c.MaxSubscriptions), "64"},
 		{"agent-bootstrap-key", "STREAMSPACE_AGENT_BOOTSTRAP_KEY", "key new agents register with (empty: agents are created by admins only; --dev generates one)", str(&c.AgentBootstrapKey), ""},
