@@ -162,16 +162,11 @@ func (h *AgentHub) finish(ctx context.Context, c *AgentConnection, id, status st
 	return nil
 }
 
-// storeFailed logs a database failure while handling a frame and answers the agent without
-// blaming it: the frame was fine, so it does not count toward the malformed limit. The answer
-// names the command or session and says retry, so the agent can send the frame again.
+// storeFailed logs a database failure while handling a command's answer and answers the agent
+// without blaming it: the frame was fine, so it does not count toward the malformed limit. The
+// answer names the command and says retry, so the agent can send the frame again (status
+// reports get the same answer from applyStatuses).
 func (h *AgentHub) storeFailed(c *AgentConnection, what, id string, err error) *frameError {
 	h.cfg.Logger.Warn("handling agent frame failed", "agent_id", c.AgentID, "type", what, "id", id, "err", err)
-	fe := &frameError{msg: fmt.Sprintf("could not record %s now; send it again later", what), logged: true, retry: true}
-	if what == "status" {
-		fe.sessionID = id
-	} else {
-		fe.commandID = id
-	}
-	return fe
+	return &frameError{msg: fmt.Sprintf("could not record %s now; send it again later", what), commandID: id, logged: true, retry: true}
 }
