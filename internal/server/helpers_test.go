@@ -55,6 +55,17 @@ type testServer struct {
 	stop func()
 }
 
+// forEachDialect runs fn as a parallel subtest per database dialect, each with its name.
+func forEachDialect(t *testing.T, fn func(t *testing.T, dialect string)) {
+	t.Helper()
+	for _, dialect := range dbtest.Dialects() {
+		t.Run(dialect, func(t *testing.T) {
+			t.Parallel()
+			fn(t, dialect)
+		})
+	}
+}
+
 // testConfig is the configuration of a test server on a fresh database of dialect, with env
 // set on top of the test secrets.
 func testConfig(t testing.TB, dialect string, env map[string]string) Config {

@@ -9,7 +9,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -65,57 +64,54 @@ func TestHugeRequestHeaderIs431(t *testing.T) {
 // or capacity is larger than MaxAgentObjectBytes is refused 400 and stores nothing.
 func TestClientStringsStoredWithinBounds(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range dbtest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			ts := startServer(t, dialect, withBootstrap(true))
-			ctx := context.Background()
-			if err := ts.Database().CreateSession(ctx, models.Session{ID: "s1", OrgID: "o1", UserID: "alice", State: "running"}); err != nil {
-				t.Fatal(err)
-			}
-			ua := "x" + strings.Repeat("é", 30<<10) // 60 KiB: within the header limit, and cut mid-character at 512 bytes
-			conn, status, code := ts.dialWS(t, "/api/v1/ws/sessions?session_id=s1&token="+mint(t, "alice", "o1", auth.RoleUser, time.Hour),
-				http.Header{"User-Agent": {ua}})
-			if status != http.StatusSwitchingProtocols {
-				t.Fatalf("session socket: %d %s", status, code)
-			}
-			if f := readWS(t, conn); f.str("type") != "connected" {
-				t.Fatalf("first frame %v", f)
-			}
-			var stored string
-			waitFor(t, 5*time.Second, "the connection recorded", func() bool {
-				return ts.Database().SQL().QueryRowContext(ctx, "SELECT user_agent FROM connections WHERE session_id = 's1'").Scan(&stored) == nil
-			})
-			if len(stored) > models.MaxUserAgentLen || len(stored) < models.MaxUserAgentLen-1 || !utf8.ValidString(stored) || !strings.HasPrefix(ua, stored) {
-				t.Fatalf("stored User-Agent of %d bytes (valid UTF-8 %v), want its first %d bytes at most", len(stored), utf8.ValidString(stored), models.MaxUserAgentLen)
-			}
-
-			big := `{"blob":"` + strings.Repeat("m", models.MaxAgentObjectBytes) + `"}`
-			for field, want := range map[string]string{"metadata": "invalid_metadata", "capacity": "invalid_capacity"} {
-				body := `{"agentId":"big-` + field + `","platform":"docker","` + field + `":` + big + `}`
-				code, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(testBootstrap), body)
-				var eb errorBody
-				_ = json.Unmarshal(raw, &eb)
-				if code != http.StatusBadRequest || eb.Error != want {
-					t.Errorf("registration with a %d-byte %s: %d %s, want 400 %s", len(big), field, code, raw, want)
-				}
-				if _, err := ts.Database().GetAgent(ctx, "big-"+field); err == nil {
-					t.Errorf("agent with a huge %s was stored", field)
-				}
-			}
-			// An agent that registered within bounds cannot grow its row when it registers again.
-			regCode, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(testBootstrap), registerBody("a1", "docker"))
-			if regCode != http.StatusCreated {
-				t.Fatalf("registration: %d %s", regCode, raw)
-			}
-			key := decodeRegistration(t, raw).APIKey
-			if code, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(key),
-				`{"agentId":"a1","platform":"docker","metadata":`+big+`}`); code != http.StatusBadRequest {
-				t.Errorf("registering again with a huge metadata: %d %s", code, raw)
-			}
-			if a, err := ts.Database().GetAgent(ctx, "a1"); err != nil || a.Metadata["namespace"] != "ss" {
-				t.Errorf("agent after the refused registration: %+v %v", a.Metadata, err)
-			}
+	forEachDialect(t, func(t *testing.T, dialect string) {
+		ts := startServer(t, dialect, withBootstrap(true))
+		ctx := context.Background()
+		if err := ts.Database().CreateSession(ctx, models.Session{ID: "s1", OrgID: "o1", UserID: "alice", State: "running"}); err != nil {
+			t.Fatal(err)
+		}
+		ua := "x" + strings.Repeat("é", 30<<10) // 60 KiB: within the header limit, and cut mid-character at 512 bytes
+		conn, status, code := ts.dialWS(t, "/api/v1/ws/sessions?session_id=s1&token="+mint(t, "alice", "o1", auth.RoleUser, time.Hour),
+			http.Header{"User-Agent": {ua}})
+		if status != http.StatusSwitchingProtocols {
+			t.Fatalf("session socket: %d %s", status, code)
+		}
+		if f := readWS(t, conn); f.str("type") != "connected" {
+			t.Fatalf("first frame %v", f)
+		}
+		var stored string
+		waitFor(t, 5*time.Second, "the connection recorded", func() bool {
+			return ts.Database().SQL().QueryRowContext(ctx, "SELECT user_agent FROM connections WHERE session_id = 's1'").Scan(&stored) == nil
 		})
-	}
+		if len(stored) > models.MaxUserAgentLen || len(stored) < models.MaxUserAgentLen-1 || !utf8.ValidString(stored) || !strings.HasPrefix(ua, stored) {
+			t.Fatalf("stored User-Agent of %d bytes (valid UTF-8 %v), want its first %d bytes at most", len(stored), utf8.ValidString(stored), models.MaxUserAgentLen)
+		}
+
+		big := `{"blob":"` + strings.Repeat("m", models.MaxAgentObjectBytes) + `"}`
+		for field, want := range map[string]string{"metadata": "invalid_metadata", "capacity": "invalid_capacity"} {
+			body := `{"agentId":"big-` + field + `","platform":"docker","` + field + `":` + big + `}`
+			code, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(testBootstrap), body)
+			var eb errorBody
+			_ = json.Unmarshal(raw, &eb)
+			if code != http.StatusBadRequest || eb.Error != want {
+				t.Errorf("registration with a %d-byte %s: %d %s, want 400 %s", len(big), field, code, raw, want)
+			}
+			if _, err := ts.Database().GetAgent(ctx, "big-"+field); err == nil {
+				t.Errorf("agent with a huge %s was stored", field)
+			}
+		}
+		// An agent that registered within bounds cannot grow its row when it registers again.
+		regCode, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(testBootstrap), registerBody("a1", "docker"))
+		if regCode != http.StatusCreated {
+			t.Fatalf("registration: %d %s", regCode, raw)
+		}
+		key := decodeRegistration(t, raw).APIKey
+		if code, raw := ts.call(t, http.MethodPost, "/api/v1/agents/register", agentKey(key),
+			`{"agentId":"a1","platform":"docker","metadata":`+big+`}`); code != http.StatusBadRequest {
+			t.Errorf("registering again with a huge metadata: %d %s", code, raw)
+		}
+		if a, err := ts.Database().GetAgent(ctx, "a1"); err != nil || a.Metadata["namespace"] != "ss" {
+			t.Errorf("agent after the refused registration: %+v %v", a.Metadata, err)
+		}
+	})
 }

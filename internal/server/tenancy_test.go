@@ -11,7 +11,6 @@ import (
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -56,12 +55,7 @@ func readCommand(t *testing.T, agent *gorilla.Conn) map[string]any {
 // result is read by the organization whose session it acted on, also after the session ended.
 func TestCommandsActOnlyOnAuthorizedSessions(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range dbtest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			testCommandsActOnlyOnAuthorizedSessions(t, dialect)
-		})
-	}
+	forEachDialect(t, testCommandsActOnlyOnAuthorizedSessions)
 }
 
 func testCommandsActOnlyOnAuthorizedSessions(t *testing.T, dialect string) {
@@ -139,12 +133,7 @@ func testCommandsActOnlyOnAuthorizedSessions(t *testing.T, dialect string) {
 // and still after the session ended.
 func TestCommandResultsReadByTheSessionsOrganization(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range dbtest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			testCommandResultsReadByTheSessionsOrganization(t, dialect)
-		})
-	}
+	forEachDialect(t, testCommandResultsReadByTheSessionsOrganization)
 }
 
 func testCommandResultsReadByTheSessionsOrganization(t *testing.T, dialect string) {
@@ -208,66 +197,63 @@ func testCommandResultsReadByTheSessionsOrganization(t *testing.T, dialect strin
 // and an id taken in another organization gets the answer of an id taken in one's own.
 func TestOtherTenantsIDsAreNotConfirmed(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range dbtest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			ts := startServer(t, dialect, withBootstrap(false))
-			adminA := mint(t, "root-a", "org-a", auth.RoleAdmin, time.Hour)
-			adminB := mint(t, "root-b", "org-b", auth.RoleAdmin, time.Hour)
-			ts.createAgent(t, adminA, "a-agent", "org-a")
-			ts.createAgent(t, adminB, "b-agent", "org-b")
+	forEachDialect(t, func(t *testing.T, dialect string) {
+		ts := startServer(t, dialect, withBootstrap(false))
+		adminA := mint(t, "root-a", "org-a", auth.RoleAdmin, time.Hour)
+		adminB := mint(t, "root-b", "org-b", auth.RoleAdmin, time.Hour)
+		ts.createAgent(t, adminA, "a-agent", "org-a")
+		ts.createAgent(t, adminB, "b-agent", "org-b")
 
-			same := func(what string, method, path string, want int, reqs ...struct {
-				header http.Header
-				body   string
-			}) {
-				t.Helper()
-				var first string
-				for i, r := range reqs {
-					code, raw := ts.call(t, method, path, r.header, r.body)
-					if code != want {
-						t.Errorf("%s #%d: %d %s, want %d", what, i, code, raw, want)
-					}
-					if i == 0 {
-						first = string(raw)
-					} else if string(raw) != first {
-						t.Errorf("%s: answers differ:\n %s\n %s", what, first, raw)
-					}
+		same := func(what string, method, path string, want int, reqs ...struct {
+			header http.Header
+			body   string
+		}) {
+			t.Helper()
+			var first string
+			for i, r := range reqs {
+				code, raw := ts.call(t, method, path, r.header, r.body)
+				if code != want {
+					t.Errorf("%s #%d: %d %s, want %d", what, i, code, raw, want)
+				}
+				if i == 0 {
+					first = string(raw)
+				} else if string(raw) != first {
+					t.Errorf("%s: answers differ:\n %s\n %s", what, first, raw)
 				}
 			}
-			type req = struct {
-				header http.Header
-				body   string
+		}
+		type req = struct {
+			header http.Header
+			body   string
+		}
+		for _, key := range []string{"wrong-key", testBootstrap} {
+			code1, existing := ts.call(t, http.MethodGet, "/api/v1/agents/connect?agent_id=b-agent", agentKey(key), "")
+			code2, unknown := ts.call(t, http.MethodGet, "/api/v1/agents/connect?agent_id=nobody", agentKey(key), "")
+			if code1 != http.StatusUnauthorized || code1 != code2 || string(existing) != string(unknown) {
+				t.Errorf("connect with %s: existing agent %d %s, unknown %d %s; want one 401", key, code1, existing, code2, unknown)
 			}
-			for _, key := range []string{"wrong-key", testBootstrap} {
-				code1, existing := ts.call(t, http.MethodGet, "/api/v1/agents/connect?agent_id=b-agent", agentKey(key), "")
-				code2, unknown := ts.call(t, http.MethodGet, "/api/v1/agents/connect?agent_id=nobody", agentKey(key), "")
-				if code1 != http.StatusUnauthorized || code1 != code2 || string(existing) != string(unknown) {
-					t.Errorf("connect with %s: existing agent %d %s, unknown %d %s; want one 401", key, code1, existing, code2, unknown)
-				}
-			}
-			same("register with a wrong key or the bootstrap key for an agent with its own key",
-				http.MethodPost, "/api/v1/agents/register", http.StatusUnauthorized,
-				req{agentKey("wrong-key"), registerBody("nobody", "docker")},
-				req{agentKey("wrong-key"), registerBody("b-agent", "docker")},
-				req{agentKey(testBootstrap), registerBody("b-agent", "docker")})
-			same("creating an agent whose id is taken, here or in another organization",
-				http.MethodPost, "/api/v1/admin/agents", http.StatusConflict,
-				req{bearer(adminA), registerBody("a-agent", "docker")},
-				req{bearer(adminA), registerBody("b-agent", "docker")})
+		}
+		same("register with a wrong key or the bootstrap key for an agent with its own key",
+			http.MethodPost, "/api/v1/agents/register", http.StatusUnauthorized,
+			req{agentKey("wrong-key"), registerBody("nobody", "docker")},
+			req{agentKey("wrong-key"), registerBody("b-agent", "docker")},
+			req{agentKey(testBootstrap), registerBody("b-agent", "docker")})
+		same("creating an agent whose id is taken, here or in another organization",
+			http.MethodPost, "/api/v1/admin/agents", http.StatusConflict,
+			req{bearer(adminA), registerBody("a-agent", "docker")},
+			req{bearer(adminA), registerBody("b-agent", "docker")})
 
-			ctx := t.Context()
-			for _, s := range []models.Session{{ID: "s-a", OrgID: "org-a", UserID: "alice"}, {ID: "s-b", OrgID: "org-b", UserID: "bob"}} {
-				if err := ts.Database().CreateSession(ctx, s); err != nil {
-					t.Fatal(err)
-				}
+		ctx := t.Context()
+		for _, s := range []models.Session{{ID: "s-a", OrgID: "org-a", UserID: "alice"}, {ID: "s-b", OrgID: "org-b", UserID: "bob"}} {
+			if err := ts.Database().CreateSession(ctx, s); err != nil {
+				t.Fatal(err)
 			}
-			same("start_session with a session id taken, here or in another organization",
-				http.MethodPost, "/api/v1/admin/agents/a-agent/command", http.StatusConflict,
-				req{bearer(adminA), `{"action":"start_session","sessionId":"s-a","payload":{"user":"alice"}}`},
-				req{bearer(adminA), `{"action":"start_session","sessionId":"s-b","payload":{"user":"alice"}}`})
-		})
-	}
+		}
+		same("start_session with a session id taken, here or in another organization",
+			http.MethodPost, "/api/v1/admin/agents/a-agent/command", http.StatusConflict,
+			req{bearer(adminA), `{"action":"start_session","sessionId":"s-a","payload":{"user":"alice"}}`},
+			req{bearer(adminA), `{"action":"start_session","sessionId":"s-b","payload":{"user":"alice"}}`})
+	})
 }
 
 // TestIDsThatAreNotTextAreRefusedAtTheEdge sends ids with invalid UTF-8 or a NUL wherever an
@@ -275,12 +261,7 @@ func TestOtherTenantsIDsAreNotConfirmed(t *testing.T) {
 // at ERROR; a browser whose User-Agent is not UTF-8 still has its connection recorded.
 func TestIDsThatAreNotTextAreRefusedAtTheEdge(t *testing.T) {
 	t.Parallel()
-	for _, dialect := range dbtest.Dialects() {
-		t.Run(dialect, func(t *testing.T) {
-			t.Parallel()
-			testIDsThatAreNotText(t, dialect)
-		})
-	}
+	forEachDialect(t, testIDsThatAreNotText)
 }
 
 func testIDsThatAreNotText(t *testing.T, dialect string) {
