@@ -141,6 +141,16 @@ func mint(t *testing.T, user, org string, role auth.Role, ttl time.Duration) str
 // post sends a JSON body with a bearer token and returns status and body.
 func (ts *testServer) post(t *testing.T, path, bearer, body string) (int, errorBody) {
 	t.Helper()
+	status, raw := ts.postRaw(t, path, bearer, body)
+	var eb errorBody
+	_ = json.Unmarshal(raw, &eb)
+	return status, eb
+}
+
+// postRaw sends a JSON body with a bearer token (none when empty) and returns status and the
+// body as it came.
+func (ts *testServer) postRaw(t *testing.T, path, bearer, body string) (int, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, ts.base+path, strings.NewReader(body))
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
@@ -152,9 +162,7 @@ func (ts *testServer) post(t *testing.T, path, bearer, body string) (int, errorB
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var eb errorBody
-	_ = json.Unmarshal(raw, &eb)
-	return resp.StatusCode, eb
+	return resp.StatusCode, raw
 }
 
 // dialWS connects with the token in the query; it returns the connection

@@ -3,7 +3,6 @@ package server
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,18 +16,10 @@ import (
 // publishAccepted posts body to path and returns the position of the accepted entry.
 func (ts *testServer) publishAccepted(t *testing.T, path, bearer, body string) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, ts.base+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+bearer)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	status, raw := ts.postRaw(t, path, bearer, body)
 	var a accepted
-	if resp.StatusCode != http.StatusAccepted || json.Unmarshal(raw, &a) != nil {
-		t.Fatalf("post %s: %d %s", path, resp.StatusCode, raw)
+	if status != http.StatusAccepted || json.Unmarshal(raw, &a) != nil {
+		t.Fatalf("post %s: %d %s", path, status, raw)
 	}
 	return fmt.Sprintf("%s:%d", a.Epoch, a.Offset)
 }
