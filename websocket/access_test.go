@@ -3,8 +3,10 @@ package websocket
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -140,5 +142,40 @@ func TestHeldClientWaitsForEveryHold(t *testing.T) {
 		if f := readFrame(t, conn); f["n"] != float64(want) {
 			t.Fatalf("frame %d is %v", want, f)
 		}
+	}
+}
+
+// Deliveries held back while a replay longer than the queue is written wait for room like
+// the replay does, instead of finding the queue full and closing the client with 4001.
+func TestReleaseLongerThanQueueKeepsHeldDeliveries(t *testing.T) {
+	const queue = 4
+	m := startManager(t, nil, Config{QueueSize: queue, WriteWait: time.Minute})
+	clients := make(chan *Client, 1)
+	base := socketServer(t, func(conn *websocket.Conn, _ url.Values) {
+		c := m.hub.serve(conn, clientSpec{id: "c1", org: OrgContext{OrgID: "o1", UserID: "u1"}, users: []string{"u1"}, held: true}, nil, clusterPositionZero)
+		clients <- c
+		c.enqueue([]byte(`{"n":-1}`)) // a delivery that came during the replay: it follows it
+		// The first frame is more than the sockets' buffers hold, so the writer blocks on it
+		// while the browser does not read, and the rest of the replay fills the queue.
+		replay := [][]byte{fmt.Appendf(nil, `{"n":0,"blob":%q}`, strings.Repeat("x", 16<<20))}
+		for i := 1; i <= queue; i++ {
+			replay = append(replay, fmt.Appendf(nil, `{"n":%d}`, i))
+		}
+		c.release(replay...)
+	})
+	conn := dialSmallBuffer(t, base, nil)
+	c := <-clients
+	eventually(t, 30*time.Second, "a full queue", func() bool {
+		c.out.mu.Lock()
+		defer c.out.mu.Unlock()
+		return len(c.out.queue) == queue
+	})
+	for want := range queue + 1 {
+		if f := readFrame(t, conn); f["n"] != float64(want) {
+			t.Fatalf("frame %d is %v", want, f["n"])
+		}
+	}
+	if f := readFrame(t, conn); f["n"] != float64(-1) {
+		t.Fatalf("after the replay: %v, want the held delivery", f["n"])
 	}
 }

@@ -118,7 +118,7 @@ func (c *Client) start(conn *websocket.Conn) {
 		// gorilla answers pings and close frames by writing to the socket itself; here every
 		// write goes through the client's queue, so the answers do too.
 		conn.SetPingHandler(func(data string) error {
-			c.out.push(controlFrame(opPong, []byte(data)))
+			c.out.offer(controlFrame(opPong, []byte(data)))
 			return nil
 		})
 		conn.SetCloseHandler(func(code int, _ string) error {
@@ -185,36 +185,49 @@ func (c *Client) hold() {
 }
 
 // release queues first (messages) and ends one hold; when it was the last, what was held
-// back follows and deliveries go through from then on, all in that order. first may be longer
-// than the queue (a replay): it is queued as room is made, within the write wait, so a replay
-// of a whole history is not mistaken for a slow consumer.
+// back follows and deliveries go through from then on, all in that order. first, and what
+// was held back, may be longer than the queue (a replay, and the deliveries that came during
+// it): they are queued as room is made, each within the write wait, so a replay of a whole
+// history is not mistaken for a slow consumer.
 func (c *Client) release(first ...[]byte) {
-	// Deliveries keep going to pending meanwhile; the hold lock is taken only for the
-	// hand-over, so a long replay never holds up the hub's delivery path.
-	ok := true
-	for _, m := range first {
-		if ok = c.pushWait(textFrame(m)); !ok {
-			break
+	// Deliveries keep going to pending meanwhile; the hold lock is taken only to hand over,
+	// so a long replay never holds up the hub's delivery path.
+	ok := c.pushAllWait(first, textFrame)
+	for ok {
+		c.holdMu.Lock()
+		if c.holds > 1 {
+			c.holds-- // still held for another reason: what is pending waits for it
+			c.holdMu.Unlock()
+			return
 		}
+		batch := c.pending
+		c.pending = nil
+		if len(batch) == 0 {
+			c.holds = 0
+			c.held.Store(false)
+			c.holdMu.Unlock()
+			return
+		}
+		// Still held while the batch is written: what arrives meanwhile comes after it.
+		c.holdMu.Unlock()
+		ok = c.pushAllWait(batch, func(f []byte) []byte { return f })
 	}
 	c.holdMu.Lock()
-	defer c.holdMu.Unlock()
-	if c.holds > 0 {
-		c.holds--
-	}
-	if ok && c.holds > 0 {
-		return // still held for another reason: what is pending waits for it
-	}
-	if ok {
-		for _, f := range c.pending {
-			if !c.push(f) {
-				break
-			}
-		}
-	}
 	c.pending = nil
 	c.holds = 0
 	c.held.Store(false)
+	c.holdMu.Unlock()
+}
+
+// pushAllWait queues frames (each encoded by encode) with pushWait, and reports whether all
+// were queued.
+func (c *Client) pushAllWait(frames [][]byte, encode func([]byte) []byte) bool {
+	for _, m := range frames {
+		if !c.pushWait(encode(m)) {
+			return false
+		}
+	}
+	return true
 }
 
 // pushWait queues frame, waiting up to the write wait for room.
@@ -244,15 +257,6 @@ func (c *Client) pushWait(frame []byte) bool {
 			return false
 		}
 	}
-}
-
-// push queues frame, or closes the client with 4001 when its queue is full.
-func (c *Client) push(frame []byte) bool {
-	if !c.out.push(frame) {
-		return false
-	}
-	c.hub.metrics.messagesOut.Inc()
-	return true
 }
 
 // overflow closes a client that fell a whole queue behind.

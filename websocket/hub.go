@@ -295,7 +295,7 @@ func (h *Hub) pingLoop() {
 			h.mu.Unlock()
 		}
 		for _, c := range due {
-			c.out.push(pingFrame)
+			c.out.offer(pingFrame)
 		}
 		clear(due)
 		due = due[:0]

@@ -312,7 +312,7 @@ func (c *Client) endFrame() (done bool, err error) {
 	defer func() { in.control = nil }() // an idle client keeps no payload
 	switch in.op {
 	case websocket.PingMessage:
-		c.out.push(controlFrame(opPong, in.control))
+		c.out.offer(controlFrame(opPong, in.control))
 	case websocket.CloseMessage:
 		code, text := websocket.CloseNoStatusReceived, ""
 		switch len(in.control) {

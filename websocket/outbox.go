@@ -123,14 +123,13 @@ func (o *outbox) flushPreloaded() {
 	}
 }
 
-// push queues frame, or closes the client with 4001 when the queue is full.
-// It reports whether the frame was queued.
-func (o *outbox) push(frame []byte) bool {
-	ok, flush := o.pushLater(frame)
-	if flush {
+// offer queues a control frame (a ping, a pong) when there is room and drops it when there is
+// none: a queue that is full is being written, so the connection shows life anyway, and a
+// keepalive must not close a client that a replay or a burst has filled within its write wait.
+func (o *outbox) offer(frame []byte) {
+	if ok, _, flush := o.tryPush(frame); ok && flush {
 		o.flush()
 	}
-	return ok
 }
 
 // pushLater is push for a caller that flushes later: when flush is true the
