@@ -10,10 +10,10 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 

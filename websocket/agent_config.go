@@ -11,8 +11,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 

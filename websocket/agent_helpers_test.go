@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 

@@ -17,8 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/time/rate"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 )
 
 // Client represents one browser WebSocket connection.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/cluster"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // Two managers on one Redis bus, as two replicas: events published on either reach the

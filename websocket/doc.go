@@ -96,7 +96,7 @@
 //     `shutdown` message is only for retiring an agent (DisconnectAgent).
 //
 // Several replicas (NewAgentHubWithRedis, or AgentHubConfig.Directory and
-// Config.Bus from internal/cluster) behave as one:
+// Config.Bus from cluster) behave as one:
 //
 //   - Each agent connection is claimed in Redis for its replica, with a TTL
 //     the replica refreshes; the release is a compare-and-delete on (replica,

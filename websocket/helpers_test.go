@@ -18,8 +18,8 @@ import (
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/cluster"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }

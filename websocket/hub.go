@@ -8,7 +8,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 )
 
 // Hub maintains the browser WebSocket connections of one replica and

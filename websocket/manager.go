@@ -12,8 +12,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )

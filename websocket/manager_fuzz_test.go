@@ -3,7 +3,7 @@ package websocket
 import (
 	"testing"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 )
 
 // FuzzParseSince checks the `since` parser against the way positions are written

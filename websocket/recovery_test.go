@@ -15,8 +15,8 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/cluster"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // recoveryHistory retains the whole run, so every resume must be recovered: its bytes too (the

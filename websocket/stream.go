@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 )
 
 // An organization's stream carries two kinds of entries: session events,

@@ -13,7 +13,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // clusterOf starts n in-process replicas on one fresh PostgreSQL schema; with redis they

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
 )
 

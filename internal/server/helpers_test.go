@@ -19,7 +19,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }

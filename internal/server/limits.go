@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
+	"github.com/streamspace/streamspace-realtime/cluster"
 )
 
 // ipRates limits how fast one address may open WebSockets (browsers and agents alike): a

@@ -11,7 +11,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // Upgrades from one address beyond the rate are answered 429 with Retry-After, browsers and

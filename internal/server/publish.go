@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 

@@ -12,7 +12,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 

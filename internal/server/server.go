@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
-	"github.com/streamspace/streamspace-realtime/internal/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/web"
 	"github.com/streamspace/streamspace-realtime/websocket"

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // BenchmarkPublishHistory is the per-event price of recording history: Publish with the

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // BenchmarkRedisBusWatch is the price of subscribing per organization on demand: the first

@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/streamspace/streamspace-realtime/internal/cluster/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 )
 
 // budgetBus is a bus under test with a way to read what each organization's history holds,
