@@ -40,7 +40,9 @@ func TestSessionsRefreshOneQueryPerOrg(t *testing.T) {
 		}
 	}
 	store := &countingStore{SessionStore: d}
-	m := startManager(t, store, Config{SessionsInterval: time.Hour}) // checks are run by hand
+	// Checks are run by hand; the test's sockets are not read between checks, so they never
+	// answer a ping: the pong wait must outlast dialing them all on a loaded machine.
+	m := startManager(t, store, Config{SessionsInterval: time.Hour, PongWait: time.Hour})
 	base := sessionsServer(t, m)
 	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 	// In each org: users u0…u8, and u9 an admin who sees the whole org.
