@@ -106,7 +106,7 @@
 //   - Cheap connections. A browser's frame is encoded once per message and
 //     written by whoever delivers it, without blocking; a writer goroutine
 //     exists only while a client has a backlog. An idle browser costs one
-//     goroutine and about 7 KiB (docs/PERFORMANCE.md).
+//     goroutine and about 8 KiB (docs/PERFORMANCE.md).
 //   - Keepalive and limits, all in Config: pings every 54 s, a 60 s pong
 //     wait, a 10 s write wait, 4 KiB inbound messages (1009), 20 frames a
 //     second and 64 subscriptions per browser (1008), and a close with 4003
