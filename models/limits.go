@@ -3,7 +3,7 @@ package models
 import "unicode/utf8"
 
 // Bounds of the strings browsers and agents supply that are stored or sent on to others
-// (docs/PROTOCOL-NOTES.md, Stored strings). Free text past its bound is cut; a structural
+// (docs/PROTOCOL.md 1.3, Ids and stored text). Free text past its bound is cut; a structural
 // field past its bound refuses the request or frame that carries it.
 const (
 	// MaxUserAgentLen bounds a browser connection's stored User-Agent (cut).

@@ -10,7 +10,7 @@ import (
 
 // FuzzDecodeAgentFrame feeds whatever an agent might send through the envelope decoder and every
 // payload decoder. Nothing may panic; a refusal is a malformed frameError with a reason for the
-// agent; what is accepted keeps the rules of PROTOCOL-NOTES "Agents": required ids present, at
+// agent; what is accepted keeps the rules of PROTOCOL.md 3.2 and 3.4: required ids present, at
 // most 256 bytes and without control characters, a heartbeat status of online or draining, a
 // status state lower-cased.
 // The corpus is in testdata/fuzz/FuzzDecodeAgentFrame.

@@ -19,8 +19,10 @@ import (
 // by role, so a delivery costs the number of its receivers, not the number
 // of connections. Delivery never blocks the caller: each client has a
 // bounded queue, and a client whose queue is full is closed with 4001. No
-// socket I/O ever happens under the hub's lock; each Client's own two
-// goroutines do it.
+// socket I/O ever happens under the hub's lock. Each Client has one goroutine
+// of its own, its reader; its frames are written without blocking by the
+// goroutine that delivers them, and a writer goroutine exists only while the
+// socket cannot take what is queued (see Client).
 //
 // Lifecycle: NewHub, then `go hub.Run()`. Clients may be served before Run
 // starts. Stop (or Shutdown) closes every client with 1001 and refuses new

@@ -16,7 +16,7 @@ import (
 
 // FuzzPublishEvent sends fuzzed bodies to POST /api/v1/events through the server's real handler.
 // The answer is 202 or a 4xx, never a 5xx; a refusal is JSON {"error","message"}, both set; a 202
-// carries the event's position and is given only to an event PROTOCOL-NOTES "Services" allows.
+// carries the event's position and is given only to an event PROTOCOL.md 4.3 allows.
 // The corpus is in testdata/fuzz/FuzzPublishEvent.
 func FuzzPublishEvent(f *testing.F) {
 	for _, seed := range []string{

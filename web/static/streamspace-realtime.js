@@ -23,7 +23,7 @@ export const MESSAGE_TYPES = Object.freeze([
   "connected", "sessions_update", "metrics_update", "log", "log_error",
 ]);
 
-/** Close codes of PROTOCOL.md 1 (4004: docs/PROTOCOL-NOTES.md). */
+/** Close codes of PROTOCOL.md 1.4 (docs/PROTOCOL.md). */
 export const CloseCode = Object.freeze({
   NORMAL: 1000, GOING_AWAY: 1001, POLICY: 1008, TOO_BIG: 1009, INTERNAL: 1011,
   OVERLOADED: 1013, SLOW_CONSUMER: 4001, TOKEN_EXPIRED: 4003, ACCESS_REVOKED: 4004,
