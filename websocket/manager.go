@@ -59,12 +59,9 @@ type Manager struct {
 	// them (access.go).
 	reviews *accessReviews
 
-	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits for
-	// logsDrained, closed once logsClosed is set and logsOpen is back to zero.
-	logsMu      sync.Mutex
-	logsClosed  bool
-	logsOpen    int
-	logsDrained chan struct{}
+	// logs serves the logs sockets (Config.Logs, else the Manager's own); Shutdown closes
+	// them and waits for them.
+	logs *PodLogs
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -93,15 +90,18 @@ func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Conf
 func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
 	cfg = cfg.withDefaults()
 	m := &Manager{
-		cfg:         cfg,
-		store:       store,
-		k8s:         k8sClient,
-		metrics:     newHubMetrics(cfg.Registerer),
-		bus:         cfg.Bus,
-		started:     make(chan struct{}),
-		runDone:     make(chan struct{}),
-		logsDrained: make(chan struct{}),
-		reviews:     newAccessReviews(),
+		cfg:     cfg,
+		store:   store,
+		k8s:     k8sClient,
+		metrics: newHubMetrics(cfg.Registerer),
+		bus:     cfg.Bus,
+		logs:    cfg.Logs,
+		started: make(chan struct{}),
+		runDone: make(chan struct{}),
+		reviews: newAccessReviews(),
+	}
+	if m.logs == nil {
+		m.logs = NewPodLogs(PodLogsConfig{Logger: cfg.Logger, Registerer: cfg.Registerer})
 	}
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
@@ -163,18 +163,13 @@ func (m *Manager) CloseAll() {
 // written before each close frame, within the deadline.
 func (m *Manager) Shutdown(ctx context.Context) error {
 	m.closeOnce.Do(func() {
-		m.logsMu.Lock()
-		m.logsClosed = true
-		if m.logsOpen == 0 {
-			close(m.logsDrained)
-		}
-		m.logsMu.Unlock()
+		m.logs.closeSockets()
 		m.cancel()
 		m.hub.Stop()
 		m.metricsHub.Stop()
 		m.notifier.CloseAll()
 	})
-	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), m.waitLogSockets(ctx))
+	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), m.logs.waitSockets(ctx))
 	select {
 	case <-m.started:
 		select {
@@ -481,16 +476,6 @@ func (m *Manager) namespaceFor(ctx context.Context, org *OrgContext) string {
 		}
 	}
 	return m.cfg.DefaultNamespace
-}
-
-// waitLogSockets waits, until ctx ends, for the logs sockets Shutdown closed.
-func (m *Manager) waitLogSockets(ctx context.Context) error {
-	select {
-	case <-m.logsDrained:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("websocket: waiting for log sockets: %w", ctx.Err())
-	}
 }
 
 func newClientID() string {
