@@ -142,8 +142,9 @@ func (p *PodLogs) OpenLogs(ctx context.Context, agentID string, req models.LogsR
 }
 
 // OpenLogs asks the agent running a session for a pod's logs (`logs`, PROTOCOL.md 3.3) and
-// returns the stream its `log` frames feed: PodLogs.OpenLogs of the hub's PodLogs
-// (AgentHubConfig.Logs).
+// returns the stream its `log` frames feed. ErrAgentNotConnected means no replica holds the
+// agent. The stream ends when the agent sends `log_end`, disconnects, or outruns the stream's
+// queue. It is the OpenLogs of the hub's PodLogs (AgentHubConfig.Logs).
 func (h *AgentHub) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error) {
 	return h.logs.OpenLogs(ctx, agentID, req)
 }

@@ -164,8 +164,8 @@ func srcKind(s *logSource) string {
 	return s.kind
 }
 
-// streamLogs runs one logs socket: a reader that notices the browser leaving, the source, and
-// this goroutine writing frames, pings and the final close.
+// run serves one logs socket until it closes (shutdown ends it with 1001): a reader that
+// notices the browser leaving, the source, and this goroutine writing frames, pings and the final close.
 func (s *logSocket) run(shutdown context.Context) {
 	ctx, cancel := context.WithCancel(shutdown)
 	defer cancel()
@@ -248,7 +248,7 @@ type closeOrder struct {
 	metric string // the disconnect metric's reason
 }
 
-// readLogsSocket reads and discards what the browser sends until it leaves, and returns the
+// read reads and discards what the browser sends until it leaves, and returns the
 // close to send when the browser broke a rule: a message over MaxMessageSize (1009), or
 // silence past PongWait (1001). Pongs keep the connection alive.
 func (s *logSocket) read() closeOrder {
@@ -284,7 +284,7 @@ func (s *logSocket) read() closeOrder {
 	}
 }
 
-// openLogSource starts the pod's log stream: from the Kubernetes API, or from the agent that
+// openSource starts the pod's log stream: from the Kubernetes API, or from the agent that
 // runs the session.
 func (s *logSocket) openSource(ctx context.Context) (*logSource, error) {
 	if s.kube != nil {
@@ -305,7 +305,7 @@ func (s *logSocket) openSource(ctx context.Context) (*logSource, error) {
 	return &logSource{q: stream.q, kind: "agent", agent: stream, stop: stream.Close}, nil
 }
 
-// openKubernetesLogs opens the pod's log stream (follow, timestamps, the last 100 lines) and
+// openKubernetes opens the pod's log stream (follow, timestamps, the last 100 lines) and
 // reads it into a queue from a goroutine that ends with ctx or the stream. Opening is bounded
 // by LogsSilence.
 func (s *logSocket) openKubernetes(ctx context.Context) (*logSource, error) {
@@ -358,7 +358,7 @@ func (s *logSocket) openKubernetes(ctx context.Context) (*logSource, error) {
 	return &logSource{q: q, kind: "kubernetes", stop: stop}, nil
 }
 
-// pumpLogs writes the source's lines to the browser, one `log` frame each, with pings, until
+// pump writes the source's lines to the browser, one `log` frame each, with pings, until
 // the source ends (the close to send), the browser leaves or its token expires. An error is
 // for `log_error`.
 func (s *logSocket) pump(ctx context.Context, src *logSource) (int, string, error) {
