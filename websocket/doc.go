@@ -43,7 +43,8 @@
 //   - Pod logs without leaks. HandleLogsWebSocketWithOrg serves operators and
 //     admins of the pod's organization only: the last 100 lines, then new
 //     ones, from the Kubernetes API or relayed by the agent running the
-//     session (AgentHub.OpenLogs, across replicas too). The source is
+//     session (AgentHub.OpenLogs, across replicas too); one PodLogs per
+//     replica, handed to the Manager and the AgentHub, does both. The source is
 //     cancelled when the browser leaves; a slow browser slows the API stream
 //     or, for an agent's stream, is closed with 4001; a failing or silent
 //     source gets `log_error` and 1011. The reference streamed from a
