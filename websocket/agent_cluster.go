@@ -51,12 +51,8 @@ func (h *AgentHub) onReplicaMessage(msg cluster.ReplicaMessage) {
 			return
 		}
 		h.disconnectLocal(msg.AgentID, d.Code, d.Reason, d.Shutdown)
-	case kindLogsOpen:
-		h.onLogsOpen(msg)
-	case kindLogsStop:
-		h.onLogsStop(msg)
-	case kindLogsLines:
-		h.onLogsLines(msg)
+	case kindLogsOpen, kindLogsStop, kindLogsLines:
+		h.logs.onReplicaMessage(msg)
 	}
 }
 

@@ -121,6 +121,11 @@ type AgentHubConfig struct {
 	// Events receives the session events made from agents' status reports; nil means none
 	// are published (the session rows are still updated).
 	Events EventPublisher
+	// Logs relays the log streams of the agents this hub holds: the PodLogs of this replica,
+	// built with the same Directory and handed to the Manager too (Config.Logs). Nil means a
+	// PodLogs of the hub's own, which AgentHub.OpenLogs serves. The constructors panic on a
+	// PodLogs that reaches other replicas through another Directory than the hub's.
+	Logs *PodLogs
 	// Clock drives heartbeats, staleness, ack timeouts and deadlines; nil means the real
 	// clock. Tests pass a fake one so liveness tests take milliseconds.
 	Clock      clockwork.Clock

@@ -72,13 +72,13 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 		if err := decodePayload(f, &m); err != nil {
 			return err
 		}
-		h.onLogLine(c, m, now)
+		h.logs.onLogLine(c, m, now)
 	case models.MessageTypeLogEnd:
 		var m models.LogEnd
 		if err := decodePayload(f, &m); err != nil {
 			return err
 		}
-		h.onLogEnd(c, m)
+		h.logs.onLogEnd(c, m)
 	case models.MessageTypePong:
 		// A sign of life, already counted.
 	default:

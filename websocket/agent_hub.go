@@ -75,12 +75,8 @@ type AgentHub struct {
 
 	checks atomic.Uint64 // completed check passes, so tests can wait for one
 
-	// Log streams agents relay (see OpenLogs), by request id, and the goroutines forwarding
-	// lines to browsers on other replicas.
-	logsMu      sync.Mutex
-	logRoutes   map[string]*logRoute
-	logWork     sync.WaitGroup
-	logsStopped bool // set under logsMu before logWork is waited for
+	// logs relays the log streams of the agents held here (see OpenLogs); Stop stops it.
+	logs *PodLogs
 }
 
 // NewAgentHub creates a hub without Redis support, with the default configuration. database
@@ -126,19 +122,19 @@ func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClie
 func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	cfg = cfg.withDefaults()
 	h := &AgentHub{
-		cfg:       cfg,
-		store:     store,
-		metrics:   newAgentMetrics(cfg.Registerer),
-		dir:       cfg.Directory,
-		conns:     make(map[string]*AgentConnection),
-		beats:     make(map[string]db.AgentHeartbeat),
-		logRoutes: make(map[string]*logRoute),
-		stopCh:    make(chan struct{}),
-		runDone:   make(chan struct{}),
+		cfg:     cfg,
+		store:   store,
+		metrics: newAgentMetrics(cfg.Registerer),
+		dir:     cfg.Directory,
+		conns:   make(map[string]*AgentConnection),
+		beats:   make(map[string]db.AgentHeartbeat),
+		stopCh:  make(chan struct{}),
+		runDone: make(chan struct{}),
 	}
 	if h.dir == nil {
 		h.dir = cluster.NewMemoryDirectory(cfg.Replica)
 	}
+	h.logs = hubLogs(cfg, h.dir)
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.unsubDir = h.dir.Subscribe(h.onReplicaMessage)
 	return h
@@ -189,6 +185,7 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	}
 	old := h.conns[conn.AgentID]
 	h.conns[conn.AgentID] = conn
+	h.logs.agentConnected(conn)
 	h.live.Add(1)
 	h.mu.Unlock()
 	// Claimed under the registration lock too, so the directory names the same connection as
@@ -248,6 +245,7 @@ func (h *AgentHub) unregister(c *AgentConnection) {
 	if h.conns[c.AgentID] == c {
 		delete(h.conns, c.AgentID)
 	}
+	h.logs.agentLeft(c)
 	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
@@ -259,7 +257,7 @@ func (h *AgentHub) unregister(c *AgentConnection) {
 	if _, err := h.dir.Release(ctx, c.AgentID, c.connID); err != nil {
 		h.cfg.Logger.Warn("releasing agent in the cluster failed; its claim expires", "agent_id", c.AgentID, "err", err)
 	}
-	h.endLogRoutes(c)
+	h.logs.endRoutes(c)
 	h.metrics.connections.Dec()
 	h.cfg.Logger.Info("agent disconnected", "agent_id", c.AgentID, "code", c.closeCode, "reason", c.closeReason)
 	h.live.Done()
@@ -723,10 +721,7 @@ func (h *AgentHub) Shutdown(ctx context.Context) error {
 			<-h.runDone
 		}
 		h.cancel()
-		h.logsMu.Lock()
-		h.logsStopped = true
-		h.logsMu.Unlock()
-		h.logWork.Wait() // forwarders end with h.ctx
+		h.logs.stopRelays()
 		if err != nil {
 			// Connections still closing give up their database calls now; wait for them
 			// briefly so none outlives the caller's database.

@@ -20,7 +20,6 @@ type agentMetrics struct {
 	flushes     prometheus.Counter
 	// statusBatches counts the transactions that wrote agents' coalesced status reports.
 	statusBatches prometheus.Counter
-	logLines      *prometheus.CounterVec
 }
 
 // knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
@@ -58,10 +57,6 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "streamspace_agent_status_batches_total",
 			Help: "Database writes of agents' session status reports, coalesced per session (one transaction each).",
 		}),
-		logLines: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "streamspace_agent_log_lines_total",
-			Help: "Log lines agents relayed, by outcome (relayed, dropped: no open stream or overflow).",
-		}, []string{"outcome"}),
 	}
 	if reg != nil {
 		m.framesIn = promreg.Register(reg, m.framesIn)
@@ -70,7 +65,6 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		m.heartbeats = promreg.Register(reg, m.heartbeats)
 		m.flushes = promreg.Register(reg, m.flushes)
 		m.statusBatches = promreg.Register(reg, m.statusBatches)
-		m.logLines = promreg.Register(reg, m.logLines)
 	}
 	return m
 }

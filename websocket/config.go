@@ -87,8 +87,14 @@ type Config struct {
 	// `metrics_update`.
 	MetricsInterval time.Duration
 	// Agents relays pod logs from the agents running sessions, where the Kubernetes API is
-	// not the source; nil means such logs are unavailable (the browser gets `log_error`).
+	// not the source; nil means Logs relays them when it is set, else such logs are
+	// unavailable (the browser gets `log_error`).
 	Agents AgentLogRelay
+	// Logs serves the logs sockets: the PodLogs of this replica, built before the Manager and
+	// the AgentHub and handed to both (AgentHubConfig.Logs), so it relays the logs of the
+	// agents the hub holds. Nil means a PodLogs of the Manager's own, which relays nothing
+	// unless Agents is set.
+	Logs *PodLogs
 	// ClientMessageRate is how many frames a second a browser may send (its sessions and
 	// metrics sockets take none but control frames); more closes it with 1008. Zero means
 	// DefaultClientMessageRate, negative no limit.

@@ -20,7 +20,11 @@
 //     user, role and token expiry. It is fixed when the connection is
 //     registered.
 //   - AgentHub owns the agent side: one AgentConnection per agent, durable
-//     command delivery, heartbeats and status reports, log relays.
+//     command delivery, heartbeats and status reports.
+//   - PodLogs streams pod logs to browsers, from the Kubernetes API or relayed
+//     by the agent running the session, across replicas too. One per replica
+//     is handed to both the Manager (Config.Logs) and the AgentHub
+//     (AgentHubConfig.Logs); each makes its own when none is given.
 //
 // # Embedding
 //

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 
-	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -28,26 +28,16 @@ const (
 	maxLogLine = 1 << 20
 )
 
-// Reasons a logs socket is refused before it opens.
-var (
-	// ErrLogsForbidden: only operators and admins read pod logs.
-	ErrLogsForbidden = errors.New("websocket: pod logs are for operators and admins")
-	// ErrNamespaceForbidden: the namespace is not the caller's organization's.
-	ErrNamespaceForbidden = errors.New("websocket: namespace is not the organization's")
-	// ErrPodNotFound: no session of the caller's organization runs the pod.
-	ErrPodNotFound = errors.New("websocket: no session of the organization runs this pod")
-)
-
-// PodStore finds the session that runs a pod of an organization. *db.Database implements it.
-type PodStore interface {
-	GetSessionByPod(ctx context.Context, orgID, podName string) (models.Session, error)
-}
-
-// AgentLogRelay opens log streams relayed by the agents that run sessions. *AgentHub
-// implements it.
+// AgentLogRelay opens log streams relayed by the agents that run sessions. *PodLogs and
+// *AgentHub implement it.
 type AgentLogRelay interface {
 	OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error)
 }
+
+var (
+	_ AgentLogRelay = (*PodLogs)(nil)
+	_ AgentLogRelay = (*AgentHub)(nil)
+)
 
 // LogTarget is a pod whose logs a caller may read: its organization's namespace, the pod,
 // and the session that runs it.
@@ -60,166 +50,102 @@ type LogTarget struct {
 	OnClose func()
 }
 
-// HandleLogsWebSocket serves a logs connection without an organization.
-//
-// Deprecated: the caller is placed in the configured default organization as an operator,
-// with namespace as its namespace; the server never uses it. Use HandleLogsWebSocketWithOrg.
-func (m *Manager) HandleLogsWebSocket(conn *websocket.Conn, namespace, podName string) {
-	m.handleLogs(conn, namespace, podName, &OrgContext{OrgID: m.cfg.DefaultOrg, K8sNamespace: namespace, Role: "operator"})
+// logSocket is one browser's logs socket, with what the Manager serving it lends it: its
+// limits, clock, logger and metrics, and the pod's log sources.
+type logSocket struct {
+	conn    *websocket.Conn
+	org     OrgContext
+	target  LogTarget
+	cfg     Config        // the Manager's, with defaults
+	metrics *hubMetrics   // the Manager's
+	kube    *k8s.Client   // the source when set
+	agents  AgentLogRelay // else this one; nil: agent-relayed logs are unavailable
 }
 
-// HandleLogsWebSocketWithOrg serves an operator's or admin's logs socket for a pod of the
-// organization's namespace: the last 100 lines, then new lines as they come, one `log` frame
-// each, until the browser leaves or the source ends. A caller that may not read the pod's logs
-// is closed with 1008; a source that fails gets `log_error` and 1011.
-func (m *Manager) HandleLogsWebSocketWithOrg(conn *websocket.Conn, podName string, orgCtx *OrgContext) {
-	m.handleLogs(conn, "", podName, orgCtx)
+// logSockets are the logs sockets a PodLogs serves, counted so that the Manager's shutdown
+// can close them (1001) and wait for them.
+type logSockets struct {
+	ctx    context.Context // cancelled by close: every socket ends
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	open    int
+	drained chan struct{} // closed once closed is set and open is back to zero
 }
 
-func (m *Manager) handleLogs(conn *websocket.Conn, namespace, podName string, orgCtx *OrgContext) {
-	ctx, cancel := context.WithTimeout(m.ctx, defaultStoreCallTimeout)
-	defer cancel()
-	target, err := m.ResolveLogs(ctx, orgCtx, namespace, podName)
-	if err != nil {
-		reason, code := "pod not found", websocket.ClosePolicyViolation
-		switch {
-		case errors.Is(err, ErrLogsForbidden):
-			reason = "operators and admins only"
-		case errors.Is(err, ErrNamespaceForbidden):
-			reason = "namespace is not your organization's"
-		case !errors.Is(err, ErrPodNotFound):
-			reason, code = "cannot look up the pod now", websocket.CloseInternalServerErr
-		}
-		closeConn(conn, m.cfg.WriteWait, code, reason)
-		m.cfg.Logger.Warn("logs socket refused", "pod", podName, "err", err)
-		return
+func newLogSockets() *logSockets {
+	s := &logSockets{drained: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// enter counts a socket in, unless the sockets are closed.
+func (l *logSockets) enter() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
 	}
-	if err := m.ServeLogs(conn, orgCtx, target); err != nil {
-		m.cfg.Logger.Warn("logs socket refused", "pod", podName, "err", err)
+	l.open++
+	return true
+}
+
+// leave counts a socket out, and tells a waiting closer when it was the last.
+func (l *logSockets) leave() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if l.closed && l.open == 0 {
+		close(l.drained)
 	}
 }
 
-// ResolveLogs checks that the caller may read a pod's logs and finds the session that runs
-// it: ErrLogsForbidden for a role other than operator or admin, ErrNamespaceForbidden for a
-// namespace other than the organization's (an empty namespace means the organization's), and
-// ErrPodNotFound for a pod no session of the organization runs. Other errors mean the sources
-// could not answer.
-func (m *Manager) ResolveLogs(ctx context.Context, orgCtx *OrgContext, namespace, podName string) (LogTarget, error) {
-	if orgCtx == nil || orgCtx.OrgID == "" {
-		return LogTarget{}, fmt.Errorf("logs of pod %q: organization required: %w", podName, ErrLogsForbidden)
-	}
-	org := *orgCtx
-	if !org.seesWholeOrg() {
-		return LogTarget{}, fmt.Errorf("logs of pod %q, role %q: %w", podName, org.Role, ErrLogsForbidden)
-	}
-	ns := m.namespaceFor(ctx, &org)
-	if namespace != "" && namespace != ns {
-		return LogTarget{}, fmt.Errorf("logs of %s/%s for org %q: %w", namespace, podName, org.OrgID, ErrNamespaceForbidden)
-	}
-	s, err := m.sessionByPod(ctx, org.OrgID, ns, podName)
-	if err != nil {
-		return LogTarget{}, err
-	}
-	return LogTarget{Namespace: ns, Pod: podName, Session: s}, nil
-}
-
-// sessionByPod finds the session of orgID that runs podName, in the session source. With
-// Kubernetes it is a Session resource of the namespace that is the organization's by the rule
-// of the sessions list (ownsResource): a resource of another organization, or one that names
-// none in the shared default namespace, is not found, as a pod no resource names is.
-func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName string) (models.Session, error) {
-	notFound := fmt.Errorf("logs of %s/%s for org %q: %w", namespace, podName, orgID, ErrPodNotFound)
-	if !models.ValidName(podName) || podName == "" {
-		return models.Session{}, notFound // no pod has a name that is not one
-	}
-	if m.k8s != nil {
-		sessions, err := m.k8s.ListSessions(ctx, namespace)
-		if err != nil {
-			return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
-		}
-		shared := m.sharedNamespace(namespace)
-		for _, s := range sessions {
-			if s.PodName != podName {
-				continue
-			}
-			hasRow := false
-			if shared && s.OrgID == "" { // only then does the row decide
-				if hasRow, err = m.hasSessionRow(ctx, orgID, s.ID); err != nil {
-					return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
-				}
-			}
-			if ownsResource(orgID, shared, s, hasRow) {
-				s.OrgID = orgID
-				return s, nil
-			}
-		}
-		return models.Session{}, notFound
-	}
-	store, ok := m.store.(PodStore)
-	if !ok {
-		return models.Session{}, notFound
-	}
-	s, err := store.GetSessionByPod(ctx, orgID, podName)
-	if errors.Is(err, db.ErrNotFound) {
-		return models.Session{}, notFound
-	}
-	if err != nil {
-		return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
-	}
-	return s, nil
-}
-
-// hasSessionRow reports whether the database has session id as a row of orgID.
-func (m *Manager) hasSessionRow(ctx context.Context, orgID, id string) (bool, error) {
-	if m.store == nil {
-		return false, nil
-	}
-	row, err := m.store.GetSession(ctx, id)
-	if errors.Is(err, db.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return row.OrgID == orgID, nil
-}
-
-// ServeLogs streams a resolved pod's logs to an upgraded connection from the Manager's own
-// goroutines, and returns at once. The Kubernetes API is the source when the Manager has a
-// Kubernetes client, else the agent running the session (Config.Agents). The source is
-// stopped as soon as the browser leaves, and the socket is closed with 1001 at shutdown.
-func (m *Manager) ServeLogs(conn *websocket.Conn, orgCtx *OrgContext, target LogTarget) error {
-	closed := onceOrNothing(target.OnClose)
+// serveSocket streams a resolved pod's logs to s's connection from goroutines of the
+// component (counted in sockets), and returns at once; see Manager.ServeLogs.
+func (p *PodLogs) serveSocket(s *logSocket, orgCtx *OrgContext) error {
+	closed := onceOrNothing(s.target.OnClose)
 	if orgCtx == nil || !orgCtx.seesWholeOrg() {
 		closed()
-		closeConn(conn, m.cfg.WriteWait, websocket.ClosePolicyViolation, "operators and admins only")
+		closeConn(s.conn, s.cfg.WriteWait, websocket.ClosePolicyViolation, "operators and admins only")
 		return ErrLogsForbidden
 	}
-	m.logsMu.Lock()
-	if m.logsClosed {
-		m.logsMu.Unlock()
+	if !p.sockets.enter() {
 		closed()
-		closeConn(conn, m.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
+		closeConn(s.conn, s.cfg.WriteWait, websocket.CloseGoingAway, "server shutting down")
 		return errors.New("logs socket: shutting down")
 	}
-	m.logsOpen++
-	m.logsMu.Unlock()
-	org := *orgCtx
+	s.org = *orgCtx
 	go func() {
-		defer m.logSocketDone()
+		defer p.sockets.leave()
 		defer closed()
-		m.streamLogs(conn, org, target)
+		s.run(p.sockets.ctx)
 	}()
 	return nil
 }
 
-// logSocketDone counts a logs socket out, and tells a waiting Shutdown when it was the last.
-func (m *Manager) logSocketDone() {
-	m.logsMu.Lock()
-	defer m.logsMu.Unlock()
-	m.logsOpen--
-	if m.logsClosed && m.logsOpen == 0 {
-		close(m.logsDrained)
+// closeSockets ends every logs socket (1001) and refuses new ones. The Manager calls it at
+// its shutdown. It is idempotent.
+func (p *PodLogs) closeSockets() {
+	l := p.sockets
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		if l.open == 0 {
+			close(l.drained)
+		}
+	}
+	l.mu.Unlock()
+	l.cancel()
+}
+
+// waitSockets waits, until ctx ends, for the logs sockets closeSockets closed.
+func (p *PodLogs) waitSockets(ctx context.Context) error {
+	select {
+	case <-p.sockets.drained:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("websocket: waiting for log sockets: %w", ctx.Err())
 	}
 }
 
@@ -238,10 +164,10 @@ func srcKind(s *logSource) string {
 	return s.kind
 }
 
-// streamLogs runs one logs socket: a reader that notices the browser leaving, the source, and
-// this goroutine writing frames, pings and the final close.
-func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) {
-	ctx, cancel := context.WithCancel(m.ctx)
+// run serves one logs socket until it closes (shutdown ends it with 1001): a reader that
+// notices the browser leaving, the source, and this goroutine writing frames, pings and the final close.
+func (s *logSocket) run(shutdown context.Context) {
+	ctx, cancel := context.WithCancel(shutdown)
 	defer cancel()
 	readDone := make(chan struct{})
 	var readClose closeOrder // written before readDone is closed
@@ -250,49 +176,49 @@ func (m *Manager) streamLogs(conn *websocket.Conn, org OrgContext, t LogTarget) 
 		// the reader's verdict (a 1009, say) already there.
 		defer cancel()
 		defer close(readDone)
-		readClose = m.readLogsSocket(conn)
+		readClose = s.read()
 	}()
-	open := m.metrics.connections.WithLabelValues("logs")
+	open := s.metrics.connections.WithLabelValues("logs")
 	open.Inc()
 	defer open.Dec()
 
-	src, err := m.openLogSource(ctx, t)
+	src, err := s.openSource(ctx)
 	code, reason := websocket.CloseNormalClosure, "log stream ended"
 	if err == nil {
-		code, reason, err = m.pumpLogs(ctx, conn, org, t, src)
+		code, reason, err = s.pump(ctx, src)
 		src.stop()
 	}
 	if err != nil {
 		// After the browser left or at shutdown an error says nothing about the source.
 		if ctx.Err() == nil {
-			m.cfg.Logger.Warn("log stream failed", "org_id", org.OrgID, "namespace", t.Namespace,
-				"pod", t.Pod, "source", srcKind(src), "err", err)
+			s.cfg.Logger.Warn("log stream failed", "org_id", s.org.OrgID, "namespace", s.target.Namespace,
+				"pod", s.target.Pod, "source", srcKind(src), "err", err)
 			frame, _ := json.Marshal(struct {
 				Type    string `json:"type"`
 				Message string `json:"message"`
 			}{"log_error", err.Error()})
-			_ = writeText(conn, frame, m.cfg.WriteWait)
+			_ = writeText(s.conn, frame, s.cfg.WriteWait)
 			code, reason = websocket.CloseInternalServerErr, "log source failed"
 		}
 	}
 	select {
 	case <-readDone:
 		// The browser left or broke the rules; only the latter is told why.
-		m.metrics.disconnects.WithLabelValues("logs", readClose.metric).Inc()
+		s.metrics.disconnects.WithLabelValues("logs", readClose.metric).Inc()
 		if readClose.code != 0 {
-			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(readClose.code, readClose.reason), time.Now().Add(m.cfg.WriteWait))
+			_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(readClose.code, readClose.reason), time.Now().Add(s.cfg.WriteWait))
 		}
-		_ = conn.Close()
+		_ = s.conn.Close()
 		return
 	default:
 	}
-	if m.ctx.Err() != nil {
+	if shutdown.Err() != nil {
 		code, reason = websocket.CloseGoingAway, "server shutting down"
 	}
-	m.metrics.disconnects.WithLabelValues("logs", logsCloseReason(code)).Inc()
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(m.cfg.WriteWait))
+	s.metrics.disconnects.WithLabelValues("logs", logsCloseReason(code)).Inc()
+	_ = s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.cfg.WriteWait))
 	awaitClosed(readDone)
-	_ = conn.Close()
+	_ = s.conn.Close()
 	<-readDone
 }
 
@@ -322,29 +248,29 @@ type closeOrder struct {
 	metric string // the disconnect metric's reason
 }
 
-// readLogsSocket reads and discards what the browser sends until it leaves, and returns the
+// read reads and discards what the browser sends until it leaves, and returns the
 // close to send when the browser broke a rule: a message over MaxMessageSize (1009), or
 // silence past PongWait (1001). Pongs keep the connection alive.
-func (m *Manager) readLogsSocket(conn *websocket.Conn) closeOrder {
-	_ = conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
-	conn.SetPongHandler(func(string) error {
-		return conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
+func (s *logSocket) read() closeOrder {
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.PongWait))
+	s.conn.SetPongHandler(func(string) error {
+		return s.conn.SetReadDeadline(time.Now().Add(s.cfg.PongWait))
 	})
 	var rate frameRate
-	in := m.metrics.messagesIn.WithLabelValues("logs")
-	overRate := countPings(conn, &rate, m.cfg.ClientMessageRate, in)
+	in := s.metrics.messagesIn.WithLabelValues("logs")
+	overRate := countPings(s.conn, &rate, s.cfg.ClientMessageRate, in)
 	for {
-		_, r, err := conn.NextReader()
+		_, r, err := s.conn.NextReader()
 		if err == nil {
 			in.Inc()
 		}
-		if overRate() || (err == nil && rate.exceeded(time.Now(), m.cfg.ClientMessageRate)) {
+		if overRate() || (err == nil && rate.exceeded(time.Now(), s.cfg.ClientMessageRate)) {
 			return closeOrder{websocket.ClosePolicyViolation, errRateExceeded.Error(), "rate_limited"}
 		}
 		if err == nil {
 			var n int64
-			n, err = io.Copy(io.Discard, io.LimitReader(r, m.cfg.MaxMessageSize+1))
-			if err == nil && n > m.cfg.MaxMessageSize {
+			n, err = io.Copy(io.Discard, io.LimitReader(r, s.cfg.MaxMessageSize+1))
+			if err == nil && n > s.cfg.MaxMessageSize {
 				return closeOrder{websocket.CloseMessageTooBig, "message too big", "too_big"}
 			}
 		}
@@ -354,21 +280,21 @@ func (m *Manager) readLogsSocket(conn *websocket.Conn) closeOrder {
 			}
 			return closeOrder{metric: "client_closed"}
 		}
-		_ = conn.SetReadDeadline(time.Now().Add(m.cfg.PongWait))
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.PongWait))
 	}
 }
 
-// openLogSource starts the pod's log stream: from the Kubernetes API, or from the agent that
+// openSource starts the pod's log stream: from the Kubernetes API, or from the agent that
 // runs the session.
-func (m *Manager) openLogSource(ctx context.Context, t LogTarget) (*logSource, error) {
-	if m.k8s != nil {
-		return m.openKubernetesLogs(ctx, t)
+func (s *logSocket) openSource(ctx context.Context) (*logSource, error) {
+	if s.kube != nil {
+		return s.openKubernetes(ctx)
 	}
-	if m.cfg.Agents == nil || t.Session.AgentID == "" {
+	if s.agents == nil || s.target.Session.AgentID == "" {
 		return nil, errors.New("no agent runs this session, so its logs cannot be read")
 	}
-	s, err := m.cfg.Agents.OpenLogs(ctx, t.Session.AgentID, models.LogsRequest{
-		Namespace: t.Namespace, Pod: t.Pod, SessionID: t.Session.ID, TailLines: LogsTailLines, Follow: true,
+	stream, err := s.agents.OpenLogs(ctx, s.target.Session.AgentID, models.LogsRequest{
+		Namespace: s.target.Namespace, Pod: s.target.Pod, SessionID: s.target.Session.ID, TailLines: LogsTailLines, Follow: true,
 	})
 	if errors.Is(err, ErrAgentNotConnected) {
 		return nil, errors.New("the agent running this session is not connected")
@@ -376,22 +302,22 @@ func (m *Manager) openLogSource(ctx context.Context, t LogTarget) (*logSource, e
 	if err != nil {
 		return nil, fmt.Errorf("asking the agent for logs: %w", err)
 	}
-	return &logSource{q: s.q, kind: "agent", agent: s, stop: s.Close}, nil
+	return &logSource{q: stream.q, kind: "agent", agent: stream, stop: stream.Close}, nil
 }
 
-// openKubernetesLogs opens the pod's log stream (follow, timestamps, the last 100 lines) and
+// openKubernetes opens the pod's log stream (follow, timestamps, the last 100 lines) and
 // reads it into a queue from a goroutine that ends with ctx or the stream. Opening is bounded
 // by LogsSilence.
-func (m *Manager) openKubernetesLogs(ctx context.Context, t LogTarget) (*logSource, error) {
+func (s *logSocket) openKubernetes(ctx context.Context) (*logSource, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	timer := time.AfterFunc(m.cfg.LogsSilence, cancel)
-	rc, err := m.k8s.PodLogs(sctx, t.Namespace, t.Pod, LogsTailLines)
+	timer := time.AfterFunc(s.cfg.LogsSilence, cancel)
+	rc, err := s.kube.PodLogs(sctx, s.target.Namespace, s.target.Pod, LogsTailLines)
 	if !timer.Stop() {
 		if err == nil {
 			_ = rc.Close()
 		}
 		cancel()
-		return nil, fmt.Errorf("the Kubernetes API did not open the log stream within %s", m.cfg.LogsSilence)
+		return nil, fmt.Errorf("the Kubernetes API did not open the log stream within %s", s.cfg.LogsSilence)
 	}
 	if err != nil {
 		cancel()
@@ -432,27 +358,27 @@ func (m *Manager) openKubernetesLogs(ctx context.Context, t LogTarget) (*logSour
 	return &logSource{q: q, kind: "kubernetes", stop: stop}, nil
 }
 
-// pumpLogs writes the source's lines to the browser, one `log` frame each, with pings, until
+// pump writes the source's lines to the browser, one `log` frame each, with pings, until
 // the source ends (the close to send), the browser leaves or its token expires. An error is
 // for `log_error`.
-func (m *Manager) pumpLogs(ctx context.Context, conn *websocket.Conn, org OrgContext, t LogTarget, src *logSource) (int, string, error) {
-	ping := time.NewTicker(m.cfg.PingInterval)
+func (s *logSocket) pump(ctx context.Context, src *logSource) (int, string, error) {
+	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
-	silence := time.NewTicker(m.cfg.LogsSilence)
+	silence := time.NewTicker(s.cfg.LogsSilence)
 	defer silence.Stop()
 	var expiry <-chan time.Time
-	if !org.ExpiresAt.IsZero() {
-		et := time.NewTimer(org.ExpiresAt.Sub(m.cfg.Now()))
+	if !s.org.ExpiresAt.IsZero() {
+		et := time.NewTimer(s.org.ExpiresAt.Sub(s.cfg.Now()))
 		defer et.Stop()
 		expiry = et.C
 	}
-	lines := m.metrics.logLines.WithLabelValues(src.kind)
+	lines := s.metrics.logLines.WithLabelValues(src.kind)
 	for {
 		recs, done, err := src.q.take()
 		for _, r := range recs {
 			at := r.At
 			if at.IsZero() {
-				at = m.cfg.Now()
+				at = s.cfg.Now()
 			}
 			frame, _ := json.Marshal(struct {
 				Type      string    `json:"type"`
@@ -460,8 +386,8 @@ func (m *Manager) pumpLogs(ctx context.Context, conn *websocket.Conn, org OrgCon
 				Pod       string    `json:"pod"`
 				Timestamp time.Time `json:"timestamp"`
 				Line      string    `json:"line"`
-			}{"log", t.Namespace, t.Pod, at.UTC(), r.Line})
-			if werr := writeText(conn, frame, m.cfg.WriteWait); werr != nil {
+			}{"log", s.target.Namespace, s.target.Pod, at.UTC(), r.Line})
+			if werr := writeText(s.conn, frame, s.cfg.WriteWait); werr != nil {
 				return CloseSlowConsumer, "write failed", nil
 			}
 			lines.Inc()
@@ -478,7 +404,7 @@ func (m *Manager) pumpLogs(ctx context.Context, conn *websocket.Conn, org OrgCon
 		select {
 		case <-src.q.ready:
 		case <-ping.C:
-			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(m.cfg.WriteWait)); err != nil {
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteWait)); err != nil {
 				return websocket.CloseGoingAway, "write failed", nil
 			}
 		case <-silence.C:
@@ -486,7 +412,7 @@ func (m *Manager) pumpLogs(ctx context.Context, conn *websocket.Conn, org OrgCon
 				continue
 			}
 			if !src.q.hasHeard() {
-				return 0, "", fmt.Errorf("the agent sent no logs within %s", m.cfg.LogsSilence)
+				return 0, "", fmt.Errorf("the agent sent no logs within %s", s.cfg.LogsSilence)
 			}
 			if !src.agent.stillHeld(ctx) {
 				return 0, "", errAgentGone

@@ -204,9 +204,9 @@ func TestLogsRelayedByAgent(t *testing.T) {
 	}
 	relayAndLeave(t, agent, browser, req, 10000)
 	settleGoroutines(t, base)
-	f.agents.hub.logsMu.Lock()
-	defer f.agents.hub.logsMu.Unlock()
-	if got := len(f.agents.hub.logRoutes); got != 0 {
+	f.agents.hub.logs.mu.Lock()
+	defer f.agents.hub.logs.mu.Unlock()
+	if got := len(f.agents.hub.logs.routes); got != 0 {
 		t.Fatalf("%d log routes left", got)
 	}
 }
@@ -341,7 +341,7 @@ func TestLogsBrowserNeverReads(t *testing.T) {
 		defer close(stopped)
 		for i := 0; ; i++ {
 			b, _ := json.Marshal(map[string]any{"type": models.MessageTypeLog, "payload": models.LogLine{RequestID: req.RequestID, Line: long}})
-			if agent.conn.WriteMessage(websocket.TextMessage, b) != nil || f.agents.hub.logRoute(req.RequestID) == nil {
+			if agent.conn.WriteMessage(websocket.TextMessage, b) != nil || f.agents.hub.logs.route(req.RequestID) == nil {
 				return
 			}
 			if i%1000 == 999 {
@@ -418,11 +418,11 @@ func TestLogsAcrossReplicas(t *testing.T) {
 		t.Fatalf("close %d, want 1011", code)
 	}
 	eventually(t, 5*time.Second, "no log routes left", func() bool {
-		a.hub.logsMu.Lock()
-		defer a.hub.logsMu.Unlock()
-		b.hub.logsMu.Lock()
-		defer b.hub.logsMu.Unlock()
-		return len(a.hub.logRoutes) == 0 && len(b.hub.logRoutes) == 0
+		a.hub.logs.mu.Lock()
+		defer a.hub.logs.mu.Unlock()
+		b.hub.logs.mu.Lock()
+		defer b.hub.logs.mu.Unlock()
+		return len(a.hub.logs.routes) == 0 && len(b.hub.logs.routes) == 0
 	})
 }
 

@@ -59,18 +59,21 @@ type Manager struct {
 	// them (access.go).
 	reviews *accessReviews
 
-	// Logs sockets run on the Manager's goroutines; Shutdown closes them and waits for
-	// logsDrained, closed once logsClosed is set and logsOpen is back to zero.
-	logsMu      sync.Mutex
-	logsClosed  bool
-	logsOpen    int
-	logsDrained chan struct{}
+	// logs serves the logs sockets (Config.Logs, else the Manager's own); Shutdown closes
+	// them and waits for them.
+	logs *PodLogs
 
-	ctx       context.Context
+	// ctx bounds the Manager's own work; life.cancel ends it at Shutdown.
+	ctx  context.Context
+	life managerLife
+}
+
+// managerLife is the Manager's run: started once, shut down once.
+type managerLife struct {
 	cancel    context.CancelFunc
 	startOnce sync.Once
-	started   chan struct{}
-	runDone   chan struct{}
+	started   chan struct{} // closed when Start ran
+	runDone   chan struct{} // closed when everything Start started ended
 	closeOnce sync.Once
 }
 
@@ -93,15 +96,17 @@ func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Conf
 func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
 	cfg = cfg.withDefaults()
 	m := &Manager{
-		cfg:         cfg,
-		store:       store,
-		k8s:         k8sClient,
-		metrics:     newHubMetrics(cfg.Registerer),
-		bus:         cfg.Bus,
-		started:     make(chan struct{}),
-		runDone:     make(chan struct{}),
-		logsDrained: make(chan struct{}),
-		reviews:     newAccessReviews(),
+		cfg:     cfg,
+		store:   store,
+		k8s:     k8sClient,
+		metrics: newHubMetrics(cfg.Registerer),
+		bus:     cfg.Bus,
+		logs:    cfg.Logs,
+		life:    managerLife{started: make(chan struct{}), runDone: make(chan struct{})},
+		reviews: newAccessReviews(),
+	}
+	if m.logs == nil {
+		m.logs = NewPodLogs(PodLogsConfig{Logger: cfg.Logger, Registerer: cfg.Registerer})
 	}
 	if m.bus == nil {
 		m.bus, m.ownBus = cluster.NewMemoryBusWithHistory(cfg.History), true
@@ -112,14 +117,14 @@ func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager 
 	m.hub.review = m.reviewAccess
 	m.unsub = m.bus.Subscribe(m.hub.deliver)
 	m.notifier = NewNotifier(m)
-	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.ctx, m.life.cancel = context.WithCancel(context.Background())
 	return m
 }
 
 // Start runs the manager's hub, the periodic session-list check and the checks of session
 // access after the events that may end it. It is idempotent.
 func (m *Manager) Start() {
-	m.startOnce.Do(func() {
+	m.life.startOnce.Do(func() {
 		if store, ok := m.store.(PresenceStore); ok {
 			// Rows a previous run of this replica left are not connections any more.
 			ctx, cancel := context.WithTimeout(m.ctx, defaultStoreCallTimeout)
@@ -128,7 +133,7 @@ func (m *Manager) Start() {
 			}
 			cancel()
 		}
-		close(m.started)
+		close(m.life.started)
 		// Every goroutine exists when Start returns. The loops end with m.ctx, cancelled by
 		// Shutdown; the hubs when they are stopped.
 		var loops sync.WaitGroup
@@ -137,9 +142,9 @@ func (m *Manager) Start() {
 		loops.Go(m.metricsLoop)
 		loops.Go(m.metricsHub.Run)
 		go func() {
-			defer close(m.runDone)
+			defer close(m.life.runDone)
 			m.hub.Run()
-			m.cancel()
+			m.life.cancel()
 			loops.Wait()
 		}()
 	})
@@ -162,23 +167,18 @@ func (m *Manager) CloseAll() {
 // Shutdown is CloseAll with the caller's deadline. Queued messages are
 // written before each close frame, within the deadline.
 func (m *Manager) Shutdown(ctx context.Context) error {
-	m.closeOnce.Do(func() {
-		m.logsMu.Lock()
-		m.logsClosed = true
-		if m.logsOpen == 0 {
-			close(m.logsDrained)
-		}
-		m.logsMu.Unlock()
-		m.cancel()
+	m.life.closeOnce.Do(func() {
+		m.logs.closeSockets()
+		m.life.cancel()
 		m.hub.Stop()
 		m.metricsHub.Stop()
 		m.notifier.CloseAll()
 	})
-	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), m.waitLogSockets(ctx))
+	err := errors.Join(m.hub.wait(ctx), m.metricsHub.wait(ctx), m.logs.waitSockets(ctx))
 	select {
-	case <-m.started:
+	case <-m.life.started:
 		select {
-		case <-m.runDone:
+		case <-m.life.runDone:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
@@ -481,16 +481,6 @@ func (m *Manager) namespaceFor(ctx context.Context, org *OrgContext) string {
 		}
 	}
 	return m.cfg.DefaultNamespace
-}
-
-// waitLogSockets waits, until ctx ends, for the logs sockets Shutdown closed.
-func (m *Manager) waitLogSockets(ctx context.Context) error {
-	select {
-	case <-m.logsDrained:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("websocket: waiting for log sockets: %w", ctx.Err())
-	}
 }
 
 func newClientID() string {

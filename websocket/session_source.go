@@ -2,9 +2,11 @@ package websocket
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
+	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -93,4 +95,70 @@ func mergeSessions(orgID string, shared bool, resources, rows []models.Session, 
 		}
 	}
 	return sessions, recorded
+}
+
+// PodStore finds the session that runs a pod of an organization. *db.Database implements it.
+type PodStore interface {
+	GetSessionByPod(ctx context.Context, orgID, podName string) (models.Session, error)
+}
+
+// sessionByPod finds the session of orgID that runs podName, in the session source. With
+// Kubernetes it is a Session resource of the namespace that is the organization's by the rule
+// of the sessions list (ownsResource): a resource of another organization, or one that names
+// none in the shared default namespace, is not found, as a pod no resource names is.
+func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName string) (models.Session, error) {
+	notFound := fmt.Errorf("logs of %s/%s for org %q: %w", namespace, podName, orgID, ErrPodNotFound)
+	if !models.ValidName(podName) || podName == "" {
+		return models.Session{}, notFound // no pod has a name that is not one
+	}
+	if m.k8s != nil {
+		sessions, err := m.k8s.ListSessions(ctx, namespace)
+		if err != nil {
+			return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
+		}
+		shared := m.sharedNamespace(namespace)
+		for _, s := range sessions {
+			if s.PodName != podName {
+				continue
+			}
+			hasRow := false
+			if shared && s.OrgID == "" { // only then does the row decide
+				if hasRow, err = m.hasSessionRow(ctx, orgID, s.ID); err != nil {
+					return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
+				}
+			}
+			if ownsResource(orgID, shared, s, hasRow) {
+				s.OrgID = orgID
+				return s, nil
+			}
+		}
+		return models.Session{}, notFound
+	}
+	store, ok := m.store.(PodStore)
+	if !ok {
+		return models.Session{}, notFound
+	}
+	s, err := store.GetSessionByPod(ctx, orgID, podName)
+	if errors.Is(err, db.ErrNotFound) {
+		return models.Session{}, notFound
+	}
+	if err != nil {
+		return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
+	}
+	return s, nil
+}
+
+// hasSessionRow reports whether the database has session id as a row of orgID.
+func (m *Manager) hasSessionRow(ctx context.Context, orgID, id string) (bool, error) {
+	if m.store == nil {
+		return false, nil
+	}
+	row, err := m.store.GetSession(ctx, id)
+	if errors.Is(err, db.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return row.OrgID == orgID, nil
 }

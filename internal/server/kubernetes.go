@@ -1,13 +1,10 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 
 	"github.com/streamspace/streamspace-realtime/k8s"
-	"github.com/streamspace/streamspace-realtime/models"
-	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
 // openKubernetes returns the session and log source's Kubernetes client: the configured one,
@@ -30,11 +27,4 @@ func openKubernetes(cfg Config, log *slog.Logger) (client, owned *k8s.Client, er
 	}
 	log.Info("sessions and pod logs come from Kubernetes", "api", rc.Host)
 	return c, c, nil
-}
-
-// agentLogRelay lets the Manager ask the agent hub, built after it, for relayed logs.
-type agentLogRelay struct{ hub *websocket.AgentHub }
-
-func (r *agentLogRelay) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*websocket.AgentLogStream, error) {
-	return r.hub.OpenLogs(ctx, agentID, req)
 }

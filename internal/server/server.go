@@ -113,11 +113,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		return nil, err
 	}
-	// The Manager asks agents for logs through the hub made after it (the hub publishes
-	// through the Manager's Notifier).
-	relay := &agentLogRelay{}
+	// Pod logs first: the Manager serves logs sockets with them, and the hub (made after the
+	// Manager, whose Notifier it publishes through) hands them its agents' log frames.
+	logs := websocket.NewPodLogs(websocket.PodLogsConfig{Directory: dir, Logger: log, Registerer: registry})
 	manager := websocket.NewManagerWithConfig(database, kube, websocket.Config{
-		Agents:            relay,
+		Logs:              logs,
 		QueueSize:         cfg.ClientQueue,
 		SessionsInterval:  cfg.SessionsInterval,
 		Replica:           cfg.Replica,
@@ -149,11 +149,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		WriteWait:        cfg.WriteWait,
 		DrainTimeout:     cfg.ShutdownTimeout,
 		Directory:        dir,
+		Logs:             logs,
 		Events:           manager.GetNotifier(),
 		Logger:           log,
 		Registerer:       registry,
 	})
-	relay.hub = agents
 	s := &Server{
 		kube:         ownKube,
 		cfg:          cfg,

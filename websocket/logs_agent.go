@@ -16,7 +16,7 @@ import (
 )
 
 // Kinds of the replica messages that relay an agent's log stream to the replica holding the
-// browser that asked for it.
+// browser that asked for it. The hub receives them and hands them to PodLogs.onReplicaMessage.
 const (
 	// kindLogsOpen: ask the agent on the receiving replica for logs (a logsOpen).
 	kindLogsOpen = "logs.open"
@@ -71,7 +71,7 @@ type logRoute struct {
 // browser on this replica; the agent may be connected to any replica. Close it when the browser
 // leaves: the agent is told to stop.
 type AgentLogStream struct {
-	hub     *AgentHub
+	logs    *PodLogs
 	agentID string
 	req     models.LogsRequest
 	owner   cluster.Owner // the agent's replica and connection when it is another replica
@@ -113,50 +113,58 @@ func (s *AgentLogStream) Next(ctx context.Context) ([]models.LogLine, error) {
 // returns the stream its `log` frames feed. ErrAgentNotConnected means no replica holds the
 // agent. The stream ends when the agent sends `log_end`, disconnects, or outruns the stream's
 // queue.
-func (h *AgentHub) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error) {
+func (p *PodLogs) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error) {
 	if req.RequestID == "" {
 		req.RequestID = uuid.NewString()
 	}
-	s := &AgentLogStream{hub: h, agentID: agentID, req: req, q: newLogQueue(defaultLogQueueLines, defaultLogQueueBytes)}
-	if c := h.GetConnection(agentID); c != nil {
-		h.addLogRoute(req.RequestID, &logRoute{conn: c, local: s})
-		if !c.push(outbound(models.MessageTypeLogs, h.cfg.Clock.Now(), req)) {
-			h.dropLogRoute(req.RequestID)
+	s := &AgentLogStream{logs: p, agentID: agentID, req: req, q: newLogQueue(defaultLogQueueLines, defaultLogQueueBytes)}
+	if c := p.agent(agentID); c != nil {
+		p.addRoute(req.RequestID, &logRoute{conn: c, local: s})
+		if !c.push(outbound(models.MessageTypeLogs, p.clock.Now(), req)) {
+			p.dropRoute(req.RequestID)
 			return nil, fmt.Errorf("logs of agent %q: %w", agentID, ErrAgentNotConnected)
 		}
 		return s, nil
 	}
-	owner, ok := h.locate(ctx, agentID)
+	owner, ok := p.locate(ctx, agentID)
 	if !ok {
 		return nil, fmt.Errorf("logs of agent %q: %w", agentID, ErrAgentNotConnected)
 	}
 	s.owner = owner
-	h.addLogRoute(req.RequestID, &logRoute{local: s, nextSeq: 1})
-	payload, _ := json.Marshal(logsOpen{Request: req, ReplyTo: h.dir.Replica()})
+	p.addRoute(req.RequestID, &logRoute{local: s, nextSeq: 1})
+	payload, _ := json.Marshal(logsOpen{Request: req, ReplyTo: p.dir.Replica()})
 	msg := cluster.ReplicaMessage{Kind: kindLogsOpen, AgentID: agentID, Generation: owner.Generation, Payload: payload}
-	if err := h.dir.Send(ctx, owner.Replica, msg); err != nil {
-		h.dropLogRoute(req.RequestID)
+	if err := p.dir.Send(ctx, owner.Replica, msg); err != nil {
+		p.dropRoute(req.RequestID)
 		return nil, fmt.Errorf("logs of agent %q on replica %q: %w", agentID, owner.Replica, err)
 	}
 	return s, nil
 }
 
+// OpenLogs asks the agent running a session for a pod's logs (`logs`, PROTOCOL.md 3.3) and
+// returns the stream its `log` frames feed. ErrAgentNotConnected means no replica holds the
+// agent. The stream ends when the agent sends `log_end`, disconnects, or outruns the stream's
+// queue. It is the OpenLogs of the hub's PodLogs (AgentHubConfig.Logs).
+func (h *AgentHub) OpenLogs(ctx context.Context, agentID string, req models.LogsRequest) (*AgentLogStream, error) {
+	return h.logs.OpenLogs(ctx, agentID, req)
+}
+
 // Close stops the stream: the agent gets `logs_stop`, wherever it is. It is idempotent.
 func (s *AgentLogStream) Close() {
 	s.once.Do(func() {
-		h := s.hub
-		r := h.dropLogRoute(s.req.RequestID)
+		p := s.logs
+		r := p.dropRoute(s.req.RequestID)
 		s.q.finish(nil)
 		stop := models.LogsStop{RequestID: s.req.RequestID}
 		switch {
 		case r != nil && r.conn != nil:
-			r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), stop))
+			r.conn.push(outbound(models.MessageTypeLogsStop, p.clock.Now(), stop))
 		case s.owner.Replica != "":
-			ctx, cancel := context.WithTimeout(h.ctx, logBatchTimeout)
+			ctx, cancel := context.WithTimeout(p.relayCtx, logBatchTimeout)
 			defer cancel()
 			msg := cluster.ReplicaMessage{Kind: kindLogsStop, AgentID: s.agentID, Payload: []byte(s.req.RequestID)}
-			if err := h.dir.Send(ctx, s.owner.Replica, msg); err != nil {
-				h.cfg.Logger.Debug("stopping a relayed log stream failed", "request_id", s.req.RequestID, "err", err)
+			if err := p.dir.Send(ctx, s.owner.Replica, msg); err != nil {
+				p.log.Debug("stopping a relayed log stream failed", "request_id", s.req.RequestID, "err", err)
 			}
 		}
 	})
@@ -168,59 +176,11 @@ func (s *AgentLogStream) stillHeld(ctx context.Context) bool {
 	if s.owner.Replica == "" {
 		return true // local: the connection's cleanup ends the stream
 	}
-	owner, ok, err := s.hub.dir.Lookup(ctx, s.agentID)
+	owner, ok, err := s.logs.dir.Lookup(ctx, s.agentID)
 	if err != nil {
 		return true // an outage says nothing about the agent
 	}
 	return ok && owner == s.owner
-}
-
-func (h *AgentHub) addLogRoute(id string, r *logRoute) {
-	h.logsMu.Lock()
-	h.logRoutes[id] = r
-	h.logsMu.Unlock()
-	if r.conn != nil {
-		r.conn.logStreams.Add(1)
-		if r.conn.closing() {
-			// The connection may have been cleaned up before the route existed.
-			h.endLogRoutes(r.conn)
-		}
-	}
-}
-
-func (h *AgentHub) dropLogRoute(id string) *logRoute {
-	h.logsMu.Lock()
-	r := h.logRoutes[id]
-	delete(h.logRoutes, id)
-	h.logsMu.Unlock()
-	if r != nil && r.conn != nil {
-		r.conn.logStreamEnd.Store(time.Now().UnixNano())
-		r.conn.logStreams.Add(-1)
-	}
-	return r
-}
-
-func (h *AgentHub) logRoute(id string) *logRoute {
-	h.logsMu.Lock()
-	defer h.logsMu.Unlock()
-	return h.logRoutes[id]
-}
-
-// endLogRoutes ends the log streams of a connection that closed.
-func (h *AgentHub) endLogRoutes(c *AgentConnection) {
-	h.logsMu.Lock()
-	var ids []string
-	for id, r := range h.logRoutes {
-		if r.conn == c {
-			ids = append(ids, id)
-		}
-	}
-	h.logsMu.Unlock()
-	for _, id := range ids {
-		if r := h.dropLogRoute(id); r != nil {
-			r.end(errAgentGone)
-		}
-	}
 }
 
 // end ends the route's stream with err (nil: a normal end).
@@ -233,10 +193,10 @@ func (r *logRoute) end(err error) {
 }
 
 // onLogLine routes a `log` frame of c to its stream; lines of streams that ended are dropped.
-func (h *AgentHub) onLogLine(c *AgentConnection, m models.LogLine, now time.Time) {
-	r := h.logRoute(m.RequestID)
+func (p *PodLogs) onLogLine(c *AgentConnection, m models.LogLine, now time.Time) {
+	r := p.route(m.RequestID)
 	if r == nil || r.conn != c {
-		h.metrics.logLines.WithLabelValues("dropped").Inc()
+		p.agentLines.WithLabelValues("dropped").Inc()
 		return
 	}
 	rec := logRecord{Line: m.Line, At: now}
@@ -252,23 +212,23 @@ func (h *AgentHub) onLogLine(c *AgentConnection, m models.LogLine, now time.Time
 		ok = r.fwd.offer(rec)
 	}
 	if ok {
-		h.metrics.logLines.WithLabelValues("relayed").Inc()
+		p.agentLines.WithLabelValues("relayed").Inc()
 		return
 	}
 	// The queue overflowed (the stream ended): tell the agent to stop.
-	h.metrics.logLines.WithLabelValues("dropped").Inc()
-	if h.dropLogRoute(m.RequestID) != nil {
+	p.agentLines.WithLabelValues("dropped").Inc()
+	if p.dropRoute(m.RequestID) != nil {
 		c.push(outbound(models.MessageTypeLogsStop, now, models.LogsStop{RequestID: m.RequestID}))
 	}
 }
 
 // onLogEnd ends a stream at the agent's `log_end`.
-func (h *AgentHub) onLogEnd(c *AgentConnection, m models.LogEnd) {
-	r := h.logRoute(m.RequestID)
+func (p *PodLogs) onLogEnd(c *AgentConnection, m models.LogEnd) {
+	r := p.route(m.RequestID)
 	if r == nil || r.conn != c {
 		return
 	}
-	h.dropLogRoute(m.RequestID)
+	p.dropRoute(m.RequestID)
 	var err error
 	if m.Error != "" {
 		err = fmt.Errorf("the agent reported: %s", m.Error)
@@ -276,62 +236,74 @@ func (h *AgentHub) onLogEnd(c *AgentConnection, m models.LogEnd) {
 	r.end(err)
 }
 
+// onReplicaMessage takes a message of another replica about logs, which the hub hands on.
+func (p *PodLogs) onReplicaMessage(msg cluster.ReplicaMessage) {
+	switch msg.Kind {
+	case kindLogsOpen:
+		p.onLogsOpen(msg)
+	case kindLogsStop:
+		p.onLogsStop(msg)
+	case kindLogsLines:
+		p.onLogsLines(msg)
+	}
+}
+
 // onLogsOpen serves a browser of another replica: it asks the agent held here for logs and
 // starts forwarding its lines.
-func (h *AgentHub) onLogsOpen(msg cluster.ReplicaMessage) {
+func (p *PodLogs) onLogsOpen(msg cluster.ReplicaMessage) {
 	var o logsOpen
 	if err := json.Unmarshal(msg.Payload, &o); err != nil || o.Request.RequestID == "" || o.ReplyTo == "" {
-		h.cfg.Logger.Error("dropping malformed log stream request", "err", err)
+		p.log.Error("dropping malformed log stream request", "err", err)
 		return
 	}
-	fwd := newLogForwarder(h, o.ReplyTo, o.Request.RequestID)
-	c := h.GetConnection(msg.AgentID)
+	fwd := newLogForwarder(p, o.ReplyTo, o.Request.RequestID)
+	c := p.agent(msg.AgentID)
 	if c == nil || c.connID != msg.Generation {
 		fwd.finish(errAgentGone)
-		h.startForwarder(fwd)
+		p.startForwarder(fwd)
 		return
 	}
-	h.addLogRoute(o.Request.RequestID, &logRoute{conn: c, fwd: fwd})
-	h.startForwarder(fwd)
-	if !c.push(outbound(models.MessageTypeLogs, h.cfg.Clock.Now(), o.Request)) {
-		if r := h.dropLogRoute(o.Request.RequestID); r != nil {
+	p.addRoute(o.Request.RequestID, &logRoute{conn: c, fwd: fwd})
+	p.startForwarder(fwd)
+	if !c.push(outbound(models.MessageTypeLogs, p.clock.Now(), o.Request)) {
+		if r := p.dropRoute(o.Request.RequestID); r != nil {
 			r.end(errAgentGone)
 		}
 	}
 }
 
 // onLogsStop stops the agent's stream for a browser of another replica that left.
-func (h *AgentHub) onLogsStop(msg cluster.ReplicaMessage) {
+func (p *PodLogs) onLogsStop(msg cluster.ReplicaMessage) {
 	id := string(msg.Payload)
-	r := h.logRoute(id)
+	r := p.route(id)
 	if r == nil || r.fwd == nil {
 		return
 	}
-	h.dropLogRoute(id)
+	p.dropRoute(id)
 	r.fwd.stop()
-	r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), models.LogsStop{RequestID: id}))
+	r.conn.push(outbound(models.MessageTypeLogsStop, p.clock.Now(), models.LogsStop{RequestID: id}))
 }
 
 // onLogsLines feeds the lines another replica relayed to this replica's stream. A batch out of
 // sequence ends the stream: lines were lost between replicas.
-func (h *AgentHub) onLogsLines(msg cluster.ReplicaMessage) {
+func (p *PodLogs) onLogsLines(msg cluster.ReplicaMessage) {
 	var b logsBatch
 	if err := json.Unmarshal(msg.Payload, &b); err != nil {
-		h.cfg.Logger.Error("dropping malformed relayed log lines", "err", err)
+		p.log.Error("dropping malformed relayed log lines", "err", err)
 		return
 	}
-	h.logsMu.Lock()
-	r := h.logRoutes[b.RequestID]
+	p.mu.Lock()
+	r := p.routes[b.RequestID]
 	inSeq := r != nil && r.local != nil && r.nextSeq == b.Seq
 	if inSeq {
 		r.nextSeq++
 	}
-	h.logsMu.Unlock()
+	p.mu.Unlock()
 	switch {
 	case r == nil || r.local == nil:
 		return
 	case !inSeq:
-		h.dropLogRoute(b.RequestID)
+		p.dropRoute(b.RequestID)
 		r.local.q.finish(errors.New("log lines were lost between replicas"))
 		return
 	}
@@ -344,7 +316,7 @@ func (h *AgentHub) onLogsLines(msg cluster.ReplicaMessage) {
 		return
 	}
 	if b.End {
-		h.dropLogRoute(b.RequestID)
+		p.dropRoute(b.RequestID)
 		var err error
 		if b.Error != "" {
 			err = errors.New(b.Error)
@@ -354,9 +326,9 @@ func (h *AgentHub) onLogsLines(msg cluster.ReplicaMessage) {
 }
 
 // logForwarder sends one request's lines to the replica holding the browser, in order, in
-// batches, from its own goroutine (owned by the hub's logWork, stopped by stop or the hub).
+// batches, from its own goroutine (owned by PodLogs.relays, stopped by stop or stopRelays).
 type logForwarder struct {
-	hub     *AgentHub
+	logs    *PodLogs
 	replica string
 	id      string
 	q       *logQueue
@@ -364,8 +336,8 @@ type logForwarder struct {
 	once    sync.Once
 }
 
-func newLogForwarder(h *AgentHub, replica, id string) *logForwarder {
-	return &logForwarder{hub: h, replica: replica, id: id,
+func newLogForwarder(p *PodLogs, replica, id string) *logForwarder {
+	return &logForwarder{logs: p, replica: replica, id: id,
 		q: newLogQueue(defaultLogQueueLines, defaultLogQueueBytes), quit: make(chan struct{})}
 }
 
@@ -375,22 +347,8 @@ func (f *logForwarder) finish(err error)       { f.q.finish(err) }
 // stop ends the forwarder without sending the rest: the browser left.
 func (f *logForwarder) stop() { f.once.Do(func() { close(f.quit) }) }
 
-// startForwarder runs f on the hub's logWork, unless the hub is stopping (then the stream
-// just ends): no goroutine starts once Shutdown waits for them.
-func (h *AgentHub) startForwarder(f *logForwarder) {
-	h.logsMu.Lock()
-	stopped := h.logsStopped
-	if !stopped {
-		h.logWork.Go(func() { f.run() })
-	}
-	h.logsMu.Unlock()
-	if stopped {
-		f.abandon()
-	}
-}
-
 func (f *logForwarder) run() {
-	h := f.hub
+	p := f.logs
 	var seq uint64
 	for {
 		recs, done, err := f.q.take()
@@ -409,7 +367,7 @@ func (f *logForwarder) run() {
 				}
 			}
 			if sendErr := f.send(b); sendErr != nil {
-				h.cfg.Logger.Debug("relaying log lines failed", "request_id", f.id, "replica", f.replica, "err", sendErr)
+				p.log.Debug("relaying log lines failed", "request_id", f.id, "replica", f.replica, "err", sendErr)
 				f.abandon()
 				return
 			}
@@ -421,7 +379,7 @@ func (f *logForwarder) run() {
 		case <-f.q.ready:
 		case <-f.quit:
 			return
-		case <-h.ctx.Done():
+		case <-p.relayCtx.Done():
 			return
 		}
 	}
@@ -432,15 +390,15 @@ func (f *logForwarder) send(b logsBatch) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(f.hub.ctx, logBatchTimeout)
+	ctx, cancel := context.WithTimeout(f.logs.relayCtx, logBatchTimeout)
 	defer cancel()
-	return f.hub.dir.Send(ctx, f.replica, cluster.ReplicaMessage{Kind: kindLogsLines, Payload: payload})
+	return f.logs.dir.Send(ctx, f.replica, cluster.ReplicaMessage{Kind: kindLogsLines, Payload: payload})
 }
 
 // abandon stops the agent's stream when its lines cannot reach the browser's replica.
 func (f *logForwarder) abandon() {
-	h := f.hub
-	if r := h.dropLogRoute(f.id); r != nil && r.conn != nil {
-		r.conn.push(outbound(models.MessageTypeLogsStop, h.cfg.Clock.Now(), models.LogsStop{RequestID: f.id}))
+	p := f.logs
+	if r := p.dropRoute(f.id); r != nil && r.conn != nil {
+		r.conn.push(outbound(models.MessageTypeLogsStop, p.clock.Now(), models.LogsStop{RequestID: f.id}))
 	}
 }
