@@ -177,7 +177,7 @@ func (m *Manager) sessionAccess(ctx context.Context, sessions []models.Session, 
 	denied := make(map[viewKey]bool)
 	checked := make(map[viewKey]bool)
 	for _, l := range clients {
-		if l.client.org.seesWholeOrg() || len(l.sessions) == 0 || l.client.held.Load() {
+		if l.client.org.seesWholeOrg() || len(l.sessions) == 0 || l.client.gate.held.Load() {
 			continue // a held client is being let in or checked already
 		}
 		if byID == nil {

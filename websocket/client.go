@@ -42,29 +42,43 @@ type Client struct {
 	users    []string
 	sessions []string
 
-	closeCode   int
-	closeReason string
+	closedWith closeCause // written once, by the closeWith that sets closing, before the outbox closes
 	// The small fields together (an idle client's size matters).
 	pumps    atomic.Int32
 	closing  atomic.Bool // closeWith was called
 	pingSlot uint8       // which of the pinger's ticks pings this client
-	// While held, deliveries wait in pending (bounded like the queue) so
-	// that the frames the client must see first, its snapshot, go first, and so that nothing
-	// reaches it while its access to a session is being checked again. holds counts the
-	// reasons it is held (guarded by holdMu); held is holds > 0.
+	gate     holdGate
+	expiry   expirySlot
+	onGone   func()        // runs once the client is unregistered (org watch, connection row); may be nil
+	listFP   atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
+}
+
+// closeCause is the close code and reason a client is closed with.
+type closeCause struct {
+	code   int
+	reason string
+}
+
+// holdGate is the seam between a client's first frames (greeting, replay, snapshot) and live
+// deliveries, and the pause while its access to a session is checked again. While held,
+// deliveries wait in pending (bounded like the queue) so that the frames the client must see
+// first go first, and so that nothing reaches it while its access is being checked. holds
+// counts the reasons it is held (guarded by mu); held is holds > 0.
+type holdGate struct {
 	held  atomic.Bool
 	holds int32
 	// after is the stream position the client starts after, fixed at registration: stream
 	// entries at or before it are not its (its greeting and replay cover them).
 	after   cluster.Position
-	holdMu  sync.Mutex
+	mu      sync.Mutex
 	pending [][]byte
+}
 
-	// The token's deadline on the hub's expiry queue (monotonic), and the client's place there.
-	expiresAt   time.Time
-	expiryIndex int
-	onGone      func()        // runs once the client is unregistered (org watch, connection row); may be nil
-	listFP      atomic.Uint64 // fingerprint of the last session list sent (0: none yet)
+// expirySlot is the client's token deadline on the hub's expiry queue (monotonic), and its
+// place there (-1: not queued).
+type expirySlot struct {
+	at    time.Time
+	index int
 }
 
 // closeGrace bounds the closing handshake: after its close frame the writer
@@ -78,14 +92,14 @@ func newClient(h *Hub, conn *websocket.Conn, spec clientSpec) *Client {
 		id:  spec.id,
 		org: spec.org,
 
-		expiryIndex: -1,
+		expiry: expirySlot{index: -1},
 	}
 	c.out.init(c, conn)
 	// The reader and the closer: the last of the two to end tells the hub.
 	c.pumps.Store(2)
 	if spec.held {
-		c.holds = 1
-		c.held.Store(true)
+		c.gate.holds = 1
+		c.gate.held.Store(true)
 	}
 	c.onGone = spec.onGone
 	return c
@@ -144,18 +158,18 @@ func (c *Client) enqueueFrame(frame []byte) {
 // enqueueFrameLater is enqueueFrame for a fan-out that writes later: when it
 // returns true the caller owns the client's writing side and must flush it.
 func (c *Client) enqueueFrameLater(frame []byte) (flush bool) {
-	if c.held.Load() {
-		c.holdMu.Lock()
-		if c.held.Load() {
-			defer c.holdMu.Unlock()
-			if len(c.pending) >= c.hub.cfg.QueueSize {
+	if c.gate.held.Load() {
+		c.gate.mu.Lock()
+		if c.gate.held.Load() {
+			defer c.gate.mu.Unlock()
+			if len(c.gate.pending) >= c.hub.cfg.QueueSize {
 				c.overflow()
 				return false
 			}
-			c.pending = append(c.pending, frame)
+			c.gate.pending = append(c.gate.pending, frame)
 			return false
 		}
-		c.holdMu.Unlock()
+		c.gate.mu.Unlock()
 	}
 	ok, flush := c.out.pushLater(frame)
 	if ok {
@@ -167,7 +181,7 @@ func (c *Client) enqueueFrameLater(frame []byte) (flush bool) {
 // enqueueEntryLater queues a stream entry's frame, as enqueueFrameLater, unless it comes at
 // or before the client's start.
 func (c *Client) enqueueEntryLater(frame []byte, at cluster.Position) (flush bool) {
-	if at.Epoch == c.after.Epoch && at.Offset <= c.after.Offset {
+	if at.Epoch == c.gate.after.Epoch && at.Offset <= c.gate.after.Offset {
 		return false
 	}
 	return c.enqueueFrameLater(frame)
@@ -178,10 +192,10 @@ func (c *Client) preload(frame []byte) { c.out.preload(frame) }
 
 // hold makes deliveries wait in pending until a matching release.
 func (c *Client) hold() {
-	c.holdMu.Lock()
-	defer c.holdMu.Unlock()
-	c.holds++
-	c.held.Store(true)
+	c.gate.mu.Lock()
+	defer c.gate.mu.Unlock()
+	c.gate.holds++
+	c.gate.held.Store(true)
 }
 
 // release queues first (messages) and ends one hold; when it was the last, what was held
@@ -194,29 +208,29 @@ func (c *Client) release(first ...[]byte) {
 	// so a long replay never holds up the hub's delivery path.
 	ok := c.pushAllWait(first, textFrame)
 	for ok {
-		c.holdMu.Lock()
-		if c.holds > 1 {
-			c.holds-- // still held for another reason: what is pending waits for it
-			c.holdMu.Unlock()
+		c.gate.mu.Lock()
+		if c.gate.holds > 1 {
+			c.gate.holds-- // still held for another reason: what is pending waits for it
+			c.gate.mu.Unlock()
 			return
 		}
-		batch := c.pending
-		c.pending = nil
+		batch := c.gate.pending
+		c.gate.pending = nil
 		if len(batch) == 0 {
-			c.holds = 0
-			c.held.Store(false)
-			c.holdMu.Unlock()
+			c.gate.holds = 0
+			c.gate.held.Store(false)
+			c.gate.mu.Unlock()
 			return
 		}
 		// Still held while the batch is written: what arrives meanwhile comes after it.
-		c.holdMu.Unlock()
+		c.gate.mu.Unlock()
 		ok = c.pushAllWait(batch, func(f []byte) []byte { return f })
 	}
-	c.holdMu.Lock()
-	c.pending = nil
-	c.holds = 0
-	c.held.Store(false)
-	c.holdMu.Unlock()
+	c.gate.mu.Lock()
+	c.gate.pending = nil
+	c.gate.holds = 0
+	c.gate.held.Store(false)
+	c.gate.mu.Unlock()
 }
 
 // pushAllWait queues frames (each encoded by encode) with pushWait, and reports whether all
@@ -268,7 +282,7 @@ func (c *Client) overflow() {
 // call counts; it never blocks and never does I/O itself.
 func (c *Client) closeWith(code int, reason, metricReason string) {
 	if c.closing.CompareAndSwap(false, true) {
-		c.closeCode, c.closeReason = code, reason
+		c.closedWith.code, c.closedWith.reason = code, reason
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		// Every close the browser caused or must hear about is logged, once: not the echo of
 		// its own close, a shutdown or a lost peer.
@@ -365,10 +379,10 @@ func readCloseCode(err error) (int, string, string) {
 // unregisters the client.
 func (c *Client) finish(queued [][]byte) {
 	wait := c.hub.cfg.WriteWait
-	if c.closeCode == websocket.CloseGoingAway {
+	if c.closedWith.code == websocket.CloseGoingAway {
 		_ = c.out.writeBlocking(queued, wait)
 	}
-	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closeCode, c.closeReason))}, wait)
+	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closedWith.code, c.closedWith.reason))}, wait)
 	c.out.awaitReader(closeGrace)
 	c.hub.expiries.remove(c)
 	if c.out.netConn != nil {

@@ -20,14 +20,14 @@ type expiryQueue struct {
 type expiryHeap []*Client
 
 func (e expiryHeap) Len() int           { return len(e) }
-func (e expiryHeap) Less(i, j int) bool { return e[i].expiresAt.Before(e[j].expiresAt) }
+func (e expiryHeap) Less(i, j int) bool { return e[i].expiry.at.Before(e[j].expiry.at) }
 func (e expiryHeap) Swap(i, j int) {
 	e[i], e[j] = e[j], e[i]
-	e[i].expiryIndex, e[j].expiryIndex = i, j
+	e[i].expiry.index, e[j].expiry.index = i, j
 }
 func (e *expiryHeap) Push(x any) {
 	c := x.(*Client)
-	c.expiryIndex = len(*e)
+	c.expiry.index = len(*e)
 	*e = append(*e, c)
 }
 func (e *expiryHeap) Pop() any {
@@ -35,7 +35,7 @@ func (e *expiryHeap) Pop() any {
 	c := old[len(old)-1]
 	old[len(old)-1] = nil
 	*e = old[:len(old)-1]
-	c.expiryIndex = -1
+	c.expiry.index = -1
 	return c
 }
 
@@ -46,7 +46,7 @@ func (q *expiryQueue) add(c *Client, deadline time.Time) {
 	if q.stopped {
 		return
 	}
-	c.expiresAt = deadline
+	c.expiry.at = deadline
 	heap.Push(&q.due, c)
 	if q.due[0] == c {
 		q.arm()
@@ -57,8 +57,8 @@ func (q *expiryQueue) add(c *Client, deadline time.Time) {
 func (q *expiryQueue) remove(c *Client) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if c.expiryIndex >= 0 {
-		heap.Remove(&q.due, c.expiryIndex)
+	if c.expiry.index >= 0 {
+		heap.Remove(&q.due, c.expiry.index)
 	}
 }
 
@@ -67,7 +67,7 @@ func (q *expiryQueue) arm() {
 	if len(q.due) == 0 {
 		return
 	}
-	wait := time.Until(q.due[0].expiresAt)
+	wait := time.Until(q.due[0].expiry.at)
 	if q.timer == nil {
 		q.timer = time.AfterFunc(wait, q.fire)
 		return
@@ -80,7 +80,7 @@ func (q *expiryQueue) fire() {
 	var expired []*Client
 	q.mu.Lock()
 	now := time.Now()
-	for len(q.due) > 0 && !q.due[0].expiresAt.After(now) {
+	for len(q.due) > 0 && !q.due[0].expiry.at.After(now) {
 		expired = append(expired, heap.Pop(&q.due).(*Client))
 	}
 	if !q.stopped {

@@ -37,7 +37,12 @@ type SessionView struct {
 	Platform          string          `json:"platform"`
 	AgentID           string          `json:"agent_id"`
 	LastActivity      *time.Time      `json:"lastActivity"`
-	// Present only when the session has an idle timeout.
+	SessionIdleness
+}
+
+// SessionIdleness is the idle state of a SessionView, present (its fields inline in the JSON)
+// only when the session has an idle timeout.
+type SessionIdleness struct {
 	IdleDuration  *int64 `json:"idleDuration,omitempty"`
 	IdleThreshold *int64 `json:"idleThreshold,omitempty"`
 	IsIdle        *bool  `json:"isIdle,omitempty"`

@@ -45,12 +45,8 @@ type Hub struct {
 
 	// positions records the last stream position delivered per org, so a
 	// client registering now is told exactly where its stream starts.
-	posMu     sync.Mutex
-	positions map[string]cluster.Position
-
-	stopOnce sync.Once
-	stopCh   chan struct{}
-	drained  chan struct{} // closed when stopped and live == 0
+	positions orgPositions
+	stopping  hubStop
 	// flushers are the goroutines that write a large delivery (handOut); shutdown waits for
 	// them too.
 	flushers sync.WaitGroup
@@ -58,6 +54,20 @@ type Hub struct {
 	// access to sessionID (see changesAccess); it must not block, and releases each once
 	// checked. Set before the hub receives anything.
 	review func(orgID, sessionID string, clients []*Client)
+}
+
+// orgPositions is the last stream position delivered per organization.
+type orgPositions struct {
+	mu   sync.Mutex
+	last map[string]cluster.Position
+}
+
+// hubStop is the hub's stop: stop is closed once by Stop, drained when stopped and no client's
+// goroutines are left.
+type hubStop struct {
+	once    sync.Once
+	stop    chan struct{}
+	drained chan struct{}
 }
 
 // orgIndex is one organization's clients. It exists while the org has any.
@@ -86,16 +96,15 @@ func newHub(cfg Config, kind string, m *hubMetrics) *Hub {
 		metrics:   m.forKind(kind),
 		byID:      make(map[string]*Client),
 		orgs:      make(map[string]*orgIndex),
-		positions: make(map[string]cluster.Position),
-		stopCh:    make(chan struct{}),
-		drained:   make(chan struct{}),
+		positions: orgPositions{last: make(map[string]cluster.Position)},
+		stopping:  hubStop{stop: make(chan struct{}), drained: make(chan struct{})},
 	}
 }
 
 // Run blocks until Stop is called, then waits up to DrainTimeout for every
 // client to finish writing its queue and close.
 func (h *Hub) Run() {
-	<-h.stopCh
+	<-h.stopping.stop
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.DrainTimeout)
 	defer cancel()
 	_ = h.wait(ctx)
@@ -104,7 +113,7 @@ func (h *Hub) Run() {
 // Stop closes every client with 1001 and makes the hub refuse new clients.
 // It does not wait; it is idempotent.
 func (h *Hub) Stop() {
-	h.stopOnce.Do(func() {
+	h.stopping.once.Do(func() {
 		h.mu.Lock()
 		h.stopped = true
 		clients := make([]*Client, 0, h.total)
@@ -114,10 +123,10 @@ func (h *Hub) Stop() {
 			}
 		}
 		if h.live == 0 {
-			close(h.drained)
+			close(h.stopping.drained)
 		}
 		h.mu.Unlock()
-		close(h.stopCh)
+		close(h.stopping.stop)
 		h.expiries.stop()
 		for _, c := range clients {
 			c.closeWith(websocket.CloseGoingAway, "server shutting down", "shutdown")
@@ -134,7 +143,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 
 func (h *Hub) wait(ctx context.Context) error {
 	select {
-	case <-h.drained:
+	case <-h.stopping.drained:
 		// No client is left to deliver to: the last flushers are ending.
 		h.flushers.Wait()
 		return nil
@@ -237,8 +246,8 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 	h.live++
 	h.metrics.connections.Inc()
 	if greet != nil {
-		h.posMu.Lock()
-		pos, seen := h.positions[c.org.OrgID]
+		h.positions.mu.Lock()
+		pos, seen := h.positions.last[c.org.OrgID]
 		// The later of the two wins: a message delivered since fallback was read is newer;
 		// a record left from a time no client of the org was here (the bus stopped sending
 		// it) is older, as is one of a previous epoch. Messages at or before the client's
@@ -247,8 +256,8 @@ func (h *Hub) register(c *Client, spec clientSpec, greet func(cluster.Position) 
 		if !seen || fallback.Epoch != pos.Epoch || fallback.Offset > pos.Offset {
 			pos = fallback
 		}
-		h.posMu.Unlock()
-		c.after = pos
+		h.positions.mu.Unlock()
+		c.gate.after = pos
 		if frame := greet(pos); frame != nil {
 			c.preload(textFrame(frame)) // written when the client starts, not under the lock
 		}
@@ -272,7 +281,7 @@ func (h *Hub) pingLoop() {
 	var due []*Client
 	for slot := uint64(0); ; slot = (slot + 1) % pingSlots {
 		select {
-		case <-h.stopCh:
+		case <-h.stopping.stop:
 			h.mu.Lock()
 			h.pinging = false
 			h.mu.Unlock()
@@ -346,9 +355,9 @@ func (h *Hub) removeClient(c *Client) {
 		// Nothing of the org reaches this replica any more (the bus watch ends), so the last
 		// position would go stale. (A message still on its way may record it again; register
 		// prefers the bus's fresher position then.)
-		h.posMu.Lock()
-		delete(h.positions, c.org.OrgID)
-		h.posMu.Unlock()
+		h.positions.mu.Lock()
+		delete(h.positions.last, c.org.OrgID)
+		h.positions.mu.Unlock()
 	}
 	if h.byID[c.id] == c {
 		delete(h.byID, c.id)
@@ -384,7 +393,7 @@ func (h *Hub) finished() {
 	defer h.mu.Unlock()
 	h.live--
 	if h.stopped && h.live == 0 {
-		close(h.drained)
+		close(h.stopping.drained)
 	}
 }
 

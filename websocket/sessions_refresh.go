@@ -58,7 +58,7 @@ func (m *Manager) sendChangedLists(orgID string, sessions []models.Session, clie
 	frames := make(map[uint64][]byte)
 	var wholeFP uint64 // the whole list's fingerprint, computed for the first client that sees it
 	for _, l := range clients {
-		if l.client.held.Load() {
+		if l.client.gate.held.Load() {
 			continue // its first snapshot is on its way
 		}
 		visible := sessions

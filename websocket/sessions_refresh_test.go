@@ -158,7 +158,7 @@ func waitReleased(t *testing.T, m *Manager) {
 	eventually(t, 30*time.Second, "snapshots released", func() bool {
 		for _, ls := range m.hub.sessionListeners() {
 			for _, l := range ls {
-				if l.client.held.Load() {
+				if l.client.gate.held.Load() {
 					return false
 				}
 			}

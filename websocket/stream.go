@@ -119,15 +119,15 @@ func (h *Hub) deliver(msg cluster.Message) {
 	targets := getTargets()
 	defer putTargets(targets)
 	h.mu.RLock()
-	h.posMu.Lock()
-	if last, ok := h.positions[msg.OrgID]; ok && !msg.After(last) {
+	h.positions.mu.Lock()
+	if last, ok := h.positions.last[msg.OrgID]; ok && !msg.After(last) {
 		// Older than what the org's clients were told they start after.
-		h.posMu.Unlock()
+		h.positions.mu.Unlock()
 		h.mu.RUnlock()
 		return
 	}
-	h.positions[msg.OrgID] = msg.Position
-	h.posMu.Unlock()
+	h.positions.last[msg.OrgID] = msg.Position
+	h.positions.mu.Unlock()
 	var review []*Client
 	var eventType EventType
 	if idx := h.orgs[msg.OrgID]; idx != nil {
