@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // Leases count across replicas: a user at its limit on one replica is refused on another, a
@@ -60,7 +61,7 @@ func TestLeasesAcrossReplicas(t *testing.T) {
 	}
 	// Released on a, free on b as soon as the releaser has told Redis.
 	alice3()
-	waitFor(t, "the release to reach Redis", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the release to reach Redis", func() bool {
 		n, _ := client.ZCard(ctx, prefix+":{conns}:user:o1\x00alice").Result()
 		return n == 1
 	})
@@ -107,7 +108,7 @@ func TestLeasesThroughARedisRestart(t *testing.T) {
 		t.Fatalf("take during the outage: %v, want an error and nothing taken", err)
 	}
 	srv.Restart(t) // its data gone
-	waitFor(t, "the held lease put back", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the held lease put back", func() bool {
 		n, _ := client.ZCard(ctx, "t:{conns}:user:o1\x00alice").Result()
 		return n == 1
 	})

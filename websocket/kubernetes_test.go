@@ -24,6 +24,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -215,7 +216,7 @@ func TestSessionsFromKubernetes(t *testing.T) {
 	}
 
 	// The informer watches: a new resource shows up without a list per check.
-	eventually(t, 5*time.Second, "the informer's watch", func() bool { return countKubeActions(kf.dyn, "watch") > 0 })
+	testkit.Eventually(t, 5*time.Second, "the informer's watch", func() bool { return countKubeActions(kf.dyn, "watch") > 0 })
 	lists := countKubeActions(kf.dyn, "list")
 	if _, err := kf.dyn.Resource(k8s.SessionGVR).Namespace("ns-o1").Create(ctx,
 		k8s.SessionObject(models.Session{ID: "k3", Namespace: "ns-o1", UserID: "bob", State: models.SessionStatePending, CreatedAt: created.Add(time.Hour)}),

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // A browser sending more frames a second than ClientMessageRate is closed with 1008, counted
@@ -36,7 +38,7 @@ func TestClientMessageRate(t *testing.T) {
 	if code := flood.expectClose(); code != websocket.ClosePolicyViolation {
 		t.Fatalf("flood closed with %d, want 1008", code)
 	}
-	eventually(t, 5*time.Second, "the flood counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the flood counted", func() bool {
 		return counterValue(t, m.hub.metrics.disconnects.WithLabelValues("rate_limited")) == 1
 	})
 	if n := strings.Count(logs.String(), `reason="message rate exceeded"`); n != 1 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -395,7 +396,7 @@ func TestLogsAcrossReplicas(t *testing.T) {
 	m := startManager(t, d, Config{Agents: a.hub})
 	base := logsServer(t, m)
 	agent := b.connect("ag1")
-	eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
+	testkit.Eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
 
 	browser := dial(t, base, params("org", "o1", "role", "admin", "ns", "ns-o1", "pod", "pod-s1"))
 	req := agent.logsRequest()
@@ -417,7 +418,7 @@ func TestLogsAcrossReplicas(t *testing.T) {
 	if code, _ := expectClose(t, browser, 5*time.Second); code != websocket.CloseInternalServerErr {
 		t.Fatalf("close %d, want 1011", code)
 	}
-	eventually(t, 5*time.Second, "no log routes left", func() bool {
+	testkit.Eventually(t, 5*time.Second, "no log routes left", func() bool {
 		a.hub.logsMu.Lock()
 		defer a.hub.logsMu.Unlock()
 		b.hub.logsMu.Lock()

@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -153,7 +154,7 @@ func TestSessionsRefreshLoop(t *testing.T) {
 // periodic check leaves unreleased clients alone.
 func waitReleased(t *testing.T, m *Manager) {
 	t.Helper()
-	eventually(t, 30*time.Second, "snapshots released", func() bool {
+	testkit.Eventually(t, 30*time.Second, "snapshots released", func() bool {
 		for _, ls := range m.hub.sessionListeners() {
 			for _, l := range ls {
 				if l.client.held.Load() {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // freeAddr is a loopback address nothing listens on, for a server that must come back on the
@@ -37,7 +38,7 @@ type devServer struct {
 func startDev(t *testing.T, addr, dbURL string, environ map[string]string) devServer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	banner, done := startServeDevAt(ctx, t, addr, dbURL, environ, &out, &errs)
 	if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
 		cancel()

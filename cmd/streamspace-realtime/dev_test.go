@@ -11,6 +11,8 @@ import (
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // regexpListening finds the address in serve's "listening" log line.
@@ -116,7 +118,7 @@ func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serv
 	}
 	agentCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(agentCtx, strings.Fields(line), env(nil), &out, &errs) }()
 
@@ -153,7 +155,7 @@ func TestServeDevRestart(t *testing.T) {
 	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "dev.db")
 	for i, environ := range []map[string]string{nil, {"STREAMSPACE_AGENT_AUTO_APPROVE": "false"}} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out, errs lockedBuffer
+		var out, errs testkit.LockedBuffer
 		banner, done := startServeDev(ctx, t, dbURL, environ, &out, &errs)
 		if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
 			t.Fatalf("run %d: dev-agent is not connected:\n%s\nstderr:\n%s", i, banner, errs.String())
@@ -185,7 +187,7 @@ func TestServeDevRestart(t *testing.T) {
 func TestServeWithoutDevRunsNoAgent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--database-url", "sqlite://" + filepath.Join(t.TempDir(), "p.db")},

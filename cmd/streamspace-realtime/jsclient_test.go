@@ -11,6 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -96,7 +97,7 @@ func TestJSClient(t *testing.T) {
 		// log_error: the agent running the session went away.
 		bootstrap := match(t, srv.banner, `--key (\S+)`)
 		agentCtx, stopAgent := context.WithCancel(context.Background())
-		var out, errs lockedBuffer
+		var out, errs testkit.LockedBuffer
 		agentDone := make(chan error, 1)
 		go func() {
 			agentDone <- run(agentCtx, []string{"agent", "--server", "http://" + srv.host, "--id", "ghost", "--platform", "docker", "--key", bootstrap}, env(nil), &out, &errs)

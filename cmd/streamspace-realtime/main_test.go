@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,26 +17,10 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
@@ -75,13 +58,13 @@ func TestTokenCommand(t *testing.T) {
 
 // startServeDev runs `serve --dev` on the database dbURL with the environment environ, and
 // returns its banner once printed and the channel of serve's result.
-func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *testkit.LockedBuffer) (string, <-chan error) {
 	t.Helper()
 	return startServeDevAt(ctx, t, "127.0.0.1:0", dbURL, environ, out, errs)
 }
 
 // startServeDevAt is startServeDev listening on addr.
-func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, environ map[string]string, out, errs *testkit.LockedBuffer) (string, <-chan error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
@@ -118,7 +101,7 @@ func match(t *testing.T, s, pattern string) string {
 func TestServeDev(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "dev.db"), nil, &out, &errs)
 	host := match(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
 	browserToken := match(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
@@ -166,7 +149,7 @@ func TestServeDev(t *testing.T) {
 
 	// The printed watch line works too: it prints each frame on a line.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	var watched lockedBuffer
+	var watched testkit.LockedBuffer
 	watchDone := make(chan error, 1)
 	go func() {
 		watchDone <- run(watchCtx, []string{"watch", "--server", "ws://" + host, "--token", browserToken}, env(nil), &watched, &errs)

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // buildServer compiles the server binary once per test run, so replicas are real processes
@@ -38,7 +40,7 @@ type replicaProc struct {
 	name string
 	base string // http://127.0.0.1:port
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testkit.LockedBuffer
 	done chan struct{}
 }
 
@@ -56,7 +58,7 @@ func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	p := &replicaProc{name: name, base: "http://" + addr, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &replicaProc{name: name, base: "http://" + addr, log: &testkit.LockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"serve", "--addr", addr, "--replica", name}, args...)...)
 	p.cmd.Env = append(os.Environ(), "STREAMSPACE_LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
