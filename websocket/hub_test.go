@@ -121,7 +121,7 @@ func TestTwoThousandClients(t *testing.T) {
 	}
 	wg.Wait()
 	testkit.Eventually(t, 30*time.Second, "all clients unregistered", func() bool { return m.Hub().ClientCount() == 0 })
-	testkit.Eventually(t, 30*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+	testkit.GoroutinesBackTo(t, 30*time.Second, baseline)
 }
 
 func readUntilTypeErr(c *websocket.Conn, typ string) error {

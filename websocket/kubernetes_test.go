@@ -94,7 +94,7 @@ func TestLogsFromKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := logsServer(t, m)
-	base := goroutineBaseline()
+	base := testkit.SteadyGoroutines()
 	browser := dial(t, srv, params("org", "o1", "role", "operator", "ns", "ns-o1", "pod", "pod-k1"))
 	for i := range n {
 		l := readLog(t, browser)
@@ -119,7 +119,7 @@ func TestLogsFromKubernetes(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("the API request was still open a second after the browser left")
 	}
-	settleGoroutines(t, base)
+	testkit.GoroutinesBackTo(t, 5*time.Second, base)
 }
 
 // A Kubernetes API that fails, does not know the pod, or does not answer gives the browser

@@ -107,12 +107,8 @@ func TestBenchBaselineCommand(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{"bench", "baseline", "--addr", "127.0.0.1:0"}, env(nil), &out, &errs)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), "http://") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no address printed: %q %q", out.String(), errs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(out.String(), "http://") }); err != nil {
+		t.Fatalf("no address printed: %q %q", out.String(), errs.String())
 	}
 	url := match(t, out.String(), `on (http://\S+)`)
 	var report, progress testkit.LockedBuffer

@@ -126,13 +126,9 @@ func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serv
 		status := agentStatuses(ctx, t, host, serviceToken)
 		return status["my-agent"] == "online" && status["dev-agent"] == "online"
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !online() {
-		if time.Now().After(deadline) {
-			t.Fatalf("my-agent never came online: %v\nagent stdout:\n%s\nagent stderr:\n%s",
-				agentStatuses(ctx, t, host, serviceToken), out.String(), errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testkit.WaitFor(5*time.Second, online); err != nil {
+		t.Fatalf("my-agent never came online: %v\nagent stdout:\n%s\nagent stderr:\n%s",
+			agentStatuses(ctx, t, host, serviceToken), out.String(), errs.String())
 	}
 	if !strings.Contains(out.String(), "Next time run with --key ") {
 		t.Fatalf("the agent did not print the key the server issued it:\n%s", out.String())
@@ -194,15 +190,14 @@ func TestServeWithoutDevRunsNoAgent(t *testing.T) {
 			env(map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("s", 32), "STREAMSPACE_SERVICE_TOKEN": "svc"}), &out, &errs)
 	}()
 	addr := ""
-	deadline := time.Now().Add(10 * time.Second)
-	for addr == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("serve never listened; stderr:\n%s", errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	listening := func() bool {
 		if m := regexpListening.FindStringSubmatch(errs.String()); m != nil {
 			addr = m[1]
 		}
+		return addr != ""
+	}
+	if err := testkit.WaitFor(10*time.Second, listening); err != nil {
+		t.Fatalf("serve never listened; stderr:\n%s", errs.String())
 	}
 	if status := agentStatuses(ctx, t, addr, "svc"); len(status) != 0 {
 		t.Fatalf("agents %v, want none", status)

@@ -70,17 +70,16 @@ func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, envi
 	go func() {
 		done <- run(ctx, []string{"serve", "--dev", "--addr", addr, "--database-url", dbURL}, env(environ), out, errs)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "auto-approval is") {
+	printed := func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("serve --dev returned %v before printing its banner; stderr:\n%s", err, errs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve --dev printed no banner; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return strings.Contains(out.String(), "auto-approval is")
+	}
+	if err := testkit.WaitFor(20*time.Second, printed); err != nil {
+		t.Fatalf("serve --dev printed no banner; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
 	}
 	return out.String(), done
 }
@@ -156,12 +155,8 @@ func TestServeDev(t *testing.T) {
 	}()
 	waitFor := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(watched.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("watch never printed %s; got:\n%s\nstderr:\n%s", what, watched.String(), errs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
+		if err := testkit.WaitFor(10*time.Second, func() bool { return strings.Contains(watched.String(), what) }); err != nil {
+			t.Fatalf("watch never printed %s; got:\n%s\nstderr:\n%s", what, watched.String(), errs.String())
 		}
 	}
 	waitFor(`"type":"sessions_update"`)

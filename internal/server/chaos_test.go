@@ -156,7 +156,7 @@ func TestChaosPostgresCrash(t *testing.T) {
 		}
 	}
 	testkit.Eventually(t, 5*time.Second, "events delivered during the outage", func() bool { return events.Load() == 5 })
-	time.Sleep(3*time.Second - time.Since(crashed))
+	time.Sleep(3*time.Second - time.Since(crashed)) // kept: the outage lasts 3 s, the scenario itself
 
 	pg.Start(t)
 	started := time.Now()
@@ -262,23 +262,19 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	back := time.Now()
 	ran := &executions{byID: map[string]int{}}
 	chaosAgent(t, ts, "pause-0000", keys[0], 0, ran)
-	deadline := time.Now().Add(60 * time.Second)
 	// Counted by status, not read command by command: 40 payloads of 256 KiB read 20 times a
 	// second would take the server's CPU.
 	allDone := func() bool {
 		n, _ := ts.Database().CountCommands(t.Context(), "pause-0000")
 		return n[models.CommandStatusCompleted] == len(stuckCmds)
 	}
-	for !allDone() {
-		if time.Now().After(deadline) {
-			statuses := map[string]int{}
-			for _, id := range stuckCmds {
-				c, _ := ts.Database().GetCommand(t.Context(), id)
-				statuses[fmt.Sprintf("%s/attempts=%d", c.Status, c.Attempts)]++
-			}
-			t.Fatalf("the stuck agent's commands did not all complete within 60 s of its return: %v\nserver log tail:\n%s", statuses, tail(ts.logs.String(), 4000))
+	if err := testkit.WaitFor(60*time.Second, allDone); err != nil {
+		statuses := map[string]int{}
+		for _, id := range stuckCmds {
+			c, _ := ts.Database().GetCommand(t.Context(), id)
+			statuses[fmt.Sprintf("%s/attempts=%d", c.Status, c.Attempts)]++
 		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("the stuck agent's commands did not all complete within 60 s of its return: %v\nserver log tail:\n%s", statuses, tail(ts.logs.String(), 4000))
 	}
 	ran.check(t, len(stuckCmds)) // each once: the agent drops a command id it already ran
 	deliveries := 0
@@ -319,7 +315,7 @@ func TestChaosMalformedFlood(t *testing.T) {
 			}
 		}
 	}()
-	baseline := stableGoroutines()
+	baseline := testkit.SteadyGoroutines()
 
 	host := strings.TrimPrefix(ts.base, "http://")
 	wsBase := "ws://" + host
@@ -421,30 +417,10 @@ func TestChaosMalformedFlood(t *testing.T) {
 	}
 	// The test's own idle keep-alive connections hold goroutines on both sides: close them.
 	http.DefaultClient.CloseIdleConnections()
-	deadline := time.Now().Add(15 * time.Second)
-	for runtime.NumGoroutine() > baseline+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before the flood:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.GoroutinesBackTo(t, 15*time.Second, baseline+2)
 	t.Logf("malformed flood: 20 browsers × 100 KiB of junk (1002 each), 20 agents × 12 malformed frames (1008 each), "+
 		"200 garbage bodies (400 each), 10 non-HTTP peers, over %v; the honest browser got 100/100 events and the agent "+
 		"completed %d/%d commands; goroutines %d before, %d after", floodTook.Round(time.Millisecond), len(ids), len(ids), baseline, runtime.NumGoroutine())
-}
-
-// stableGoroutines waits for the goroutine count to hold still for 100 ms (connections just
-// made finish starting theirs) and returns it.
-func stableGoroutines() int {
-	n := runtime.NumGoroutine()
-	for still := 0; still < 10; still++ {
-		time.Sleep(10 * time.Millisecond)
-		if m := runtime.NumGoroutine(); m != n {
-			n, still = m, 0
-		}
-	}
-	return n
 }
 
 // readUntil reads frames until one of type typ.

@@ -81,23 +81,18 @@ func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 			t.Logf("replica %s log tail:\n%s", name, tail(p.log.String(), 3000))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := http.Get(p.base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
+	started := func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("replica %s exited at start:\n%s", name, tail(p.log.String(), 3000))
-		case <-time.After(50 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica %s not ready:\n%s", name, tail(p.log.String(), 3000))
-		}
+		return p.ready()
 	}
+	if err := testkit.WaitFor(60*time.Second, started); err != nil {
+		t.Fatalf("replica %s not ready:\n%s", name, tail(p.log.String(), 3000))
+	}
+	return p
 }
 
 // kill ends the process abruptly: no shutdown, no cleanup, claims left in Redis.

@@ -247,7 +247,7 @@ func TestThreeReplicas(t *testing.T) {
 				t.Errorf("command for %s not accepted: %d %v", sid, code, err)
 				return
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // kept: a retry's pause while no replica takes the command
 		}
 	}
 	runPhase := func(from, to int, inOutage bool, during func(n int)) {
@@ -298,21 +298,15 @@ func TestThreeReplicas(t *testing.T) {
 		}
 		return len(astray) == 0, fmt.Sprintf("%d online; not online on a or b: %v", len(m), astray[:min(10, len(astray))])
 	}
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		ok, state := backOnAB()
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			var lines []string
-			for _, l := range strings.Split(agentLogs.String(), "\n") {
-				if strings.Contains(state, agentOf(l)+"@") && agentOf(l) != "" {
-					lines = append(lines, l)
-				}
+	if err := testkit.WaitFor(2*time.Minute, func() bool { ok, _ := backOnAB(); return ok }); err != nil {
+		_, state := backOnAB()
+		var lines []string
+		for _, l := range strings.Split(agentLogs.String(), "\n") {
+			if strings.Contains(state, agentOf(l)+"@") && agentOf(l) != "" {
+				lines = append(lines, l)
 			}
-			t.Fatalf("c's agents not back on a and b within 2 min: %s\nthose agents' logs:\n%s", state, tail(strings.Join(lines, "\n"), 4000))
 		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatalf("c's agents not back on a and b within 2 min: %s\nthose agents' logs:\n%s", state, tail(strings.Join(lines, "\n"), 4000))
 	}
 	t.Logf("all agents online on a and b %v after c was killed", time.Since(killedAt).Round(time.Millisecond))
 	testkit.Eventually(t, 2*time.Minute, "phase 1 completed", func() bool { return completed() == int(submitted.Load()) })
@@ -338,14 +332,7 @@ func TestThreeReplicas(t *testing.T) {
 		if code, err := a.call(ctx, http.MethodPost, "/api/v1/events", ev, nil); code != http.StatusAccepted {
 			t.Fatalf("probe event: %d %v", code, err)
 		}
-		ok := false
-		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if probeB.count("session.updated", fmt.Sprintf("org-1-probe-%d", n)) == 1 {
-				ok = true
-				break
-			}
-		}
-		if ok {
+		if testkit.WaitFor(500*time.Millisecond, func() bool { return probeB.count("session.updated", fmt.Sprintf("org-1-probe-%d", n)) == 1 }) == nil {
 			break
 		}
 		if time.Since(restarted) > time.Minute {

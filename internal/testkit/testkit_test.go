@@ -71,6 +71,21 @@ func TestEventuallyFailsWithWhatOnTimeout(t *testing.T) {
 	}
 }
 
+func TestWaitForFromAnotherGoroutine(t *testing.T) {
+	var ready atomic.Bool
+	errc := make(chan error, 2)
+	go func() { errc <- WaitFor(5*time.Second, ready.Load) }()
+	go func() { errc <- WaitFor(20*time.Millisecond, func() bool { return false }) }()
+	ready.Store(true)
+	var errs []error
+	for range 2 {
+		errs = append(errs, <-errc)
+	}
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Fatalf("errors %v, want one nil (the condition held) and one timeout", errs)
+	}
+}
+
 func TestLockedBufferConcurrentWriters(t *testing.T) {
 	var buf LockedBuffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
