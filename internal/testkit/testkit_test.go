@@ -3,6 +3,8 @@ package testkit
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -101,5 +103,26 @@ func TestLockedBufferConcurrentWriters(t *testing.T) {
 	wg.Wait()
 	if n := strings.Count(buf.String(), "msg=line"); n != 8*50 {
 		t.Fatalf("%d lines, want %d: a write was lost or torn", n, 8*50)
+	}
+}
+
+func TestModuleRootHoldsTheBuildScript(t *testing.T) {
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, BuildStaticScript)); err != nil {
+		t.Fatalf("module root %s: %v", root, err)
+	}
+}
+
+func TestStaticBinaryFromTheEnvironment(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(StaticBinaryEnv, exe)
+	if got := StaticBinary(t); got != exe {
+		t.Fatalf("StaticBinary %q, want %q from $%s", got, exe, StaticBinaryEnv)
 	}
 }
