@@ -1,10 +1,8 @@
 package websocket
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,7 +14,7 @@ import (
 // A browser sending more frames a second than ClientMessageRate is closed with 1008, counted
 // as rate_limited; one below it is served.
 func TestClientMessageRate(t *testing.T) {
-	var logs lockedLog
+	var logs testkit.LockedBuffer
 	m := startManager(t, nil, Config{ClientMessageRate: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := sessionsServer(t, m)
 
@@ -90,22 +88,4 @@ func TestMaxSubscriptions(t *testing.T) {
 	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "too many subscriptions" {
 		t.Fatalf("close %d %q, want 1008 too many subscriptions", code, reason)
 	}
-}
-
-// lockedLog is a log destination the tests may read while the package writes it.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

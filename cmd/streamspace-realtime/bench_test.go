@@ -27,7 +27,7 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	var out, errs testkit.LockedBuffer
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": secret, "STREAMSPACE_SERVICE_TOKEN": service}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "bench.db"), environ, &out, &errs)
-	host := match(t, banner, `on http://(\S+)`)
+	host := testkit.Submatch(t, banner, `on http://(\S+)`)
 
 	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "--server", "http://" + host, "--clients", "40", "--rate", "20", "--duration", "1s",
@@ -65,7 +65,7 @@ func TestBenchAgentsCommandAgainstServe(t *testing.T) {
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("c", 40), "STREAMSPACE_SERVICE_TOKEN": service,
 		"STREAMSPACE_AGENT_HEARTBEAT_FLUSH": "100ms"}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "agents.db"), environ, &out, &errs)
-	host := match(t, banner, `on http://(\S+)`)
+	host := testkit.Submatch(t, banner, `on http://(\S+)`)
 
 	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "agents", "--server", "http://" + host, "--agents", "6", "--duration", "1s",
@@ -110,7 +110,7 @@ func TestBenchBaselineCommand(t *testing.T) {
 	if err := testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(out.String(), "http://") }); err != nil {
 		t.Fatalf("no address printed: %q %q", out.String(), errs.String())
 	}
-	url := match(t, out.String(), `on (http://\S+)`)
+	url := testkit.Submatch(t, out.String(), `on (http://\S+)`)
 	var report, progress testkit.LockedBuffer
 	if err := run(ctx, []string{"bench", "--server", url, "--clients", "20", "--rate", "20", "--duration", "500ms"}, env(nil), &report, &progress); err != nil {
 		t.Fatalf("bench: %v", err)
@@ -134,8 +134,8 @@ func TestServeDebugAddr(t *testing.T) {
 	var out, errs testkit.LockedBuffer
 	environ := map[string]string{"STREAMSPACE_DEBUG_ADDR": "127.0.0.1:0"}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "debug.db"), environ, &out, &errs)
-	api := match(t, banner, `on http://(\S+)`)
-	debug := match(t, errs.String(), `profiler listening" addr=(\S+)`)
+	api := testkit.Submatch(t, banner, `on http://(\S+)`)
+	debug := testkit.Submatch(t, errs.String(), `profiler listening" addr=(\S+)`)
 	get := func(url string) (int, string) {
 		resp, err := http.Get(url)
 		if err != nil {

@@ -25,8 +25,8 @@ func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, 
 	if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
 		t.Fatalf("the banner does not say dev-agent is connected:\n%s", banner)
 	}
-	url := match(t, banner, `curl -sS -X POST (http://\S+/api/v1/admin/agents/dev-agent/command)`)
-	body := match(t, banner, `-d '(\{"action":"start_session"[^']*)'`)
+	url := testkit.Submatch(t, banner, `curl -sS -X POST (http://\S+/api/v1/admin/agents/dev-agent/command)`)
+	body := testkit.Submatch(t, banner, `-d '(\{"action":"start_session"[^']*)'`)
 	if url != "http://"+host+"/api/v1/admin/agents/dev-agent/command" {
 		t.Fatalf("command URL %s, want one on %s", url, host)
 	}
@@ -52,7 +52,7 @@ func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, 
 // last 100 lines of its pod, then follows with new ones.
 func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
 	t.Helper()
-	url := match(t, banner, `its pod logs:\s+websocat '(ws://\S+)'`)
+	url := testkit.Submatch(t, banner, `its pod logs:\s+websocat '(ws://\S+)'`)
 	if !strings.HasPrefix(url, "ws://"+host+"/api/v1/ws/logs/sim-demo-2?token=") {
 		t.Fatalf("logs URL %s", url)
 	}
@@ -79,7 +79,7 @@ func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
 // metrics count it and dev-agent; a new sessions socket lists demo-2 running on its pod.
 func testDevMetricsAndList(ctx context.Context, t *testing.T, banner, host, browserToken string) {
 	t.Helper()
-	url := match(t, banner, `org metrics:\s+websocat '(ws://\S+)'`)
+	url := testkit.Submatch(t, banner, `org metrics:\s+websocat '(ws://\S+)'`)
 	conn, _, err := gorilla.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
@@ -112,7 +112,7 @@ func testDevMetricsAndList(ctx context.Context, t *testing.T, banner, host, brow
 // key: with auto-approval the server issues the agent its own key, and it comes online.
 func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serviceToken string) {
 	t.Helper()
-	line := match(t, banner, `go run ./cmd/streamspace-realtime (agent .+)`)
+	line := testkit.Submatch(t, banner, `go run ./cmd/streamspace-realtime (agent .+)`)
 	if !strings.Contains(line, "--server http://"+host+" ") {
 		t.Fatalf("agent line %q does not name the server %s", line, host)
 	}

@@ -84,16 +84,6 @@ func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, envi
 	return out.String(), done
 }
 
-// match returns the first submatch of pattern in s, failing the test when there is none.
-func match(t *testing.T, s, pattern string) string {
-	t.Helper()
-	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
-	if m == nil {
-		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
-	}
-	return m[1]
-}
-
 // TestServeDev runs the README's first command the way a newcomer would: `serve --dev` prints
 // a token, a publish line, a start_session line for dev-agent and an agent line that work as
 // printed, then stops cleanly.
@@ -102,9 +92,9 @@ func TestServeDev(t *testing.T) {
 	defer cancel()
 	var out, errs testkit.LockedBuffer
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "dev.db"), nil, &out, &errs)
-	host := match(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
-	browserToken := match(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
-	serviceToken := match(t, banner, `service token: (\S+)`)
+	host := testkit.Submatch(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
+	browserToken := testkit.Submatch(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
+	serviceToken := testkit.Submatch(t, banner, `service token: (\S+)`)
 	conn, _, err := gorilla.DefaultDialer.Dial("ws://"+host+"/api/v1/ws/sessions?token="+browserToken, nil)
 	if err != nil {
 		t.Fatalf("dial with the printed token: %v", err)

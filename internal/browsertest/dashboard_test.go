@@ -42,7 +42,7 @@ func TestDashboard(t *testing.T) {
 	page := newBrowser(t)
 
 	// The banner's dashboard line, opened as printed.
-	dashboardURL := match(t, srv.banner, `dashboard:\s+(http://\S+/)\s`)
+	dashboardURL := testkit.Submatch(t, srv.banner, `dashboard:\s+(http://\S+/)\s`)
 	if dashboardURL != "http://"+srv.host+"/" {
 		t.Fatalf("the banner's dashboard line names %s, want http://%s/", dashboardURL, srv.host)
 	}

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,8 +120,8 @@ func startDev(t *testing.T, addr, dbURL string, environ map[string]string) devSe
 	}
 	return devServer{
 		banner:       banner,
-		host:         match(t, banner, `on http://(\S+)`),
-		serviceToken: match(t, banner, `service token: (\S+)`),
+		host:         testkit.Submatch(t, banner, `on http://(\S+)`),
+		serviceToken: testkit.Submatch(t, banner, `service token: (\S+)`),
 		stop:         func() { p.stop(t) },
 	}
 }
@@ -189,7 +188,7 @@ func (d devServer) listChecks(t *testing.T) int {
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}
-	n, err := strconv.Atoi(match(t, string(text), `(?m)^streamspace_session_list_checks_total (\d+)$`))
+	n, err := strconv.Atoi(testkit.Submatch(t, string(text), `(?m)^streamspace_session_list_checks_total (\d+)$`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,14 +213,4 @@ func (d devServer) call(t *testing.T, method, path, body string, out any) int {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(out)
 	return resp.StatusCode
-}
-
-// match returns the first submatch of pattern in s, failing the test when there is none.
-func match(t *testing.T, s, pattern string) string {
-	t.Helper()
-	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
-	if m == nil {
-		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
-	}
-	return m[1]
 }

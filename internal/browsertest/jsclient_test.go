@@ -94,7 +94,7 @@ func TestJSClient(t *testing.T) {
 		page.eval(`logs.client.close(); true`, nil)
 
 		// log_error: the agent running the session went away.
-		bootstrap := match(t, srv.banner, `--key (\S+)`)
+		bootstrap := testkit.Submatch(t, srv.banner, `--key (\S+)`)
 		ghost := start(t, nil, "agent", "--server", "http://"+srv.host, "--id", "ghost", "--platform", "docker", "--key", bootstrap)
 		online := func() bool {
 			ghost.exitedEarly(t, "before coming online")

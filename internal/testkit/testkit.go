@@ -8,6 +8,7 @@ package testkit
 import (
 	"bytes"
 	"fmt"
+	"regexp"
 	"runtime"
 	"sync"
 	"testing"
@@ -94,4 +95,15 @@ func GoroutinesBackTo(t testing.TB, within time.Duration, n int) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d goroutines, want at most %d, %v:\n%s", runtime.NumGoroutine(), n, err, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// Submatch returns the first submatch of pattern in s, failing the test, with s, when there is
+// none: for reading a value (an address, a token) out of a command's output.
+func Submatch(t testing.TB, s, pattern string) string {
+	t.Helper()
+	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
+	if m == nil {
+		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
+	}
+	return m[1]
 }

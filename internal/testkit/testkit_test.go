@@ -126,3 +126,13 @@ func TestStaticBinaryFromTheEnvironment(t *testing.T) {
 		t.Fatalf("StaticBinary %q, want %q from $%s", got, exe, StaticBinaryEnv)
 	}
 }
+
+func TestSubmatch(t *testing.T) {
+	if got := Submatch(t, "listening on http://127.0.0.1:8080/ now", `on http://(\S+)/`); got != "127.0.0.1:8080" {
+		t.Fatalf("Submatch %q", got)
+	}
+	failed := runFake(func(tb *fakeTB) { Submatch(tb, "nothing here", `token: (\S+)`) })
+	if !strings.Contains(failed, "token: ") || !strings.Contains(failed, "nothing here") {
+		t.Fatalf("failure %q, want the pattern and the text", failed)
+	}
+}
