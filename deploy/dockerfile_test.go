@@ -111,9 +111,11 @@ func findGoBuild(t *testing.T, stages []stage) goBuild {
 				}
 				for cmd := range splitCommands(words) {
 					if script, args, ok := scriptCall(cmd); ok {
-						b := scriptGoBuild(t, script, args)
-						b.stage, b.env = i, append(slices.Clone(env), b.env...)
-						return b
+						if b, ok := scriptGoBuild(t, script, args); ok {
+							b.stage, b.env = i, append(slices.Clone(env), b.env...)
+							return b
+						}
+						continue
 					}
 					if b, ok := parseGoBuild(cmd); ok {
 						b.stage, b.env = i, append(slices.Clone(env), b.env...)
@@ -161,7 +163,7 @@ func scriptCall(cmd []string) (script string, args []string, ok bool) {
 
 // scriptGoBuild finds the go build command of a script the Dockerfile runs with args; an -o
 // of the script's first argument ("$1", "${out}"…) is that argument.
-func scriptGoBuild(t *testing.T, script string, args []string) goBuild {
+func scriptGoBuild(t *testing.T, script string, args []string) (goBuild, bool) {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("..", script))
 	if err != nil {
@@ -189,12 +191,11 @@ func scriptGoBuild(t *testing.T, script string, args []string) goBuild {
 				if strings.HasPrefix(b.output, "$") && len(args) > 0 {
 					b.output = args[0]
 				}
-				return b
+				return b, true
 			}
 		}
 	}
-	t.Fatalf("the Dockerfile runs %s, which has no go build", script)
-	return goBuild{}
+	return goBuild{}, false
 }
 
 func (b goBuild) getenv(key string) string {

@@ -40,11 +40,12 @@ else
 	FUZZTIME="${FUZZTIME:-5s}" bash scripts/fuzz.sh
 fi
 # The image's binary, built here rather than inside a test, so that no test's time depends on
-# how fast a cold build is: deploy's TestStaticBinary checks it and internal/browsertest runs it
-# (see testkit.StaticBinary). Only when those packages are among the ones tested.
+# how fast a cold build is: deploy's TestStaticBinary checks it, internal/browsertest and the
+# replica tests of internal/server run it (see testkit.StaticBinary, which builds it when it
+# is not given). Only when those packages are among the ones tested.
 for arg in "${args[@]}"; do
 	case "${arg}" in
-	*...* | *deploy* | *browsertest*)
+	*...* | *deploy* | *browsertest* | *internal/server*)
 		static="${PWD}/bin/streamspace-realtime-static"
 		step "static binary (scripts/build-static.sh ${static})"
 		bash scripts/build-static.sh "${static}"

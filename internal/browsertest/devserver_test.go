@@ -15,8 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
+
+// The servers and agents run in processes of their own; what leaks here is the tests' own.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // process is the server's static binary running one command in a process of its own, with its
 // output kept for the test's messages. It is interrupted, as Ctrl-C does, when the test ends.

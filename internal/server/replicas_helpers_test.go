@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,21 +17,6 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
-
-// buildServer compiles the server binary once per test run, so replicas are real processes
-// that can be killed without any cleanup running.
-var buildServer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "streamspace-replicas-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "streamspace-realtime")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/streamspace-realtime").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
 
 // replicaProc is one server process.
 type replicaProc struct {
@@ -48,10 +31,7 @@ type replicaProc struct {
 // (SIGTERM, then SIGKILL) when the test ends.
 func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 	t.Helper()
-	bin, err := buildServer()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testkit.StaticBinary(t) // a real process, which can be killed without any cleanup running
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

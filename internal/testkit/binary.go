@@ -2,11 +2,12 @@ package testkit
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
-	"time"
 )
 
 // StaticBinaryEnv names the environment variable with the path of the server's static binary,
@@ -17,15 +18,17 @@ const StaticBinaryEnv = "STREAMSPACE_STATIC_BINARY"
 // Dockerfile runs it too.
 const BuildStaticScript = "scripts/build-static.sh"
 
-// StaticBinary returns the path of the server's static binary, the build the image ships.
+// StaticBinary returns the path of the server's static binary, the build the image ships, for
+// tests that check it or run it as a process of its own.
 //
 // Under scripts/test.sh (make test) it is the binary named by $STREAMSPACE_STATIC_BINARY,
 // built before the tests so that no test depends on how fast a cold build is. Without the
-// variable (go test run by hand) it builds one now with scripts/build-static.sh into the
-// test's temporary directory, with no time limit of its own; to build once for many runs:
+// variable (go test run by hand) it is built once per test binary with scripts/build-static.sh,
+// with no time limit of its own, into a directory under os.TempDir that is left for the
+// system to clean. To build it once for many runs:
 //
 //	bash scripts/build-static.sh bin/streamspace-realtime-static
-//	STREAMSPACE_STATIC_BINARY=$PWD/bin/streamspace-realtime-static go test ./deploy/ ./internal/browsertest/
+//	STREAMSPACE_STATIC_BINARY=$PWD/bin/streamspace-realtime-static go test ./deploy/
 func StaticBinary(t testing.TB) string {
 	t.Helper()
 	if path := os.Getenv(StaticBinaryEnv); path != "" {
@@ -34,20 +37,30 @@ func StaticBinary(t testing.TB) string {
 		}
 		return path
 	}
-	root, err := ModuleRoot()
+	t.Logf("%s is not set: building the binary with %s (make test builds it before the tests)", StaticBinaryEnv, BuildStaticScript)
+	path, err := buildStatic()
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "streamspace-realtime")
-	t.Logf("%s is not set: building %s with %s (make test builds it before the tests)", StaticBinaryEnv, path, BuildStaticScript)
-	start := time.Now()
-	build := exec.Command("bash", filepath.Join(root, BuildStaticScript), path)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("bash %s %s: %v\n%s", BuildStaticScript, path, err, out)
-	}
-	t.Logf("built in %v", time.Since(start).Round(time.Millisecond))
 	return path
 }
+
+// buildStatic builds the binary the first time a test of this process asks for it.
+var buildStatic = sync.OnceValues(func() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "streamspace-realtime-static-")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "streamspace-realtime")
+	if out, err := exec.Command("bash", filepath.Join(root, BuildStaticScript), path).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bash %s %s: %v\n%s", BuildStaticScript, path, err, out)
+	}
+	return path, nil
+})
 
 // ModuleRoot returns the directory of the go.mod above the working directory: a test runs in
 // its package's directory.
