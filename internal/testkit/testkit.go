@@ -1,6 +1,9 @@
 // Package testkit holds the helpers the project's tests share, so that each is written once:
-// waiting on a condition instead of sleeping, a log sink safe for concurrent writers, and the
-// static binary that deploy's and the browser tests run.
+// waiting on a condition instead of sleeping (Eventually, WaitFor), goroutine baselines and
+// leak checks (SteadyGoroutines, GoroutinesBackTo), a log sink safe for concurrent writers
+// (LockedBuffer), reading a value out of a command's output (Submatch), and the server's
+// static binary for the tests that check or run it (StaticBinary). A Redis per test is
+// internal/redistest's, a database per test db/dbtest's.
 //
 // It is imported by tests only; nothing a library user imports depends on it.
 package testkit
