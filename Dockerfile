@@ -7,8 +7,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# modernc.org/sqlite is pure Go, so the binary needs no libc and runs on a static base.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/streamspace-realtime ./cmd/streamspace-realtime
+# A static binary (modernc.org/sqlite is pure Go, so it needs no libc and runs on a static
+# base), built by the script that scripts/test.sh also runs, so the tests check this very build.
+RUN bash scripts/build-static.sh /out/streamspace-realtime
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/streamspace-realtime /streamspace-realtime

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -248,7 +249,7 @@ func TestResultResentWhenControlPlaneAsksForRetry(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the retry is kept", func() bool {
+	testkit.Eventually(t, waitTimeout, "the retry is kept", func() bool {
 		a.outMu.Lock()
 		defer a.outMu.Unlock()
 		return len(a.retry) == 1

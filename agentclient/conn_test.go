@@ -14,6 +14,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/streamspace/streamspace-realtime/agentclient/agenttest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -77,7 +78,7 @@ func TestReplacedBy4000(t *testing.T) {
 	next[models.HeartbeatMessage](t, c1, models.MessageTypeHeartbeat)
 
 	// Another process with the same id connects: the control plane closes the first with 4000.
-	a2, err := New(testConfig(cp, &lockedBuffer{}))
+	a2, err := New(testConfig(cp, &testkit.LockedBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +137,7 @@ func TestResultsSurviveADeadConnection(t *testing.T) {
 	if err := c1.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the agent to notice", func() bool { return !a.Stats().Connected })
+	testkit.Eventually(t, waitTimeout, "the agent to notice", func() bool { return !a.Stats().Connected })
 	close(release) // the handler ends while no connection is up (backoff is ≥ 200ms)
 
 	c2 := nextConn(t, cp)
@@ -297,7 +298,7 @@ func TestCancelWhileDisconnected(t *testing.T) {
 	cp, a, _ := setup(t, func(c *Config) { c.BackoffMin, c.BackoffMax = time.Hour, time.Hour })
 	cp.QueueConnectAnswers(http.StatusServiceUnavailable)
 	r := start(t, a)
-	eventually(t, "a refused connect", func() bool { return len(cp.Registrations()) == 1 })
+	testkit.Eventually(t, waitTimeout, "a refused connect", func() bool { return len(cp.Registrations()) == 1 })
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}

@@ -1,18 +1,17 @@
 package agentclient
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/streamspace/streamspace-realtime/agentclient/agenttest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -21,25 +20,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // waitTimeout bounds every wait of these tests.
 const waitTimeout = 5 * time.Second
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // testConfig is a Config for cp with small durations; logs go to logs.
-func testConfig(cp *agenttest.Server, logs *lockedBuffer) Config {
+func testConfig(cp *agenttest.Server, logs *testkit.LockedBuffer) Config {
 	return Config{
 		ServerURL:         cp.URL,
 		AgentID:           "agent-1",
@@ -54,11 +36,11 @@ func testConfig(cp *agenttest.Server, logs *lockedBuffer) Config {
 }
 
 // setup starts a control plane accepting "k1" and an Agent for it; mutate adjusts the config.
-func setup(t *testing.T, mutate func(*Config)) (*agenttest.Server, *Agent, *lockedBuffer) {
+func setup(t *testing.T, mutate func(*Config)) (*agenttest.Server, *Agent, *testkit.LockedBuffer) {
 	t.Helper()
 	cp := agenttest.NewServer("k1")
 	t.Cleanup(cp.Close)
-	logs := &lockedBuffer{}
+	logs := &testkit.LockedBuffer{}
 	cfg := testConfig(cp, logs)
 	if mutate != nil {
 		mutate(&cfg)
@@ -151,18 +133,6 @@ func next[T any](t *testing.T, c *agenttest.Conn, typ string) T {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// eventually waits for cond with a deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // roundTrip sends a ping frame and waits for its pong: every frame sent before has been read.

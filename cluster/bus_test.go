@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -105,7 +106,7 @@ func testOrderPerOrg(t *testing.T, b Bus) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every message delivered", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every message delivered", func() bool {
 		n := 0
 		for o := 0; o < orgs; o++ {
 			n += len(r2.get(fmt.Sprintf("org-%d", o)))
@@ -164,7 +165,7 @@ func testUnsubscribe(t *testing.T, b Bus) {
 	if _, err := b.Publish(ctx, "o", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first message", func() bool { return len(r.get("o")) == 1 })
+	testkit.Eventually(t, 10*time.Second, "the first message", func() bool { return len(r.get("o")) == 1 })
 	unsub()
 	unsub() // idempotent
 	if _, err := b.Publish(ctx, "o", []byte("2")); err != nil {
@@ -176,7 +177,7 @@ func testUnsubscribe(t *testing.T, b Bus) {
 	if _, err := b.Publish(ctx, "o", []byte("3")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the third message", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the third message", func() bool {
 		got := probe.get("o")
 		return len(got) > 0 && string(got[len(got)-1].Payload) == "3"
 	})
@@ -219,23 +220,11 @@ func testWatch(t *testing.T, b Bus) {
 	if _, err := b.Publish(ctx, "w", []byte("2")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both messages", func() bool { return len(r.get("w")) >= 2 })
+	testkit.Eventually(t, 10*time.Second, "both messages", func() bool { return len(r.get("w")) >= 2 })
 	u2()
 	got := r.get("w")
 	if len(got) != 2 || string(got[0].Payload) != "1" || string(got[1].Payload) != "2" {
 		t.Fatalf("got %d messages %v, want 1 then 2 once each", len(got), got)
-	}
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

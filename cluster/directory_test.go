@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // newTestRedis connects one replica to Redis under prefix and closes it when the test ends.
@@ -146,7 +147,7 @@ func testMessages(t *testing.T, d Directory) {
 	if err := d.Broadcast(ctx, ReplicaMessage{Kind: "all", Payload: []byte(`{"x":1}`)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "two messages", func() bool { return count() >= 2 })
+	testkit.Eventually(t, 10*time.Second, "two messages", func() bool { return count() >= 2 })
 	if err := d.Send(ctx, "nobody", ReplicaMessage{Kind: "wake"}); !errors.Is(err, ErrUnknownReplica) {
 		t.Fatalf("send to a missing replica: %v, want ErrUnknownReplica", err)
 	}
@@ -154,7 +155,7 @@ func testMessages(t *testing.T, d Directory) {
 	if err := d.Broadcast(ctx, ReplicaMessage{Kind: "end"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the last message", func() bool { return count() >= 3 })
+	testkit.Eventually(t, 10*time.Second, "the last message", func() bool { return count() >= 3 })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != 3 || got[0].Kind != "wake" || got[0].AgentID != "a1" ||

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // historyBuses makes buses that keep at least 5 messages per organization.
@@ -108,7 +109,7 @@ func TestRedisHistoryAfterRestart(t *testing.T) {
 	}
 	srv.Restart(t)
 	var now Position
-	waitFor(t, "publishing after the restart", func() bool {
+	testkit.Eventually(t, 10*time.Second, "publishing after the restart", func() bool {
 		now, err = b.Publish(ctx, "o", []byte("after"))
 		return err == nil
 	})

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // Leases count across replicas: a user at its limit on one replica is refused on another, a
@@ -60,7 +61,7 @@ func TestLeasesAcrossReplicas(t *testing.T) {
 	}
 	// Released on a, free on b as soon as the releaser has told Redis.
 	alice3()
-	waitFor(t, "the release to reach Redis", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the release to reach Redis", func() bool {
 		n, _ := client.ZCard(ctx, prefix+":{conns}:user:o1\x00alice").Result()
 		return n == 1
 	})
@@ -74,6 +75,8 @@ func TestLeasesAcrossReplicas(t *testing.T) {
 	// b dies without releasing; a lives on. After several TTLs b's two leases are gone and
 	// a's one (bob) is still counted: a take sweeps the expired, then o1 holds bob and alice.
 	_ = b.r.Close()
+	// Kept: the leases expire by Redis's clock and stay in place until a take sweeps them, so
+	// there is nothing to wait on but the TTLs passing, which is what this checks.
 	time.Sleep(3 * 600 * time.Millisecond)
 	if _, refused := take(a, "alice"); refused != -1 {
 		t.Fatalf("alice after b died: refused %d", refused)
@@ -107,7 +110,7 @@ func TestLeasesThroughARedisRestart(t *testing.T) {
 		t.Fatalf("take during the outage: %v, want an error and nothing taken", err)
 	}
 	srv.Restart(t) // its data gone
-	waitFor(t, "the held lease put back", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the held lease put back", func() bool {
 		n, _ := client.ZCard(ctx, "t:{conns}:user:o1\x00alice").Result()
 		return n == 1
 	})

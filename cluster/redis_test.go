@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // messages collects a directory's messages.
@@ -57,7 +58,7 @@ func TestRedisBusAcrossReplicas(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "every message on both replicas", func() bool {
+	testkit.Eventually(t, 10*time.Second, "every message on both replicas", func() bool {
 		return len(ra.get("o")) == 2*per && len(rb.get("o")) == 2*per
 	})
 	ga, gb := ra.get("o"), rb.get("o")
@@ -93,7 +94,7 @@ func TestRedisBusCarriesOnlyWatchedOrgs(t *testing.T) {
 	if _, err := a.Publish(ctx, "mine", []byte("m")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the watched org's message", func() bool { return len(rb.get("mine")) == 1 })
+	testkit.Eventually(t, 10*time.Second, "the watched org's message", func() bool { return len(rb.get("mine")) == 1 })
 	if got := rb.get("secret"); len(got) != 0 {
 		t.Fatalf("an unwatched org's message reached the replica: %v", got)
 	}
@@ -121,7 +122,7 @@ func TestRedisDirectoryHandover(t *testing.T) {
 	if err := b.Claim(ctx, "agent", "gb"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a told it lost the agent", func() bool { return len(ma.all()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "a told it lost the agent", func() bool { return len(ma.all()) == 1 })
 	if got := ma.all()[0]; got.Kind != KindLost || got.AgentID != "agent" || got.Generation != "ga" {
 		t.Fatalf("a got %+v", got)
 	}
@@ -159,7 +160,7 @@ func TestRedisDirectoryExpiryAndRefresh(t *testing.T) {
 	if _, ok, _ := live.Lookup(ctx, "orphan"); !ok {
 		t.Fatal("claim gone before its TTL")
 	}
-	waitFor(t, "the dead replica's claim to expire", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the dead replica's claim to expire", func() bool {
 		_, ok, _ := live.Lookup(ctx, "orphan")
 		return !ok
 	})
@@ -194,7 +195,7 @@ func TestRedisDirectoryExpiryAndRefresh(t *testing.T) {
 	if o, ok, _ := live.Lookup(ctx, "kept"); !ok || o.Generation != "g1" {
 		t.Fatalf("kept after refresh = %+v, %v", o, ok)
 	}
-	waitFor(t, "taken reported lost", func() bool { return len(ml.all()) == 1 })
+	testkit.Eventually(t, 10*time.Second, "taken reported lost", func() bool { return len(ml.all()) == 1 })
 	if got := ml.all()[0]; got.Kind != KindLost || got.AgentID != "taken" || got.Generation != "g2" {
 		t.Fatalf("got %+v", got)
 	}
@@ -245,19 +246,19 @@ func TestRedisOutageAndRecovery(t *testing.T) {
 	if got := ra.get("o"); len(got) != 1 || string(got[0].Payload) != "during" {
 		t.Fatalf("local delivery during the outage: %v", got)
 	}
-	waitFor(t, "not ready", func() bool { return a.Ready(ctx) != nil })
+	testkit.Eventually(t, 10*time.Second, "not ready", func() bool { return a.Ready(ctx) != nil })
 
 	srv.Restart(t)
 	restarted := time.Now()
-	waitFor(t, "ready again", func() bool { return a.Ready(ctx) == nil && b.Ready(ctx) == nil })
-	waitFor(t, "the claim restored", func() bool {
+	testkit.Eventually(t, 10*time.Second, "ready again", func() bool { return a.Ready(ctx) == nil && b.Ready(ctx) == nil })
+	testkit.Eventually(t, 10*time.Second, "the claim restored", func() bool {
 		o, ok, _ := b.Directory().Lookup(ctx, "agent")
 		return ok && o.Replica == "a"
 	})
 	if _, err := a.Bus().Publish(ctx, "o", []byte("after")); err != nil {
 		t.Fatalf("publish after the outage: %v", err)
 	}
-	waitFor(t, "b receives a's message", func() bool {
+	testkit.Eventually(t, 10*time.Second, "b receives a's message", func() bool {
 		got := rb.get("o")
 		return len(got) == 1 && string(got[0].Payload) == "after"
 	})
@@ -287,7 +288,7 @@ func TestRedisBusRewatch(t *testing.T) {
 		if _, err := pub.Publish(ctx, "o", []byte(fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, fmt.Sprintf("message %d after a re-watch", i), func() bool {
+		testkit.Eventually(t, 10*time.Second, fmt.Sprintf("message %d after a re-watch", i), func() bool {
 			got := r.get("o")
 			return len(got) > 0 && string(got[len(got)-1].Payload) == fmt.Sprint(i)
 		})

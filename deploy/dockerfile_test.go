@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -16,16 +17,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
-const (
-	dockerfilePath = "../Dockerfile"
-	// buildMargin is kept of the test binary's own deadline (go test -timeout) when the build
-	// of the binary is bounded by it: a cold build cache on a busy 2-core machine takes many
-	// minutes, a warm one seconds, so the build has no limit of its own, only the suite's,
-	// and fails with its output rather than a panic of the whole test binary.
-	buildMargin = 30 * time.Second
-)
+const dockerfilePath = "../Dockerfile"
 
 // stage is one FROM of the Dockerfile with its instructions.
 type stage struct {
@@ -90,9 +86,11 @@ func parseDockerfile(t *testing.T) []stage {
 	return stages
 }
 
-// goBuild is the Dockerfile's go build command.
+// goBuild is the Dockerfile's go build command, found on a RUN line or in the script a RUN line
+// runs.
 type goBuild struct {
 	stage  int
+	script string   // the script the RUN line runs, relative to the repository root ("": none)
 	env    []string // KEY=VALUE, from ENV and the command's prefix
 	args   []string // after "go build"
 	output string
@@ -112,28 +110,92 @@ func findGoBuild(t *testing.T, stages []stage) goBuild {
 					t.Fatalf("Dockerfile:%d: %v", in.line, err)
 				}
 				for cmd := range splitCommands(words) {
-					j := 0
-					for j < len(cmd) && strings.Contains(cmd[j], "=") && !strings.HasPrefix(cmd[j], "-") {
-						j++
-					}
-					if len(cmd) < j+2 || cmd[j] != "go" || cmd[j+1] != "build" {
+					if script, args, ok := scriptCall(cmd); ok {
+						if b, ok := scriptGoBuild(t, script, args); ok {
+							b.stage, b.env = i, append(slices.Clone(env), b.env...)
+							return b
+						}
 						continue
 					}
-					b := goBuild{stage: i, env: append(slices.Clone(env), cmd[:j]...), args: cmd[j+2:]}
-					for k, a := range b.args {
-						if a == "-o" && k+1 < len(b.args) {
-							b.output = b.args[k+1]
-						} else if out, ok := strings.CutPrefix(a, "-o="); ok {
-							b.output = out
-						}
+					if b, ok := parseGoBuild(cmd); ok {
+						b.stage, b.env = i, append(slices.Clone(env), b.env...)
+						return b
 					}
-					return b
 				}
 			}
 		}
 	}
 	t.Fatal("the Dockerfile has no RUN go build")
 	return goBuild{}
+}
+
+// parseGoBuild reads a command [KEY=VALUE…] go build ARGS.
+func parseGoBuild(cmd []string) (goBuild, bool) {
+	j := 0
+	for j < len(cmd) && strings.Contains(cmd[j], "=") && !strings.HasPrefix(cmd[j], "-") {
+		j++
+	}
+	if len(cmd) < j+2 || cmd[j] != "go" || cmd[j+1] != "build" {
+		return goBuild{}, false
+	}
+	b := goBuild{env: slices.Clone(cmd[:j]), args: cmd[j+2:]}
+	for k, a := range b.args {
+		if a == "-o" && k+1 < len(b.args) {
+			b.output = b.args[k+1]
+		} else if out, ok := strings.CutPrefix(a, "-o="); ok {
+			b.output = out
+		}
+	}
+	return b, true
+}
+
+// scriptCall recognizes a RUN command that runs a script of the repository: [bash|sh]
+// scripts/NAME.sh ARGS.
+func scriptCall(cmd []string) (script string, args []string, ok bool) {
+	if len(cmd) > 0 && (cmd[0] == "bash" || cmd[0] == "sh") {
+		cmd = cmd[1:]
+	}
+	if len(cmd) == 0 || !strings.HasSuffix(cmd[0], ".sh") {
+		return "", nil, false
+	}
+	return strings.TrimPrefix(cmd[0], "./"), cmd[1:], true
+}
+
+// scriptGoBuild finds the go build command of a script the Dockerfile runs with args; an -o
+// of the script's first argument ("$1", "${out}"…) is that argument.
+func scriptGoBuild(t *testing.T, script string, args []string) (goBuild, bool) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", script))
+	if err != nil {
+		t.Fatalf("the Dockerfile runs %s: %v", script, err)
+	}
+	var joined strings.Builder
+	for line := range strings.Lines(string(data)) {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") {
+			continue
+		}
+		if cont, ok := strings.CutSuffix(trimmed, `\`); ok {
+			joined.WriteString(cont + " ")
+			continue
+		}
+		joined.WriteString(trimmed)
+		words, err := shellWords(joined.String())
+		joined.Reset()
+		if err != nil {
+			t.Fatalf("%s: %v", script, err)
+		}
+		for cmd := range splitCommands(words) {
+			if b, ok := parseGoBuild(cmd); ok {
+				b.script = script
+				if strings.HasPrefix(b.output, "$") && len(args) > 0 {
+					b.output = args[0]
+				}
+				return b, true
+			}
+		}
+	}
+	return goBuild{}, false
 }
 
 func (b goBuild) getenv(key string) string {
@@ -227,35 +289,18 @@ func TestDockerfile(t *testing.T) {
 	}
 }
 
-// TestStaticBinary builds the binary with the Dockerfile's own go build command and checks that
-// it is static, so it runs on the distroless base, and that it knows every setting the
-// manifests use.
+// TestStaticBinary checks the binary that the Dockerfile's own build makes, the one
+// scripts/build-static.sh builds: that it is static, so it runs on the distroless base, and that
+// it knows every setting the manifests use. The test does not build it: make test does, before
+// go test (see testkit.StaticBinary for running this test by itself).
 func TestStaticBinary(t *testing.T) {
 	t.Parallel()
 	b := findGoBuild(t, parseDockerfile(t))
-	bin := filepath.Join(t.TempDir(), "streamspace-realtime")
-	args := slices.Clone(b.args)
-	for i, a := range args {
-		if a == "-o" && i+1 < len(args) {
-			args[i+1] = bin
-		} else if strings.HasPrefix(a, "-o=") {
-			args[i] = "-o=" + bin
-		}
+	if b.script != testkit.BuildStaticScript {
+		t.Fatalf("the Dockerfile builds the binary with %q, not by running %s: the binary checked here would not be the image's",
+			cmp.Or(b.script, "go build "+strings.Join(b.args, " ")), testkit.BuildStaticScript)
 	}
-	ctx := t.Context()
-	if deadline, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-buildMargin))
-		defer cancel()
-	}
-	build := exec.CommandContext(ctx, "go", append([]string{"build"}, args...)...)
-	build.Dir = ".." // the Dockerfile builds from the repository root
-	build.Env = append(os.Environ(), b.env...)
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
+	bin := testkit.StaticBinary(t)
 
 	f, err := elf.Open(bin)
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -154,7 +156,7 @@ func TestInvalidIdleTimeoutLoggedOncePerValue(t *testing.T) {
 	h := &countingHandler{msg: "k8s: session has an invalid spec.idleTimeout; using none"}
 	c := newTestClient(t, dyn, Options{Logger: slog.New(h)})
 	mustList(t, c, nsAcme)
-	waitFor(t, "the first note", func() bool { return h.count() == 1 })
+	testkit.Eventually(t, 5*time.Second, "the first note", func() bool { return h.count() == 1 })
 	waitForWatch(t, dyn, nsAcme)
 
 	sessions := dyn.Resource(SessionGVR).Namespace(nsAcme)
@@ -178,7 +180,7 @@ func TestInvalidIdleTimeoutLoggedOncePerValue(t *testing.T) {
 	update(func(u *unstructured.Unstructured) {
 		_ = unstructured.SetNestedField(u.Object, "kiwi", "spec", "idleTimeout")
 	})
-	waitFor(t, "the second note", func() bool { return h.count() >= 2 })
+	testkit.Eventually(t, 5*time.Second, "the second note", func() bool { return h.count() >= 2 })
 	if n := h.count(); n != 2 {
 		t.Fatalf("%d notes, want 2: one per distinct invalid value", n)
 	}

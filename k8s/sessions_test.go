@@ -19,6 +19,7 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -73,25 +74,12 @@ func countActions(dyn *dynfake.FakeDynamicClient, verb, ns string) int {
 	return n
 }
 
-// waitFor polls cond until it holds or the deadline passes: informers are
-// eventually consistent, so this waits on the condition, never a fixed time.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // waitForWatch waits until the namespace's informer has its watch open. The
 // fake tracker ignores resource versions, so a change made between the
 // initial list and the watch would be lost for good.
 func waitForWatch(t *testing.T, dyn *dynfake.FakeDynamicClient, ns string) {
 	t.Helper()
-	waitFor(t, "the watch in "+ns, func() bool { return countActions(dyn, "watch", ns) > 0 })
+	testkit.Eventually(t, 5*time.Second, "the watch in "+ns, func() bool { return countActions(dyn, "watch", ns) > 0 })
 }
 
 func mustList(t *testing.T, c *Client, ns string) []models.Session {
@@ -151,7 +139,7 @@ func TestListSessionsSeesChanges(t *testing.T) {
 	if _, err := sessions.Create(ctx, SessionObject(testSession(nsAcme, "s2", t0.Add(time.Second))), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "s2 to appear", func() bool {
+	testkit.Eventually(t, 5*time.Second, "s2 to appear", func() bool {
 		return slices.Equal(ids(mustList(t, c, nsAcme)), []string{"s1", "s2"})
 	})
 
@@ -160,7 +148,7 @@ func TestListSessionsSeesChanges(t *testing.T) {
 	if _, err := sessions.Update(ctx, SessionObject(hibernated), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "s1 to hibernate", func() bool {
+	testkit.Eventually(t, 5*time.Second, "s1 to hibernate", func() bool {
 		got := mustList(t, c, nsAcme)
 		return len(got) == 2 && got[0].State == models.SessionStateHibernated
 	})
@@ -168,7 +156,7 @@ func TestListSessionsSeesChanges(t *testing.T) {
 	if err := sessions.Delete(ctx, "s1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "s1 to go", func() bool {
+	testkit.Eventually(t, 5*time.Second, "s1 to go", func() bool {
 		return slices.Equal(ids(mustList(t, c, nsAcme)), []string{"s2"})
 	})
 }
@@ -215,7 +203,7 @@ func TestListSessionsNamespacesIsolated(t *testing.T) {
 		SessionObject(testSession(nsGlobex, "g3", t0)), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "g3 to appear", func() bool { return len(mustList(t, c, nsGlobex)) == 3 })
+	testkit.Eventually(t, 5*time.Second, "g3 to appear", func() bool { return len(mustList(t, c, nsGlobex)) == 3 })
 	if got := ids(mustList(t, c, nsAcme)); !slices.Equal(got, []string{"a1"}) {
 		t.Fatalf("%s = %v after a change in %s, want [a1]", nsAcme, got, nsGlobex)
 	}
@@ -364,7 +352,7 @@ func TestCloseEndsWaitingListSessions(t *testing.T) {
 		_, err := c.ListSessions(context.Background(), nsAcme)
 		errc <- err
 	}()
-	waitFor(t, "the first list", func() bool { return countActions(dyn, "list", nsAcme) > 0 })
+	testkit.Eventually(t, 5*time.Second, "the first list", func() bool { return countActions(dyn, "list", nsAcme) > 0 })
 	c.Close()
 	select {
 	case err := <-errc:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: services, tools, lint (gofmt/vet/staticcheck),
-# go.mod tidiness, a short fuzz run (scripts/fuzz.sh), then go test -race.
+# go.mod tidiness, a short fuzz run (scripts/fuzz.sh), the static binary
+# (scripts/build-static.sh, as the Dockerfile builds it), then go test -race.
 #
 #   scripts/test.sh                       # everything, go test ./...
 #   scripts/test.sh -run Foo ./websocket/ # extra args replace ./... (give packages too) and skip fuzzing
@@ -38,6 +39,21 @@ else
 	step "fuzz (scripts/fuzz.sh, FUZZTIME=${FUZZTIME:-5s} per target)"
 	FUZZTIME="${FUZZTIME:-5s}" bash scripts/fuzz.sh
 fi
+# The image's binary, built here rather than inside a test, so that no test's time depends on
+# how fast a cold build is: deploy's TestStaticBinary checks it, internal/browsertest and the
+# replica tests of internal/server run it (see testkit.StaticBinary, which builds it when it
+# is not given). Only when those packages are among the ones tested.
+for arg in "${args[@]}"; do
+	case "${arg}" in
+	*...* | *deploy* | *browsertest* | *internal/server*)
+		static="${PWD}/bin/streamspace-realtime-static"
+		step "static binary (scripts/build-static.sh ${static})"
+		bash scripts/build-static.sh "${static}"
+		export STREAMSPACE_STATIC_BINARY="${static}"
+		break
+		;;
+	esac
+done
 step "go test -race -count=1 -timeout 30m ${args[*]}"
 # exec: go test's own output and exit status are the last thing we produce.
 exec go test -race -count=1 -timeout 30m "${args[@]}"

@@ -3,7 +3,7 @@
 # when the installed version differs from the pin). Quiet when all is well.
 #
 #   staticcheck  honnef.co/go/tools/cmd/staticcheck
-#   chromium     Debian's package, for the dashboard's browser tests (cmd/streamspace-realtime);
+#   chromium     Debian's package, for the dashboard's browser tests (internal/browsertest);
 #                skipped when STREAMSPACE_CHROMIUM names a browser that exists
 #
 # Also checks that cgo has a C compiler, which `go test -race` needs, and

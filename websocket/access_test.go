@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -165,7 +166,7 @@ func TestReleaseLongerThanQueueKeepsHeldDeliveries(t *testing.T) {
 	})
 	conn := dialSmallBuffer(t, base, nil)
 	c := <-clients
-	eventually(t, 30*time.Second, "a full queue", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a full queue", func() bool {
 		c.out.mu.Lock()
 		defer c.out.mu.Unlock()
 		return len(c.out.queue) == queue

@@ -10,6 +10,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -77,7 +78,7 @@ func TestAgentUnknownTypeIsIgnored(t *testing.T) {
 	a := h.connect("a1")
 	a.send("vnc_ready", map[string]any{"sessionId": "s1"})
 	a.sendRaw(`{"type":"something_new"}`)
-	eventually(t, 5*time.Second, "unknown frames counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "unknown frames counted", func() bool {
 		return counterValue(t, h.hub.metrics.framesIn.WithLabelValues("unknown")) == 2
 	})
 	a.quiet(100 * time.Millisecond)
@@ -125,7 +126,7 @@ func TestAgentOversizeFrameCloses1009(t *testing.T) {
 	if code, _ := expectClose(t, a.conn, 5*time.Second); code != websocket.CloseMessageTooBig {
 		t.Fatalf("closed with %d, want 1009", code)
 	}
-	eventually(t, 5*time.Second, "agent offline", func() bool {
+	testkit.Eventually(t, 5*time.Second, "agent offline", func() bool {
 		return h.agentRow("a1").Status == models.AgentStatusOffline
 	})
 }

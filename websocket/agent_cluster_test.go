@@ -14,6 +14,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -51,7 +52,7 @@ func TestAgentsAcrossReplicas(t *testing.T) {
 	y := b.connect("on-b")
 
 	// connect returns once the local map has the connection; the cluster claim follows it.
-	eventually(t, 5*time.Second, "each replica sees the other's agent", func() bool {
+	testkit.Eventually(t, 5*time.Second, "each replica sees the other's agent", func() bool {
 		return b.hub.IsAgentConnected("on-a") && a.hub.IsAgentConnected("on-b")
 	})
 	if got := b.hub.GetConnectedAgents(); !slices.Equal(got, []string{"on-a", "on-b"}) {
@@ -69,7 +70,7 @@ func TestAgentsAcrossReplicas(t *testing.T) {
 	}
 	x.send(models.MessageTypeAck, map[string]any{"commandId": cmd.CommandID})
 	x.send(models.MessageTypeComplete, map[string]any{"commandId": cmd.CommandID, "result": map[string]any{"ok": true}})
-	eventually(t, 5*time.Second, "command completed", func() bool {
+	testkit.Eventually(t, 5*time.Second, "command completed", func() bool {
 		return b.command(cmd.CommandID).Status == models.CommandStatusCompleted
 	})
 	if c := b.command(cmd.CommandID); c.Attempts != 1 {
@@ -103,7 +104,7 @@ func TestAgentsAcrossReplicas(t *testing.T) {
 	if code, _ := expectClose(t, x.conn, 5*time.Second); code != websocket.CloseNormalClosure {
 		t.Fatalf("close code %d", code)
 	}
-	eventually(t, 5*time.Second, "agent gone from the cluster", func() bool {
+	testkit.Eventually(t, 5*time.Second, "agent gone from the cluster", func() bool {
 		return !b.hub.IsAgentConnected("on-a") && !a.hub.IsAgentConnected("on-a")
 	})
 }
@@ -118,7 +119,7 @@ func TestAgentMovesBetweenReplicas(t *testing.T) {
 	if code, _ := expectClose(t, old.conn, 5*time.Second); code != CloseReplaced {
 		t.Fatalf("old connection closed with %d, want %d", code, CloseReplaced)
 	}
-	eventually(t, 5*time.Second, "a's cleanup ran", func() bool { return a.hub.GetConnection("mover") == nil })
+	testkit.Eventually(t, 5*time.Second, "a's cleanup ran", func() bool { return a.hub.GetConnection("mover") == nil })
 	where, err := a.hub.AgentLocations(t.Context(), []string{"mover"})
 	if err != nil || where["mover"] != "b" {
 		t.Fatalf("after the move, locations = %v, %v; want b", where, err)
@@ -129,7 +130,7 @@ func TestAgentMovesBetweenReplicas(t *testing.T) {
 	}
 	// A command from a now goes to b.
 	cmd := a.submit("mover", "custom", nil)
-	eventually(t, 5*time.Second, "delivered through b", func() bool {
+	testkit.Eventually(t, 5*time.Second, "delivered through b", func() bool {
 		return a.command(cmd.CommandID).Status == models.CommandStatusSent
 	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -45,7 +46,7 @@ func TestAgentOversizeFieldsNotStored(t *testing.T) {
 		cmd := h.submit("a1", models.ActionStopSession, map[string]any{"sessionId": "s1"})
 		a.command()
 		a.send("failed", map[string]any{"commandId": cmd.CommandID, "error": "é" + strings.Repeat("e", 100<<10)})
-		eventually(t, 5*time.Second, "session running with its pod and the command failed", func() bool {
+		testkit.Eventually(t, 5*time.Second, "session running with its pod and the command failed", func() bool {
 			s, _ := d.GetSession(ctx, "s1")
 			return s.State == models.SessionStateRunning && s.PodName == pod && h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
@@ -58,7 +59,7 @@ func TestAgentOversizeFieldsNotStored(t *testing.T) {
 		}
 		flushes := counterValue(t, h.hub.metrics.flushes)
 		h.clock.Advance(h.hub.cfg.HeartbeatFlush)
-		eventually(t, 5*time.Second, "heartbeats flushed", func() bool { return counterValue(t, h.hub.metrics.flushes) > flushes })
+		testkit.Eventually(t, 5*time.Second, "heartbeats flushed", func() bool { return counterValue(t, h.hub.metrics.flushes) > flushes })
 		if c := h.agentRow("a1").Capacity; c["blob"] != nil {
 			t.Errorf("the refused capacity was stored (%d keys)", len(c))
 		}

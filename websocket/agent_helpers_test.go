@@ -17,6 +17,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -115,7 +116,7 @@ func (h *agentHarness) connectFor(t testing.TB, id string) *testAgent {
 		t.Fatalf("dial agent %s: %v", id, err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	eventually(t, 5*time.Second, "agent registered", func() bool {
+	testkit.Eventually(t, 5*time.Second, "agent registered", func() bool {
 		c := h.hub.GetConnection(id)
 		return c != nil && c != before
 	})
@@ -158,7 +159,7 @@ func (h *agentHarness) advance(d time.Duration) {
 	for ; d >= step; d -= step {
 		before := h.hub.checks.Load()
 		h.clock.Advance(step)
-		eventually(h.t, 5*time.Second, "check pass", func() bool { return h.hub.checks.Load() > before })
+		testkit.Eventually(h.t, 5*time.Second, "check pass", func() bool { return h.hub.checks.Load() > before })
 	}
 	if d > 0 {
 		h.clock.Advance(d)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -37,7 +38,7 @@ func TestAgentOnlineOfflineAndReplacement(t *testing.T) {
 		}
 		// Once the old connection's cleanup has run, the new one is untouched.
 		newConn := h.hub.GetConnection("a1").ConnectionID()
-		eventually(t, 5*time.Second, "the replaced connection cleaned up", func() bool {
+		testkit.Eventually(t, 5*time.Second, "the replaced connection cleaned up", func() bool {
 			return counterValue(t, h.hub.metrics.connections) == 1
 		})
 		row = h.agentRow("a1")
@@ -49,7 +50,7 @@ func TestAgentOnlineOfflineAndReplacement(t *testing.T) {
 		}
 
 		_ = second.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), time.Now().Add(time.Second))
-		eventually(t, 5*time.Second, "agent offline", func() bool {
+		testkit.Eventually(t, 5*time.Second, "agent offline", func() bool {
 			return h.agentRow("a1").Status == models.AgentStatusOffline && !h.hub.IsAgentConnected("a1")
 		})
 		if h.agentRow("a1").LastHeartbeat == nil {
@@ -125,7 +126,7 @@ func TestAgentCommandLifecycle(t *testing.T) {
 		a.send("ack", map[string]any{"commandId": ok.CommandID})
 		a.send("complete", map[string]any{"commandId": ok.CommandID, "result": map[string]any{"podName": "p1"}})
 		a.send("failed", map[string]any{"commandId": bad.CommandID, "error": "no such session"})
-		eventually(t, 5*time.Second, "commands final", func() bool {
+		testkit.Eventually(t, 5*time.Second, "commands final", func() bool {
 			return h.command(ok.CommandID).Status == models.CommandStatusCompleted &&
 				h.command(bad.CommandID).Status == models.CommandStatusFailed
 		})
@@ -176,7 +177,7 @@ func TestAgentAckTimeoutResendsThenFails(t *testing.T) {
 			}
 			h.advance(40 * time.Second)
 		}
-		eventually(t, 5*time.Second, "command failed after 3 deliveries", func() bool {
+		testkit.Eventually(t, 5*time.Second, "command failed after 3 deliveries", func() bool {
 			return h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
 		if e := h.command(cmd.CommandID).Error; e != "not acknowledged after 3 deliveries" {
@@ -189,7 +190,7 @@ func TestAgentAckTimeoutResendsThenFails(t *testing.T) {
 			t.Fatalf("got %s", c.CommandID)
 		}
 		a.send("ack", map[string]any{"commandId": acked.CommandID})
-		eventually(t, 5*time.Second, "ack stored", func() bool {
+		testkit.Eventually(t, 5*time.Second, "ack stored", func() bool {
 			return h.command(acked.CommandID).Status == models.CommandStatusAck
 		})
 		h.advance(2 * time.Minute)
@@ -218,7 +219,7 @@ func TestAgentUnacknowledgedCommandsResentOnReconnect(t *testing.T) {
 		}
 		b.send("ack", map[string]any{"commandId": c.CommandID})
 		b.send("complete", map[string]any{"commandId": c.CommandID})
-		eventually(t, 5*time.Second, "completed", func() bool {
+		testkit.Eventually(t, 5*time.Second, "completed", func() bool {
 			return h.command(cmd.CommandID).Status == models.CommandStatusCompleted
 		})
 	})
@@ -234,14 +235,14 @@ func TestAgentStaleIsClosedAndOffline(t *testing.T) {
 	a2 := h.connect("a2")
 	h.advance(30 * time.Second)
 	a2.send("heartbeat", map[string]any{"status": "online"}) // a2 stays alive
-	eventually(t, 5*time.Second, "a2's heartbeat seen", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a2's heartbeat seen", func() bool {
 		return h.hub.GetConnection("a2").LastSeen().Equal(h.clock.Now())
 	})
 	h.advance(20 * time.Second)
 	if code, reason := expectClose(t, a1.conn, 5*time.Second); code != CloseHeartbeatTimeout || reason == "" {
 		t.Fatalf("stale agent closed with %d %q, want %d", code, reason, CloseHeartbeatTimeout)
 	}
-	eventually(t, 5*time.Second, "a1 offline", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a1 offline", func() bool {
 		return h.agentRow("a1").Status == models.AgentStatusOffline
 	})
 	if !h.hub.IsAgentConnected("a2") {
@@ -273,14 +274,14 @@ func TestAgentHeartbeatsAreCoalesced(t *testing.T) {
 				a.send("heartbeat", map[string]any{"status": status, "activeSessions": 3, "capacity": map[string]any{"maxSessions": 10}})
 			}
 		}
-		eventually(t, 5*time.Second, "all heartbeats received", func() bool {
+		testkit.Eventually(t, 5*time.Second, "all heartbeats received", func() bool {
 			return counterValue(t, h.hub.metrics.heartbeats) >= agents*10
 		})
 		if got := h.agentRow("a01").LastHeartbeat; got != nil && !got.Before(beatAt) {
 			t.Fatal("heartbeats reached the database before the flush")
 		}
 		h.clock.Advance(5 * time.Second)
-		eventually(t, 5*time.Second, "heartbeats flushed", func() bool {
+		testkit.Eventually(t, 5*time.Second, "heartbeats flushed", func() bool {
 			return counterValue(t, h.hub.metrics.flushes) == flushesBefore+1
 		})
 		for i := range agents {
@@ -321,7 +322,7 @@ func TestAgentStatusReports(t *testing.T) {
 		a := h.connect("a1")
 		// StreamSpace's status frames carry no timestamp.
 		a.sendRaw(`{"type":"status","payload":{"sessionId":"s1","state":"Running","vncReady":true,"vncPort":5900,"platformMetadata":{"podName":"pod-s1","podIP":"10.0.0.1"}}}`)
-		eventually(t, 5*time.Second, "session running and its event published", func() bool {
+		testkit.Eventually(t, 5*time.Second, "session running and its event published", func() bool {
 			s, _ := d.GetSession(ctx, "s1")
 			return s.State == models.SessionStateRunning && s.PodName == "pod-s1" && len(h.events.all()) > 0
 		})
@@ -348,7 +349,7 @@ func TestAgentStatusReports(t *testing.T) {
 			t.Errorf("%d events, want 1", n)
 		}
 		a.send("status", map[string]any{"sessionId": "s1", "state": "deleted"})
-		eventually(t, 5*time.Second, "session deleted and session.deleted published", func() bool {
+		testkit.Eventually(t, 5*time.Second, "session deleted and session.deleted published", func() bool {
 			_, err := d.GetSession(ctx, "s1")
 			evs := h.events.all()
 			return errors.Is(err, db.ErrNotFound) && evs[len(evs)-1].ev.Type == EventSessionDeleted
@@ -424,7 +425,7 @@ func TestAgentRacingConnectionsLeaveOneOnline(t *testing.T) {
 		if replaced != len(all)-1 {
 			t.Fatalf("%d of %d connections replaced, want all but one", replaced, len(all))
 		}
-		eventually(t, 5*time.Second, "database names the surviving connection", func() bool {
+		testkit.Eventually(t, 5*time.Second, "database names the surviving connection", func() bool {
 			live := h.hub.GetConnection("a1")
 			row := h.agentRow("a1")
 			return live != nil && row.Status == models.AgentStatusOnline && row.ConnectionID == live.ConnectionID()
@@ -509,7 +510,7 @@ func TestAgentHubReferenceUsage(t *testing.T) {
 	}
 
 	h.hub.UnregisterAgent("k8s-prod-us-east-1")
-	eventually(t, 5*time.Second, "unregistered and offline", func() bool {
+	testkit.Eventually(t, 5*time.Second, "unregistered and offline", func() bool {
 		return !h.hub.IsAgentConnected("k8s-prod-us-east-1") && h.agentRow("k8s-prod-us-east-1").Status == models.AgentStatusOffline
 	})
 	if got := h.hub.GetConnectedAgents(); len(got) != 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -66,7 +67,7 @@ func TestAgentStatusBurstThenExit(t *testing.T) {
 		// the exit here (under -race), the agent shown online meanwhile. Now what is left is
 		// reading the frames the socket still holds, and one batch; the deadline leaves room
 		// for a loaded machine, the transaction count below is the mechanism.
-		eventually(t, 15*time.Second, "agent offline after its socket ended", func() bool {
+		testkit.Eventually(t, 15*time.Second, "agent offline after its socket ended", func() bool {
 			return h.agentRow("a1").Status == models.AgentStatusOffline
 		})
 		t.Logf("offline %v after the close", time.Since(closed).Round(time.Millisecond))
@@ -160,7 +161,7 @@ func BenchmarkAgentStatusFrames(b *testing.B) {
 			}
 			// The last report, on a session of its own: once it is stored, so is every one before.
 			a.send("status", map[string]any{"sessionId": fmt.Sprintf("s%02d", sessions), "state": "stopped"})
-			eventually(b, 5*time.Minute, "last report stored", func() bool {
+			testkit.Eventually(b, 5*time.Minute, "last report stored", func() bool {
 				s, _ := d.GetSession(b.Context(), fmt.Sprintf("s%02d", sessions))
 				return s.State == models.SessionStateStopped
 			})

@@ -7,6 +7,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -56,7 +57,7 @@ func TestAgentFramesWithBytesThatAreNotText(t *testing.T) {
 		a := h.connect("a1")
 		a.command()
 		a.sendRaw(`{"type":"failed","payload":{"commandId":"` + cmd.CommandID + `","error":"disk` + nul + ` full"}}`)
-		eventually(t, 5*time.Second, "command failed", func() bool {
+		testkit.Eventually(t, 5*time.Second, "command failed", func() bool {
 			return h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
 		if got := h.command(cmd.CommandID).Error; got != "disk full" || strings.ContainsRune(got, 0) {

@@ -167,18 +167,6 @@ func expectClose(t testing.TB, conn *websocket.Conn, within time.Duration) (int,
 	}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // startManager returns a started manager that is shut down at cleanup.
 func startManager(t testing.TB, store SessionStore, cfg Config) *Manager {
 	t.Helper()

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestHubAccessorsAndOrgScopedBroadcast(t *testing.T) {
@@ -22,11 +24,11 @@ func TestHubAccessorsAndOrgScopedBroadcast(t *testing.T) {
 
 	a1 := dial(t, base, params("org", "org-a", "id", "a1", "ns", "ns-a", "user", "u1"))
 	// Registration happens after the handshake: wait, so a1 is the org's first client.
-	eventually(t, 5*time.Second, "a1 registered", func() bool { return h.ClientCount() == 1 })
+	testkit.Eventually(t, 5*time.Second, "a1 registered", func() bool { return h.ClientCount() == 1 })
 	a2 := dial(t, base, params("org", "org-a", "id", "a2", "ns", "ns-a2", "user", "u2"))
 	b1 := dial(t, base, params("org", "org-b", "id", "b1", "ns", "ns-b", "user", "u1"))
 	legacy := dial(t, base, params("id", "old"))
-	eventually(t, 5*time.Second, "4 clients", func() bool { return h.ClientCount() == 4 })
+	testkit.Eventually(t, 5*time.Second, "4 clients", func() bool { return h.ClientCount() == 4 })
 
 	orgs := h.GetUniqueOrgs()
 	slices.Sort(orgs)
@@ -94,7 +96,7 @@ func TestTwoThousandClients(t *testing.T) {
 	conns := dialMany(t, websocket.DefaultDialer, base, n, func(i int) url.Values {
 		return params("org", fmt.Sprintf("org-%d", i%5), "user", fmt.Sprintf("u%d", i))
 	}, nil)
-	eventually(t, 30*time.Second, "all clients registered", func() bool { return m.Hub().ClientCount() == n })
+	testkit.Eventually(t, 30*time.Second, "all clients registered", func() bool { return m.Hub().ClientCount() == n })
 	// One reader each; writers exist only while a client has a backlog (none here).
 	if per := float64(runtime.NumGoroutine()-baseline) / n; per > 1.01 {
 		t.Fatalf("%.2f goroutines per connection, want 1 (the reader)", per)
@@ -118,8 +120,8 @@ func TestTwoThousandClients(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, 30*time.Second, "all clients unregistered", func() bool { return m.Hub().ClientCount() == 0 })
-	eventually(t, 30*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+	testkit.Eventually(t, 30*time.Second, "all clients unregistered", func() bool { return m.Hub().ClientCount() == 0 })
+	testkit.GoroutinesBackTo(t, 30*time.Second, baseline)
 }
 
 func readUntilTypeErr(c *websocket.Conn, typ string) error {
@@ -151,7 +153,7 @@ func TestSlowClientIsClosedAndNobodyWaits(t *testing.T) {
 	for i := range fast {
 		fast[i] = dial(t, base, params("org", "o", "user", fmt.Sprintf("fast%d", i)))
 	}
-	eventually(t, 5*time.Second, "4 clients", func() bool { return m.Hub().ClientCount() == 4 })
+	testkit.Eventually(t, 5*time.Second, "4 clients", func() bool { return m.Hub().ClientCount() == 4 })
 
 	// Readers for the fast clients.
 	const total = 400
@@ -294,7 +296,7 @@ func TestTokenExpiriesShareOneQueue(t *testing.T) {
 		t.Fatalf("the later deadline came after %v: it was not kept", took)
 	}
 	_ = leaver.Close()
-	eventually(t, 5*time.Second, "the leaver forgotten", func() bool { return queued() == 0 && m.Hub().ClientCount() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the leaver forgotten", func() bool { return queued() == 0 && m.Hub().ClientCount() == 0 })
 }
 
 func TestOversizedMessageCloses1009(t *testing.T) {
@@ -310,7 +312,7 @@ func TestOversizedMessageCloses1009(t *testing.T) {
 	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.CloseMessageTooBig || reason == "" {
 		t.Fatalf("closed with %d %q, want 1009 with a reason", code, reason)
 	}
-	eventually(t, 5*time.Second, "client unregistered", func() bool { return m.Hub().ClientCount() == 0 })
+	testkit.Eventually(t, 5*time.Second, "client unregistered", func() bool { return m.Hub().ClientCount() == 0 })
 }
 
 // TestKeepalive: a client that answers pings stays; one that never reads
@@ -335,8 +337,8 @@ func TestKeepalive(t *testing.T) {
 		}
 	}()
 	_ = dial(t, base, params("org", "o", "user", "dead"))
-	eventually(t, 5*time.Second, "2 clients", func() bool { return m.Hub().ClientCount() == 2 })
-	eventually(t, 5*time.Second, "the silent client dropped", func() bool { return m.Hub().ClientCount() == 1 })
+	testkit.Eventually(t, 5*time.Second, "2 clients", func() bool { return m.Hub().ClientCount() == 2 })
+	testkit.Eventually(t, 5*time.Second, "the silent client dropped", func() bool { return m.Hub().ClientCount() == 1 })
 	for i := 0; i < 5; i++ {
 		select {
 		case <-pings:

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // rawClient is a browser written by hand, to send what gorilla's client never would.
@@ -160,7 +162,7 @@ func TestRawReaderRefusesBadFrames(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 10*time.Second, "every client gone", func() bool { return m.Hub().ClientCount() == 0 })
+	testkit.Eventually(t, 10*time.Second, "every client gone", func() bool { return m.Hub().ClientCount() == 0 })
 }
 
 // Frames split anywhere, down to single bytes, are read as sent: a ping is answered with its
@@ -230,7 +232,7 @@ func TestTLSClientsUseGorillaReader(t *testing.T) {
 	if code, _ := expectClose(t, conn, 5*time.Second); code != 4100 {
 		t.Fatalf("close %d, want 4100 echoed", code)
 	}
-	eventually(t, 5*time.Second, "the client gone", func() bool { return m.Hub().ClientCount() == 0 })
+	testkit.Eventually(t, 5*time.Second, "the client gone", func() bool { return m.Hub().ClientCount() == 0 })
 }
 
 // dialTLSSessions opens a sessions socket of m (org "o", user "u") over TLS, which the raw

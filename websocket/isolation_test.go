@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // isoClient is one real WebSocket client of the isolation test and the
@@ -197,7 +199,7 @@ func TestOrgIsolationRandomized(t *testing.T) {
 				want = append(want, e.id)
 			}
 		}
-		eventually(t, 2*time.Minute, "deliveries", func() bool {
+		testkit.Eventually(t, 2*time.Minute, "deliveries", func() bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if c.err != nil {
@@ -209,7 +211,7 @@ func TestOrgIsolationRandomized(t *testing.T) {
 		if _, err := m.GetNotifier().BroadcastToOrg(ctx, c.org, []byte(`{"type":"fence","id":"fence-`+c.org+`"}`)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 10*time.Second, "fence", func() bool {
+		testkit.Eventually(t, 10*time.Second, "fence", func() bool {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			for _, id := range c.got {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -93,7 +94,7 @@ func TestLogsFromKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := logsServer(t, m)
-	base := goroutineBaseline()
+	base := testkit.SteadyGoroutines()
 	browser := dial(t, srv, params("org", "o1", "role", "operator", "ns", "ns-o1", "pod", "pod-k1"))
 	for i := range n {
 		l := readLog(t, browser)
@@ -118,7 +119,7 @@ func TestLogsFromKubernetes(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("the API request was still open a second after the browser left")
 	}
-	settleGoroutines(t, base)
+	testkit.GoroutinesBackTo(t, 5*time.Second, base)
 }
 
 // A Kubernetes API that fails, does not know the pod, or does not answer gives the browser
@@ -215,7 +216,7 @@ func TestSessionsFromKubernetes(t *testing.T) {
 	}
 
 	// The informer watches: a new resource shows up without a list per check.
-	eventually(t, 5*time.Second, "the informer's watch", func() bool { return countKubeActions(kf.dyn, "watch") > 0 })
+	testkit.Eventually(t, 5*time.Second, "the informer's watch", func() bool { return countKubeActions(kf.dyn, "watch") > 0 })
 	lists := countKubeActions(kf.dyn, "list")
 	if _, err := kf.dyn.Resource(k8s.SessionGVR).Namespace("ns-o1").Create(ctx,
 		k8s.SessionObject(models.Session{ID: "k3", Namespace: "ns-o1", UserID: "bob", State: models.SessionStatePending, CreatedAt: created.Add(time.Hour)}),

@@ -1,20 +1,20 @@
 package websocket
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // A browser sending more frames a second than ClientMessageRate is closed with 1008, counted
 // as rate_limited; one below it is served.
 func TestClientMessageRate(t *testing.T) {
-	var logs lockedLog
+	var logs testkit.LockedBuffer
 	m := startManager(t, nil, Config{ClientMessageRate: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	base := sessionsServer(t, m)
 
@@ -36,7 +36,7 @@ func TestClientMessageRate(t *testing.T) {
 	if code := flood.expectClose(); code != websocket.ClosePolicyViolation {
 		t.Fatalf("flood closed with %d, want 1008", code)
 	}
-	eventually(t, 5*time.Second, "the flood counted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the flood counted", func() bool {
 		return counterValue(t, m.hub.metrics.disconnects.WithLabelValues("rate_limited")) == 1
 	})
 	if n := strings.Count(logs.String(), `reason="message rate exceeded"`); n != 1 {
@@ -88,22 +88,4 @@ func TestMaxSubscriptions(t *testing.T) {
 	if code, reason := expectClose(t, conn, 5*time.Second); code != websocket.ClosePolicyViolation || reason != "too many subscriptions" {
 		t.Fatalf("close %d %q, want 1008 too many subscriptions", code, reason)
 	}
-}
-
-// lockedLog is a log destination the tests may read while the package writes it.
-type lockedLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -162,39 +162,13 @@ func sendLines(conn *websocket.Conn, req models.LogsRequest, n int, at time.Time
 	return errc
 }
 
-// goroutineBaseline waits for the goroutine count to hold still for 100ms (connections just
-// made finish starting theirs) and returns it.
-func goroutineBaseline() int {
-	n := runtime.NumGoroutine()
-	for stable := 0; stable < 10; stable++ {
-		time.Sleep(10 * time.Millisecond)
-		if m := runtime.NumGoroutine(); m != n {
-			n, stable = m, 0
-		}
-	}
-	return n
-}
-
-// settleGoroutines waits until the goroutine count is back to at most base.
-func settleGoroutines(t *testing.T, base int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > base {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("goroutines: %d, baseline %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // An operator's logs socket asks the agent running the session for the last 100 lines and
 // to follow, relays 10,000 lines in order with the agent's timestamps, and when the browser
 // leaves the agent is told to stop within a second and the goroutines return to baseline.
 func TestLogsRelayedByAgent(t *testing.T) {
 	f := newLogsFixture(t, Config{})
 	agent := f.agents.connect("ag1")
-	base := goroutineBaseline()
+	base := testkit.SteadyGoroutines()
 
 	browser := f.dialLogs(t, "pod-s1")
 	req := agent.logsRequest()
@@ -203,7 +177,7 @@ func TestLogsRelayedByAgent(t *testing.T) {
 		t.Fatalf("logs request %+v, want %+v", req, want)
 	}
 	relayAndLeave(t, agent, browser, req, 10000)
-	settleGoroutines(t, base)
+	testkit.GoroutinesBackTo(t, 5*time.Second, base)
 	f.agents.hub.logs.mu.Lock()
 	defer f.agents.hub.logs.mu.Unlock()
 	if got := len(f.agents.hub.logs.routes); got != 0 {
@@ -332,7 +306,7 @@ func TestLogsRefused(t *testing.T) {
 func TestLogsBrowserNeverReads(t *testing.T) {
 	f := newLogsFixture(t, Config{WriteWait: 200 * time.Millisecond})
 	agent := f.agents.connect("ag1")
-	base := goroutineBaseline()
+	base := testkit.SteadyGoroutines()
 	browser := f.dialLogs(t, "pod-s1")
 	req := agent.logsRequest()
 	long := strings.Repeat("x", 2000)
@@ -356,7 +330,7 @@ func TestLogsBrowserNeverReads(t *testing.T) {
 	}
 	agent.awaitLogsStop(req.RequestID, 5*time.Second)
 	_ = browser.Close()
-	settleGoroutines(t, base)
+	testkit.GoroutinesBackTo(t, 5*time.Second, base)
 }
 
 // Shutdown closes logs sockets with 1001 and stops their sources.
@@ -395,7 +369,7 @@ func TestLogsAcrossReplicas(t *testing.T) {
 	m := startManager(t, d, Config{Agents: a.hub})
 	base := logsServer(t, m)
 	agent := b.connect("ag1")
-	eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
+	testkit.Eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
 
 	browser := dial(t, base, params("org", "o1", "role", "admin", "ns", "ns-o1", "pod", "pod-s1"))
 	req := agent.logsRequest()
@@ -417,7 +391,7 @@ func TestLogsAcrossReplicas(t *testing.T) {
 	if code, _ := expectClose(t, browser, 5*time.Second); code != websocket.CloseInternalServerErr {
 		t.Fatalf("close %d, want 1011", code)
 	}
-	eventually(t, 5*time.Second, "no log routes left", func() bool {
+	testkit.Eventually(t, 5*time.Second, "no log routes left", func() bool {
 		a.hub.logs.mu.Lock()
 		defer a.hub.logs.mu.Unlock()
 		b.hub.logs.mu.Lock()

@@ -11,6 +11,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -43,7 +44,7 @@ func TestPodLogsSharedAcrossReplicas(t *testing.T) {
 	m := startManager(t, d, Config{Logs: logsA})
 	base := logsServer(t, m)
 	agent := b.connect("ag1")
-	eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
+	testkit.Eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
 
 	browser := dial(t, base, params("org", "o1", "role", "operator", "ns", "ns-o1", "pod", "pod-s1"))
 	req := agent.logsRequest()
@@ -62,7 +63,7 @@ func TestPodLogsSharedAcrossReplicas(t *testing.T) {
 	if code, _ := expectClose(t, browser, 5*time.Second); code != websocket.CloseInternalServerErr {
 		t.Fatalf("close %d, want 1011", code)
 	}
-	eventually(t, 5*time.Second, "no log routes left", func() bool {
+	testkit.Eventually(t, 5*time.Second, "no log routes left", func() bool {
 		return openRoutes(a.hub.logs) == 0 && openRoutes(b.hub.logs) == 0
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -59,7 +60,7 @@ func TestMetricsSocket(t *testing.T) {
 	if err := d.CreateSession(ctx, models.Session{ID: "a3", OrgID: "o1", UserID: "u", State: models.SessionStateRunning, Namespace: "ns"}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a periodic update with the new session", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a periodic update with the new session", func() bool {
 		f := readUntilType(t, conn, "metrics_update")
 		return f["metrics"].(map[string]any)["sessions"].(map[string]any)["total"] == float64(3)
 	})

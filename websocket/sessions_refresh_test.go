@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -40,8 +41,8 @@ func TestSessionsRefreshOneQueryPerOrg(t *testing.T) {
 		}
 	}
 	store := &countingStore{SessionStore: d}
-	// Checks are run by hand; the test's sockets are not read between checks, so they never
-	// answer a ping: the pong wait must outlast dialing them all on a loaded machine.
+	// Checks are run by hand. The clients read nothing once connected, so they answer no ping:
+	// a PongWait longer than the test keeps them all, however slowly 5,000 dial on a busy machine.
 	m := startManager(t, store, Config{SessionsInterval: time.Hour, PongWait: time.Hour})
 	base := sessionsServer(t, m)
 	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
@@ -155,7 +156,7 @@ func TestSessionsRefreshLoop(t *testing.T) {
 // periodic check leaves unreleased clients alone.
 func waitReleased(t *testing.T, m *Manager) {
 	t.Helper()
-	eventually(t, 30*time.Second, "snapshots released", func() bool {
+	testkit.Eventually(t, 30*time.Second, "snapshots released", func() bool {
 		for _, ls := range m.hub.sessionListeners() {
 			for _, l := range ls {
 				if l.client.gate.held.Load() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/agentclient/agenttest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -31,13 +32,13 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 		{"extra args", []string{"now"}, ok, "unexpected arguments"},
 		{"unknown flag", []string{"--nope"}, ok, "flag provided but not defined"},
 	} {
-		var out, errs lockedBuffer
+		var out, errs testkit.LockedBuffer
 		err := run(context.Background(), append([]string{"agent"}, tc.args...), env(tc.env), &out, &errs)
 		if err == nil || !strings.Contains(err.Error()+errs.String(), tc.want) {
 			t.Errorf("%s: error %v, want one mentioning %q", tc.name, err, tc.want)
 		}
 	}
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	if err := run(context.Background(), []string{"agent", "-h"}, env(nil), &out, &errs); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
@@ -58,7 +59,7 @@ func TestAgentCommand(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"agent", "--step-delay", "10ms", "--region", "eu"}, env(map[string]string{

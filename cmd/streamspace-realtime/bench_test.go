@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/internal/bench"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // `bench` against `serve --dev` in the same process: its clients authenticate with tokens
@@ -23,12 +24,12 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	secret, service := strings.Repeat("b", 40), "bench-service-token"
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": secret, "STREAMSPACE_SERVICE_TOKEN": service}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "bench.db"), environ, &out, &errs)
-	host := match(t, banner, `on http://(\S+)`)
+	host := testkit.Submatch(t, banner, `on http://(\S+)`)
 
-	var report, progress lockedBuffer
+	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "--server", "http://" + host, "--clients", "40", "--rate", "20", "--duration", "1s",
 		"--batch", "10", "--json", "--pid", strconv.Itoa(os.Getpid())}, env(environ), &report, &progress)
 	if err != nil {
@@ -60,13 +61,13 @@ func TestBenchAgentsCommandAgainstServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	service := "bench-agents-service-token"
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("c", 40), "STREAMSPACE_SERVICE_TOKEN": service,
 		"STREAMSPACE_AGENT_HEARTBEAT_FLUSH": "100ms"}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "agents.db"), environ, &out, &errs)
-	host := match(t, banner, `on http://(\S+)`)
+	host := testkit.Submatch(t, banner, `on http://(\S+)`)
 
-	var report, progress lockedBuffer
+	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "agents", "--server", "http://" + host, "--agents", "6", "--duration", "1s",
 		"--workers", "4", "--heartbeat", "200ms", "--json"}, env(environ), &report, &progress)
 	if err != nil {
@@ -101,20 +102,16 @@ func TestBenchAgentsCommandAgainstServe(t *testing.T) {
 func TestBenchBaselineCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"bench", "baseline", "--addr", "127.0.0.1:0"}, env(nil), &out, &errs)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(out.String(), "http://") {
-		if time.Now().After(deadline) {
-			t.Fatalf("no address printed: %q %q", out.String(), errs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := testkit.WaitFor(5*time.Second, func() bool { return strings.Contains(out.String(), "http://") }); err != nil {
+		t.Fatalf("no address printed: %q %q", out.String(), errs.String())
 	}
-	url := match(t, out.String(), `on (http://\S+)`)
-	var report, progress lockedBuffer
+	url := testkit.Submatch(t, out.String(), `on (http://\S+)`)
+	var report, progress testkit.LockedBuffer
 	if err := run(ctx, []string{"bench", "--server", url, "--clients", "20", "--rate", "20", "--duration", "500ms"}, env(nil), &report, &progress); err != nil {
 		t.Fatalf("bench: %v", err)
 	}
@@ -134,11 +131,11 @@ func TestBenchBaselineCommand(t *testing.T) {
 func TestServeDebugAddr(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	environ := map[string]string{"STREAMSPACE_DEBUG_ADDR": "127.0.0.1:0"}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "debug.db"), environ, &out, &errs)
-	api := match(t, banner, `on http://(\S+)`)
-	debug := match(t, errs.String(), `profiler listening" addr=(\S+)`)
+	api := testkit.Submatch(t, banner, `on http://(\S+)`)
+	debug := testkit.Submatch(t, errs.String(), `profiler listening" addr=(\S+)`)
 	get := func(url string) (int, string) {
 		resp, err := http.Get(url)
 		if err != nil {

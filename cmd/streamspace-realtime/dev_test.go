@@ -11,6 +11,8 @@ import (
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // regexpListening finds the address in serve's "listening" log line.
@@ -23,8 +25,8 @@ func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, 
 	if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
 		t.Fatalf("the banner does not say dev-agent is connected:\n%s", banner)
 	}
-	url := match(t, banner, `curl -sS -X POST (http://\S+/api/v1/admin/agents/dev-agent/command)`)
-	body := match(t, banner, `-d '(\{"action":"start_session"[^']*)'`)
+	url := testkit.Submatch(t, banner, `curl -sS -X POST (http://\S+/api/v1/admin/agents/dev-agent/command)`)
+	body := testkit.Submatch(t, banner, `-d '(\{"action":"start_session"[^']*)'`)
 	if url != "http://"+host+"/api/v1/admin/agents/dev-agent/command" {
 		t.Fatalf("command URL %s, want one on %s", url, host)
 	}
@@ -50,7 +52,7 @@ func testDevAgentStartsSession(ctx context.Context, t *testing.T, banner, host, 
 // last 100 lines of its pod, then follows with new ones.
 func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
 	t.Helper()
-	url := match(t, banner, `its pod logs:\s+websocat '(ws://\S+)'`)
+	url := testkit.Submatch(t, banner, `its pod logs:\s+websocat '(ws://\S+)'`)
 	if !strings.HasPrefix(url, "ws://"+host+"/api/v1/ws/logs/sim-demo-2?token=") {
 		t.Fatalf("logs URL %s", url)
 	}
@@ -77,7 +79,7 @@ func testDevPodLogs(ctx context.Context, t *testing.T, banner, host string) {
 // metrics count it and dev-agent; a new sessions socket lists demo-2 running on its pod.
 func testDevMetricsAndList(ctx context.Context, t *testing.T, banner, host, browserToken string) {
 	t.Helper()
-	url := match(t, banner, `org metrics:\s+websocat '(ws://\S+)'`)
+	url := testkit.Submatch(t, banner, `org metrics:\s+websocat '(ws://\S+)'`)
 	conn, _, err := gorilla.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", url, err)
@@ -110,13 +112,13 @@ func testDevMetricsAndList(ctx context.Context, t *testing.T, banner, host, brow
 // key: with auto-approval the server issues the agent its own key, and it comes online.
 func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serviceToken string) {
 	t.Helper()
-	line := match(t, banner, `go run ./cmd/streamspace-realtime (agent .+)`)
+	line := testkit.Submatch(t, banner, `go run ./cmd/streamspace-realtime (agent .+)`)
 	if !strings.Contains(line, "--server http://"+host+" ") {
 		t.Fatalf("agent line %q does not name the server %s", line, host)
 	}
 	agentCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(agentCtx, strings.Fields(line), env(nil), &out, &errs) }()
 
@@ -124,13 +126,9 @@ func testAgentLineConnects(ctx context.Context, t *testing.T, banner, host, serv
 		status := agentStatuses(ctx, t, host, serviceToken)
 		return status["my-agent"] == "online" && status["dev-agent"] == "online"
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !online() {
-		if time.Now().After(deadline) {
-			t.Fatalf("my-agent never came online: %v\nagent stdout:\n%s\nagent stderr:\n%s",
-				agentStatuses(ctx, t, host, serviceToken), out.String(), errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := testkit.WaitFor(5*time.Second, online); err != nil {
+		t.Fatalf("my-agent never came online: %v\nagent stdout:\n%s\nagent stderr:\n%s",
+			agentStatuses(ctx, t, host, serviceToken), out.String(), errs.String())
 	}
 	if !strings.Contains(out.String(), "Next time run with --key ") {
 		t.Fatalf("the agent did not print the key the server issued it:\n%s", out.String())
@@ -153,7 +151,7 @@ func TestServeDevRestart(t *testing.T) {
 	dbURL := "sqlite://" + filepath.Join(t.TempDir(), "dev.db")
 	for i, environ := range []map[string]string{nil, {"STREAMSPACE_AGENT_AUTO_APPROVE": "false"}} {
 		ctx, cancel := context.WithCancel(context.Background())
-		var out, errs lockedBuffer
+		var out, errs testkit.LockedBuffer
 		banner, done := startServeDev(ctx, t, dbURL, environ, &out, &errs)
 		if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
 			t.Fatalf("run %d: dev-agent is not connected:\n%s\nstderr:\n%s", i, banner, errs.String())
@@ -185,22 +183,21 @@ func TestServeDevRestart(t *testing.T) {
 func TestServeWithoutDevRunsNoAgent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--database-url", "sqlite://" + filepath.Join(t.TempDir(), "p.db")},
 			env(map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("s", 32), "STREAMSPACE_SERVICE_TOKEN": "svc"}), &out, &errs)
 	}()
 	addr := ""
-	deadline := time.Now().Add(10 * time.Second)
-	for addr == "" {
-		if time.Now().After(deadline) {
-			t.Fatalf("serve never listened; stderr:\n%s", errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	listening := func() bool {
 		if m := regexpListening.FindStringSubmatch(errs.String()); m != nil {
 			addr = m[1]
 		}
+		return addr != ""
+	}
+	if err := testkit.WaitFor(10*time.Second, listening); err != nil {
+		t.Fatalf("serve never listened; stderr:\n%s", errs.String())
 	}
 	if status := agentStatuses(ctx, t, addr, "svc"); len(status) != 0 {
 		t.Fatalf("agents %v, want none", status)

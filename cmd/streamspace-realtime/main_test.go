@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,26 +17,10 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
@@ -75,41 +58,30 @@ func TestTokenCommand(t *testing.T) {
 
 // startServeDev runs `serve --dev` on the database dbURL with the environment environ, and
 // returns its banner once printed and the channel of serve's result.
-func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+func startServeDev(ctx context.Context, t *testing.T, dbURL string, environ map[string]string, out, errs *testkit.LockedBuffer) (string, <-chan error) {
 	t.Helper()
 	return startServeDevAt(ctx, t, "127.0.0.1:0", dbURL, environ, out, errs)
 }
 
 // startServeDevAt is startServeDev listening on addr.
-func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, environ map[string]string, out, errs *lockedBuffer) (string, <-chan error) {
+func startServeDevAt(ctx context.Context, t *testing.T, addr, dbURL string, environ map[string]string, out, errs *testkit.LockedBuffer) (string, <-chan error) {
 	t.Helper()
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--dev", "--addr", addr, "--database-url", dbURL}, env(environ), out, errs)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for !strings.Contains(out.String(), "auto-approval is") {
+	printed := func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("serve --dev returned %v before printing its banner; stderr:\n%s", err, errs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve --dev printed no banner; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return strings.Contains(out.String(), "auto-approval is")
+	}
+	if err := testkit.WaitFor(20*time.Second, printed); err != nil {
+		t.Fatalf("serve --dev printed no banner; stdout:\n%s\nstderr:\n%s", out.String(), errs.String())
 	}
 	return out.String(), done
-}
-
-// match returns the first submatch of pattern in s, failing the test when there is none.
-func match(t *testing.T, s, pattern string) string {
-	t.Helper()
-	m := regexp.MustCompile(pattern).FindStringSubmatch(s)
-	if m == nil {
-		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
-	}
-	return m[1]
 }
 
 // TestServeDev runs the README's first command the way a newcomer would: `serve --dev` prints
@@ -118,11 +90,11 @@ func match(t *testing.T, s, pattern string) string {
 func TestServeDev(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out, errs lockedBuffer
+	var out, errs testkit.LockedBuffer
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "dev.db"), nil, &out, &errs)
-	host := match(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
-	browserToken := match(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
-	serviceToken := match(t, banner, `service token: (\S+)`)
+	host := testkit.Submatch(t, banner, `ws://([^/]+)/api/v1/ws/sessions\?token=`)
+	browserToken := testkit.Submatch(t, banner, `/api/v1/ws/sessions\?token=([A-Za-z0-9._-]+)`)
+	serviceToken := testkit.Submatch(t, banner, `service token: (\S+)`)
 	conn, _, err := gorilla.DefaultDialer.Dial("ws://"+host+"/api/v1/ws/sessions?token="+browserToken, nil)
 	if err != nil {
 		t.Fatalf("dial with the printed token: %v", err)
@@ -166,19 +138,15 @@ func TestServeDev(t *testing.T) {
 
 	// The printed watch line works too: it prints each frame on a line.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	var watched lockedBuffer
+	var watched testkit.LockedBuffer
 	watchDone := make(chan error, 1)
 	go func() {
 		watchDone <- run(watchCtx, []string{"watch", "--server", "ws://" + host, "--token", browserToken}, env(nil), &watched, &errs)
 	}()
 	waitFor := func(what string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !strings.Contains(watched.String(), what) {
-			if time.Now().After(deadline) {
-				t.Fatalf("watch never printed %s; got:\n%s\nstderr:\n%s", what, watched.String(), errs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
+		if err := testkit.WaitFor(10*time.Second, func() bool { return strings.Contains(watched.String(), what) }); err != nil {
+			t.Fatalf("watch never printed %s; got:\n%s\nstderr:\n%s", what, watched.String(), errs.String())
 		}
 	}
 	waitFor(`"type":"sessions_update"`)

@@ -200,7 +200,7 @@ func TestServerRestartWaitsForPort(t *testing.T) {
 	}
 	released := make(chan error, 1)
 	go func() {
-		time.Sleep(700 * time.Millisecond)
+		time.Sleep(700 * time.Millisecond) // kept: the busy port is the test; Restart must wait it out
 		released <- l.Close()
 	}()
 	s.Restart(t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -90,7 +91,7 @@ func TestStartSessionEndToEnd(t *testing.T) {
 			}
 
 			var cmd map[string]any
-			waitFor(t, 5*time.Second, "command completed", func() bool {
+			testkit.Eventually(t, 5*time.Second, "command completed", func() bool {
 				code, raw = ts.call(t, "GET", "/api/v1/admin/commands/"+acc.CommandID, bearer(testService), "")
 				cmd = nil
 				_ = json.Unmarshal(raw, &cmd)
@@ -112,7 +113,7 @@ func TestStartSessionEndToEnd(t *testing.T) {
 			// The agent list shows it online on this replica, with its last heartbeat.
 			sendAgent(t, agent, "heartbeat", map[string]any{"status": "draining", "activeSessions": 1})
 			var listed map[string]any
-			waitFor(t, 10*time.Second, "agent listed draining", func() bool {
+			testkit.Eventually(t, 10*time.Second, "agent listed draining", func() bool {
 				_, raw = ts.call(t, "GET", "/api/v1/agents", bearer(testService), "")
 				var body struct{ Agents []map[string]any }
 				_ = json.Unmarshal(raw, &body)
@@ -192,7 +193,7 @@ func TestStreamSpaceAgentFrames(t *testing.T) {
 	frame("complete", map[string]any{"commandId": cmdID, "result": nil})
 	frame("pong", nil)
 
-	waitFor(t, 5*time.Second, "command completed, session running, heartbeat stored", func() bool {
+	testkit.Eventually(t, 5*time.Second, "command completed, session running, heartbeat stored", func() bool {
 		c, err := ts.Database().GetCommand(context.Background(), cmdID)
 		s, serr := ts.Database().GetSession(context.Background(), "sess-456")
 		a, aerr := ts.Database().GetAgent(context.Background(), "k8s-prod-1")

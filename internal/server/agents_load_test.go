@@ -18,6 +18,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -116,7 +117,7 @@ func TestThousandAgentsTenCommandsEach(t *testing.T) {
 			ran := &executions{byID: map[string]int{}}
 			dialer := &gorilla.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
 			stop := runAgents(t, ts, "load", keys, ran, dialer)
-			waitFor(t, 2*time.Minute, "all agents connected", func() bool { return ts.Agents().ConnectedCount() == agents })
+			testkit.Eventually(t, 2*time.Minute, "all agents connected", func() bool { return ts.Agents().ConnectedCount() == agents })
 
 			start := time.Now()
 			var posted atomic.Int64
@@ -144,7 +145,7 @@ func TestThousandAgentsTenCommandsEach(t *testing.T) {
 			}
 			close(jobs)
 			wg.Wait()
-			waitFor(t, 3*time.Minute, "all commands completed", func() bool {
+			testkit.Eventually(t, 3*time.Minute, "all commands completed", func() bool {
 				counts, err := ts.Database().CountCommands(context.Background(), "")
 				return err == nil && counts[models.CommandStatusCompleted] == agents*perAgent
 			})
@@ -243,7 +244,7 @@ func TestAgentKilledWithUnacknowledgedCommands(t *testing.T) {
 					c.kill()
 				}
 			})
-			waitFor(t, 10*time.Second, "agent connected", func() bool { return ts.Agents().IsAgentConnected("kill-0000") })
+			testkit.Eventually(t, 10*time.Second, "agent connected", func() bool { return ts.Agents().IsAgentConnected("kill-0000") })
 			first := ts.Agents().GetConnection("kill-0000")
 			mu.Lock()
 			victim := conns[len(conns)-1]
@@ -261,7 +262,7 @@ func TestAgentKilledWithUnacknowledgedCommands(t *testing.T) {
 				_ = json.Unmarshal(raw, &acc)
 				ids = append(ids, acc.CommandID)
 			}
-			waitFor(t, 10*time.Second, "commands sent, none acknowledged", func() bool {
+			testkit.Eventually(t, 10*time.Second, "commands sent, none acknowledged", func() bool {
 				for _, id := range ids {
 					c, err := ts.Database().GetCommand(context.Background(), id)
 					if err != nil || c.Status != models.CommandStatusSent {
@@ -272,7 +273,7 @@ func TestAgentKilledWithUnacknowledgedCommands(t *testing.T) {
 			})
 			victim.kill()
 
-			waitFor(t, 30*time.Second, "every command completed", func() bool {
+			testkit.Eventually(t, 30*time.Second, "every command completed", func() bool {
 				for _, id := range ids {
 					c, err := ts.Database().GetCommand(context.Background(), id)
 					if err != nil || c.Status != models.CommandStatusCompleted {
@@ -293,17 +294,5 @@ func TestAgentKilledWithUnacknowledgedCommands(t *testing.T) {
 			stop()
 			ran.check(t, len(ids))
 		})
-	}
-}
-
-// waitFor polls cond every 10 ms until it holds or within passes.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -100,7 +101,7 @@ func TestChaosPostgresCrash(t *testing.T) {
 	keys := provisionAgents(t, ts, "pgc", 1)
 	ran := &executions{byID: map[string]int{}}
 	chaosAgent(t, ts, "pgc-0000", keys[0], 300*time.Millisecond, ran)
-	waitFor(t, 10*time.Second, "the agent connected", func() bool { return ts.Agents().IsAgentConnected("pgc-0000") })
+	testkit.Eventually(t, 10*time.Second, "the agent connected", func() bool { return ts.Agents().IsAgentConnected("pgc-0000") })
 	browser, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+mint(t, "ops", "o1", auth.RoleOperator, time.Hour), nil)
 	if browser == nil {
 		t.Fatalf("browser: %d", status)
@@ -127,7 +128,7 @@ func TestChaosPostgresCrash(t *testing.T) {
 		accepted = append(accepted, id)
 	}
 	// Crash once the agent is at work on the first, with the others still to come.
-	waitFor(t, 10*time.Second, "the agent working on the first command", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the agent working on the first command", func() bool {
 		c, err := ts.Database().GetCommand(t.Context(), accepted[0])
 		return err == nil && c.Status != models.CommandStatusPending && c.Status != models.CommandStatusSent
 	})
@@ -135,7 +136,7 @@ func TestChaosPostgresCrash(t *testing.T) {
 	crashed := time.Now()
 
 	// During the outage: readiness says so, commands are refused plainly, events still flow.
-	waitFor(t, 10*time.Second, "/readyz 503", func() bool { code, _ := ts.call(t, http.MethodGet, "/readyz", nil, ""); return code == 503 })
+	testkit.Eventually(t, 10*time.Second, "/readyz 503", func() bool { code, _ := ts.call(t, http.MethodGet, "/readyz", nil, ""); return code == 503 })
 	notReady := time.Since(crashed)
 	refused := 0
 	for i := range 5 {
@@ -154,20 +155,20 @@ func TestChaosPostgresCrash(t *testing.T) {
 			t.Fatalf("event during the outage: %d", code)
 		}
 	}
-	waitFor(t, 5*time.Second, "events delivered during the outage", func() bool { return events.Load() == 5 })
-	time.Sleep(3*time.Second - time.Since(crashed))
+	testkit.Eventually(t, 5*time.Second, "events delivered during the outage", func() bool { return events.Load() == 5 })
+	time.Sleep(3*time.Second - time.Since(crashed)) // kept: the outage lasts 3 s, the scenario itself
 
 	pg.Start(t)
 	started := time.Now()
-	waitFor(t, 30*time.Second, "/readyz 200", func() bool { code, _ := ts.call(t, http.MethodGet, "/readyz", nil, ""); return code == 200 })
+	testkit.Eventually(t, 30*time.Second, "/readyz 200", func() bool { code, _ := ts.call(t, http.MethodGet, "/readyz", nil, ""); return code == 200 })
 	readyAfter := time.Since(started)
 	var after string
-	waitFor(t, 30*time.Second, "a command accepted again", func() bool {
+	testkit.Eventually(t, 30*time.Second, "a command accepted again", func() bool {
 		after, _ = ts.submit(t, "pgc-0000", "after")
 		return after != ""
 	})
 	accepted = append(accepted, after)
-	waitFor(t, 60*time.Second, "every accepted command completed", func() bool { return ts.allCompleted(t, accepted) })
+	testkit.Eventually(t, 60*time.Second, "every accepted command completed", func() bool { return ts.allCompleted(t, accepted) })
 	t.Logf("postgres crash: /readyz 503 after %v; %d commands refused with 503 during the outage; after the restart ready in %v, "+
 		"all %d accepted commands completed %v after it; %d events delivered during the outage",
 		notReady.Round(time.Millisecond), refused, readyAfter.Round(time.Millisecond), len(accepted),
@@ -226,7 +227,7 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	}()
 	stopBeating := sync.OnceFunc(func() { close(beating); beatWG.Wait(); _ = stuck.Close() })
 	t.Cleanup(stopBeating)
-	waitFor(t, 5*time.Second, "both agents connected", func() bool {
+	testkit.Eventually(t, 5*time.Second, "both agents connected", func() bool {
 		return ts.Agents().IsAgentConnected("pause-0000") && ts.Agents().IsAgentConnected("pause-0001")
 	})
 
@@ -251,9 +252,9 @@ func TestChaosPausedAgentReads(t *testing.T) {
 		}
 		healthy = append(healthy, id)
 	}
-	waitFor(t, 10*time.Second, "the healthy agent's commands completed", func() bool { return ts.allCompleted(t, healthy) })
+	testkit.Eventually(t, 10*time.Second, "the healthy agent's commands completed", func() bool { return ts.allCompleted(t, healthy) })
 	healthyIn := time.Since(start)
-	waitFor(t, 30*time.Second, "the stuck agent disconnected", func() bool { return !ts.Agents().IsAgentConnected("pause-0000") })
+	testkit.Eventually(t, 30*time.Second, "the stuck agent disconnected", func() bool { return !ts.Agents().IsAgentConnected("pause-0000") })
 	detected := time.Since(start)
 	stopBeating()
 
@@ -261,23 +262,19 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	back := time.Now()
 	ran := &executions{byID: map[string]int{}}
 	chaosAgent(t, ts, "pause-0000", keys[0], 0, ran)
-	deadline := time.Now().Add(60 * time.Second)
 	// Counted by status, not read command by command: 40 payloads of 256 KiB read 20 times a
 	// second would take the server's CPU.
 	allDone := func() bool {
 		n, _ := ts.Database().CountCommands(t.Context(), "pause-0000")
 		return n[models.CommandStatusCompleted] == len(stuckCmds)
 	}
-	for !allDone() {
-		if time.Now().After(deadline) {
-			statuses := map[string]int{}
-			for _, id := range stuckCmds {
-				c, _ := ts.Database().GetCommand(t.Context(), id)
-				statuses[fmt.Sprintf("%s/attempts=%d", c.Status, c.Attempts)]++
-			}
-			t.Fatalf("the stuck agent's commands did not all complete within 60 s of its return: %v\nserver log tail:\n%s", statuses, tail(ts.logs.String(), 4000))
+	if err := testkit.WaitFor(60*time.Second, allDone); err != nil {
+		statuses := map[string]int{}
+		for _, id := range stuckCmds {
+			c, _ := ts.Database().GetCommand(t.Context(), id)
+			statuses[fmt.Sprintf("%s/attempts=%d", c.Status, c.Attempts)]++
 		}
-		time.Sleep(100 * time.Millisecond)
+		t.Fatalf("the stuck agent's commands did not all complete within 60 s of its return: %v\nserver log tail:\n%s", statuses, tail(ts.logs.String(), 4000))
 	}
 	ran.check(t, len(stuckCmds)) // each once: the agent drops a command id it already ran
 	deliveries := 0
@@ -300,7 +297,7 @@ func TestChaosMalformedFlood(t *testing.T) {
 	keys := provisionAgents(t, ts, "flood", 21)
 	ran := &executions{byID: map[string]int{}}
 	chaosAgent(t, ts, "flood-0000", keys[0], 0, ran)
-	waitFor(t, 10*time.Second, "the agent connected", func() bool { return ts.Agents().IsAgentConnected("flood-0000") })
+	testkit.Eventually(t, 10*time.Second, "the agent connected", func() bool { return ts.Agents().IsAgentConnected("flood-0000") })
 	browser, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+mint(t, "ops", "o1", auth.RoleOperator, time.Hour), nil)
 	if browser == nil {
 		t.Fatalf("browser: %d", status)
@@ -318,7 +315,7 @@ func TestChaosMalformedFlood(t *testing.T) {
 			}
 		}
 	}()
-	baseline := stableGoroutines()
+	baseline := testkit.SteadyGoroutines()
 
 	host := strings.TrimPrefix(ts.base, "http://")
 	wsBase := "ws://" + host
@@ -408,8 +405,8 @@ func TestChaosMalformedFlood(t *testing.T) {
 	}
 	attackers.Wait()
 	floodTook := time.Since(start)
-	waitFor(t, 10*time.Second, "every event received", func() bool { return received.Load() == 100 })
-	waitFor(t, 10*time.Second, "every command completed", func() bool { return ts.allCompleted(t, ids) })
+	testkit.Eventually(t, 10*time.Second, "every event received", func() bool { return received.Load() == 100 })
+	testkit.Eventually(t, 10*time.Second, "every command completed", func() bool { return ts.allCompleted(t, ids) })
 	got := map[int]int64{}
 	closes.Range(func(k, v any) bool { got[k.(int)] = v.(*atomic.Int64).Load(); return true })
 	if got[gorilla.CloseProtocolError] != 20 || got[gorilla.ClosePolicyViolation] != 20 || badHTTP.Load() != 200 {
@@ -420,30 +417,10 @@ func TestChaosMalformedFlood(t *testing.T) {
 	}
 	// The test's own idle keep-alive connections hold goroutines on both sides: close them.
 	http.DefaultClient.CloseIdleConnections()
-	deadline := time.Now().Add(15 * time.Second)
-	for runtime.NumGoroutine() > baseline+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%d goroutines, %d before the flood:\n%s", runtime.NumGoroutine(), baseline, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.GoroutinesBackTo(t, 15*time.Second, baseline+2)
 	t.Logf("malformed flood: 20 browsers × 100 KiB of junk (1002 each), 20 agents × 12 malformed frames (1008 each), "+
 		"200 garbage bodies (400 each), 10 non-HTTP peers, over %v; the honest browser got 100/100 events and the agent "+
 		"completed %d/%d commands; goroutines %d before, %d after", floodTook.Round(time.Millisecond), len(ids), len(ids), baseline, runtime.NumGoroutine())
-}
-
-// stableGoroutines waits for the goroutine count to hold still for 100 ms (connections just
-// made finish starting theirs) and returns it.
-func stableGoroutines() int {
-	n := runtime.NumGoroutine()
-	for still := 0; still < 10; still++ {
-		time.Sleep(10 * time.Millisecond)
-		if m := runtime.NumGoroutine(); m != n {
-			n, still = m, 0
-		}
-	}
-	return n
 }
 
 // readUntil reads frames until one of type typ.

@@ -14,6 +14,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // clusterOf starts n in-process replicas on one fresh PostgreSQL schema; with redis they
@@ -75,10 +76,7 @@ func BenchmarkClusterCommand(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer agent.Close()
-			deadline := time.Now().Add(10 * time.Second)
-			for !entry.Agents().IsAgentConnected("bench-1") && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
+			testkit.Eventually(b, 10*time.Second, "bench-1 connected", func() bool { return entry.Agents().IsAgentConnected("bench-1") })
 			b.ResetTimer()
 			reportPercentiles(b, commandLatencies(b, entry.base, "bench-1", agent))
 		})

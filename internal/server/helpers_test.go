@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
@@ -29,29 +29,11 @@ const (
 	testService = "service-token-for-tests"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testServer is a real server on a loopback port with a fresh database.
 type testServer struct {
 	*Server
 	base string // http://127.0.0.1:port
-	logs *syncBuffer
+	logs *testkit.LockedBuffer
 	stop func()
 }
 
@@ -94,7 +76,7 @@ func startServer(t testing.TB, dialect string, mutate ...func(*Config)) *testSer
 	for _, f := range mutate {
 		f(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LockedBuffer{}
 	level := slog.LevelInfo
 	if cfg.LogLevel == "debug" {
 		level = slog.LevelDebug

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -80,7 +81,7 @@ func TestClientStringsStoredWithinBounds(t *testing.T) {
 			t.Fatalf("first frame %v", f)
 		}
 		var stored string
-		waitFor(t, 5*time.Second, "the connection recorded", func() bool {
+		testkit.Eventually(t, 5*time.Second, "the connection recorded", func() bool {
 			return ts.Database().SQL().QueryRowContext(ctx, "SELECT user_agent FROM connections WHERE session_id = 's1'").Scan(&stored) == nil
 		})
 		if len(stored) > models.MaxUserAgentLen || len(stored) < models.MaxUserAgentLen-1 || !utf8.ValidString(stored) || !strings.HasPrefix(ua, stored) {

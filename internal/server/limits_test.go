@@ -12,6 +12,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // Upgrades from one address beyond the rate are answered 429 with Retry-After, browsers and
@@ -124,16 +125,14 @@ func closeAndReopen(t *testing.T, conn *gorilla.Conn, ts *testServer, token stri
 	t.Helper()
 	_ = conn.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	_ = conn.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		again, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+token, nil)
-		if again != nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a closed connection never gave its place back: %d", status)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var status int
+	reopened := func() bool {
+		again, code, _ := ts.dialWS(t, "/api/v1/ws/sessions?token="+token, nil)
+		status = code
+		return again != nil
+	}
+	if err := testkit.WaitFor(5*time.Second, reopened); err != nil {
+		t.Fatalf("a closed connection never gave its place back: %d", status)
 	}
 }
 

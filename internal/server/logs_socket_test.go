@@ -11,6 +11,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -43,7 +44,7 @@ func TestLogsSocketRoute(t *testing.T) {
 				t.Fatalf("agent refused: %d", status)
 			}
 			// The upgrade answers before the hub has registered the connection.
-			waitFor(t, 5*time.Second, "the agent's registration", func() bool { return ts.Agents().IsAgentConnected("docker-1") })
+			testkit.Eventually(t, 5*time.Second, "the agent's registration", func() bool { return ts.Agents().IsAgentConnected("docker-1") })
 			as := func(role auth.Role) http.Header {
 				return http.Header{"Authorization": {"Bearer " + mint(t, "x", "acme", role, time.Hour)}}
 			}

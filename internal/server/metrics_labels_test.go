@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // metricLabels are the only label names the server's metrics use; each takes its values from
@@ -53,17 +54,14 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 
 	// The agent's frames are counted as they are read: wait for its close.
 	var families []*dto.MetricFamily
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	closed := func() bool {
 		var err error
 		if families, err = ts.registry.Gather(); err != nil {
 			t.Fatal(err)
 		}
-		if counted(families, "streamspace_disconnects_total") >= 1 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+		return counted(families, "streamspace_disconnects_total") >= 1
 	}
+	_ = testkit.WaitFor(5*time.Second, closed) // on a timeout the checks below say what is missing
 	var names []string
 	for _, f := range families {
 		if !strings.HasPrefix(f.GetName(), "streamspace_") {

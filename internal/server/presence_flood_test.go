@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
@@ -45,7 +46,7 @@ func TestPresenceFloodBounded(t *testing.T) {
 		}
 		// Every connection is gone once its row is; a session.disconnected follows its
 		// session.connected, so the events are all in once the counts match after a marker.
-		waitFor(t, 10*time.Second, "every connection's row gone", func() bool {
+		testkit.Eventually(t, 10*time.Second, "every connection's row gone", func() bool {
 			n, err := ts.Database().CountConnections(ctx, "s1")
 			if err != nil {
 				t.Fatal(err)

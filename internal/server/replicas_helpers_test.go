@@ -4,41 +4,26 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
-)
 
-// buildServer compiles the server binary once per test run, so replicas are real processes
-// that can be killed without any cleanup running.
-var buildServer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "streamspace-replicas-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "streamspace-realtime")
-	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/streamspace-realtime").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
+)
 
 // replicaProc is one server process.
 type replicaProc struct {
 	name string
 	base string // http://127.0.0.1:port
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testkit.LockedBuffer
 	done chan struct{}
 }
 
@@ -46,17 +31,14 @@ type replicaProc struct {
 // (SIGTERM, then SIGKILL) when the test ends.
 func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 	t.Helper()
-	bin, err := buildServer()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := testkit.StaticBinary(t) // a real process, which can be killed without any cleanup running
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	p := &replicaProc{name: name, base: "http://" + addr, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &replicaProc{name: name, base: "http://" + addr, log: &testkit.LockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"serve", "--addr", addr, "--replica", name}, args...)...)
 	p.cmd.Env = append(os.Environ(), "STREAMSPACE_LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -79,23 +61,18 @@ func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 			t.Logf("replica %s log tail:\n%s", name, tail(p.log.String(), 3000))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if resp, err := http.Get(p.base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return p
-			}
-		}
+	started := func() bool {
 		select {
 		case <-p.done:
 			t.Fatalf("replica %s exited at start:\n%s", name, tail(p.log.String(), 3000))
-		case <-time.After(50 * time.Millisecond):
+		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica %s not ready:\n%s", name, tail(p.log.String(), 3000))
-		}
+		return p.ready()
 	}
+	if err := testkit.WaitFor(60*time.Second, started); err != nil {
+		t.Fatalf("replica %s not ready:\n%s", name, tail(p.log.String(), 3000))
+	}
+	return p
 }
 
 // kill ends the process abruptly: no shutdown, no cleanup, claims left in Redis.

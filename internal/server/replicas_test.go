@@ -20,6 +20,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -140,7 +141,7 @@ func TestThreeReplicas(t *testing.T) {
 	runCtx, stopAgents := context.WithCancel(ctx)
 	var agentsWG sync.WaitGroup
 	// The agents' own logs, shown for the agents a failed wait names.
-	agentLogs := &syncBuffer{}
+	agentLogs := &testkit.LockedBuffer{}
 	quiet := slog.New(slog.NewTextHandler(agentLogs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	for i := range agents {
 		ids[i] = fmt.Sprintf("rep-%03d", i)
@@ -183,7 +184,7 @@ func TestThreeReplicas(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 2*time.Minute, "300 agents online", func() bool { return len(listAgents(b)) == agents })
+	testkit.Eventually(t, 2*time.Minute, "300 agents online", func() bool { return len(listAgents(b)) == agents })
 	spread := map[string]int{}
 	for _, r := range listAgents(a) {
 		spread[r]++
@@ -246,7 +247,7 @@ func TestThreeReplicas(t *testing.T) {
 				t.Errorf("command for %s not accepted: %d %v", sid, code, err)
 				return
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // kept: a retry's pause while no replica takes the command
 		}
 	}
 	runPhase := func(from, to int, inOutage bool, during func(n int)) {
@@ -297,32 +298,26 @@ func TestThreeReplicas(t *testing.T) {
 		}
 		return len(astray) == 0, fmt.Sprintf("%d online; not online on a or b: %v", len(m), astray[:min(10, len(astray))])
 	}
-	for deadline := time.Now().Add(2 * time.Minute); ; {
-		ok, state := backOnAB()
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			var lines []string
-			for _, l := range strings.Split(agentLogs.String(), "\n") {
-				if strings.Contains(state, agentOf(l)+"@") && agentOf(l) != "" {
-					lines = append(lines, l)
-				}
+	if err := testkit.WaitFor(2*time.Minute, func() bool { ok, _ := backOnAB(); return ok }); err != nil {
+		_, state := backOnAB()
+		var lines []string
+		for _, l := range strings.Split(agentLogs.String(), "\n") {
+			if strings.Contains(state, agentOf(l)+"@") && agentOf(l) != "" {
+				lines = append(lines, l)
 			}
-			t.Fatalf("c's agents not back on a and b within 2 min: %s\nthose agents' logs:\n%s", state, tail(strings.Join(lines, "\n"), 4000))
 		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatalf("c's agents not back on a and b within 2 min: %s\nthose agents' logs:\n%s", state, tail(strings.Join(lines, "\n"), 4000))
 	}
 	t.Logf("all agents online on a and b %v after c was killed", time.Since(killedAt).Round(time.Millisecond))
-	waitFor(t, 2*time.Minute, "phase 1 completed", func() bool { return completed() == int(submitted.Load()) })
+	testkit.Eventually(t, 2*time.Minute, "phase 1 completed", func() bool { return completed() == int(submitted.Load()) })
 
 	// Phase 2: Redis stops; replicas keep taking commands; Redis comes back.
 	redisSrv.Stop(t)
-	waitFor(t, 30*time.Second, "replicas report not ready", func() bool { return !a.ready() && !b.ready() })
+	testkit.Eventually(t, 30*time.Second, "replicas report not ready", func() bool { return !a.ready() && !b.ready() })
 	runPhase(phase1, phase1+outage, true, nil)
 	redisSrv.Restart(t)
 	restarted := time.Now()
-	waitFor(t, time.Minute, "replicas ready again", func() bool { return a.ready() && b.ready() })
+	testkit.Eventually(t, time.Minute, "replicas ready again", func() bool { return a.ready() && b.ready() })
 	readyAfter := time.Since(restarted)
 	// Delivery across replicas: an event published on a reaches b's browser, and the commands
 	// of the outage complete.
@@ -337,14 +332,7 @@ func TestThreeReplicas(t *testing.T) {
 		if code, err := a.call(ctx, http.MethodPost, "/api/v1/events", ev, nil); code != http.StatusAccepted {
 			t.Fatalf("probe event: %d %v", code, err)
 		}
-		ok := false
-		for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if probeB.count("session.updated", fmt.Sprintf("org-1-probe-%d", n)) == 1 {
-				ok = true
-				break
-			}
-		}
-		if ok {
+		if testkit.WaitFor(500*time.Millisecond, func() bool { return probeB.count("session.updated", fmt.Sprintf("org-1-probe-%d", n)) == 1 }) == nil {
 			break
 		}
 		if time.Since(restarted) > time.Minute {
@@ -352,13 +340,13 @@ func TestThreeReplicas(t *testing.T) {
 		}
 	}
 	eventsAfter := time.Since(restarted)
-	waitFor(t, time.Minute, "the outage's commands completed", func() bool { return completed() == int(submitted.Load()) })
+	testkit.Eventually(t, time.Minute, "the outage's commands completed", func() bool { return completed() == int(submitted.Load()) })
 	t.Logf("after Redis restarted: ready in %v, events crossing replicas in %v, outage commands completed in %v",
 		readyAfter.Round(time.Millisecond), eventsAfter.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
 
 	// Phase 3: the rest, on a healthy cluster of two.
 	runPhase(phase1+outage, total, false, nil)
-	waitFor(t, 2*time.Minute, "all commands completed", func() bool { return completed() == total })
+	testkit.Eventually(t, 2*time.Minute, "all commands completed", func() bool { return completed() == total })
 
 	counts, err := d.CountCommands(ctx, "")
 	if err != nil || len(counts) != 1 || counts[models.CommandStatusCompleted] != total {
@@ -374,7 +362,7 @@ func TestThreeReplicas(t *testing.T) {
 			t.Fatalf("fence: %d %v", code, err)
 		}
 	}
-	waitFor(t, 30*time.Second, "the fences on a and b", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the fences on a and b", func() bool {
 		for _, br := range browsers {
 			if br.replica != "c" && br.count("session.updated", br.org+"-fence") == 0 {
 				return false

@@ -18,6 +18,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/redistest"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -96,7 +97,7 @@ func TestGracefulShutdownHandsAgentsOver(t *testing.T) {
 		}
 		return m
 	}
-	waitFor(t, 20*time.Second, "both agents online on a", func() bool {
+	testkit.Eventually(t, 20*time.Second, "both agents online on a", func() bool {
 		s := statuses(b)
 		return s["grace-raw"] == [2]string{"online", "a"} && s["grace-sdk"] == [2]string{"online", "a"}
 	})
@@ -154,7 +155,7 @@ func TestGracefulShutdownHandsAgentsOver(t *testing.T) {
 	if s := statuses(b)["grace-raw"]; s != [2]string{"offline", ""} {
 		t.Fatalf("right after a exited, b shows grace-raw %v, want offline: its claim was not released", s)
 	}
-	waitFor(t, 10*time.Second, "grace-sdk back online on b", func() bool { return statuses(b)["grace-sdk"] == [2]string{"online", "b"} })
+	testkit.Eventually(t, 10*time.Second, "grace-sdk back online on b", func() bool { return statuses(b)["grace-sdk"] == [2]string{"online", "b"} })
 	back := time.Since(start)
 	var answer struct{ CommandID string }
 	if code, err := b.call(ctx, http.MethodPost, "/api/v1/admin/agents/grace-sdk/command",

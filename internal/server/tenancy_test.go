@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -178,7 +179,7 @@ func testCommandResultsReadByTheSessionsOrganization(t *testing.T, dialect strin
 	}
 	sendAgent(t, agent, "complete", map[string]any{"commandId": id, "result": map[string]any{"podName": "pod-b"}})
 	sendAgent(t, agent, "status", map[string]any{"sessionId": "s-b", "state": "deleted"})
-	waitFor(t, 5*time.Second, "command completed and session deleted", func() bool {
+	testkit.Eventually(t, 5*time.Second, "command completed and session deleted", func() bool {
 		c, err := d.GetCommand(ctx, id)
 		_, gerr := d.GetSession(ctx, "s-b")
 		return err == nil && c.Status == models.CommandStatusCompleted && errors.Is(gerr, db.ErrNotFound)
@@ -325,7 +326,7 @@ func testIDsThatAreNotText(t *testing.T, dialect string) {
 	if _, status, _ := ts.dialWS(t, "/api/v1/ws/sessions?session_id=s1&token="+alice, http.Header{"User-Agent": {"Mozilla/5.0 \xff\xfe"}}); status != http.StatusSwitchingProtocols {
 		t.Fatalf("browser with a User-Agent that is not UTF-8: %d", status)
 	}
-	waitFor(t, 5*time.Second, "connection recorded", func() bool {
+	testkit.Eventually(t, 5*time.Second, "connection recorded", func() bool {
 		n, err := ts.Database().CountConnections(ctx, "s1")
 		return err == nil && n == 1
 	})

@@ -1,9 +1,7 @@
-package main
+package browsertest
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,83 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
-
-// freeAddr is a loopback address nothing listens on, for a server that must come back on the
-// same address after a restart.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
-// devServer is one run of `serve --dev` in this process.
-type devServer struct {
-	banner, host, serviceToken string
-	stop                       func()
-}
-
-func startDev(t *testing.T, addr, dbURL string, environ map[string]string) devServer {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errs lockedBuffer
-	banner, done := startServeDevAt(ctx, t, addr, dbURL, environ, &out, &errs)
-	if !strings.Contains(banner, "dev-agent (docker, shared, simulated) runs in this process and is connected") {
-		cancel()
-		t.Fatalf("dev-agent is not connected:\n%s\nstderr:\n%s", banner, errs.String())
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve returned %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("serve did not stop after cancellation")
-		}
-	}
-	t.Cleanup(stop)
-	return devServer{
-		banner:       banner,
-		host:         match(t, banner, `on http://(\S+)`),
-		serviceToken: match(t, banner, `service token: (\S+)`),
-		stop:         stop,
-	}
-}
-
-// startSession asks dev-agent for a session through the admin API, as the banner shows.
-func (d devServer) startSession(t *testing.T, id, user, org string) {
-	t.Helper()
-	payload := fmt.Sprintf(`{"user":%q,"template":"firefox-browser"`, user)
-	if org != "" {
-		payload += fmt.Sprintf(`,"orgId":%q`, org)
-	}
-	status, answer := postJSON(context.Background(), t, "http://"+d.host+"/api/v1/admin/agents/dev-agent/command", d.serviceToken,
-		fmt.Sprintf(`{"action":"start_session","sessionId":%q,"payload":%s}}`, id, payload))
-	if status != http.StatusAccepted {
-		t.Fatalf("start_session %s: %d %v", id, status, answer)
-	}
-}
-
-// publish posts a session event through the service API.
-func (d devServer) publish(t *testing.T, body string) {
-	t.Helper()
-	status, answer := postJSON(context.Background(), t, "http://"+d.host+"/api/v1/events", d.serviceToken, body)
-	if status != http.StatusAccepted {
-		t.Fatalf("publish %s: %d %v", body, status, answer)
-	}
-}
 
 const (
 	// pageConnected is true once the page's events socket is open.
@@ -119,7 +42,7 @@ func TestDashboard(t *testing.T) {
 	page := newBrowser(t)
 
 	// The banner's dashboard line, opened as printed.
-	dashboardURL := match(t, srv.banner, `dashboard:\s+(http://\S+/)\s`)
+	dashboardURL := testkit.Submatch(t, srv.banner, `dashboard:\s+(http://\S+/)\s`)
 	if dashboardURL != "http://"+srv.host+"/" {
 		t.Fatalf("the banner's dashboard line names %s, want http://%s/", dashboardURL, srv.host)
 	}
@@ -239,13 +162,13 @@ func TestDashboardOrgIsolation(t *testing.T) {
 	// Organization B's things first, then A's; each page must show its own.
 	srv.startSession(t, "b-secret-session", "bob", "org-b")
 	srv.publish(t, `{"orgId":"org-b","type":"session.error","sessionId":"b-secret-session","userId":"bob","data":{"error":"b-secret-error"}}`)
-	status, _ := postJSON(context.Background(), t, "http://"+srv.host+"/api/v1/orgs/org-b/broadcast", srv.serviceToken, `{"type":"notice","text":"b-secret-broadcast"}`)
+	status, _ := srv.post(t, "/api/v1/orgs/org-b/broadcast", `{"type":"notice","text":"b-secret-broadcast"}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("broadcast to org-b: %d", status)
 	}
 	srv.startSession(t, "a-session", "alice", "")
 	srv.publish(t, `{"orgId":"default-org","type":"session.created","sessionId":"carol-session","userId":"carol","data":{"template":"a-template"}}`)
-	status, _ = postJSON(context.Background(), t, "http://"+srv.host+"/api/v1/orgs/default-org/broadcast", srv.serviceToken, `{"type":"notice","text":"a-broadcast"}`)
+	status, _ = srv.post(t, "/api/v1/orgs/default-org/broadcast", `{"type":"notice","text":"a-broadcast"}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("broadcast to default-org: %d", status)
 	}
@@ -256,8 +179,10 @@ func TestDashboardOrgIsolation(t *testing.T) {
 	pages["a"].waitFor("a sees its session run", sessionState("a-session")+` === "running"`, pageState, 10*time.Second)
 	pages["a"].waitFor("a sees carol's session and its broadcast", body+`.includes("carol-session") && `+body+`.includes("a-broadcast")`, pageState, 10*time.Second)
 	pages["user"].waitFor("carol sees her own session and the broadcast", body+`.includes("carol-session") && `+body+`.includes("a-broadcast")`, pageState, 10*time.Second)
-	// Let the next session-list check (every 3 s) run before looking for leaks.
-	time.Sleep(3500 * time.Millisecond)
+	// Let a whole session-list check (every 3 s) run before looking for leaks: default-org and
+	// org-b have listeners, so each check counts 2 and 3 more means one began after this point.
+	checks := srv.listChecks(t)
+	testkit.Eventually(t, 15*time.Second, "a session-list check of both organizations", func() bool { return srv.listChecks(t) >= checks+3 })
 
 	for name, p := range pages {
 		var text string

@@ -1,4 +1,4 @@
-package main
+package browsertest
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // The browser tests drive Debian's Chromium (scripts/tools.sh installs it) with chromedp.
@@ -151,24 +153,22 @@ func (p *browserPage) eval(expr string, out any) {
 // (another expression) when it is not within bound.
 func (p *browserPage) waitFor(what, expr, explain string, bound time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(bound)
-	for {
+	var err error
+	holds := func() bool {
 		ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("Boolean("+expr+")"))
-		cancel()
-		if err == nil && ok {
-			return
+		defer cancel()
+		var ok bool
+		ok, err = chromedp.Run(ctx, chromedp.Evaluate[bool]("Boolean("+expr+")"))
+		return err == nil && ok
+	}
+	if testkit.WaitFor(bound, holds) != nil {
+		var state json.RawMessage
+		if explain != "" {
+			ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
+			state, _ = chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](explain))
+			cancel()
 		}
-		if time.Now().After(deadline) {
-			var state json.RawMessage
-			if explain != "" {
-				ctx, cancel := context.WithTimeout(p.ctx, 5*time.Second)
-				state, _ = chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](explain))
-				cancel()
-			}
-			p.t.Fatalf("%s: not within %v (evaluate error %v); page says: %s", what, bound, err, state)
-		}
-		time.Sleep(50 * time.Millisecond)
+		p.t.Fatalf("%s: not within %v (evaluate error %v); page says: %s", what, bound, err, state)
 	}
 }
 

@@ -1,7 +1,6 @@
-package main
+package browsertest
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -71,7 +71,7 @@ func TestJSClient(t *testing.T) {
 		for _, typ := range websocket.EventTypes() {
 			srv.publish(t, fmt.Sprintf(`{"orgId":"default-org","type":%q,"sessionId":"js-1","userId":"someone","data":{}}`, typ))
 		}
-		if status, _ := postJSON(context.Background(), t, "http://"+srv.host+"/api/v1/orgs/default-org/broadcast", srv.serviceToken, `{"type":"maintenance","in":"5m"}`); status != http.StatusAccepted {
+		if status, _ := srv.post(t, "/api/v1/orgs/default-org/broadcast", `{"type":"maintenance","in":"5m"}`); status != http.StatusAccepted {
 			t.Fatalf("broadcast: %d", status)
 		}
 		want := []string{"connected", "sessions_update", "maintenance"}
@@ -94,31 +94,24 @@ func TestJSClient(t *testing.T) {
 		page.eval(`logs.client.close(); true`, nil)
 
 		// log_error: the agent running the session went away.
-		bootstrap := match(t, srv.banner, `--key (\S+)`)
-		agentCtx, stopAgent := context.WithCancel(context.Background())
-		var out, errs lockedBuffer
-		agentDone := make(chan error, 1)
-		go func() {
-			agentDone <- run(agentCtx, []string{"agent", "--server", "http://" + srv.host, "--id", "ghost", "--platform", "docker", "--key", bootstrap}, env(nil), &out, &errs)
-		}()
-		deadline := time.Now().Add(10 * time.Second)
-		for agentStatuses(context.Background(), t, srv.host, srv.serviceToken)["ghost"] != "online" {
-			if time.Now().After(deadline) {
-				stopAgent()
-				t.Fatalf("agent ghost never came online:\n%s", errs.String())
-			}
-			time.Sleep(20 * time.Millisecond)
+		bootstrap := testkit.Submatch(t, srv.banner, `--key (\S+)`)
+		ghost := start(t, nil, "agent", "--server", "http://"+srv.host, "--id", "ghost", "--platform", "docker", "--key", bootstrap)
+		online := func() bool {
+			ghost.exitedEarly(t, "before coming online")
+			return srv.agentStatus(t, "ghost") == "online"
 		}
-		status, answer := postJSON(context.Background(), t, "http://"+srv.host+"/api/v1/admin/agents/ghost/command", srv.serviceToken,
+		if err := testkit.WaitFor(10*time.Second, online); err != nil {
+			t.Fatalf("agent ghost never came online:\n%s", ghost.errs.String())
+		}
+		status, answer := srv.post(t, "/api/v1/admin/agents/ghost/command",
 			`{"action":"start_session","sessionId":"ghost-1","payload":{"user":"ops"}}`)
 		if status != http.StatusAccepted {
-			stopAgent()
 			t.Fatalf("start_session on ghost: %d %v", status, answer)
 		}
 		page.waitFor("ghost-1 runs", `all.messages.some((m) => m.sessionId === "ghost-1" && m.data && m.data.newState === "running")`, `all.types`, 10*time.Second)
-		stopAgent()
-		if err := <-agentDone; err != nil {
-			t.Fatalf("agent ghost: %v", err)
+		ghost.stop(t)
+		if t.Failed() {
+			t.FailNow()
 		}
 		page.eval(fmt.Sprintf(`record("ghostLogs", new rt.RealtimeClient({ token: %s, path: rt.Paths.logs("sim-ghost-1"), reconnectOnNormalClose: false }).start())`,
 			jsString(mint("ops", "operator"))), nil)
