@@ -1,3 +1,6 @@
+// The generic helpers of every handler: JSON answers and errors, request bodies read within
+// their limits, the peer's address, and closing a socket never handed to a hub.
+
 package server
 
 import (
@@ -30,6 +33,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	writeJSON(w, status, errorBody{Error: code, Message: message})
 }
 
+// writeJSON answers status with v as JSON, never cached: answers carry per-caller data.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -1,3 +1,5 @@
+// The middleware every route runs through: request metrics and panic recovery.
+
 package server
 
 import (
