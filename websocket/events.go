@@ -1,6 +1,10 @@
 package websocket
 
-import "time"
+import (
+	"time"
+
+	"github.com/streamspace/streamspace-realtime/internal/auth"
+)
 
 // EventType represents the type of session event for real-time notifications.
 type EventType string
@@ -112,9 +116,10 @@ type OrgContext struct {
 	ExpiresAt time.Time
 }
 
-// seesWholeOrg reports whether the role receives every event of the org.
+// seesWholeOrg reports whether the role receives every event of the org, by the one role
+// order of the server (auth.Role).
 func (o *OrgContext) seesWholeOrg() bool {
-	return o.Role == "operator" || o.Role == "admin"
+	return auth.Role(o.Role).CanSeeWholeOrg()
 }
 
 // BroadcastMessage represents a message to be sent to multiple agents.

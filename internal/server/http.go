@@ -1,38 +1,19 @@
+// The generic helpers of every handler: JSON answers and errors, request bodies read within
+// their limits, the peer's address, and closing a socket never handed to a hub.
+
 package server
 
 import (
-	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	gorilla "github.com/gorilla/websocket"
 )
-
-// httpMetrics count requests by route pattern (bounded) and status code.
-type httpMetrics struct {
-	requests *prometheus.CounterVec
-	refusals *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-}
-
-func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
-	m := &httpMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "streamspace_http_requests_total", Help: "HTTP requests by route and status code.",
-		}, []string{"route", "code"}),
-		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "streamspace_http_refusals_total", Help: "Refused HTTP requests and upgrades by error code.",
-		}, []string{"error"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "streamspace_http_request_seconds", Help: "HTTP request latency by route (upgrades until hijack).",
-		}, []string{"route"}),
-	}
-	reg.MustRegister(m.requests, m.refusals, m.duration)
-	return m
-}
 
 // errorBody is the JSON of every HTTP error (PROTOCOL.md 1).
 type errorBody struct {
@@ -52,6 +33,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, status int, code, 
 	writeJSON(w, status, errorBody{Error: code, Message: message})
 }
 
+// writeJSON answers status with v as JSON, never cached: answers carry per-caller data.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -59,55 +41,71 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// statusRecorder remembers the status for metrics; it passes Hijack
-// through so WebSocket upgrades work behind it.
-type statusRecorder struct {
-	http.ResponseWriter
-	status int
+// unavailable answers 503 for a failure of storage, logged once with its cause.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.Error(what+" failed", "path", r.URL.Path, "err", err)
+	writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "unavailable", Message: "storage unavailable; retry"})
+	s.metrics.refusals.WithLabelValues("unavailable").Inc()
 }
 
-func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
+// readBody reads at most MaxBodyBytes, answering 413 past it.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	return s.readBodyUpTo(w, r, s.cfg.MaxBodyBytes, "body")
+}
+
+// readBodyUpTo reads at most limit bytes, answering 413 past it; what names the body there.
+func (s *Server) readBodyUpTo(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		s.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("%s exceeds %d bytes", what, tooBig.Limit))
+		return nil, false
+	case err != nil:
+		s.fail(w, r, http.StatusBadRequest, "invalid_body", "could not read body")
+		return nil, false
 	}
-	r.ResponseWriter.WriteHeader(code)
+	return raw, true
 }
 
-func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Hijack hands the connection to the WebSocket upgrader.
-func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	r.status = http.StatusSwitchingProtocols
-	return http.NewResponseController(r.ResponseWriter).Hijack()
+// decodeBody reads and decodes a JSON body into v.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	raw, ok := s.readBody(w, r)
+	if !ok {
+		return false
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		s.fail(w, r, http.StatusBadRequest, "invalid_json", "body is not valid JSON of the expected shape: "+jsonProblem(err))
+		return false
+	}
+	return true
 }
 
-func (s *Server) instrument(route string, h http.HandlerFunc) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w}
-		h(rec, r)
-		status := rec.status
-		if status == 0 {
-			status = http.StatusOK
-		}
-		s.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status, "duration", time.Since(start))
-	})
+// jsonProblem describes a decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q has the wrong type", typeErr.Field)
+	}
+	var syntaxErr *json.SyntaxError
+	if errors.As(err, &syntaxErr) {
+		return fmt.Sprintf("syntax error at byte %d", syntaxErr.Offset)
+	}
+	return "malformed"
 }
 
-// recoverPanics turns a handler panic into a logged 500; the process lives on.
-func (s *Server) recoverPanics(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				s.log.Error("handler panic", "path", r.URL.Path, "panic", v)
-				writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal", Message: "internal error"})
-			}
-		}()
-		next.ServeHTTP(w, r)
-	})
+// clientIP is the peer's address as the connection sees it. Forwarded headers are not
+// trusted: a load balancer's would be, but which one is in front is not configured.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// closeSocket closes an upgraded connection that was never handed to a hub.
+func closeSocket(conn *gorilla.Conn, wait time.Duration, code int, reason string) {
+	_ = conn.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(code, reason), time.Now().Add(wait))
+	_ = conn.Close()
 }

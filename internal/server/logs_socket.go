@@ -14,10 +14,11 @@ func (s *Server) handleLogsSocket(w http.ResponseWriter, r *http.Request) {
 	if !s.allowUpgrade(w, r) {
 		return
 	}
-	id, ok := s.authenticateStaff(w, r, "pod logs")
+	scope, ok := s.authorize(w, r, staffSocket("pod logs"))
 	if !ok {
 		return
 	}
+	id := scope.Identity
 	org := orgContext(id)
 	namespace, pod := r.PathValue("namespace"), r.PathValue("pod")
 	target, err := s.manager.ResolveLogs(r.Context(), org, namespace, pod)

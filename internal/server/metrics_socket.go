@@ -10,10 +10,11 @@ func (s *Server) handleMetricsSocket(w http.ResponseWriter, r *http.Request) {
 	if !s.allowUpgrade(w, r) {
 		return
 	}
-	id, ok := s.authenticateStaff(w, r, "organization metrics")
+	scope, ok := s.authorize(w, r, staffSocket("organization metrics"))
 	if !ok {
 		return
 	}
+	id := scope.Identity
 	conn, release, ok := s.upgradeAdmitted(w, r, id)
 	if !ok {
 		return

@@ -2,14 +2,11 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/cluster"
-	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
@@ -33,8 +30,7 @@ type accepted struct {
 }
 
 func (s *Server) handlePublishEvent(w http.ResponseWriter, r *http.Request) {
-	if !auth.ServiceTokenValid(r, s.cfg.ServiceToken) {
-		s.fail(w, r, http.StatusUnauthorized, "unauthorized", "service token required")
+	if _, ok := s.authorize(w, r, serviceOnly); !ok {
 		return
 	}
 	var req publishRequest
@@ -76,21 +72,13 @@ func encodableInUTC(t time.Time) bool {
 // token) and the organization's own admins.
 func (s *Server) handleOrgBroadcast(w http.ResponseWriter, r *http.Request) {
 	org := r.PathValue("org")
-	if !auth.ServiceTokenValid(r, s.cfg.ServiceToken) {
-		token, ok := auth.BearerToken(r)
-		if !ok {
-			s.fail(w, r, http.StatusUnauthorized, "unauthorized", "service token or admin token required")
-			return
-		}
-		id, err := s.verifier.Verify(token)
-		if err != nil {
-			s.fail(w, r, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
-			return
-		}
-		if id.Role != auth.RoleAdmin || id.OrgID != org {
-			s.fail(w, r, http.StatusForbidden, "forbidden", "only the organization's admins may broadcast to it")
-			return
-		}
+	scope, ok := s.authorize(w, r, orgAdminAPI)
+	if !ok {
+		return
+	}
+	if !scope.Service && scope.OrgID != org {
+		s.fail(w, r, http.StatusForbidden, "forbidden", orgAdminAPI.message)
+		return
 	}
 	var body map[string]json.RawMessage
 	raw, ok := s.readBodyUpTo(w, r, min(s.cfg.MaxBroadcastBytes, s.cfg.MaxBodyBytes), "broadcast body")
@@ -118,50 +106,4 @@ func (s *Server) answerPublished(w http.ResponseWriter, r *http.Request, org str
 		return
 	}
 	writeJSON(w, http.StatusAccepted, accepted{Status: "accepted", OrgID: org, Epoch: pos.Epoch, Offset: pos.Offset})
-}
-
-// readBody reads at most MaxBodyBytes, answering 413 past it.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	return s.readBodyUpTo(w, r, s.cfg.MaxBodyBytes, "body")
-}
-
-// readBodyUpTo reads at most limit bytes, answering 413 past it; what names the body there.
-func (s *Server) readBodyUpTo(w http.ResponseWriter, r *http.Request, limit int64, what string) ([]byte, bool) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	var tooBig *http.MaxBytesError
-	switch {
-	case errors.As(err, &tooBig):
-		s.fail(w, r, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("%s exceeds %d bytes", what, tooBig.Limit))
-		return nil, false
-	case err != nil:
-		s.fail(w, r, http.StatusBadRequest, "invalid_body", "could not read body")
-		return nil, false
-	}
-	return raw, true
-}
-
-// decodeBody reads and decodes a JSON body into v.
-func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	raw, ok := s.readBody(w, r)
-	if !ok {
-		return false
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		s.fail(w, r, http.StatusBadRequest, "invalid_json", "body is not valid JSON of the expected shape: "+jsonProblem(err))
-		return false
-	}
-	return true
-}
-
-// jsonProblem describes a decoding error without echoing the body.
-func jsonProblem(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		return fmt.Sprintf("field %q has the wrong type", typeErr.Field)
-	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) {
-		return fmt.Sprintf("syntax error at byte %d", syntaxErr.Offset)
-	}
-	return "malformed"
 }

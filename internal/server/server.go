@@ -22,6 +22,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/internal/agentadmin"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/web"
@@ -32,12 +33,14 @@ import (
 // HTTP. It is safe for concurrent use; Serve runs it and Shutdown (or the
 // cancellation of Serve's context) stops it, once.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	db       *db.Database
-	cluster  *redisCluster // nil on a single node
-	manager  *websocket.Manager
-	agents   *websocket.AgentHub
+	cfg     Config
+	log     *slog.Logger
+	db      *db.Database
+	cluster *redisCluster // nil on a single node
+	manager *websocket.Manager
+	agents  *websocket.AgentHub
+	// admin is the administration of agents behind the agent and admin APIs.
+	admin    *agentadmin.Service
 	verifier *auth.Verifier
 	origins  *auth.OriginPolicy
 	registry *prometheus.Registry
@@ -155,13 +158,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Registerer:       registry,
 	})
 	s := &Server{
-		kube:         ownKube,
-		cfg:          cfg,
-		log:          log,
-		db:           database,
-		cluster:      rc,
-		manager:      manager,
-		agents:       agents,
+		kube:    ownKube,
+		cfg:     cfg,
+		log:     log,
+		db:      database,
+		cluster: rc,
+		manager: manager,
+		agents:  agents,
+		admin: agentadmin.New(database, agents, manager, agentadmin.Config{
+			DefaultOrg: cfg.DefaultOrg, BootstrapKey: cfg.AgentBootstrapKey, AutoApprove: cfg.AgentAutoApprove, Logger: log,
+		}),
 		verifier:     verifier,
 		origins:      origins,
 		registry:     registry,

@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"net"
 	"net/http"
 
 	gorilla "github.com/gorilla/websocket"
@@ -11,24 +10,6 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
-
-// authenticate checks the Origin and the browser token, in that order, and
-// answers the refusal itself (403 or 401) when they fail.
-func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Identity, bool) {
-	if !s.origins.Allowed(r) {
-		s.fail(w, r, http.StatusForbidden, "forbidden_origin", "origin not allowed")
-		return auth.Identity{}, false
-	}
-	token, err := auth.TokenFromRequest(r)
-	if err == nil {
-		var id auth.Identity
-		if id, err = s.verifier.Verify(token); err == nil {
-			return id, true
-		}
-	}
-	s.fail(w, r, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
-	return auth.Identity{}, false
-}
 
 // orgContext is the only way an OrgContext is made: from verified claims.
 func orgContext(id auth.Identity) *websocket.OrgContext {
@@ -47,10 +28,11 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 	if !s.allowUpgrade(w, r) {
 		return
 	}
-	id, ok := s.authenticate(w, r)
+	scope, ok := s.authorize(w, r, browserSocket)
 	if !ok {
 		return
 	}
+	id := scope.Identity
 	q := r.URL.Query()
 	since := q.Get("since")
 	if since != "" {
@@ -115,25 +97,4 @@ func (s *Server) upgradeAdmitted(w http.ResponseWriter, r *http.Request, id auth
 		return nil, nil, false
 	}
 	return conn, release, true
-}
-
-// authenticateStaff is authenticate for endpoints of operators and admins: other roles get
-// 403 forbidden_role, saying what is reserved.
-func (s *Server) authenticateStaff(w http.ResponseWriter, r *http.Request, what string) (auth.Identity, bool) {
-	id, ok := s.authenticate(w, r)
-	if ok && id.Role != auth.RoleOperator && id.Role != auth.RoleAdmin {
-		s.fail(w, r, http.StatusForbidden, "forbidden_role", what+" are for operators and admins")
-		return auth.Identity{}, false
-	}
-	return id, ok
-}
-
-// clientIP is the peer's address as the connection sees it. Forwarded headers are not
-// trusted: a load balancer's would be, but which one is in front is not configured.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
