@@ -2,157 +2,182 @@ package websocket
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// dispatchLoop delivers the agent's commands. Its first pass sends every command waiting for
-// the agent, the unacknowledged ones of earlier connections included, in creation order; later
-// passes, woken by new commands or by the check loop, send what is pending and what the check
-// loop wants sent again. One goroutine per connection keeps deliveries in order.
-func (c *AgentConnection) dispatchLoop() {
-	defer c.pumpDone()
-	defer c.cancelDispatch()
-	ctx := c.dispatchCtx // cancelled by closeWith: a pass blocked on the database ends with the connection
-	first := true
-	for {
-		if c.deliverPass(ctx, first) {
-			first = false
-			c.retry.Store(false)
-		} else {
-			c.retry.Store(true)
-		}
-		select {
-		case <-c.wake:
-		case <-c.done:
-			return
-		}
+// deliveries is one connection's part of the command life: the wake-up of its dispatcher, the
+// commands delivered on it and not yet acknowledged, and the timing of their acks (flight).
+// The commandBook runs the dispatcher (serve) and records the agent's answers; the connection
+// only reports the frames it queues and writes and the time its reader spends on frames.
+type deliveries struct {
+	agentID string
+	out     chan<- []byte   // the connection's Send
+	done    <-chan struct{} // closed when the connection starts closing
+	// ctx bounds the dispatcher's database calls; stop cancels it, so a pass blocked on the
+	// database ends with the connection.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{} // capacity 1: the dispatcher has work
+	retry  atomic.Bool   // the last delivery pass failed; the check loop wakes it again
+	flight inflight
+}
+
+func newDeliveries(parent context.Context, agentID string, out chan<- []byte, done <-chan struct{}) *deliveries {
+	d := &deliveries{agentID: agentID, out: out, done: done, wake: make(chan struct{}, 1)}
+	d.ctx, d.cancel = context.WithCancel(parent)
+	return d
+}
+
+// wakeUp asks the dispatcher for a delivery pass; wake-ups while one is pending merge.
+func (d *deliveries) wakeUp() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
 	}
 }
 
-// deliverPass sends resends, then waiting commands, until none are left. It reports false when
-// the database failed, so the check loop wakes the dispatcher again later.
-func (c *AgentConnection) deliverPass(ctx context.Context, includeSent bool) bool {
-	h := c.hub
-	for _, id := range c.takeResends() {
-		if !c.resendOne(ctx, c.inflightCommand(id)) {
-			return false
-		}
-	}
-	for {
-		limit := deliverBatch
-		if includeSent {
-			limit = firstPassLimit
-		}
-		now := h.cfg.Clock.Now()
-		// Claiming marks the batch sent (attempt+1) in one statement; a command claimed and
-		// then lost with the connection is claimed again by the next one.
-		cmds, err := h.store.ClaimCommands(ctx, c.AgentID, includeSent, limit, now)
-		if err != nil {
-			if !c.closing() {
-				h.cfg.Logger.Warn("claiming waiting commands failed", "agent_id", c.AgentID, "err", err)
-			}
-			return false
-		}
-		for _, cmd := range cmds {
-			if !c.send(cmd, cmd.Attempts, now) {
-				return false
-			}
-		}
-		if len(cmds) < limit {
-			return true
-		}
-		// Unacknowledged commands past the first firstPassLimit wait for the next connection;
-		// pending ones keep coming in batches.
-		includeSent = false
-	}
-}
+// stop ends the dispatcher's database calls; the connection calls it when it starts closing.
+func (d *deliveries) stop() { d.cancel() }
 
-// resendOne marks a late command sent once more and queues it. A command that moved on
-// meanwhile (acknowledged, finished) is skipped: the guarded update refuses it.
-func (c *AgentConnection) resendOne(ctx context.Context, cmd *models.AgentCommand) bool {
-	if cmd == nil {
-		return true // acknowledged since the check loop asked
-	}
-	h := c.hub
-	now := h.cfg.Clock.Now()
-	attempt, ok, err := h.store.MarkCommandSent(ctx, cmd.CommandID, now)
-	if err != nil {
-		if !c.closing() {
-			h.cfg.Logger.Warn("marking command sent failed", "agent_id", c.AgentID,
-				"command_id", cmd.CommandID, "err", err)
-		}
+func (d *deliveries) closing() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
 		return false
 	}
-	if !ok {
-		c.untrack(cmd.CommandID)
+}
+
+// queue puts a command frame on the connection's queue, waiting for room while the connection
+// lives: a slow agent slows its own deliveries, never anyone else's, and loses none.
+func (d *deliveries) queue(frame []byte) bool {
+	select {
+	case d.out <- frame:
+		d.flight.frameQueued()
 		return true
+	case <-d.done:
+		return false
 	}
-	return c.send(*cmd, attempt, now)
 }
 
-// send tracks a command as delivered and queues its frame. Only this connection's dispatcher
-// sends commands, so the frame's number is the one after those queued so far (frames of
-// other kinds queued meanwhile only make the ack timeout start a little later).
-func (c *AgentConnection) send(cmd models.AgentCommand, attempt int, now time.Time) bool {
-	c.track(cmd, attempt, now, c.queuedFrames.Load()+1)
-	if attempt > 1 {
-		c.hub.metrics.commands.WithLabelValues("resent").Inc()
-	} else {
-		c.hub.metrics.commands.WithLabelValues(models.CommandStatusSent).Inc()
-	}
-	return c.pushWait(commandFrame(cmd, attempt, now))
+// inflight is the ack-timing of one connection: the commands delivered on it and not yet
+// acknowledged, and what tells a late ack from an agent still reading its backlog (which
+// frames reached the socket, which the agent answered, and how long the reader spent on
+// frames instead of reading). The zero value is ready to use.
+type inflight struct {
+	// queued numbers the frames queued on the connection, written counts those the writer
+	// wrote: a command's ack timeout runs from when its frame reached the socket, not from
+	// when it joined a queue that a slow agent may take long to drain.
+	queued, written atomic.Uint64
+	// The reader's time spent handling frames (database work) rather than reading: a
+	// command's ack timeout leaves it out, since the agent's answers wait in the socket
+	// meanwhile. handlingSince is when the frame under way began (Unix nanoseconds on the
+	// hub's clock, 0 between frames); handled sums the frames done.
+	handlingSince, handled atomic.Int64
+
+	// Guarded by mu: commands delivered and not yet acknowledged, and the ones the check loop
+	// wants sent again.
+	mu     sync.Mutex
+	cmds   map[string]inflightCommand
+	resend []string
+	// reachedFrame is the highest frame number of a command the agent answered (ack,
+	// complete, failed), at lastAnswer: frames arrive in order, so the agent has read every
+	// frame up to it, and is still reading towards those after it.
+	reachedFrame  uint64
+	lastAnswer    time.Time
+	answerStalled time.Duration // stalled() at lastAnswer
 }
 
-func (c *AgentConnection) track(cmd models.AgentCommand, attempt int, at time.Time, frame uint64) {
-	stalled := c.stalled(at)
-	c.flightMu.Lock()
-	c.inflight[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, stalled: stalled, frame: frame}
-	c.flightMu.Unlock()
+// inflightCommand is a delivered command waiting for its ack.
+type inflightCommand struct {
+	cmd     models.AgentCommand
+	attempt int
+	sentAt  time.Time     // when its frame was queued, then when it was seen written
+	stalled time.Duration // the connection's stalled() at sentAt
+	frame   uint64        // its frame's number among the queued frames
+}
+
+// frameQueued counts a frame put on the connection's queue, frameWritten one the writer wrote.
+func (f *inflight) frameQueued()  { f.queued.Add(1) }
+func (f *inflight) frameWritten() { f.written.Add(1) }
+
+// nextFrame is the number the next frame queued will have.
+func (f *inflight) nextFrame() uint64 { return f.queued.Load() + 1 }
+
+// handlingStarted and handlingEnded bracket the reader's handling of one frame.
+func (f *inflight) handlingStarted(at time.Time) { f.handlingSince.Store(at.UnixNano()) }
+func (f *inflight) handlingEnded(took time.Duration) {
+	f.handled.Add(int64(took))
+	f.handlingSince.Store(0)
+}
+
+// stalled is how long, up to now, the reader spent handling this agent's frames instead of
+// reading the next ones. Read while a frame is under way it may count that frame twice, which
+// only makes a timeout a little longer.
+func (f *inflight) stalled(now time.Time) time.Duration {
+	d := time.Duration(f.handled.Load())
+	if since := f.handlingSince.Load(); since != 0 {
+		d += now.Sub(time.Unix(0, since))
+	}
+	return d
+}
+
+func (f *inflight) track(cmd models.AgentCommand, attempt int, at time.Time, frame uint64) {
+	stalled := f.stalled(at)
+	f.mu.Lock()
+	if f.cmds == nil {
+		f.cmds = make(map[string]inflightCommand)
+	}
+	f.cmds[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, stalled: stalled, frame: frame}
+	f.mu.Unlock()
 }
 
 // answered records that the agent answered command id at now: it has read the command's
 // frame, and every frame before it.
-func (c *AgentConnection) answered(id string, now time.Time) {
-	c.flightMu.Lock()
-	defer c.flightMu.Unlock()
-	if f, ok := c.inflight[id]; ok && f.frame > c.reachedFrame {
-		c.reachedFrame = f.frame
+func (f *inflight) answered(id string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.cmds[id]; ok && c.frame > f.reachedFrame {
+		f.reachedFrame = c.frame
 	}
-	if now.After(c.lastAnswer) {
-		c.lastAnswer = now
-		c.answerStalled = c.stalled(now)
+	if now.After(f.lastAnswer) {
+		f.lastAnswer = now
+		f.answerStalled = f.stalled(now)
 	}
 }
 
-func (c *AgentConnection) untrack(id string) {
-	c.flightMu.Lock()
-	delete(c.inflight, id)
-	c.flightMu.Unlock()
+func (f *inflight) untrack(id string) {
+	f.mu.Lock()
+	delete(f.cmds, id)
+	f.mu.Unlock()
 }
 
-func (c *AgentConnection) inflightCommand(id string) *models.AgentCommand {
-	c.flightMu.Lock()
-	defer c.flightMu.Unlock()
-	f, ok := c.inflight[id]
+// command returns the delivered command id, or nil when it was acknowledged meanwhile.
+func (f *inflight) command(id string) *models.AgentCommand {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
 	if !ok {
-		return nil // acknowledged since the check loop asked
+		return nil
 	}
-	return &f.cmd
+	return &c.cmd
 }
 
-func (c *AgentConnection) hasResends() bool {
-	c.flightMu.Lock()
-	defer c.flightMu.Unlock()
-	return len(c.resend) > 0
+func (f *inflight) hasResends() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.resend) > 0
 }
 
-func (c *AgentConnection) takeResends() []string {
-	c.flightMu.Lock()
-	defer c.flightMu.Unlock()
-	ids := c.resend
-	c.resend = nil
+func (f *inflight) takeResends() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := f.resend
+	f.resend = nil
 	return ids
 }
 
@@ -162,35 +187,35 @@ func (c *AgentConnection) takeResends() []string {
 // still waits in the queue is not late: its timeout starts again, so that an agent busy
 // reading a backlog is not sent the backlog a second time. Nor does the time the reader spent
 // on this agent's frames count (a slow database): the agent's answers were waiting for it.
-func (c *AgentConnection) overdue(now time.Time, ackTimeout time.Duration, maxAttempts int) (exhausted []inflightCommand) {
-	written := c.writtenFrames.Load()
-	stalled := c.stalled(now)
-	c.flightMu.Lock()
-	defer c.flightMu.Unlock()
-	for id, f := range c.inflight {
-		if f.frame > written {
-			f.sentAt, f.stalled = now, stalled
-			c.inflight[id] = f
+func (f *inflight) overdue(now time.Time, ackTimeout time.Duration, maxAttempts int) (exhausted []inflightCommand) {
+	written := f.written.Load()
+	stalled := f.stalled(now)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, c := range f.cmds {
+		if c.frame > written {
+			c.sentAt, c.stalled = now, stalled
+			f.cmds[id] = c
 			continue
 		}
 		// Past the last command the agent answered, the agent is still reading: its timeout
 		// runs from that answer, so an agent working through a backlog is not sent it twice.
 		// A command before it was read and left unanswered: it is late from its own delivery.
-		since, stalledSince := f.sentAt, f.stalled
-		if f.frame > c.reachedFrame && c.lastAnswer.After(since) {
-			since, stalledSince = c.lastAnswer, c.answerStalled
+		since, stalledSince := c.sentAt, c.stalled
+		if c.frame > f.reachedFrame && f.lastAnswer.After(since) {
+			since, stalledSince = f.lastAnswer, f.answerStalled
 		}
 		if now.Sub(since)-(stalled-stalledSince) < ackTimeout {
 			continue
 		}
-		if f.attempt >= maxAttempts {
-			exhausted = append(exhausted, f)
-			delete(c.inflight, id)
+		if c.attempt >= maxAttempts {
+			exhausted = append(exhausted, c)
+			delete(f.cmds, id)
 			continue
 		}
-		f.sentAt, f.stalled = now, stalled
-		c.inflight[id] = f
-		c.resend = append(c.resend, id)
+		c.sentAt, c.stalled = now, stalled
+		f.cmds[id] = c
+		f.resend = append(f.resend, id)
 	}
 	return exhausted
 }
