@@ -8,7 +8,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
-
 )
 
 // AgentConnection represents a single agent's WebSocket connection.

@@ -43,13 +43,14 @@ import (
 type AgentHub struct {
 	cfg     AgentHubConfig
 	metrics *agentMetrics
-	dir     cluster.Directory
-	link    *replicaLink // claims, wake-ups and orders to the other replicas
+	dir     cluster.Directory // the cluster directory; the log relay sends through it too
+	link    *replicaLink      // claims, wake-ups and orders to the other replicas
 
-	registry *agentRegistry  // this replica's connections
-	commands *commandBook    // every command's life
+	// The hub keeps the registry and the lifecycle; each other responsibility has its type.
+	registry *agentRegistry  // this replica's connections, in agreement with the database and the directory
+	commands *commandBook    // every command's life: submit to final state
 	beats    *heartbeatBatch // heartbeats on their way to the database
-	statuses *statusRecorder // session status reports into session rows and events
+	statuses *statusRecorder // agents' session status reports into session rows and events
 	run      hubRun          // Run's loop and the stop
 	ctx      context.Context // store calls; cancelled at the end of Stop
 	checks   atomic.Uint64   // completed check passes, so tests can wait for one
@@ -166,6 +167,7 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	defer cancel()
 	old, err := h.registry.add(ctx, conn, func() { h.commands.attach(conn.cmds) })
 	if err != nil {
+		conn.cmds.stop()
 		return err
 	}
 	if old != nil {
