@@ -146,12 +146,12 @@ func TestNewAgentHubWithRedis(t *testing.T) {
 
 	client, _ := redistest.Client(t)
 	h := NewAgentHubWithRedis(d, client)
-	if _, ok := h.dir.(*cluster.RedisDirectory); !ok || h.owned == nil {
+	if _, ok := h.dir.(*cluster.RedisDirectory); !ok || h.link.owned == nil {
 		t.Fatalf("with a client: directory %T", h.dir)
 	}
 	go h.Run()
 	h.Stop()
-	if err := h.owned.Ready(t.Context()); err == nil {
+	if err := h.link.owned.Ready(t.Context()); err == nil {
 		t.Fatal("the hub's Redis node still subscribed after Stop")
 	}
 

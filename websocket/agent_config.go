@@ -70,6 +70,24 @@ type EventPublisher interface {
 
 var _ EventPublisher = (*Notifier)(nil)
 
+// sessionEvents publishes the session events the agent side makes (a session created with its
+// command, a state an agent reported) through the configured publisher, if any. A failure is
+// logged and dropped: the session row it reports is already written.
+type sessionEvents struct {
+	pub    EventPublisher
+	logger *slog.Logger
+}
+
+func (e sessionEvents) publish(ctx context.Context, orgID string, ev SessionEvent) {
+	if e.pub == nil {
+		return
+	}
+	if _, err := e.pub.Publish(ctx, orgID, ev); err != nil {
+		e.logger.Warn("publishing session event failed", "org_id", orgID,
+			"session_id", ev.SessionID, "type", string(ev.Type), "err", err)
+	}
+}
+
 // Errors of the agent side, checked with errors.Is.
 var (
 	// ErrAgentNotConnected: the agent has no connection on this replica. A command given to

@@ -1,7 +1,6 @@
 package websocket
 
 import (
-	"context"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -9,8 +8,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
-
-	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // AgentConnection represents a single agent's WebSocket connection.
@@ -41,49 +38,11 @@ type AgentConnection struct {
 	// Mutex protects concurrent access to connection fields.
 	Mutex sync.RWMutex
 
-	hub    *AgentHub
-	connID string
-	status string // online or draining, guarded by Mutex
-
-	closeOnce   sync.Once
-	done        chan struct{}
-	closeCode   int
-	closeReason string
-	readDone    chan struct{}
-	pumps       atomic.Int32
-
-	wake chan struct{} // capacity 1: the dispatcher has work
-	// dispatchCtx bounds the dispatcher's database calls; closeWith cancels it.
-	dispatchCtx    context.Context
-	cancelDispatch context.CancelFunc
-	retry          atomic.Bool // the last delivery pass failed; the check loop wakes it again
-	limiter        *rate.Limiter
-
-	// queuedFrames numbers the frames queued on Send, writtenFrames counts those the writer
-	// wrote: a command's ack timeout runs from when its frame reached the socket, not from
-	// when it joined a queue that a slow agent may take long to drain.
-	queuedFrames, writtenFrames atomic.Uint64
-
-	// Guarded by flightMu: commands delivered on this connection and not yet acknowledged,
-	// and the ones the check loop wants sent again.
-	flightMu sync.Mutex
-	inflight map[string]inflightCommand
-	resend   []string
-	// reachedFrame is the highest frame number of a command the agent answered (ack,
-	// complete, failed), at lastAnswer: frames arrive in order, so the agent has read every
-	// frame up to it, and is still reading towards those after it.
-	reachedFrame  uint64
-	lastAnswer    time.Time
-	answerStalled time.Duration // stalled() at lastAnswer
-
-	// The reader's time spent handling frames (database work) rather than reading: a
-	// command's ack timeout leaves it out, since the agent's answers wait in the socket
-	// meanwhile. handlingSince is when the frame under way began (Unix nanoseconds on the
-	// hub's clock, 0 between frames); handled sums the frames done.
-	handlingSince, handled atomic.Int64
-
-	malformedMu sync.Mutex
-	malformedAt []time.Time
+	hub *AgentHub
+	connLife
+	budget   frameBudget
+	cmds     *deliveries  // the command life's part on this connection: dispatcher and acks
+	statuses *statusQueue // session status reports for the status writer
 
 	// logStreams counts the log streams asked of this connection and still open; while there
 	// are any, and for logLinger after the last one ends (the lines the agent sent before it
@@ -92,28 +51,57 @@ type AgentConnection struct {
 	logStreams   atomic.Int32
 	logStreamEnd atomic.Int64 // when the last stream ended (Unix nanoseconds)
 	logLimiter   *rate.Limiter
+}
 
-	// Status reports the reader handed to the status writer (statusLoop), the latest per
-	// session, guarded by statusMu. statusTaken is closed when the writer takes them, for a
-	// reader waiting for room; statusWake (capacity 1) says there are some.
-	statusMu    sync.Mutex
-	statuses    map[string]*pendingStatus
-	statusTaken chan struct{}
-	statusWake  chan struct{}
+// connLife is who a connection is and where it stands in its life: its id, the status its
+// agent last announced, its closing, and its goroutines still running.
+type connLife struct {
+	connID string
+	status string // online or draining, guarded by the connection's Mutex
+
+	closeOnce   sync.Once
+	done        chan struct{}
+	closeCode   int
+	closeReason string
+	readDone    chan struct{}
+	pumps       atomic.Int32
+}
+
+func (l *connLife) closing() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// frameBudget is what an agent may send: frames per second (limiter), and malformed frames
+// within malformedWindow.
+type frameBudget struct {
+	limiter     *rate.Limiter
+	malformedMu sync.Mutex
+	malformedAt []time.Time
+}
+
+// noteMalformed records a malformed frame and reports whether the connection is past the
+// limit: more than malformedLimit within malformedWindow.
+func (b *frameBudget) noteMalformed(now time.Time) bool {
+	b.malformedMu.Lock()
+	defer b.malformedMu.Unlock()
+	keep := b.malformedAt[:0]
+	for _, t := range b.malformedAt {
+		if now.Sub(t) < malformedWindow {
+			keep = append(keep, t)
+		}
+	}
+	b.malformedAt = append(keep, now)
+	return len(b.malformedAt) > malformedLimit
 }
 
 // logLinger is how long after its last log stream ends an agent's frames still draw on the
 // log budget.
 const logLinger = 2 * time.Second
-
-// inflightCommand is a delivered command waiting for its ack.
-type inflightCommand struct {
-	cmd     models.AgentCommand
-	attempt int
-	sentAt  time.Time     // when its frame was queued, then when it was seen written
-	stalled time.Duration // the connection's stalled() at sentAt
-	frame   uint64        // its frame's number among queuedFrames
-}
 
 // ConnectionID names this connection among all of the agent's connections, past and future.
 func (c *AgentConnection) ConnectionID() string { return c.connID }
@@ -155,7 +143,7 @@ func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
 	c.closeOnce.Do(func() {
 		c.closeCode, c.closeReason = code, reason
 		close(c.done)
-		c.cancelDispatch()
+		c.cmds.stop()
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		if code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
 			c.hub.cfg.Logger.Info("closing agent connection", "agent_id", c.AgentID,
@@ -171,15 +159,6 @@ func (c *AgentConnection) relaysLogs() bool {
 	return relaying && c.logLimiter.Allow()
 }
 
-func (c *AgentConnection) closing() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // push queues a frame without blocking; a full queue closes the connection with 4001.
 func (c *AgentConnection) push(frame []byte) bool {
 	if c.closing() {
@@ -187,48 +166,13 @@ func (c *AgentConnection) push(frame []byte) bool {
 	}
 	select {
 	case c.Send <- frame:
-		c.queuedFrames.Add(1)
+		c.cmds.flight.frameQueued()
 		c.hub.metrics.framesOut.Inc()
 		return true
 	default:
 		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
 		return false
 	}
-}
-
-// pushWait queues a frame, waiting for room while the connection lives. Commands use it: a
-// slow agent slows its own deliveries, never anyone else's, and loses none.
-func (c *AgentConnection) pushWait(frame []byte) bool {
-	select {
-	case c.Send <- frame:
-		c.queuedFrames.Add(1)
-		c.hub.metrics.framesOut.Inc()
-		return true
-	case <-c.done:
-		return false
-	}
-}
-
-func (c *AgentConnection) wakeDispatcher() {
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// noteMalformed records a malformed frame and reports whether the connection is past the
-// limit: more than malformedLimit within malformedWindow.
-func (c *AgentConnection) noteMalformed(now time.Time) bool {
-	c.malformedMu.Lock()
-	defer c.malformedMu.Unlock()
-	keep := c.malformedAt[:0]
-	for _, t := range c.malformedAt {
-		if now.Sub(t) < malformedWindow {
-			keep = append(keep, t)
-		}
-	}
-	c.malformedAt = append(keep, now)
-	return len(c.malformedAt) > malformedLimit
 }
 
 func (c *AgentConnection) start() {
@@ -245,6 +189,12 @@ func (c *AgentConnection) start() {
 	go c.statusLoop()
 }
 
+// dispatchLoop runs the connection's command dispatcher (see commandBook.serve).
+func (c *AgentConnection) dispatchLoop() {
+	defer c.pumpDone()
+	c.hub.commands.serve(c.cmds)
+}
+
 // pumpDone reports one goroutine's end; the last one unregisters the connection.
 func (c *AgentConnection) pumpDone() {
 	if c.pumps.Add(-1) == 0 {
@@ -256,7 +206,7 @@ func (c *AgentConnection) pumpDone() {
 // hands each to the hub. Database work for a frame happens here, so one agent's frames are
 // handled in the order it sent them and a slow database slows that agent only; session status
 // reports, the frames an agent may send most of, go to the status writer instead, which
-// writes whatever accumulated in one transaction (see queueStatus).
+// writes whatever accumulated in one transaction (see statusQueue).
 func (c *AgentConnection) readPump() {
 	defer c.pumpDone()
 	defer close(c.readDone)
@@ -288,7 +238,7 @@ func (c *AgentConnection) readPump() {
 		}
 		now := cfg.Clock.Now()
 		c.touch(now)
-		if !c.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
+		if !c.budget.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
 			c.hub.metrics.refused.WithLabelValues("rate_limited").Inc()
 			c.closeWith(websocket.ClosePolicyViolation, "too many frames", "rate_limited")
 			continue
@@ -299,22 +249,10 @@ func (c *AgentConnection) readPump() {
 			default:
 			}
 		}
-		c.handlingSince.Store(now.UnixNano())
+		c.cmds.flight.handlingStarted(now)
 		c.hub.handleFrame(c, data, now)
-		c.handled.Add(int64(cfg.Clock.Since(now)))
-		c.handlingSince.Store(0)
+		c.cmds.flight.handlingEnded(cfg.Clock.Since(now))
 	}
-}
-
-// stalled is how long, up to now, the reader spent handling this agent's frames instead of
-// reading the next ones. Read while a frame is under way it may count that frame twice, which
-// only makes a timeout a little longer.
-func (c *AgentConnection) stalled(now time.Time) time.Duration {
-	d := time.Duration(c.handled.Load())
-	if since := c.handlingSince.Load(); since != 0 {
-		d += now.Sub(time.Unix(0, since))
-	}
-	return d
 }
 
 // writePump is the only writer of the socket: queued frames one per WebSocket frame, pings,
@@ -335,7 +273,7 @@ func (c *AgentConnection) writePump() {
 				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
 				return
 			}
-			c.writtenFrames.Add(1)
+			c.cmds.flight.frameWritten()
 		case <-ticker.C:
 			if err := c.Conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
 				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")

@@ -2,12 +2,9 @@ package websocket
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,38 +42,30 @@ import (
 // Without a directory the hub serves one replica.
 type AgentHub struct {
 	cfg     AgentHubConfig
-	store   AgentStore
 	metrics *agentMetrics
-	dir     cluster.Directory
-	// owned is the Redis connection NewAgentHubWithRedis made; the hub closes it at Stop.
-	owned    *cluster.Redis
-	unsubDir func()
+	dir     cluster.Directory // the cluster directory; the log relay sends through it too
+	link    *replicaLink      // claims, wake-ups and orders to the other replicas
 
-	mu      sync.RWMutex
-	conns   map[string]*AgentConnection
-	stopped bool
-	live    sync.WaitGroup // registered connections not yet cleaned up
-
-	// regLocks serialize the registrations of one agent (by a stripe of its id), so the
-	// database names the same connection as the map: two connections racing in cannot leave
-	// the row pointing at the one that was replaced. Held across that one write only.
-	regLocks [64]sync.Mutex
-
-	beatsMu sync.Mutex
-	beats   map[string]db.AgentHeartbeat // latest beat per agent since the last flush
-
+	// The hub keeps the registry and the lifecycle; each other responsibility has its type.
+	registry *agentRegistry  // this replica's connections, in agreement with the database and the directory
+	commands *commandBook    // every command's life: submit to final state
+	beats    *heartbeatBatch // heartbeats on their way to the database
+	statuses *statusRecorder // agents' session status reports into session rows and events
+	run      hubRun          // Run's loop and the stop
 	ctx      context.Context // store calls; cancelled at the end of Stop
-	cancel   context.CancelFunc
+	checks   atomic.Uint64   // completed check passes, so tests can wait for one
+
+	logs *PodLogs // relays the log streams of the agents held here (see OpenLogs)
+}
+
+// hubRun is the hub's periodic loop and its stop: Run runs once, until Stop.
+type hubRun struct {
+	cancel   context.CancelFunc // ends the hub's ctx
 	stopCh   chan struct{}
 	stopOnce sync.Once
-	runMu    sync.Mutex
+	mu       sync.Mutex
 	running  bool
-	runDone  chan struct{}
-
-	checks atomic.Uint64 // completed check passes, so tests can wait for one
-
-	// logs relays the log streams of the agents held here (see OpenLogs); Stop stops it.
-	logs *PodLogs
+	done     chan struct{} // closed when Run returns
 }
 
 // NewAgentHub creates a hub without Redis support, with the default configuration. database
@@ -115,28 +104,31 @@ func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClie
 	}
 	cfg.Directory = r.Directory()
 	h := NewAgentHubWithConfig(database, cfg)
-	h.owned = r
+	h.link.owned = r
 	return h
 }
 
 func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	cfg = cfg.withDefaults()
+	if cfg.Directory == nil {
+		cfg.Directory = cluster.NewMemoryDirectory(cfg.Replica)
+	}
+	metrics := newAgentMetrics(cfg.Registerer)
+	link := &replicaLink{dir: cfg.Directory, logger: cfg.Logger}
 	h := &AgentHub{
-		cfg:     cfg,
-		store:   store,
-		metrics: newAgentMetrics(cfg.Registerer),
-		dir:     cfg.Directory,
-		conns:   make(map[string]*AgentConnection),
-		beats:   make(map[string]db.AgentHeartbeat),
-		stopCh:  make(chan struct{}),
-		runDone: make(chan struct{}),
+		cfg:      cfg,
+		metrics:  metrics,
+		dir:      cfg.Directory,
+		link:     link,
+		registry: newAgentRegistry(store, link, cfg),
+		commands: newCommandBook(store, cfg, metrics, link),
+		beats:    newHeartbeatBatch(store, metrics, cfg.Logger),
+		statuses: &statusRecorder{store: store, events: sessionEvents{pub: cfg.Events, logger: cfg.Logger}, metrics: metrics, logger: cfg.Logger},
+		run:      hubRun{stopCh: make(chan struct{}), done: make(chan struct{})},
 	}
-	if h.dir == nil {
-		h.dir = cluster.NewMemoryDirectory(cfg.Replica)
-	}
-	h.logs = hubLogs(cfg, h.dir)
-	h.ctx, h.cancel = context.WithCancel(context.Background())
-	h.unsubDir = h.dir.Subscribe(h.onReplicaMessage)
+	h.logs = hubLogs(cfg, cfg.Directory)
+	h.ctx, h.run.cancel = context.WithCancel(context.Background())
+	link.subscribe(h.onReplicaMessage)
 	return h
 }
 
@@ -168,33 +160,11 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	h.prepare(conn)
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	if h.isStopped() {
-		return ErrAgentHubStopped
+	old, err := h.registry.add(ctx, conn, func() { h.commands.attach(conn.cmds); h.logs.agentConnected(conn) })
+	if err != nil {
+		conn.cmds.stop()
+		return err
 	}
-	reg := &h.regLocks[stripe(conn.AgentID, len(h.regLocks))]
-	reg.Lock()
-	if err := h.store.MarkAgentOnline(ctx, conn.AgentID, h.cfg.Replica, conn.connID, h.cfg.Clock.Now()); err != nil {
-		reg.Unlock()
-		return fmt.Errorf("websocket: register agent %q: %w", conn.AgentID, err)
-	}
-	h.mu.Lock()
-	if h.stopped {
-		h.mu.Unlock()
-		reg.Unlock()
-		return ErrAgentHubStopped
-	}
-	old := h.conns[conn.AgentID]
-	h.conns[conn.AgentID] = conn
-	h.logs.agentConnected(conn)
-	h.live.Add(1)
-	h.mu.Unlock()
-	// Claimed under the registration lock too, so the directory names the same connection as
-	// the map. A claim Redis did not take is retried by the directory's refresh.
-	if err := h.dir.Claim(ctx, conn.AgentID, conn.connID); err != nil {
-		h.cfg.Logger.Warn("claiming agent in the cluster failed; retried in the background",
-			"agent_id", conn.AgentID, "err", err)
-	}
-	reg.Unlock()
 	if old != nil {
 		old.closeWith(CloseReplaced, "replaced by a newer connection", "replaced")
 	}
@@ -205,14 +175,6 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	return nil
 }
 
-// regLockSeed seeds the hash that picks an agent's registration lock.
-var regLockSeed = maphash.MakeSeed()
-
-// stripe maps an agent id to one of n locks.
-func stripe(id string, n int) int {
-	return int(maphash.String(regLockSeed, id) % uint64(n))
-}
-
 // prepare fills the unexported parts of a connection the caller built.
 func (h *AgentHub) prepare(c *AgentConnection) {
 	c.hub = h
@@ -220,17 +182,13 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 	c.status = models.AgentStatusOnline
 	c.done = make(chan struct{})
 	c.readDone = make(chan struct{})
-	c.wake = make(chan struct{}, 1)
-	c.dispatchCtx, c.cancelDispatch = context.WithCancel(h.ctx)
-	c.inflight = make(map[string]inflightCommand)
-	c.limiter = rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)
-	c.logLimiter = rate.NewLimiter(logStreamRate, logStreamRate)
-	c.statuses = make(map[string]*pendingStatus)
-	c.statusTaken = make(chan struct{})
-	c.statusWake = make(chan struct{}, 1)
 	if c.Send == nil {
 		c.Send = make(chan []byte, h.cfg.QueueSize)
 	}
+	c.cmds = newDeliveries(h.ctx, c.AgentID, c.Send, c.done)
+	c.budget = frameBudget{limiter: rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)}
+	c.logLimiter = rate.NewLimiter(logStreamRate, logStreamRate)
+	c.statuses = newStatusQueue()
 	c.Mutex.Lock()
 	if c.LastPing.IsZero() {
 		c.LastPing = h.cfg.Clock.Now()
@@ -241,26 +199,13 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 // unregister forgets a connection whose goroutines have all ended and marks the agent offline,
 // unless a newer connection took over (the database update is guarded by connection id).
 func (h *AgentHub) unregister(c *AgentConnection) {
-	h.mu.Lock()
-	if h.conns[c.AgentID] == c {
-		delete(h.conns, c.AgentID)
-	}
-	h.logs.agentLeft(c)
-	h.mu.Unlock()
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	if _, err := h.store.MarkAgentOffline(ctx, c.AgentID, c.connID, h.cfg.Clock.Now()); err != nil {
-		h.cfg.Logger.Warn("marking agent offline failed", "agent_id", c.AgentID, "err", err)
-	}
-	// Compare-and-delete: when the agent already holds a newer connection, here or on another
-	// replica, its claim stays.
-	if _, err := h.dir.Release(ctx, c.AgentID, c.connID); err != nil {
-		h.cfg.Logger.Warn("releasing agent in the cluster failed; its claim expires", "agent_id", c.AgentID, "err", err)
-	}
+	h.registry.remove(ctx, c, func() { h.commands.detach(c.cmds); h.logs.agentLeft(c) })
 	h.logs.endRoutes(c)
 	h.metrics.connections.Dec()
 	h.cfg.Logger.Info("agent disconnected", "agent_id", c.AgentID, "code", c.closeCode, "reason", c.closeReason)
-	h.live.Done()
+	h.registry.done()
 }
 
 // UnregisterAgent closes the agent's connection (1000). Its cleanup, which marks the agent
@@ -281,18 +226,7 @@ func (h *AgentHub) DisconnectAgent(agentID string, code int, reason string, shut
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	owner, ok := h.locate(ctx, agentID)
-	if !ok {
-		return false
-	}
-	payload, _ := json.Marshal(disconnectOrder{Code: code, Reason: reason, Shutdown: shutdown})
-	msg := cluster.ReplicaMessage{Kind: kindDisconnect, AgentID: agentID, Payload: payload}
-	if err := h.dir.Send(ctx, owner.Replica, msg); err != nil {
-		h.cfg.Logger.Warn("asking the agent's replica to disconnect it failed", "agent_id", agentID,
-			"replica", owner.Replica, "err", err)
-		return false
-	}
-	return true
+	return h.link.disconnect(ctx, agentID, disconnectOrder{Code: code, Reason: reason, Shutdown: shutdown})
 }
 
 // disconnectLocal is DisconnectAgent for a connection of this replica.
@@ -313,12 +247,7 @@ func (h *AgentHub) disconnectLocal(agentID string, code int, reason string, shut
 // GetConnectedAgents returns the ids of the agents connected to any replica, sorted. Should
 // the cluster not answer, it returns this replica's agents.
 func (h *AgentHub) GetConnectedAgents() []string {
-	h.mu.RLock()
-	ids := make([]string, 0, len(h.conns))
-	for id := range h.conns {
-		ids = append(ids, id)
-	}
-	h.mu.RUnlock()
+	ids := h.registry.ids()
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
 	others, err := h.dir.Connected(ctx)
@@ -338,13 +267,9 @@ func (h *AgentHub) AgentLocations(ctx context.Context, agentIDs []string) (map[s
 	for id, o := range owners {
 		out[id] = o.Replica
 	}
-	h.mu.RLock()
-	for _, id := range agentIDs {
-		if _, ok := h.conns[id]; ok {
-			out[id] = h.cfg.Replica
-		}
+	for _, id := range h.registry.holds(agentIDs) {
+		out[id] = h.cfg.Replica
 	}
-	h.mu.RUnlock()
 	if err != nil {
 		return out, fmt.Errorf("websocket: locating agents: %w", err)
 	}
@@ -353,21 +278,13 @@ func (h *AgentHub) AgentLocations(ctx context.Context, agentIDs []string) (map[s
 
 // locate returns the holder of the agent's connection on another replica.
 func (h *AgentHub) locate(ctx context.Context, agentID string) (cluster.Owner, bool) {
-	owner, ok, err := h.dir.Lookup(ctx, agentID)
-	if err != nil {
-		// Debug: during an outage every lookup fails, and the cluster logs the outage once.
-		h.cfg.Logger.Debug("locating agent in the cluster failed", "agent_id", agentID, "err", err)
-		return cluster.Owner{}, false
-	}
-	return owner, ok && owner.Replica != h.cfg.Replica
+	return h.link.locate(ctx, agentID)
 }
 
 // GetConnection returns the AgentConnection of an agent, or nil when it is not connected.
 // The returned connection must not be modified.
 func (h *AgentHub) GetConnection(agentID string) *AgentConnection {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.conns[agentID]
+	return h.registry.get(agentID)
 }
 
 // IsAgentConnected reports whether the agent has a connection on this replica or, through the
@@ -384,9 +301,7 @@ func (h *AgentHub) IsAgentConnected(agentID string) bool {
 
 // ConnectedCount returns how many agents are connected to this replica.
 func (h *AgentHub) ConnectedCount() int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.conns)
+	return h.registry.count()
 }
 
 // UpdateAgentHeartbeat records a heartbeat of a connected agent: LastPing now, and the
@@ -398,45 +313,8 @@ func (h *AgentHub) UpdateAgentHeartbeat(agentID string) error {
 	}
 	now := h.cfg.Clock.Now()
 	c.touch(now)
-	h.queueBeat(c, now, c.Status(), nil)
+	h.beats.queue(c.AgentID, c.connID, now, c.Status(), nil)
 	return nil
-}
-
-// queueBeat keeps the agent's latest heartbeat for the next flush: however often agents beat,
-// the database sees one transaction per HeartbeatFlush.
-func (h *AgentHub) queueBeat(c *AgentConnection, at time.Time, status string, capacity map[string]any) {
-	h.metrics.heartbeats.Inc()
-	h.beatsMu.Lock()
-	prev, ok := h.beats[c.AgentID]
-	if ok && prev.ConnectionID == c.connID && capacity == nil {
-		capacity = prev.Capacity
-	}
-	h.beats[c.AgentID] = db.AgentHeartbeat{
-		AgentID: c.AgentID, ConnectionID: c.connID, At: at, Status: status, Capacity: capacity,
-	}
-	h.beatsMu.Unlock()
-}
-
-// flushBeats writes the heartbeats queued since the last flush in one transaction.
-func (h *AgentHub) flushBeats(ctx context.Context) {
-	h.beatsMu.Lock()
-	if len(h.beats) == 0 {
-		h.beatsMu.Unlock()
-		return
-	}
-	batch := make([]db.AgentHeartbeat, 0, len(h.beats))
-	for _, b := range h.beats {
-		batch = append(batch, b)
-	}
-	clear(h.beats)
-	h.beatsMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
-	defer cancel()
-	if err := h.store.RecordAgentHeartbeats(ctx, batch); err != nil {
-		h.cfg.Logger.Warn("writing heartbeats failed", "agents", len(batch), "err", err)
-		return
-	}
-	h.metrics.flushes.Inc()
 }
 
 // BroadcastToAllAgents queues message, as it is, to every agent connected to any replica but
@@ -444,13 +322,9 @@ func (h *AgentHub) flushBeats(ctx context.Context) {
 // `shutdown` message makes StreamSpace's agents stop for good: do not broadcast one to end a
 // replica. Should the cluster not answer, the agents of this replica still get it.
 func (h *AgentHub) BroadcastToAllAgents(message []byte, excludeAgentID string) {
-	payload, err := json.Marshal(BroadcastMessage{Message: message, ExcludeAgentID: excludeAgentID})
-	if err != nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	if err := h.dir.Broadcast(ctx, cluster.ReplicaMessage{Kind: kindBroadcast, Payload: payload}); err != nil {
+	if err := h.link.broadcast(ctx, BroadcastMessage{Message: message, ExcludeAgentID: excludeAgentID}); err != nil {
 		h.cfg.Logger.Warn("broadcasting to the cluster's agents failed", "err", err)
 		if !errors.Is(err, cluster.ErrLocalOnly) {
 			h.broadcastLocal(message, excludeAgentID)
@@ -460,15 +334,7 @@ func (h *AgentHub) BroadcastToAllAgents(message []byte, excludeAgentID string) {
 
 // broadcastLocal queues message to this replica's agents but excludeAgentID.
 func (h *AgentHub) broadcastLocal(message []byte, excludeAgentID string) {
-	h.mu.RLock()
-	targets := make([]*AgentConnection, 0, len(h.conns))
-	for id, c := range h.conns {
-		if id != excludeAgentID {
-			targets = append(targets, c)
-		}
-	}
-	h.mu.RUnlock()
-	for _, c := range targets {
+	for _, c := range h.registry.all(excludeAgentID) {
 		c.push(message)
 	}
 }
@@ -485,7 +351,7 @@ func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentComma
 	defer cancel()
 	cmd := *command
 	cmd.AgentID = agentID
-	stored, connected, err := h.submit(ctx, cmd, nil)
+	stored, connected, err := h.commands.submit(ctx, cmd, nil)
 	if err != nil {
 		return err
 	}
@@ -503,111 +369,22 @@ func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentComma
 // CommandTTL deadline. A CommandID already stored for the same agent and action returns that
 // command; for anything else it is ErrCommandConflict.
 func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, error) {
-	stored, _, err := h.submit(ctx, cmd, session)
+	stored, _, err := h.commands.submit(ctx, cmd, session)
 	return stored, err
-}
-
-// submit is SubmitCommand that also reports whether some replica holds the agent (the wake-up
-// looked it up anyway).
-func (h *AgentHub) submit(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, bool, error) {
-	if cmd.AgentID == "" || strings.TrimSpace(cmd.Action) == "" {
-		return cmd, false, errors.New("websocket: submit command: agent id and action are required")
-	}
-	now := h.cfg.Clock.Now()
-	if cmd.CommandID == "" {
-		// Version 7 ids grow with time, so commands created in the same instant are still
-		// delivered in the order they were submitted (ties on created_at sort by id).
-		cmd.CommandID = "cmd-" + uuid.Must(uuid.NewV7()).String()
-	}
-	if cmd.Payload == nil {
-		cmd.Payload = map[string]any{}
-	}
-	if cmd.SessionID == "" {
-		if s, ok := cmd.Payload["sessionId"].(string); ok {
-			cmd.SessionID = s
-		}
-	} else if _, ok := cmd.Payload["sessionId"]; !ok {
-		cmd.Payload["sessionId"] = cmd.SessionID
-	}
-	cmd.Status, cmd.Attempts, cmd.CreatedAt = models.CommandStatusPending, 0, now
-	if cmd.ExpiresAt == nil && h.cfg.CommandTTL > 0 {
-		deadline := now.Add(h.cfg.CommandTTL)
-		cmd.ExpiresAt = &deadline
-	}
-	var err error
-	if session != nil {
-		err = h.store.CreateSessionWithCommand(ctx, *session, cmd)
-	} else {
-		err = h.store.CreateCommand(ctx, cmd)
-	}
-	if errors.Is(err, db.ErrConflict) && session == nil {
-		existing, gerr := h.store.GetCommand(ctx, cmd.CommandID)
-		if gerr == nil && existing.AgentID == cmd.AgentID && existing.Action == cmd.Action {
-			return existing, h.wakeAgent(ctx, cmd.AgentID), nil
-		}
-		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, ErrCommandConflict)
-	}
-	if err != nil {
-		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, err)
-	}
-	h.metrics.commands.WithLabelValues(models.CommandStatusPending).Inc()
-	if session != nil {
-		h.publish(ctx, session.OrgID, SessionEvent{
-			Type: EventSessionCreated, SessionID: session.ID, UserID: session.UserID, Timestamp: now,
-			Data: map[string]any{"state": session.State, "template": session.Template, "agentId": cmd.AgentID},
-		})
-	}
-	return cmd, h.wakeAgent(ctx, cmd.AgentID), nil
-}
-
-// wakeAgent starts a delivery pass for the agent on the replica that holds it, and reports
-// whether some replica does. Nothing is lost when the wake-up is: the command waits in the
-// database for the next pass or connection.
-func (h *AgentHub) wakeAgent(ctx context.Context, agentID string) bool {
-	if c := h.GetConnection(agentID); c != nil {
-		c.wakeDispatcher()
-		return true
-	}
-	owner, ok := h.locate(ctx, agentID)
-	if !ok {
-		return false
-	}
-	if err := h.dir.Send(ctx, owner.Replica, cluster.ReplicaMessage{Kind: kindWake, AgentID: agentID}); err != nil {
-		h.cfg.Logger.Debug("waking the agent's replica failed; the command waits", "agent_id", agentID,
-			"replica", owner.Replica, "err", err)
-	}
-	return true
-}
-
-// publish sends a session event through the configured publisher, if any.
-func (h *AgentHub) publish(ctx context.Context, orgID string, ev SessionEvent) {
-	if h.cfg.Events == nil {
-		return
-	}
-	if _, err := h.cfg.Events.Publish(ctx, orgID, ev); err != nil {
-		h.cfg.Logger.Warn("publishing session event failed", "org_id", orgID,
-			"session_id", ev.SessionID, "type", string(ev.Type), "err", err)
-	}
-}
-
-func (h *AgentHub) isStopped() bool {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return h.stopped
 }
 
 // Run starts the hub's periodic work and blocks until Stop: stale agents (4002), ack
 // timeouts and resends, command deadlines, and heartbeat writes. A second call while one runs
 // returns at once.
 func (h *AgentHub) Run() {
-	h.runMu.Lock()
-	if h.running || h.isStopped() {
-		h.runMu.Unlock()
+	h.run.mu.Lock()
+	if h.run.running || h.registry.isClosed() {
+		h.run.mu.Unlock()
 		return
 	}
-	h.running = true
-	h.runMu.Unlock()
-	defer close(h.runDone)
+	h.run.running = true
+	h.run.mu.Unlock()
+	defer close(h.run.done)
 	check := h.cfg.Clock.NewTicker(h.cfg.CheckInterval)
 	defer check.Stop()
 	flush := h.cfg.Clock.NewTicker(h.cfg.HeartbeatFlush)
@@ -617,8 +394,8 @@ func (h *AgentHub) Run() {
 		case <-check.Chan():
 			h.check(h.ctx)
 		case <-flush.Chan():
-			h.flushBeats(h.ctx)
-		case <-h.stopCh:
+			h.beats.flush(h.ctx)
+		case <-h.run.stopCh:
 			return
 		}
 	}
@@ -629,53 +406,16 @@ func (h *AgentHub) Run() {
 // past their deadline.
 func (h *AgentHub) check(ctx context.Context) {
 	now := h.cfg.Clock.Now()
-	h.mu.RLock()
-	conns := make([]*AgentConnection, 0, len(h.conns))
-	for _, c := range h.conns {
-		conns = append(conns, c)
-	}
-	h.mu.RUnlock()
-	for _, c := range conns {
+	for _, c := range h.registry.all("") {
 		if now.Sub(c.LastSeen()) > h.cfg.HeartbeatTimeout {
 			c.closeWith(CloseHeartbeatTimeout, "heartbeat timeout", "heartbeat_timeout")
 			continue
 		}
-		exhausted := c.overdue(now, h.cfg.AckTimeout, h.cfg.MaxAttempts)
-		for _, f := range exhausted {
-			h.failUnacknowledged(ctx, c, f, now)
-		}
-		if c.retry.Load() || c.hasResends() {
-			c.wakeDispatcher()
-		}
+		h.commands.sweep(ctx, c.cmds, now)
 	}
-	h.wakeWaiting(ctx)
-	cctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
-	defer cancel()
-	n, err := h.store.ExpireCommands(cctx, now)
-	if err != nil {
-		h.cfg.Logger.Warn("expiring commands failed", "err", err)
-	} else if n > 0 {
-		h.metrics.commands.WithLabelValues(models.CommandStatusExpired).Add(float64(n))
-		h.cfg.Logger.Info("commands expired", "count", n)
-	}
+	h.commands.wakeWaiting(ctx)
+	h.commands.expire(ctx, now)
 	h.checks.Add(1)
-}
-
-func (h *AgentHub) failUnacknowledged(ctx context.Context, c *AgentConnection, f inflightCommand, now time.Time) {
-	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
-	defer cancel()
-	reason := fmt.Sprintf("not acknowledged after %d deliveries", f.attempt)
-	tr, err := h.store.FailCommand(ctx, "", f.cmd.CommandID, reason, now)
-	if err != nil {
-		h.cfg.Logger.Warn("failing unacknowledged command failed", "agent_id", c.AgentID,
-			"command_id", f.cmd.CommandID, "err", err)
-		return
-	}
-	if tr.Applied {
-		h.metrics.commands.WithLabelValues(models.CommandStatusFailed).Inc()
-		h.cfg.Logger.Warn("command failed: no ack", "agent_id", c.AgentID,
-			"command_id", f.cmd.CommandID, "attempts", f.attempt)
-	}
 }
 
 // Stop closes every agent connection with 1001 (agents reconnect to another replica; no
@@ -691,36 +431,26 @@ func (h *AgentHub) Stop() {
 // still closing at the deadline.
 func (h *AgentHub) Shutdown(ctx context.Context) error {
 	var err error
-	h.stopOnce.Do(func() {
-		h.mu.Lock()
-		h.stopped = true
-		conns := make([]*AgentConnection, 0, len(h.conns))
-		for _, c := range h.conns {
-			conns = append(conns, c)
-		}
-		h.mu.Unlock()
-		close(h.stopCh)
+	h.run.stopOnce.Do(func() {
+		conns := h.registry.close()
+		close(h.run.stopCh)
 		for _, c := range conns {
 			c.closeWith(websocket.CloseGoingAway, "server shutting down", "shutdown")
 		}
-		done := make(chan struct{})
-		go func() {
-			h.live.Wait()
-			close(done)
-		}()
+		done := h.registry.wait()
 		select {
 		case <-done:
 		case <-ctx.Done():
 			err = fmt.Errorf("websocket: agent hub shutdown: %w", ctx.Err())
 		}
-		h.flushBeats(context.WithoutCancel(ctx))
-		h.runMu.Lock()
-		running := h.running
-		h.runMu.Unlock()
+		h.beats.flush(context.WithoutCancel(ctx))
+		h.run.mu.Lock()
+		running := h.run.running
+		h.run.mu.Unlock()
 		if running {
-			<-h.runDone
+			<-h.run.done
 		}
-		h.cancel()
+		h.run.cancel()
 		h.logs.stopRelays()
 		if err != nil {
 			// Connections still closing give up their database calls now; wait for them
@@ -730,10 +460,7 @@ func (h *AgentHub) Shutdown(ctx context.Context) error {
 			case <-time.After(closeGrace):
 			}
 		}
-		h.unsubDir()
-		if h.owned != nil {
-			_ = h.owned.Close()
-		}
+		h.link.close()
 	})
 	return err
 }

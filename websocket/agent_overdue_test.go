@@ -13,7 +13,7 @@ import (
 func TestOverdueCountsFromWhatTheAgentRead(t *testing.T) {
 	const timeout = 10 * time.Second
 	t0 := time.Unix(1_000_000, 0)
-	c := &AgentConnection{inflight: map[string]inflightCommand{}}
+	c := &inflight{}
 	for i, id := range []string{"c1", "c2", "c3", "c4"} {
 		c.track(models.AgentCommand{CommandID: id}, 1, t0, uint64(i+1))
 	}
@@ -25,14 +25,14 @@ func TestOverdueCountsFromWhatTheAgentRead(t *testing.T) {
 		return c.resend
 	}
 	// Frames 1 and 2 written, 3 and 4 still queued.
-	c.writtenFrames.Store(2)
+	c.written.Store(2)
 	if got := late(t0.Add(5 * time.Second)); len(got) != 0 {
 		t.Fatalf("before the timeout: %v", got)
 	}
 	// The agent answered c2 at t0+8s: it read c1 (and left it), and is reading towards c3.
 	c.answered("c2", t0.Add(8*time.Second))
 	c.untrack("c2")
-	c.writtenFrames.Store(4) // c3 and c4 reach the socket now
+	c.written.Store(4) // c3 and c4 reach the socket now
 	if got := late(t0.Add(11 * time.Second)); len(got) != 1 || got[0] != "c1" {
 		t.Fatalf("at t0+11s: %v, want c1 alone (c3 and c4 count from the answer at t0+8s)", got)
 	}
@@ -51,9 +51,9 @@ func TestOverdueCountsFromWhatTheAgentRead(t *testing.T) {
 func TestOverdueLeavesOutTheReadersOwnDelay(t *testing.T) {
 	const timeout = 10 * time.Second
 	t0 := time.Unix(1_000_000, 0)
-	c := &AgentConnection{inflight: map[string]inflightCommand{}}
+	c := &inflight{}
 	c.track(models.AgentCommand{CommandID: "c1"}, 1, t0, 1)
-	c.writtenFrames.Store(1)
+	c.written.Store(1)
 	late := func(now time.Time) []string {
 		c.resend = nil
 		c.overdue(now, timeout, 5)

@@ -2,6 +2,8 @@ package websocket
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/db"
@@ -26,23 +28,39 @@ type pendingStatus struct {
 	late int
 }
 
-// queueStatus keeps a status report for the connection's status writer. The reader hands
-// reports over instead of writing each in a transaction of its own, so it keeps up with any
-// rate the frame budget admits, and an agent that exits leaves at most one batch to write.
-func (c *AgentConnection) queueStatus(m models.StatusMessage, podName string, now time.Time) {
-	c.statusMu.Lock()
-	for len(c.statuses) >= maxPendingStatuses && c.statuses[m.SessionID] == nil {
+// statusQueue is one connection's status reports on their way from the reader to the status
+// writer (statusLoop): the latest per session. The reader hands reports over instead of writing
+// each in a transaction of its own, so it keeps up with any rate the frame budget admits, and an
+// agent that exits leaves at most one batch to write.
+type statusQueue struct {
+	mu      sync.Mutex
+	pending map[string]*pendingStatus
+	// taken is closed when the writer takes the pending reports, for a reader waiting for
+	// room; wake (capacity 1) says there are some.
+	taken chan struct{}
+	wake  chan struct{}
+}
+
+func newStatusQueue() *statusQueue {
+	return &statusQueue{pending: make(map[string]*pendingStatus), taken: make(chan struct{}), wake: make(chan struct{}, 1)}
+}
+
+// put keeps a status report for the writer, waiting for room when maxPendingStatuses sessions
+// already wait.
+func (q *statusQueue) put(m models.StatusMessage, podName string, now time.Time) {
+	q.mu.Lock()
+	for len(q.pending) >= maxPendingStatuses && q.pending[m.SessionID] == nil {
 		// Full: wait for the writer to take the batch. It does, since it runs until the
 		// reader ends, and the wake-up for these reports is already given.
-		taken := c.statusTaken
-		c.statusMu.Unlock()
+		taken := q.taken
+		q.mu.Unlock()
 		<-taken
-		c.statusMu.Lock()
+		q.mu.Lock()
 	}
-	p := c.statuses[m.SessionID]
+	p := q.pending[m.SessionID]
 	switch {
 	case p == nil:
-		c.statuses[m.SessionID] = &pendingStatus{sessionID: m.SessionID, state: m.State, podName: podName,
+		q.pending[m.SessionID] = &pendingStatus{sessionID: m.SessionID, state: m.State, podName: podName,
 			at: now, deleted: m.State == sessionStateDeleted}
 	case p.deleted:
 		p.late++
@@ -52,27 +70,27 @@ func (c *AgentConnection) queueStatus(m models.StatusMessage, podName string, no
 			p.podName = podName
 		}
 	}
-	c.statusMu.Unlock()
+	q.mu.Unlock()
 	select {
-	case c.statusWake <- struct{}{}:
+	case q.wake <- struct{}{}:
 	default:
 	}
 }
 
-// takeStatuses returns the pending reports and lets a reader waiting for room go on.
-func (c *AgentConnection) takeStatuses() []*pendingStatus {
-	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
-	if len(c.statuses) == 0 {
+// take returns the pending reports and lets a reader waiting for room go on.
+func (q *statusQueue) take() []*pendingStatus {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) == 0 {
 		return nil
 	}
-	batch := make([]*pendingStatus, 0, len(c.statuses))
-	for _, p := range c.statuses {
+	batch := make([]*pendingStatus, 0, len(q.pending))
+	for _, p := range q.pending {
 		batch = append(batch, p)
 	}
-	clear(c.statuses)
-	close(c.statusTaken)
-	c.statusTaken = make(chan struct{})
+	clear(q.pending)
+	close(q.taken)
+	q.taken = make(chan struct{})
 	return batch
 }
 
@@ -82,70 +100,81 @@ func (c *AgentConnection) takeStatuses() []*pendingStatus {
 // connection has ended) follows at most one batch.
 func (c *AgentConnection) statusLoop() {
 	defer c.pumpDone()
+	refuse := func(fe *frameError, at time.Time) { c.hub.refuse(c, fe, at) }
 	for {
 		select {
-		case <-c.statusWake:
-			c.hub.applyStatuses(c, c.takeStatuses())
+		case <-c.statuses.wake:
+			c.hub.statuses.apply(c.hub.ctx, c.AgentID, c.statuses.take(), refuse)
 		case <-c.readDone:
-			c.hub.applyStatuses(c, c.takeStatuses())
+			c.hub.statuses.apply(c.hub.ctx, c.AgentID, c.statuses.take(), refuse)
 			return
 		}
 	}
 }
 
-// applyStatuses writes a batch of one agent's status reports in one transaction, then
-// publishes the changes: session.state.changed from the state before the batch to the one
-// reported last (none when they are the same), session.deleted for deletions. Reports of
-// sessions that are not the agent's are answered one by one, as a single report would be.
-func (h *AgentHub) applyStatuses(c *AgentConnection, batch []*pendingStatus) {
+// statusRecorder turns agents' session status reports into session rows and session events.
+type statusRecorder struct {
+	store interface {
+		ApplyAgentStatuses(ctx context.Context, agentID string, reports []db.AgentStatusReport) ([]db.AgentStatusResult, error)
+	}
+	events  sessionEvents
+	metrics *agentMetrics
+	logger  *slog.Logger
+}
+
+// apply writes a batch of one agent's status reports in one transaction, then publishes the
+// changes: session.state.changed from the state before the batch to the one reported last
+// (none when they are the same), session.deleted for deletions. Reports of sessions that are
+// not the agent's are refused one by one, as a single report would be.
+func (r *statusRecorder) apply(ctx context.Context, agentID string, batch []*pendingStatus, refuse func(*frameError, time.Time)) {
 	if len(batch) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
 	defer cancel()
 	reports := make([]db.AgentStatusReport, len(batch))
 	for i, p := range batch {
 		reports[i] = db.AgentStatusReport{SessionID: p.sessionID, State: p.state, PodName: p.podName, Delete: p.deleted}
 	}
-	results, err := h.store.ApplyAgentStatuses(ctx, c.AgentID, reports)
+	results, err := r.store.ApplyAgentStatuses(ctx, agentID, reports)
 	if err != nil {
 		// Logged once for the batch; each session is answered so the agent can send it again.
-		h.cfg.Logger.Warn("handling agent frame failed", "agent_id", c.AgentID, "type", "status",
+		r.logger.Warn("handling agent frame failed", "agent_id", agentID, "type", "status",
 			"sessions", len(batch), "err", err)
 		for _, p := range batch {
 			fe := &frameError{msg: "could not record status now; send it again later", sessionID: p.sessionID, logged: true, retry: true}
 			for range 1 + p.late {
-				h.refuse(c, fe, p.at)
+				refuse(fe, p.at)
 			}
 		}
 		return
 	}
-	h.metrics.statusBatches.Inc()
+	r.metrics.statusBatches.Inc()
 	for i, p := range batch {
 		res := results[i]
 		notMine := &frameError{msg: "session is not placed on this agent", sessionID: p.sessionID, malformed: true}
 		if !res.Found {
-			h.refuse(c, notMine, p.at)
+			refuse(notMine, p.at)
 		}
 		for range p.late {
-			h.refuse(c, notMine, p.at)
+			refuse(notMine, p.at)
 		}
 		if !res.Found {
 			continue
 		}
 		s := res.Before
 		if p.deleted {
-			h.publish(ctx, s.OrgID, SessionEvent{Type: EventSessionDeleted, SessionID: s.ID, UserID: s.UserID, Timestamp: p.at})
+			r.events.publish(ctx, s.OrgID, SessionEvent{Type: EventSessionDeleted, SessionID: s.ID, UserID: s.UserID, Timestamp: p.at})
 			continue
 		}
 		if !res.Changed || s.State == p.state {
 			continue // the same state again, or only the pod: no event
 		}
-		data := map[string]any{"oldState": s.State, "newState": p.state, "agentId": c.AgentID}
+		data := map[string]any{"oldState": s.State, "newState": p.state, "agentId": agentID}
 		if p.podName != "" {
 			data["podName"] = p.podName
 		}
-		h.publish(ctx, s.OrgID, SessionEvent{
+		r.events.publish(ctx, s.OrgID, SessionEvent{
 			Type: EventSessionStateChange, SessionID: s.ID, UserID: s.UserID, Timestamp: p.at, Data: data,
 		})
 	}

@@ -2,11 +2,14 @@ package websocket
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -245,6 +248,141 @@ func decodeStatus(f agentFrame) (models.StatusMessage, *frameError) {
 func statusPodName(m models.StatusMessage) string {
 	pod, _ := m.PlatformMetadata["podName"].(string)
 	return pod
+}
+
+// Session states an agent may report that end a session's row.
+const sessionStateDeleted = "deleted"
+
+// handleFrame decodes one frame from an agent and acts on it. A refused frame is answered
+// with an error frame and logged once; malformed ones count toward the connection's limit.
+func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
+	f, ferr := decodeAgentFrame(data)
+	if ferr == nil {
+		h.metrics.frameIn(f.Type)
+		ferr = h.dispatchFrame(c, f, now)
+	} else {
+		h.metrics.frameIn("unknown")
+	}
+	if ferr != nil {
+		h.refuse(c, ferr, now)
+	}
+}
+
+func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
+	switch f.Type {
+	case models.MessageTypeHeartbeat:
+		hb, err := decodeHeartbeat(f)
+		if err != nil {
+			return err
+		}
+		c.setStatus(hb.Status)
+		h.beats.queue(c.AgentID, c.connID, now, hb.Status, hb.Capacity)
+	case models.MessageTypeAck:
+		m, err := decodeAck(f)
+		if err != nil {
+			return err
+		}
+		return h.withStore(func(ctx context.Context) *frameError {
+			return h.answered(c, "ack", m.CommandID, h.commands.ack(ctx, c.cmds, m.CommandID, now))
+		})
+	case models.MessageTypeComplete:
+		m, err := decodeComplete(f)
+		if err != nil {
+			return err
+		}
+		return h.withStore(func(ctx context.Context) *frameError {
+			err := h.commands.finish(ctx, c.cmds, m.CommandID, models.CommandStatusCompleted, m.Result, "", now)
+			return h.answered(c, models.CommandStatusCompleted, m.CommandID, err)
+		})
+	case models.MessageTypeFailed:
+		m, err := decodeFailed(f)
+		if err != nil {
+			return err
+		}
+		return h.withStore(func(ctx context.Context) *frameError {
+			err := h.commands.finish(ctx, c.cmds, m.CommandID, models.CommandStatusFailed, nil, m.Error, now)
+			return h.answered(c, models.CommandStatusFailed, m.CommandID, err)
+		})
+	case models.MessageTypeStatus:
+		m, err := decodeStatus(f)
+		if err != nil {
+			return err
+		}
+		c.statuses.put(m, statusPodName(m), now)
+	case models.MessageTypeLog:
+		var m models.LogLine
+		if err := decodePayload(f, &m); err != nil {
+			return err
+		}
+		h.logs.onLogLine(c, m, now)
+	case models.MessageTypeLogEnd:
+		var m models.LogEnd
+		if err := decodePayload(f, &m); err != nil {
+			return err
+		}
+		h.logs.onLogEnd(c, m)
+	case models.MessageTypePong:
+		// A sign of life, already counted.
+	default:
+		// Unknown types are counted (frameIn) and ignored, so agents can be newer than us.
+	}
+	return nil
+}
+
+// withStore runs fn with a context bounded for one round of database calls; frames that need
+// no database (heartbeats, pongs) do not pay for a timer.
+func (h *AgentHub) withStore(fn func(ctx context.Context) *frameError) *frameError {
+	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
+	defer cancel()
+	return fn(ctx)
+}
+
+// refuse answers a refused frame and closes the connection with 1008 once malformed frames
+// pass the limit.
+func (h *AgentHub) refuse(c *AgentConnection, ferr *frameError, now time.Time) {
+	reason := "rejected"
+	if ferr.malformed {
+		reason = "malformed"
+	}
+	h.metrics.refused.WithLabelValues(reason).Inc()
+	if !ferr.logged {
+		h.cfg.Logger.Info("agent frame refused", "agent_id", c.AgentID, "reason", reason,
+			"err", ferr.msg, "command_id", ferr.commandID, "session_id", ferr.sessionID)
+	}
+	c.push(errorFrame(ferr, now))
+	if ferr.malformed && c.budget.noteMalformed(now) {
+		c.closeWith(websocket.ClosePolicyViolation, "too many malformed frames", "malformed")
+	}
+}
+
+// answered turns the commandBook's answer to an agent's ack, complete or failed frame into
+// the hub's answer to the agent: nothing, unknown command (malformed), a replay of a final
+// command (answered so the agent can tell, logged at debug), or a database failure.
+func (h *AgentHub) answered(c *AgentConnection, what, id string, err error) *frameError {
+	var final alreadyFinal
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errUnknownCommand):
+		return &frameError{msg: "unknown command", commandID: id, malformed: true}
+	case errors.As(err, &final):
+		// Results are sent at least once: after a redelivery this replay is expected, and an
+		// agent back to a large backlog sends many. Answered and counted, logged at debug.
+		h.cfg.Logger.Debug("agent frame refused", "agent_id", c.AgentID, "reason", "rejected",
+			"err", final.Error(), "command_id", id)
+		return &frameError{msg: final.Error(), commandID: id, logged: true}
+	default:
+		return h.storeFailed(c, what, id, err)
+	}
+}
+
+// storeFailed logs a database failure while handling a command's answer and answers the agent
+// without blaming it: the frame was fine, so it does not count toward the malformed limit. The
+// answer names the command and says retry, so the agent can send the frame again (status
+// reports get the same answer from applyStatuses).
+func (h *AgentHub) storeFailed(c *AgentConnection, what, id string, err error) *frameError {
+	h.cfg.Logger.Warn("handling agent frame failed", "agent_id", c.AgentID, "type", what, "id", id, "err", err)
+	return &frameError{msg: fmt.Sprintf("could not record %s now; send it again later", what), commandID: id, logged: true, retry: true}
 }
 
 // outbound encodes one frame to an agent. Every frame carries the time it was made, as an

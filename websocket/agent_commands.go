@@ -1,0 +1,572 @@
+package websocket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// commandStore is the queue of record the commandBook keeps commands in. *db.Database
+// implements it (through AgentStore); every state change is a guarded update, so a late or
+// duplicated call never moves a command backwards.
+type commandStore interface {
+	CreateCommand(ctx context.Context, c models.AgentCommand) error
+	CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error
+	GetCommand(ctx context.Context, id string) (models.AgentCommand, error)
+	ClaimCommands(ctx context.Context, agentID string, includeSent bool, limit int, at time.Time) ([]models.AgentCommand, error)
+	MarkCommandSent(ctx context.Context, id string, at time.Time) (attempt int, ok bool, err error)
+	AckCommand(ctx context.Context, agentID, id string, at time.Time) (db.Transition, error)
+	CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (db.Transition, error)
+	FailCommand(ctx context.Context, agentID, id, errText string, at time.Time) (db.Transition, error)
+	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
+	AgentsWithPendingCommands(ctx context.Context) ([]string, error)
+}
+
+// errUnknownCommand is commandBook's answer to an agent's answer about no command of its own.
+var errUnknownCommand = errors.New("unknown command")
+
+// alreadyFinal is finish's answer to a result for a command that is already final: results
+// are sent at least once, so after a redelivery a replay is expected.
+type alreadyFinal struct{ status string }
+
+func (e alreadyFinal) Error() string { return "command is already " + e.status }
+
+// commandBook is the one home of a command's life on this replica: it stores a submitted
+// command, wakes the dispatcher of the agent's connection (here, or through the cluster on the
+// replica that holds it), runs the dispatchers that claim, deliver and resend commands, records
+// the agent's acks, results and failures, and sweeps for late acks and past deadlines. The
+// database is the queue of record; the book keeps only what this replica's connections have
+// in flight.
+type commandBook struct {
+	store   commandStore
+	cfg     AgentHubConfig // Clock, Logger, AckTimeout, MaxAttempts, CommandTTL
+	metrics *agentMetrics
+	events  sessionEvents
+	link    *replicaLink
+
+	mu    sync.Mutex
+	local map[string]*deliveries // by agent id: the dispatchers of this replica's connections
+}
+
+func newCommandBook(store commandStore, cfg AgentHubConfig, metrics *agentMetrics, link *replicaLink) *commandBook {
+	return &commandBook{
+		store: store, cfg: cfg, metrics: metrics, link: link,
+		events: sessionEvents{pub: cfg.Events, logger: cfg.Logger},
+		local:  make(map[string]*deliveries),
+	}
+}
+
+// attach makes d the dispatcher that wake-ups for its agent reach, in place of an earlier
+// connection's; detach forgets it unless a newer connection took over.
+func (b *commandBook) attach(d *deliveries) {
+	b.mu.Lock()
+	b.local[d.agentID] = d
+	b.mu.Unlock()
+}
+
+func (b *commandBook) detach(d *deliveries) {
+	b.mu.Lock()
+	if b.local[d.agentID] == d {
+		delete(b.local, d.agentID)
+	}
+	b.mu.Unlock()
+}
+
+func (b *commandBook) dispatcher(agentID string) *deliveries {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.local[agentID]
+}
+
+// submit stores cmd (status pending) and wakes the agent's dispatcher; it also reports whether
+// some replica holds the agent (the wake-up looked it up anyway). Defaults: a new time-ordered
+// "cmd-<uuid>" id, the session settled from cmd.SessionID and the payload's "sessionId" (both
+// may differ: the caller is trusted), the CommandTTL deadline. With session set, the session
+// row is created in the same transaction and session.created is published. A CommandID already
+// stored for the same agent and action returns that command; for anything else it is
+// ErrCommandConflict.
+func (b *commandBook) submit(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, bool, error) {
+	if cmd.AgentID == "" || strings.TrimSpace(cmd.Action) == "" {
+		return cmd, false, errors.New("websocket: submit command: agent id and action are required")
+	}
+	now := b.cfg.Clock.Now()
+	if cmd.CommandID == "" {
+		// Version 7 ids grow with time, so commands created in the same instant are still
+		// delivered in the order they were submitted (ties on created_at sort by id).
+		cmd.CommandID = "cmd-" + uuid.Must(uuid.NewV7()).String()
+	}
+	if err := models.SettleCommandSession(&cmd, true); err != nil {
+		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, err)
+	}
+	cmd.Status, cmd.Attempts, cmd.CreatedAt = models.CommandStatusPending, 0, now
+	if cmd.ExpiresAt == nil && b.cfg.CommandTTL > 0 {
+		deadline := now.Add(b.cfg.CommandTTL)
+		cmd.ExpiresAt = &deadline
+	}
+	var err error
+	if session != nil {
+		err = b.store.CreateSessionWithCommand(ctx, *session, cmd)
+	} else {
+		err = b.store.CreateCommand(ctx, cmd)
+	}
+	if errors.Is(err, db.ErrConflict) && session == nil {
+		existing, gerr := b.store.GetCommand(ctx, cmd.CommandID)
+		if gerr == nil && existing.AgentID == cmd.AgentID && existing.Action == cmd.Action {
+			return existing, b.wake(ctx, cmd.AgentID), nil
+		}
+		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, ErrCommandConflict)
+	}
+	if err != nil {
+		return cmd, false, fmt.Errorf("websocket: submit command %q: %w", cmd.CommandID, err)
+	}
+	b.metrics.commands.WithLabelValues(models.CommandStatusPending).Inc()
+	if session != nil {
+		b.events.publish(ctx, session.OrgID, SessionEvent{
+			Type: EventSessionCreated, SessionID: session.ID, UserID: session.UserID, Timestamp: now,
+			Data: map[string]any{"state": session.State, "template": session.Template, "agentId": cmd.AgentID},
+		})
+	}
+	return cmd, b.wake(ctx, cmd.AgentID), nil
+}
+
+// wake starts a delivery pass for the agent on the replica that holds it, and reports whether
+// some replica does. Nothing is lost when the wake-up is: the command waits in the database for
+// the next pass or connection.
+func (b *commandBook) wake(ctx context.Context, agentID string) bool {
+	if b.wakeLocal(agentID) {
+		return true
+	}
+	return b.link.wake(ctx, agentID)
+}
+
+// wakeLocal wakes the dispatcher of the agent's connection on this replica, if it has one.
+func (b *commandBook) wakeLocal(agentID string) bool {
+	d := b.dispatcher(agentID)
+	if d != nil {
+		d.wakeUp()
+	}
+	return d != nil
+}
+
+// serve is a connection's dispatcher: it delivers the agent's commands until the connection
+// closes. Its first pass sends every command waiting for the agent, the unacknowledged ones of
+// earlier connections included, in creation order; later passes, woken by new commands or by
+// the check loop, send what is pending and what the check loop wants sent again. One goroutine
+// per connection keeps deliveries in order.
+func (b *commandBook) serve(d *deliveries) {
+	defer d.stop()
+	first := true
+	for {
+		if b.deliverPass(d, first) {
+			first = false
+			d.retry.Store(false)
+		} else {
+			d.retry.Store(true)
+		}
+		select {
+		case <-d.wake:
+		case <-d.done:
+			return
+		}
+	}
+}
+
+// deliverPass sends resends, then waiting commands, until none are left. It reports false when
+// the database failed, so the check loop wakes the dispatcher again later.
+func (b *commandBook) deliverPass(d *deliveries, includeSent bool) bool {
+	for _, id := range d.flight.takeResends() {
+		if !b.resendOne(d, d.flight.command(id)) {
+			return false
+		}
+	}
+	for {
+		limit := deliverBatch
+		if includeSent {
+			limit = firstPassLimit
+		}
+		now := b.cfg.Clock.Now()
+		// Claiming marks the batch sent (attempt+1) in one statement; a command claimed and
+		// then lost with the connection is claimed again by the next one.
+		cmds, err := b.store.ClaimCommands(d.ctx, d.agentID, includeSent, limit, now)
+		if err != nil {
+			if !d.closing() {
+				b.cfg.Logger.Warn("claiming waiting commands failed", "agent_id", d.agentID, "err", err)
+			}
+			return false
+		}
+		for _, cmd := range cmds {
+			if !b.send(d, cmd, cmd.Attempts, now) {
+				return false
+			}
+		}
+		if len(cmds) < limit {
+			return true
+		}
+		// Unacknowledged commands past the first firstPassLimit wait for the next connection;
+		// pending ones keep coming in batches.
+		includeSent = false
+	}
+}
+
+// resendOne marks a late command sent once more and queues it. A command that moved on
+// meanwhile (acknowledged, finished) is skipped: the guarded update refuses it.
+func (b *commandBook) resendOne(d *deliveries, cmd *models.AgentCommand) bool {
+	if cmd == nil {
+		return true // acknowledged since the check loop asked
+	}
+	now := b.cfg.Clock.Now()
+	attempt, ok, err := b.store.MarkCommandSent(d.ctx, cmd.CommandID, now)
+	if err != nil {
+		if !d.closing() {
+			b.cfg.Logger.Warn("marking command sent failed", "agent_id", d.agentID,
+				"command_id", cmd.CommandID, "err", err)
+		}
+		return false
+	}
+	if !ok {
+		d.flight.untrack(cmd.CommandID)
+		return true
+	}
+	return b.send(d, *cmd, attempt, now)
+}
+
+// send tracks a command as delivered and queues its frame. Only the connection's dispatcher
+// sends commands, so the frame's number is the one after those queued so far (frames of
+// other kinds queued meanwhile only make the ack timeout start a little later).
+func (b *commandBook) send(d *deliveries, cmd models.AgentCommand, attempt int, now time.Time) bool {
+	d.flight.track(cmd, attempt, now, d.flight.nextFrame())
+	if attempt > 1 {
+		b.metrics.commands.WithLabelValues("resent").Inc()
+	} else {
+		b.metrics.commands.WithLabelValues(models.CommandStatusSent).Inc()
+	}
+	if !d.queue(commandFrame(cmd, attempt, now)) {
+		return false
+	}
+	b.metrics.framesOut.Inc()
+	return true
+}
+
+// ack moves the command to ack. An ack for a command that already moved on is a harmless
+// duplicate (nil); one for a command that is not this agent's is errUnknownCommand.
+func (b *commandBook) ack(ctx context.Context, d *deliveries, id string, now time.Time) error {
+	d.flight.answered(id, now)
+	tr, err := b.store.AckCommand(ctx, d.agentID, id, now)
+	if errors.Is(err, db.ErrNotFound) {
+		return errUnknownCommand
+	}
+	if err != nil {
+		return err
+	}
+	d.flight.untrack(id)
+	if tr.Applied {
+		b.metrics.commands.WithLabelValues(models.CommandStatusAck).Inc()
+	}
+	return nil
+}
+
+// finish records a command's result (status completed) or error (failed). A replay on a
+// command that is already final changes nothing and is an alreadyFinal, so the agent can be
+// told; a command that is not this agent's is errUnknownCommand.
+func (b *commandBook) finish(ctx context.Context, d *deliveries, id, status string, result map[string]any, errText string, now time.Time) error {
+	d.flight.answered(id, now)
+	var (
+		tr  db.Transition
+		err error
+	)
+	if status == models.CommandStatusCompleted {
+		tr, err = b.store.CompleteCommand(ctx, d.agentID, id, result, now)
+	} else {
+		tr, err = b.store.FailCommand(ctx, d.agentID, id, errText, now)
+	}
+	if errors.Is(err, db.ErrNotFound) {
+		return errUnknownCommand
+	}
+	if err != nil {
+		return err
+	}
+	d.flight.untrack(id)
+	if !tr.Applied {
+		return alreadyFinal{status: tr.Status}
+	}
+	b.metrics.commands.WithLabelValues(status).Inc()
+	return nil
+}
+
+// sweep handles a connection's late acks: resends are queued for the commands with deliveries
+// left, the others fail; a dispatcher whose last pass failed, or that has resends, is woken.
+func (b *commandBook) sweep(ctx context.Context, d *deliveries, now time.Time) {
+	for _, f := range d.flight.overdue(now, b.cfg.AckTimeout, b.cfg.MaxAttempts) {
+		b.failUnacknowledged(ctx, d.agentID, f, now)
+	}
+	if d.retry.Load() || d.flight.hasResends() {
+		d.wakeUp()
+	}
+}
+
+// failUnacknowledged fails a command whose deliveries are used up without an ack.
+func (b *commandBook) failUnacknowledged(ctx context.Context, agentID string, f inflightCommand, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
+	defer cancel()
+	reason := fmt.Sprintf("not acknowledged after %d deliveries", f.attempt)
+	tr, err := b.store.FailCommand(ctx, "", f.cmd.CommandID, reason, now)
+	if err != nil {
+		b.cfg.Logger.Warn("failing unacknowledged command failed", "agent_id", agentID,
+			"command_id", f.cmd.CommandID, "err", err)
+		return
+	}
+	if tr.Applied {
+		b.metrics.commands.WithLabelValues(models.CommandStatusFailed).Inc()
+		b.cfg.Logger.Warn("command failed: no ack", "agent_id", agentID,
+			"command_id", f.cmd.CommandID, "attempts", f.attempt)
+	}
+}
+
+// wakeWaiting starts a delivery pass for this replica's agents that have commands waiting: a
+// wake-up lost between replicas (Redis away at that moment) delays a command by one check
+// interval at most.
+func (b *commandBook) wakeWaiting(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
+	defer cancel()
+	ids, err := b.store.AgentsWithPendingCommands(ctx)
+	if err != nil {
+		b.cfg.Logger.Warn("listing agents with waiting commands failed", "err", err)
+		return
+	}
+	for _, id := range ids {
+		b.wakeLocal(id)
+	}
+}
+
+// expire moves the commands past their deadline to expired.
+func (b *commandBook) expire(ctx context.Context, now time.Time) {
+	ctx, cancel := context.WithTimeout(ctx, defaultStoreCallTimeout)
+	defer cancel()
+	n, err := b.store.ExpireCommands(ctx, now)
+	if err != nil {
+		b.cfg.Logger.Warn("expiring commands failed", "err", err)
+	} else if n > 0 {
+		b.metrics.commands.WithLabelValues(models.CommandStatusExpired).Add(float64(n))
+		b.cfg.Logger.Info("commands expired", "count", n)
+	}
+}
+
+// deliveries is one connection's part of the command life: the wake-up of its dispatcher, the
+// commands delivered on it and not yet acknowledged, and the timing of their acks (flight).
+// The commandBook runs the dispatcher (serve) and records the agent's answers; the connection
+// only reports the frames it queues and writes and the time its reader spends on frames.
+type deliveries struct {
+	agentID string
+	out     chan<- []byte   // the connection's Send
+	done    <-chan struct{} // closed when the connection starts closing
+	// ctx bounds the dispatcher's database calls; stop cancels it, so a pass blocked on the
+	// database ends with the connection.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{} // capacity 1: the dispatcher has work
+	retry  atomic.Bool   // the last delivery pass failed; the check loop wakes it again
+	flight inflight
+}
+
+func newDeliveries(parent context.Context, agentID string, out chan<- []byte, done <-chan struct{}) *deliveries {
+	d := &deliveries{agentID: agentID, out: out, done: done, wake: make(chan struct{}, 1)}
+	d.ctx, d.cancel = context.WithCancel(parent)
+	return d
+}
+
+// wakeUp asks the dispatcher for a delivery pass; wake-ups while one is pending merge.
+func (d *deliveries) wakeUp() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the dispatcher's database calls; the connection calls it when it starts closing.
+func (d *deliveries) stop() { d.cancel() }
+
+func (d *deliveries) closing() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// queue puts a command frame on the connection's queue, waiting for room while the connection
+// lives: a slow agent slows its own deliveries, never anyone else's, and loses none.
+func (d *deliveries) queue(frame []byte) bool {
+	select {
+	case d.out <- frame:
+		d.flight.frameQueued()
+		return true
+	case <-d.done:
+		return false
+	}
+}
+
+// inflight is the ack-timing of one connection: the commands delivered on it and not yet
+// acknowledged, and what tells a late ack from an agent still reading its backlog (which
+// frames reached the socket, which the agent answered, and how long the reader spent on
+// frames instead of reading). The zero value is ready to use.
+type inflight struct {
+	// queued numbers the frames queued on the connection, written counts those the writer
+	// wrote: a command's ack timeout runs from when its frame reached the socket, not from
+	// when it joined a queue that a slow agent may take long to drain.
+	queued, written atomic.Uint64
+	// The reader's time spent handling frames (database work) rather than reading: a
+	// command's ack timeout leaves it out, since the agent's answers wait in the socket
+	// meanwhile. handlingSince is when the frame under way began (Unix nanoseconds on the
+	// hub's clock, 0 between frames); handled sums the frames done.
+	handlingSince, handled atomic.Int64
+
+	// Guarded by mu: commands delivered and not yet acknowledged, and the ones the check loop
+	// wants sent again.
+	mu     sync.Mutex
+	cmds   map[string]inflightCommand
+	resend []string
+	// reachedFrame is the highest frame number of a command the agent answered (ack,
+	// complete, failed), at lastAnswer: frames arrive in order, so the agent has read every
+	// frame up to it, and is still reading towards those after it.
+	reachedFrame  uint64
+	lastAnswer    time.Time
+	answerStalled time.Duration // stalled() at lastAnswer
+}
+
+// inflightCommand is a delivered command waiting for its ack.
+type inflightCommand struct {
+	cmd     models.AgentCommand
+	attempt int
+	sentAt  time.Time     // when its frame was queued, then when it was seen written
+	stalled time.Duration // the connection's stalled() at sentAt
+	frame   uint64        // its frame's number among the queued frames
+}
+
+// frameQueued counts a frame put on the connection's queue, frameWritten one the writer wrote.
+func (f *inflight) frameQueued()  { f.queued.Add(1) }
+func (f *inflight) frameWritten() { f.written.Add(1) }
+
+// nextFrame is the number the next frame queued will have.
+func (f *inflight) nextFrame() uint64 { return f.queued.Load() + 1 }
+
+// handlingStarted and handlingEnded bracket the reader's handling of one frame.
+func (f *inflight) handlingStarted(at time.Time) { f.handlingSince.Store(at.UnixNano()) }
+func (f *inflight) handlingEnded(took time.Duration) {
+	f.handled.Add(int64(took))
+	f.handlingSince.Store(0)
+}
+
+// stalled is how long, up to now, the reader spent handling this agent's frames instead of
+// reading the next ones. Read while a frame is under way it may count that frame twice, which
+// only makes a timeout a little longer.
+func (f *inflight) stalled(now time.Time) time.Duration {
+	d := time.Duration(f.handled.Load())
+	if since := f.handlingSince.Load(); since != 0 {
+		d += now.Sub(time.Unix(0, since))
+	}
+	return d
+}
+
+func (f *inflight) track(cmd models.AgentCommand, attempt int, at time.Time, frame uint64) {
+	stalled := f.stalled(at)
+	f.mu.Lock()
+	if f.cmds == nil {
+		f.cmds = make(map[string]inflightCommand)
+	}
+	f.cmds[cmd.CommandID] = inflightCommand{cmd: cmd, attempt: attempt, sentAt: at, stalled: stalled, frame: frame}
+	f.mu.Unlock()
+}
+
+// answered records that the agent answered command id at now: it has read the command's
+// frame, and every frame before it.
+func (f *inflight) answered(id string, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.cmds[id]; ok && c.frame > f.reachedFrame {
+		f.reachedFrame = c.frame
+	}
+	if now.After(f.lastAnswer) {
+		f.lastAnswer = now
+		f.answerStalled = f.stalled(now)
+	}
+}
+
+func (f *inflight) untrack(id string) {
+	f.mu.Lock()
+	delete(f.cmds, id)
+	f.mu.Unlock()
+}
+
+// command returns the delivered command id, or nil when it was acknowledged meanwhile.
+func (f *inflight) command(id string) *models.AgentCommand {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.cmds[id]
+	if !ok {
+		return nil
+	}
+	return &c.cmd
+}
+
+func (f *inflight) hasResends() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.resend) > 0
+}
+
+func (f *inflight) takeResends() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ids := f.resend
+	f.resend = nil
+	return ids
+}
+
+// overdue sorts the commands whose ack is late: those with deliveries left are queued for a
+// resend, the others are returned to be failed. A queued resend counts as sent now, so a check
+// that runs before the dispatcher gets to it does not queue it twice. A command whose frame
+// still waits in the queue is not late: its timeout starts again, so that an agent busy
+// reading a backlog is not sent the backlog a second time. Nor does the time the reader spent
+// on this agent's frames count (a slow database): the agent's answers were waiting for it.
+func (f *inflight) overdue(now time.Time, ackTimeout time.Duration, maxAttempts int) (exhausted []inflightCommand) {
+	written := f.written.Load()
+	stalled := f.stalled(now)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, c := range f.cmds {
+		if c.frame > written {
+			c.sentAt, c.stalled = now, stalled
+			f.cmds[id] = c
+			continue
+		}
+		// Past the last command the agent answered, the agent is still reading: its timeout
+		// runs from that answer, so an agent working through a backlog is not sent it twice.
+		// A command before it was read and left unanswered: it is late from its own delivery.
+		since, stalledSince := c.sentAt, c.stalled
+		if c.frame > f.reachedFrame && f.lastAnswer.After(since) {
+			since, stalledSince = f.lastAnswer, f.answerStalled
+		}
+		if now.Sub(since)-(stalled-stalledSince) < ackTimeout {
+			continue
+		}
+		if c.attempt >= maxAttempts {
+			exhausted = append(exhausted, c)
+			delete(f.cmds, id)
+			continue
+		}
+		c.sentAt, c.stalled = now, stalled
+		f.cmds[id] = c
+		f.resend = append(f.resend, id)
+	}
+	return exhausted
+}
