@@ -339,40 +339,6 @@ func (h *AgentHub) broadcastLocal(message []byte, excludeAgentID string) {
 	}
 }
 
-// SendCommandToAgent stores the command and delivers it to the agent as a "command" frame.
-// An empty CommandID is filled in; resubmitting a CommandID already stored for the same agent
-// and action is harmless. The command is never lost: when the agent is not connected the
-// error wraps ErrAgentNotConnected, and the command waits for the agent's next connection.
-func (h *AgentHub) SendCommandToAgent(agentID string, command *models.AgentCommand) error {
-	if command == nil {
-		return errors.New("websocket: send command: nil command")
-	}
-	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
-	defer cancel()
-	cmd := *command
-	cmd.AgentID = agentID
-	stored, connected, err := h.commands.submit(ctx, cmd, nil)
-	if err != nil {
-		return err
-	}
-	*command = stored
-	if !connected {
-		return fmt.Errorf("websocket: command %s stored for agent %q: %w", stored.CommandID, agentID, ErrAgentNotConnected)
-	}
-	return nil
-}
-
-// SubmitCommand stores cmd (status pending) and wakes the agent's dispatcher if the agent is
-// connected here. With session set, the session row is created in the same transaction (the
-// start_session of the admin API) and session.created is published. Defaults: a new
-// time-ordered "cmd-<uuid>" id, the payload's "sessionId" and cmd.SessionID filled from each other, the
-// CommandTTL deadline. A CommandID already stored for the same agent and action returns that
-// command; for anything else it is ErrCommandConflict.
-func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, session *models.Session) (models.AgentCommand, error) {
-	stored, _, err := h.commands.submit(ctx, cmd, session)
-	return stored, err
-}
-
 // Run starts the hub's periodic work and blocks until Stop: stale agents (4002), ack
 // timeouts and resends, command deadlines, and heartbeat writes. A second call while one runs
 // returns at once.

@@ -401,16 +401,6 @@ func outbound(frameType string, at time.Time, payload any) []byte {
 	return b
 }
 
-func commandFrame(c models.AgentCommand, attempt int, at time.Time) []byte {
-	payload := c.Payload
-	if payload == nil {
-		payload = map[string]any{}
-	}
-	return outbound(models.MessageTypeCommand, at, models.CommandMessage{
-		CommandID: c.CommandID, Action: c.Action, Payload: payload, Attempt: attempt,
-	})
-}
-
 func errorFrame(e *frameError, at time.Time) []byte {
 	return outbound(models.MessageTypeError, at, models.ErrorMessage{
 		Message: e.msg, CommandID: e.commandID, SessionID: e.sessionID, Retry: e.retry,
