@@ -1,8 +1,16 @@
-// Package cluster carries what replicas of the server share: each organization's ordered event
-// stream (Bus), and which replica holds each agent's connection together with the messages
-// replicas send one another about agents (Directory). The in-process implementations serve a
-// single node; the Redis ones (NewRedis) serve several replicas with the same contracts, and one
-// test suite runs against both.
+// Package cluster is what the replicas of a StreamSpace Realtime deployment share, so that
+// browsers and agents connected to different replicas behave as if they were on one:
+//
+//   - a Bus: each organization's ordered event stream, with history a reconnecting browser
+//     resumes from (websocket.Config.Bus);
+//   - a Directory: which replica holds each agent's connection, and the messages replicas send
+//     one another about agents (websocket.AgentHubConfig.Directory);
+//   - Leases: counts of what all replicas hold (browser connections per user, per
+//     organization) against cluster-wide limits.
+//
+// NewMemoryBus and NewMemoryDirectory serve a single process, and are what the websocket
+// package uses when given none. NewRedis serves several replicas through one Redis, with the
+// same contracts; NewRedisClient makes its go-redis client from a URL.
 package cluster
 
 import (
@@ -33,7 +41,8 @@ var (
 	ErrHistoryGone = errors.New("cluster: position not in the retained history")
 )
 
-// History bounds what each organization's stream retains for replay (PROTOCOL.md 2.4): the last
+// History bounds what each organization's stream retains so that a browser that reconnects with
+// its last position (the `since` parameter, docs/PROTOCOL.md 2.4) is sent what it missed: the last
 // Size messages, and beyond them those younger than TTL, up to Max in all; at most OrgBytes of
 // them per organization, and at most TotalBytes for all organizations together. The byte
 // bounds come first: an organization publishing large messages keeps fewer of them. When the
@@ -41,7 +50,8 @@ var (
 // divided by the number of organizations holding history) are trimmed, down to that share, so
 // a large organization never pushes out a smaller one's history. A message counts as its
 // payload's length plus HistoryEntryOverhead. Zero fields take the defaults; a negative Size
-// keeps no history.
+// keeps no history. It is given as RedisOptions.History, to NewMemoryBusWithHistory, or as
+// websocket.Config.History for the bus a Manager makes itself.
 type History struct {
 	Size       int
 	TTL        time.Duration
@@ -108,7 +118,8 @@ type Position struct {
 	Offset uint64
 }
 
-// String renders the position as the `since` parameter of PROTOCOL.md 2.4.
+// String renders the position as "<epoch>:<offset>", the form of a browser's `since`
+// parameter (docs/PROTOCOL.md 2.4), which websocket.ParseSince reads back.
 func (p Position) String() string {
 	return p.Epoch + ":" + strconv.FormatUint(p.Offset, 10)
 }
@@ -131,8 +142,10 @@ type Message struct {
 // organization. It runs on the bus's delivery path: it must not block.
 type Handler func(Message)
 
-// Bus is an ordered, per-organization publish/subscribe stream shared by all replicas.
-// Implementations are safe for concurrent use.
+// Bus is an ordered, per-organization publish/subscribe stream shared by all replicas: an event
+// published on any replica reaches the browsers of its organization on every replica, in the
+// same order, each event numbered with its Position. MemoryBus serves one process, RedisBus
+// several replicas. Implementations are safe for concurrent use.
 type Bus interface {
 	// Publish appends payload to orgID's stream and hands it to the handlers of every replica
 	// that watches orgID. It returns the position the message was given.

@@ -34,7 +34,8 @@ type ReplicaMessage struct {
 }
 
 // Directory records which replica holds each agent's connection and carries messages between
-// replicas. Claims are made by the replica that accepted the connection; the newest claim wins,
+// replicas, so that a command accepted on any replica reaches the agent wherever it is
+// connected. MemoryDirectory serves one process, RedisDirectory several replicas. Claims are made by the replica that accepted the connection; the newest claim wins,
 // and a release only removes the claim it names (compare-and-delete on replica and
 // generation), so a late cleanup of an old connection never erases the agent's new home.
 // Implementations are safe for concurrent use.

@@ -50,8 +50,10 @@ type RedisOptions struct {
 	// to start instead, so a misconfigured replica is noticed rather than serving alone.
 	WaitForRedis bool
 	// History bounds each organization's replayable history (Size entries in Redis).
-	History    History
-	Logger     *slog.Logger
+	History History
+	// Logger receives the package's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the package's Prometheus collectors; nil registers none.
 	Registerer prometheus.Registerer
 }
 
@@ -112,7 +114,9 @@ type Redis struct {
 
 // NewRedis connects this replica to the cluster through client. It refuses to start when Redis
 // does not answer within ctx: a replica that fell back to serving alone would split the cluster.
-// The caller keeps ownership of client and closes it after Close.
+// The caller keeps ownership of client and closes it after Close. Every replica of a deployment
+// uses the same Redis and Prefix and its own Replica name; each passes Bus to
+// websocket.Config.Bus and Directory to websocket.AgentHubConfig.Directory.
 func NewRedis(ctx context.Context, client redis.UniversalClient, opts RedisOptions) (*Redis, error) {
 	if client == nil {
 		return nil, errors.New("cluster: redis client required")
@@ -173,7 +177,7 @@ func (r *Redis) Bus() *RedisBus { return r.bus }
 // Directory returns the agents' directory and the replicas' messages.
 func (r *Redis) Directory() *RedisDirectory { return r.dir }
 
-// Leases returns the counts of what replicas hold against cluster-wide limits.
+// Leases returns the counts of what all replicas hold against cluster-wide limits.
 func (r *Redis) Leases() *Leases { return r.leases }
 
 // Ready reports whether Redis answers and this replica's subscriptions are in place.

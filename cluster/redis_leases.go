@@ -61,7 +61,9 @@ type LeaseSlot struct {
 	Limit int
 }
 
-// Leases counts things held across replicas in Redis (see leaseScript). Releases are sent to
+// Leases counts things held across replicas (a user's browser connections, an organization's)
+// against limits that span the cluster: Acquire takes a lease when no limit is reached, and
+// each lease lasts while its replica runs and it is not released. Releases are sent to
 // Redis by a goroutine of their own, so a connection's teardown never waits on Redis; a take
 // on this replica removes the releases of its sets still on their way in the same script, so
 // a user who closes a connection and opens another at once is not refused for the one just

@@ -5,12 +5,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -22,7 +19,7 @@ type Postgres struct {
 	bin  string // the directory of initdb, pg_ctl and postgres
 	dir  string // the data directory
 	port int
-	cred *syscall.Credential // whom the server runs as (PostgreSQL refuses root)
+	cred *credential // whom the server runs as (PostgreSQL refuses root)
 }
 
 // StartPostgres creates a data directory (trust authentication, user postgres) and starts a
@@ -46,7 +43,7 @@ func StartPostgres(t testing.TB) *Postgres {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(p.dir) })
 	if p.cred != nil {
-		if err := os.Chown(p.dir, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+		if err := chownTo(p.dir, p.cred); err != nil {
 			t.Fatalf("dbtest: %v", err)
 		}
 	}
@@ -94,7 +91,7 @@ func (p *Postgres) run(tool string, args ...string) ([]byte, error) {
 	cmd := exec.Command(filepath.Join(p.bin, tool), args...)
 	cmd.Dir = p.dir
 	if p.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+		runAs(cmd, p.cred)
 	}
 	done := make(chan struct{})
 	var out []byte
@@ -130,20 +127,4 @@ func postgresBinDir() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("PostgreSQL's pg_ctl not found (install the server with scripts/services.sh)")
-}
-
-func credentialOf(name string) (*syscall.Credential, error) {
-	u, err := user.Lookup(name)
-	if err != nil {
-		return nil, fmt.Errorf("no user %q to run it as: %w", name, err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: uid %q: %w", name, u.Uid, err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("user %q: gid %q: %w", name, u.Gid, err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }

@@ -196,7 +196,7 @@ func TestChaosPausedAgentReads(t *testing.T) {
 	small := &net.Dialer{Control: func(_, _ string, raw syscall.RawConn) error {
 		var serr error
 		err := raw.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			serr = setReceiveBuffer(fd, 4096)
 		})
 		return cmp.Or(err, serr)
 	}}
