@@ -21,7 +21,8 @@ const (
 	// CloseTokenExpired: the credentials of the connection expired.
 	CloseTokenExpired = 4003
 	// CloseAccessRevoked: a session the connection is subscribed to is no longer visible to its
-	// user (the share was withdrawn, or the session was deleted).
+	// user (the share was withdrawn, the session was deleted, or its id now names another
+	// user's new session).
 	CloseAccessRevoked = 4004
 )
 
