@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,10 +48,10 @@ func (h *AgentHub) SubmitCommand(ctx context.Context, cmd models.AgentCommand, s
 	return stored, err
 }
 
-// commandStore is the queue of record the commandBook keeps commands in. *db.Database
-// implements it (through AgentStore); every state change is a guarded update, so a late or
-// duplicated call never moves a command backwards.
-type commandStore interface {
+// CommandStore is the queue of record of agent commands: the part of AgentStore the
+// command life uses. *db.Database implements it; every state change is a guarded update, so a
+// late or duplicated call never moves a command backwards.
+type CommandStore interface {
 	CreateCommand(ctx context.Context, c models.AgentCommand) error
 	CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error
 	GetCommand(ctx context.Context, id string) (models.AgentCommand, error)
@@ -81,44 +80,21 @@ func (e alreadyFinal) Error() string { return "command is already " + e.status }
 // database is the queue of record; the book keeps only what this replica's connections have
 // in flight.
 type commandBook struct {
-	store   commandStore
+	store   CommandStore
 	cfg     AgentHubConfig // Clock, Logger, AckTimeout, MaxAttempts, CommandTTL
 	metrics *agentMetrics
 	events  sessionEvents
 	link    *replicaLink
-
-	mu    sync.Mutex
-	local map[string]*deliveries // by agent id: the dispatchers of this replica's connections
+	// local returns the dispatcher of the agent's connection on this replica, or nil: the
+	// registry's own lookup, so the book keeps no second map of connections.
+	local func(agentID string) *deliveries
 }
 
-func newCommandBook(store commandStore, cfg AgentHubConfig, metrics *agentMetrics, link *replicaLink) *commandBook {
+func newCommandBook(store CommandStore, cfg AgentHubConfig, metrics *agentMetrics, link *replicaLink, local func(agentID string) *deliveries) *commandBook {
 	return &commandBook{
-		store: store, cfg: cfg, metrics: metrics, link: link,
+		store: store, cfg: cfg, metrics: metrics, link: link, local: local,
 		events: sessionEvents{pub: cfg.Events, logger: cfg.Logger},
-		local:  make(map[string]*deliveries),
 	}
-}
-
-// attach makes d the dispatcher that wake-ups for its agent reach, in place of an earlier
-// connection's; detach forgets it unless a newer connection took over.
-func (b *commandBook) attach(d *deliveries) {
-	b.mu.Lock()
-	b.local[d.agentID] = d
-	b.mu.Unlock()
-}
-
-func (b *commandBook) detach(d *deliveries) {
-	b.mu.Lock()
-	if b.local[d.agentID] == d {
-		delete(b.local, d.agentID)
-	}
-	b.mu.Unlock()
-}
-
-func (b *commandBook) dispatcher(agentID string) *deliveries {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.local[agentID]
 }
 
 // submit stores cmd (status pending) and wakes the agent's dispatcher; it also reports whether
@@ -184,7 +160,7 @@ func (b *commandBook) wake(ctx context.Context, agentID string) bool {
 
 // wakeLocal wakes the dispatcher of the agent's connection on this replica, if it has one.
 func (b *commandBook) wakeLocal(agentID string) bool {
-	d := b.dispatcher(agentID)
+	d := b.local(agentID)
 	if d != nil {
 		d.wakeUp()
 	}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,11 +22,11 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// The commandBook is tested here without sockets or a database: an in-memory commandStore with
+// The commandBook is tested here without sockets or a database: an in-memory CommandStore with
 // the guarded transitions of db's, a fake clock, and a connection's deliveries whose queue the
 // test reads. The tests with real WebSockets and databases (agent_hub_test.go) cover the rest.
 
-// memCommands is an in-memory commandStore: every transition moves a command forward only, as
+// memCommands is an in-memory CommandStore: every transition moves a command forward only, as
 // db.Database's guarded updates do.
 type memCommands struct {
 	mu       sync.Mutex
@@ -37,7 +38,7 @@ func newMemCommands() *memCommands {
 	return &memCommands{cmds: make(map[string]models.AgentCommand), sessions: make(map[string]models.Session)}
 }
 
-var _ commandStore = (*memCommands)(nil)
+var _ CommandStore = (*memCommands)(nil)
 
 func (m *memCommands) CreateCommand(_ context.Context, c models.AgentCommand) error {
 	m.mu.Lock()
@@ -183,6 +184,8 @@ type bookHarness struct {
 	d     *deliveries
 	out   chan []byte
 	done  chan struct{}
+	// attached is whether the registry the book asks holds d's connection.
+	attached atomic.Bool
 }
 
 func newBookHarness(t *testing.T, cfg AgentHubConfig) *bookHarness {
@@ -193,9 +196,14 @@ func newBookHarness(t *testing.T, cfg AgentHubConfig) *bookHarness {
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg = cfg.withDefaults()
 	link := &replicaLink{dir: cluster.NewMemoryDirectory("r1"), logger: cfg.Logger}
-	h.book = newCommandBook(h.store, cfg, newAgentMetrics(nil), link)
 	h.d = newDeliveries(t.Context(), "a1", h.out, h.done)
-	h.book.attach(h.d)
+	h.attached.Store(true)
+	h.book = newCommandBook(h.store, cfg, newAgentMetrics(nil), link, func(agentID string) *deliveries {
+		if agentID == h.d.agentID && h.attached.Load() {
+			return h.d
+		}
+		return nil
+	})
 	t.Cleanup(func() {
 		select {
 		case <-h.done:
@@ -572,7 +580,7 @@ func TestCommandBookSweepWakes(t *testing.T) {
 	if !drain() {
 		t.Fatal("an agent with a pending command was not woken")
 	}
-	h.book.detach(h.d)
+	h.attached.Store(false) // the connection is gone from the registry
 	if _, connected, _ := h.book.submit(t.Context(), models.AgentCommand{AgentID: "a1", Action: "x"}, nil); connected || drain() {
 		t.Fatal("a detached dispatcher was woken")
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // Defaults of AgentHubConfig (PROTOCOL.md 3.4 and 3.5).
@@ -46,16 +45,7 @@ type AgentStore interface {
 	MarkAgentOffline(ctx context.Context, id, connectionID string, at time.Time) (bool, error)
 	RecordAgentHeartbeats(ctx context.Context, beats []db.AgentHeartbeat) error
 
-	CreateCommand(ctx context.Context, c models.AgentCommand) error
-	CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error
-	GetCommand(ctx context.Context, id string) (models.AgentCommand, error)
-	ClaimCommands(ctx context.Context, agentID string, includeSent bool, limit int, at time.Time) ([]models.AgentCommand, error)
-	MarkCommandSent(ctx context.Context, id string, at time.Time) (attempt int, ok bool, err error)
-	AckCommand(ctx context.Context, agentID, id string, at time.Time) (db.Transition, error)
-	CompleteCommand(ctx context.Context, agentID, id string, result map[string]any, at time.Time) (db.Transition, error)
-	FailCommand(ctx context.Context, agentID, id, errText string, at time.Time) (db.Transition, error)
-	ExpireCommands(ctx context.Context, now time.Time) (int64, error)
-	AgentsWithPendingCommands(ctx context.Context) ([]string, error)
+	CommandStore
 
 	ApplyAgentStatuses(ctx context.Context, agentID string, reports []db.AgentStatusReport) ([]db.AgentStatusResult, error)
 }

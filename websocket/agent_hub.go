@@ -115,13 +115,14 @@ func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	}
 	metrics := newAgentMetrics(cfg.Registerer)
 	link := &replicaLink{dir: cfg.Directory, logger: cfg.Logger}
+	registry := newAgentRegistry(store, link, cfg)
 	h := &AgentHub{
 		cfg:      cfg,
 		metrics:  metrics,
 		dir:      cfg.Directory,
 		link:     link,
-		registry: newAgentRegistry(store, link, cfg),
-		commands: newCommandBook(store, cfg, metrics, link),
+		registry: registry,
+		commands: newCommandBook(store, cfg, metrics, link, registry.dispatcher),
 		beats:    newHeartbeatBatch(store, metrics, cfg.Logger),
 		statuses: &statusRecorder{store: store, events: sessionEvents{pub: cfg.Events, logger: cfg.Logger}, metrics: metrics, logger: cfg.Logger},
 		run:      hubRun{stopCh: make(chan struct{}), done: make(chan struct{})},
@@ -160,7 +161,7 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	h.prepare(conn)
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	old, err := h.registry.add(ctx, conn, func() { h.commands.attach(conn.cmds); h.logs.agentConnected(conn) })
+	old, err := h.registry.add(ctx, conn, func() { h.logs.agentConnected(conn) })
 	if err != nil {
 		conn.cmds.stop()
 		return err
@@ -201,7 +202,7 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 func (h *AgentHub) unregister(c *AgentConnection) {
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
 	defer cancel()
-	h.registry.remove(ctx, c, func() { h.commands.detach(c.cmds); h.logs.agentLeft(c) })
+	h.registry.remove(ctx, c, func() { h.logs.agentLeft(c) })
 	h.logs.endRoutes(c)
 	h.metrics.connections.Dec()
 	h.cfg.Logger.Info("agent disconnected", "agent_id", c.AgentID, "code", c.closeCode, "reason", c.closeReason)

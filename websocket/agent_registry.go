@@ -115,6 +115,14 @@ func (r *agentRegistry) get(agentID string) *AgentConnection {
 	return r.conns[agentID]
 }
 
+// dispatcher returns the command dispatcher of the agent's connection here, or nil.
+func (r *agentRegistry) dispatcher(agentID string) *deliveries {
+	if c := r.get(agentID); c != nil {
+		return c.cmds
+	}
+	return nil
+}
+
 // all returns the registered connections but except's.
 func (r *agentRegistry) all(except string) []*AgentConnection {
 	r.mu.RLock()
