@@ -22,6 +22,13 @@ import (
 // Redis, as two processes behind a load balancer would.
 func replicaPair(t *testing.T) (a, b *agentHarness, d *db.Database) {
 	t.Helper()
+	return replicaPairWith(t, false)
+}
+
+// replicaPairWith is replicaPair; with podLogs each hub is given a PodLogs built on its own
+// directory, as the server builds them (the Manager of a replica is then handed the same one).
+func replicaPairWith(t *testing.T, podLogs bool) (a, b *agentHarness, d *db.Database) {
+	t.Helper()
 	d = dbtest.Open(t, "postgres")
 	client, prefix := redistest.Client(t)
 	node := func(replica string) cluster.Directory {
@@ -36,8 +43,12 @@ func replicaPair(t *testing.T) (a, b *agentHarness, d *db.Database) {
 	}
 	// Cleanups run last-in first-out: the hubs stop before their Redis nodes close.
 	da, db2 := node("a"), node("b")
-	a = newAgentHarness(t, d, AgentHubConfig{Replica: "a", Directory: da})
-	b = newAgentHarness(t, d, AgentHubConfig{Replica: "b", Directory: db2})
+	ca, cb := AgentHubConfig{Replica: "a", Directory: da}, AgentHubConfig{Replica: "b", Directory: db2}
+	if podLogs {
+		ca.Logs, cb.Logs = NewPodLogs(PodLogsConfig{Directory: da}), NewPodLogs(PodLogsConfig{Directory: db2})
+	}
+	a = newAgentHarness(t, d, ca)
+	b = newAgentHarness(t, d, cb)
 	return a, b, d
 }
 

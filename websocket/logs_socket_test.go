@@ -358,15 +358,29 @@ func TestLogsShutdown(t *testing.T) {
 
 // With the browser on replica a and the agent on replica b, lines cross through Redis in
 // order; the browser leaving stops the agent's stream on b within a second; the agent
-// disconnecting from b ends the browser's stream with log_error.
+// disconnecting from b ends the browser's stream with log_error, and no route is left on either
+// replica. The Manager reaches the agents through the hub (Config.Agents), or, as the server
+// wires it, through the one PodLogs of its replica that the hub was also given (Config.Logs).
 func TestLogsAcrossReplicas(t *testing.T) {
-	a, b, d := replicaPair(t)
+	for _, wiring := range []string{"hub", "podlogs"} {
+		t.Run(wiring, func(t *testing.T) {
+			a, b, d := replicaPairWith(t, wiring == "podlogs")
+			cfg := Config{Agents: a.hub}
+			if wiring == "podlogs" {
+				cfg = Config{Logs: a.hub.logs}
+			}
+			logsAcrossReplicas(t, a, b, d, cfg)
+		})
+	}
+}
+
+func logsAcrossReplicas(t *testing.T, a, b *agentHarness, d *db.Database, cfg Config) {
 	b.addAgent("ag1")
 	if err := d.CreateSession(t.Context(), models.Session{ID: "s1", OrgID: "o1", UserID: "u1", Namespace: "ns-o1",
 		PodName: "pod-s1", AgentID: "ag1", State: models.SessionStateRunning}); err != nil {
 		t.Fatal(err)
 	}
-	m := startManager(t, d, Config{Agents: a.hub})
+	m := startManager(t, d, cfg)
 	base := logsServer(t, m)
 	agent := b.connect("ag1")
 	testkit.Eventually(t, 5*time.Second, "replica a sees the agent on b", func() bool { return a.hub.IsAgentConnected("ag1") })
@@ -392,11 +406,7 @@ func TestLogsAcrossReplicas(t *testing.T) {
 		t.Fatalf("close %d, want 1011", code)
 	}
 	testkit.Eventually(t, 5*time.Second, "no log routes left", func() bool {
-		a.hub.logs.mu.Lock()
-		defer a.hub.logs.mu.Unlock()
-		b.hub.logs.mu.Lock()
-		defer b.hub.logs.mu.Unlock()
-		return len(a.hub.logs.routes) == 0 && len(b.hub.logs.routes) == 0
+		return openRoutes(a.hub.logs) == 0 && openRoutes(b.hub.logs) == 0
 	})
 }
 
