@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
 )
 
 const safety = 30 * time.Second
