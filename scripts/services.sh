@@ -490,9 +490,10 @@ ensure_vnc() {
 
 	local logfile="${TMPDIR:-/tmp}/streamspace-realtime-xvnc.log"
 	log "starting Xvnc :${VNC_DISPLAY} on ${addr}:${port} (log: ${logfile})"
-	# Detached from this shell and its lock (fd 9), so it outlives the script.
+	# Detached from this shell and its lock (fd 9), so it outlives the script. No blacklist:
+	# tests end connections mid-handshake on purpose, and Xvnc would refuse 127.0.0.1 for a while.
 	setsid nohup Xvnc ":${VNC_DISPLAY}" -rfbport "${port}" -localhost -SecurityTypes None -AlwaysShared \
-		-geometry 1024x768 -depth 24 </dev/null >"${logfile}" 2>&1 9>&- &
+		-UseBlacklist=0 -geometry 1024x768 -depth 24 </dev/null >"${logfile}" 2>&1 9>&- &
 	disown
 	if ! rfb_wait "${addr}" "${port}"; then
 		tail -n 20 "${logfile}" >&2 2>/dev/null || true

@@ -130,8 +130,8 @@ func countColour(c *vnctest.Client, r image.Rectangle, want color.RGBA) int {
 }
 
 func TestPatternAndTitle(t *testing.T) {
-	base := testkit.SteadyGoroutines()
 	h := start(t)
+	base := testkit.SteadyGoroutines()
 	c, conn := h.viewer(t)
 	checkPattern(t, c)
 	l := h.d.layout
@@ -152,7 +152,7 @@ func TestPatternAndTitle(t *testing.T) {
 	if err := <-h.errs; err != nil {
 		t.Fatalf("a viewer hanging up is not an error: %v", err)
 	}
-	testkit.GoroutinesBackTo(t, safety, base+2) // the listener's accept loop and its cleanup remain
+	testkit.GoroutinesBackTo(t, safety, base)
 }
 
 func TestClockTicksAndIdleSendsNothing(t *testing.T) {

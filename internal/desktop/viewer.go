@@ -48,7 +48,7 @@ func newViewer(d *Desktop, conn net.Conn) *viewer {
 // validates each message and bounds what it holds.
 func (v *viewer) readLoop() error {
 	banner := []byte("RFB 003.008\n")
-	s := rfb.NewClientStream(rfb.Options{MaxClipboard: 64 << 10})
+	s := rfb.NewClientStream(rfb.Options{}) // clipboard bounded by rfb.DefaultMaxClipboard
 	s.ServerBytes(banner)
 	if err := v.write(banner); err != nil {
 		return err

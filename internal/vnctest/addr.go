@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -28,12 +29,18 @@ func Addr(t testing.TB) string {
 		addr = DefaultAddr
 	}
 	if err := probe(addr); err != nil {
+		if strings.Contains(err.Error(), "Too many security failures") {
+			t.Fatalf("the VNC server at %s (%s) refuses this host after connections that ended before authenticating: %v; "+
+				"restart it with -UseBlacklist=0, as scripts/services.sh starts Xvnc", addr, AddrEnv, err)
+		}
 		t.Fatalf("no VNC server at %s (%s): %v; run scripts/services.sh to start Xvnc", addr, AddrEnv, err)
 	}
 	return addr
 }
 
-// probe dials addr and reads the 12-byte RFB ProtocolVersion, then hangs up.
+// probe dials addr and runs a whole handshake before hanging up: TigerVNC counts a connection
+// that ends before authenticating as a failed attempt and, after a few, refuses the host for a
+// while, which would break the tests that follow.
 func probe(addr string) error {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -50,7 +57,12 @@ func probe(addr string) error {
 	if !bytes.HasPrefix(banner, []byte("RFB ")) {
 		return &bannerError{banner}
 	}
-	return nil
+	c := NewClient(struct {
+		io.Reader
+		io.Writer
+	}{io.MultiReader(bytes.NewReader(banner), conn), conn})
+	_, _, _, err = c.Handshake()
+	return err
 }
 
 type bannerError struct{ got []byte }

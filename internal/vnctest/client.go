@@ -49,8 +49,8 @@ func NewClient(rw io.ReadWriter) *Client {
 	return &Client{w: rw, r: bufio.NewReaderSize(rw, 64<<10)}
 }
 
-// Handshake runs RFB 3.8 with security None and a shared ClientInit, and returns ServerInit's
-// width, height and name.
+// Handshake runs RFB 3.8 (3.3 with a server that speaks only that) with security None and a
+// shared ClientInit, and returns ServerInit's width, height and name.
 func (c *Client) Handshake() (width, height int, name string, err error) {
 	banner := make([]byte, 12)
 	if _, err := io.ReadFull(c.r, banner); err != nil {
@@ -59,32 +59,13 @@ func (c *Client) Handshake() (width, height int, name string, err error) {
 	if string(banner[:8]) != "RFB 003." {
 		return 0, 0, "", fmt.Errorf("not an RFB server: %q", banner)
 	}
-	if _, err := c.w.Write([]byte("RFB 003.008\n")); err != nil {
-		return 0, 0, "", fmt.Errorf("writing protocol version: %w", err)
-	}
-	n, err := c.r.ReadByte()
-	if err != nil {
-		return 0, 0, "", fmt.Errorf("reading security types: %w", err)
-	}
-	if n == 0 {
-		return 0, 0, "", fmt.Errorf("server refused: %s", c.reason())
-	}
-	types := make([]byte, n)
-	if _, err := io.ReadFull(c.r, types); err != nil {
-		return 0, 0, "", fmt.Errorf("reading security types: %w", err)
-	}
-	if !containsByte(types, 1) {
-		return 0, 0, "", fmt.Errorf("server does not offer security None: %v", types)
-	}
-	if _, err := c.w.Write([]byte{1}); err != nil {
-		return 0, 0, "", fmt.Errorf("choosing security: %w", err)
-	}
-	var result [4]byte
-	if _, err := io.ReadFull(c.r, result[:]); err != nil {
-		return 0, 0, "", fmt.Errorf("reading security result: %w", err)
-	}
-	if binary.BigEndian.Uint32(result[:]) != 0 {
-		return 0, 0, "", fmt.Errorf("security failed: %s", c.reason())
+	if string(banner) == "RFB 003.003\n" {
+		// A 3.3 server (TigerVNC answers so when it refuses a blacklisted host) chooses itself.
+		if err := c.security33(); err != nil {
+			return 0, 0, "", err
+		}
+	} else if err := c.security38(); err != nil {
+		return 0, 0, "", err
 	}
 	if _, err := c.w.Write([]byte{1}); err != nil {
 		return 0, 0, "", fmt.Errorf("writing ClientInit: %w", err)
@@ -109,6 +90,57 @@ func (c *Client) Handshake() (width, height int, name string, err error) {
 	c.Name = string(nb)
 	c.fb = image.NewRGBA(image.Rect(0, 0, width, height))
 	return width, height, c.Name, nil
+}
+
+// security38 runs RFB 3.8's security negotiation, choosing None.
+func (c *Client) security38() error {
+	if _, err := c.w.Write([]byte("RFB 003.008\n")); err != nil {
+		return fmt.Errorf("writing protocol version: %w", err)
+	}
+	n, err := c.r.ReadByte()
+	if err != nil {
+		return fmt.Errorf("reading security types: %w", err)
+	}
+	if n == 0 {
+		return fmt.Errorf("server refused: %s", c.reason())
+	}
+	types := make([]byte, n)
+	if _, err := io.ReadFull(c.r, types); err != nil {
+		return fmt.Errorf("reading security types: %w", err)
+	}
+	if !containsByte(types, 1) {
+		return fmt.Errorf("server does not offer security None: %v", types)
+	}
+	if _, err := c.w.Write([]byte{1}); err != nil {
+		return fmt.Errorf("choosing security: %w", err)
+	}
+	var result [4]byte
+	if _, err := io.ReadFull(c.r, result[:]); err != nil {
+		return fmt.Errorf("reading security result: %w", err)
+	}
+	if binary.BigEndian.Uint32(result[:]) != 0 {
+		return fmt.Errorf("security failed: %s", c.reason())
+	}
+	return nil
+}
+
+// security33 runs RFB 3.3's, where the server chooses; only None is accepted.
+func (c *Client) security33() error {
+	if _, err := c.w.Write([]byte("RFB 003.003\n")); err != nil {
+		return fmt.Errorf("writing protocol version: %w", err)
+	}
+	var sec [4]byte
+	if _, err := io.ReadFull(c.r, sec[:]); err != nil {
+		return fmt.Errorf("reading security type: %w", err)
+	}
+	switch t := binary.BigEndian.Uint32(sec[:]); t {
+	case 0:
+		return fmt.Errorf("server refused: %s", c.reason())
+	case 1:
+		return nil
+	default:
+		return fmt.Errorf("server chose security type %d, not None", t)
+	}
 }
 
 // reason reads a failure reason string (u32 length, text), bounded.

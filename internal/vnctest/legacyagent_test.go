@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -262,4 +263,57 @@ func TestLegacyAgentHeartbeatsAndRefusal(t *testing.T) {
 	if _, err := DialLegacyAgent(ctx, LegacyAgentConfig{ServerURL: cp.srv.URL, AgentID: "other"}); err == nil {
 		t.Fatal("dialled a refusing server")
 	}
+}
+
+// TestLegacyAgentReportsVNCErrors: a VNC server that resets the connection is a vnc_error, and
+// the tunnel is gone.
+func TestLegacyAgentReportsVNCErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reset := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Write([]byte("RFB 003.008\n"))
+		<-reset                           // once the banner went through the agent
+		_ = c.(*net.TCPConn).SetLinger(0) // close with a reset, not an EOF
+		c.Close()
+	}()
+	cp := newControlPlane(t)
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
+	agent, err := DialLegacyAgent(ctx, LegacyAgentConfig{ServerURL: cp.srv.URL, AgentID: "agent-1", APIKey: "k",
+		VNCAddr: func(string) string { return ln.Addr().String() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	<-cp.header
+	cp.ws = <-cp.wsc
+	if err := agent.OpenTunnel("s9"); err != nil {
+		t.Fatal(err)
+	}
+	hb := 0
+	for {
+		m := cp.next(t, &hb)
+		if m.Type == models.MessageTypeVNCData {
+			close(reset)
+			continue
+		}
+		if m.Type != models.MessageTypeVNCError {
+			continue
+		}
+		var e models.VNCErrorMessage
+		_ = json.Unmarshal(m.Payload, &e)
+		if e.SessionID != "s9" || e.Error == "" {
+			t.Fatalf("vnc_error %+v", e)
+		}
+		break
+	}
+	testkit.Eventually(t, safety, "tunnel gone", func() bool { return agent.TunnelsOpen() == 0 })
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -143,9 +144,15 @@ func TestAddrFailsWithAHint(t *testing.T) {
 	if !strings.Contains(rec.msg, "scripts/services.sh") || !strings.Contains(rec.msg, "not an RFB banner") {
 		t.Fatalf("message %q", rec.msg)
 	}
-	t.Setenv(AddrEnv, "")
-	if got := Addr(t); got != DefaultAddr {
-		t.Fatalf("default address %q", got)
+}
+
+func TestAddrDefault(t *testing.T) {
+	want := os.Getenv(AddrEnv)
+	if want == "" {
+		want = DefaultAddr
+	}
+	if got := Addr(t); got != want {
+		t.Fatalf("Addr %q, want %q", got, want)
 	}
 }
 
