@@ -155,3 +155,27 @@ func wrap(what string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+// ServeListener serves every viewer that connects to ln until ctx ends or ln fails, then closes
+// ln and returns once every viewer's Serve has; the error is nil when ctx ended it.
+func (d *Desktop) ServeListener(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	defer ln.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return wrap("accepting viewers", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = d.Serve(ctx, conn) // Serve logs what ended a viewer
+		}()
+	}
+}

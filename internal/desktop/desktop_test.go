@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -386,5 +387,33 @@ func TestServeEndsWithContext(t *testing.T) {
 		t.Fatalf("Serve after cancel: %v", err)
 	}
 	b.Close()
+	testkit.GoroutinesBackTo(t, safety, base)
+}
+
+func TestServeListener(t *testing.T) {
+	base := testkit.SteadyGoroutines()
+	d := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.ServeListener(ctx, ln) }()
+	h := &harness{d: d, addr: ln.Addr().String()}
+	c, _ := h.viewer(t) // with the real clock
+	checkPattern(t, c)
+	must(t, c.RequestUpdate(true, 0, 0, DefaultWidth, DefaultHeight))
+	cancel() // ends the listener and the viewer it serves
+	if err := <-done; err != nil {
+		t.Fatalf("ServeListener: %v", err)
+	}
+	for { // a clock tick may have been answered before the end
+		_, err := c.ReadUpdate()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the viewer outlived ServeListener")
+		}
+		if err != nil {
+			break
+		}
+	}
 	testkit.GoroutinesBackTo(t, safety, base)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"image"
 	"math/bits"
+	"slices"
 )
 
 // pixelFormat is RFB's PIXEL_FORMAT; the desktop serves true colour only.
@@ -66,6 +67,18 @@ func (pf pixelFormat) encode(b []byte) {
 
 // appendRaw appends the pixels of r in img, in pf, as Raw encoding lays them out.
 func (pf pixelFormat) appendRaw(dst []byte, img *image.RGBA, r image.Rectangle) []byte {
+	dst = slices.Grow(dst, r.Dx()*r.Dy()*int(pf.bpp/8))
+	if pf == defaultFormat { // noVNC's format: bytes B, G, R, 0 straight from the picture
+		for y := r.Min.Y; y < r.Max.Y; y++ {
+			row := img.Pix[img.PixOffset(r.Min.X, y):img.PixOffset(r.Max.X, y)]
+			n := len(dst)
+			dst = dst[:n+len(row)]
+			for i := 0; i < len(row); i += 4 {
+				dst[n+i], dst[n+i+1], dst[n+i+2], dst[n+i+3] = row[i+2], row[i+1], row[i], 0
+			}
+		}
+		return dst
+	}
 	for y := r.Min.Y; y < r.Max.Y; y++ {
 		row := img.Pix[img.PixOffset(r.Min.X, y):img.PixOffset(r.Max.X, y)]
 		for i := 0; i < len(row); i += 4 {

@@ -357,8 +357,17 @@ func (c *Client) readRaw(r image.Rectangle) error {
 		if _, err := io.ReadFull(c.r, buf); err != nil {
 			return fmt.Errorf("reading Raw pixels: %w", err)
 		}
+		pix := c.fb.Pix[c.fb.PixOffset(r.Min.X, y):c.fb.PixOffset(r.Max.X, y)]
+		if c.pf == PixelFormat32 { // bytes B, G, R, unused
+			for i := 0; i < len(pix); i += 4 {
+				pix[i], pix[i+1], pix[i+2], pix[i+3] = buf[i+2], buf[i+1], buf[i], 255
+			}
+			continue
+		}
 		for x := r.Min.X; x < r.Max.X; x++ {
-			c.fb.SetRGBA(x, y, c.pf.decode(buf[(x-r.Min.X)*bpp:]))
+			p := c.pf.decode(buf[(x-r.Min.X)*bpp:])
+			i := (x - r.Min.X) * 4
+			pix[i], pix[i+1], pix[i+2], pix[i+3] = p.R, p.G, p.B, 255
 		}
 	}
 	return nil
