@@ -207,13 +207,13 @@ func TestClickDrawsMarkerForEveryViewer(t *testing.T) {
 	if len(rects) == 0 {
 		t.Fatal("empty update")
 	}
-	if got := c.Pixel(100, 200); got != MarkerColor {
+	if got := c.Pixel(100, 200); got != MarkerColour {
 		t.Fatalf("marker pixel %v", got)
 	}
-	if got := c.Pixel(100+MarkerSize/2, 200+MarkerSize/2); got != MarkerColor {
+	if got := c.Pixel(100+MarkerSize/2, 200+MarkerSize/2); got != MarkerColour {
 		t.Fatalf("marker corner %v", got)
 	}
-	if got := c.Pixel(100+MarkerSize/2+1, 200); got == MarkerColor {
+	if got := c.Pixel(100+MarkerSize/2+1, 200); got == MarkerColour {
 		t.Fatal("marker wider than its size")
 	}
 	must(t, c.Pointer(110, 200, 1)) // held: no new press
@@ -224,11 +224,11 @@ func TestClickDrawsMarkerForEveryViewer(t *testing.T) {
 	// A second viewer sees the same picture, markers included.
 	c2, _ := h.viewer(t)
 	for _, p := range []image.Point{{100, 200}, {300, 100}} {
-		if got := c2.Pixel(p.X, p.Y); got != MarkerColor {
+		if got := c2.Pixel(p.X, p.Y); got != MarkerColour {
 			t.Fatalf("second viewer at %v: %v", p, got)
 		}
 	}
-	if c2.Pixel(110, 200) == MarkerColor && c2.Pixel(110+MarkerSize, 200) == MarkerColor {
+	if c2.Pixel(110, 200) == MarkerColour && c2.Pixel(110+MarkerSize, 200) == MarkerColour {
 		t.Fatal("a held button drew a marker")
 	}
 }
@@ -294,7 +294,7 @@ func TestBadClientClosesOnlyThatViewer(t *testing.T) {
 	must(t, good.RequestUpdate(true, 0, 0, DefaultWidth, DefaultHeight))
 	_, err := good.ReadUpdate()
 	must(t, err)
-	if good.Pixel(50, 50) != MarkerColor {
+	if good.Pixel(50, 50) != MarkerColour {
 		t.Fatal("the good viewer stopped getting updates")
 	}
 }

@@ -28,9 +28,9 @@ var (
 		{255, 255, 255, 255}, {255, 255, 0, 255}, {0, 255, 255, 255}, {0, 255, 0, 255},
 		{255, 0, 255, 255}, {255, 0, 0, 255}, {0, 0, 255, 255}, {0, 0, 0, 255},
 	}
-	Background  = color.RGBA{24, 24, 32, 255}
-	TextColour  = color.RGBA{230, 230, 230, 255}
-	MarkerColor = color.RGBA{255, 20, 147, 255}
+	Background   = color.RGBA{24, 24, 32, 255}
+	TextColour   = color.RGBA{230, 230, 230, 255}
+	MarkerColour = color.RGBA{255, 20, 147, 255}
 )
 
 // layout places the picture's parts for one framebuffer size.
@@ -60,7 +60,7 @@ func (l layout) textRect(p image.Point, n int) image.Rectangle {
 	return image.Rect(p.X, p.Y, p.X+7*l.scale*n, p.Y+13*l.scale)
 }
 
-// ClockRect is where the clock's "HH:MM:SS" is drawn.
+// clockRect is where the clock's "HH:MM:SS" is drawn.
 func (l layout) clockRect() image.Rectangle { return l.textRect(l.clock, 8) }
 
 // render draws the whole picture for one moment.
@@ -81,7 +81,7 @@ func (l layout) render(now time.Time, clicks int, markers []image.Point) *image.
 	l.text(img, l.clicks, "clicks: "+strconv.Itoa(clicks))
 	for _, p := range markers {
 		r := image.Rect(p.X-MarkerSize/2, p.Y-MarkerSize/2, p.X+MarkerSize/2+1, p.Y+MarkerSize/2+1).Intersect(img.Rect)
-		draw.Draw(img, r, image.NewUniform(MarkerColor), image.Point{}, draw.Src)
+		draw.Draw(img, r, image.NewUniform(MarkerColour), image.Point{}, draw.Src)
 	}
 	return img
 }
