@@ -235,6 +235,7 @@ func TestClickDrawsMarkerForEveryViewer(t *testing.T) {
 
 func TestPixelFormats(t *testing.T) {
 	formats := map[string]vnctest.PixelFormat{
+		"noVNC's":           {BPP: 32, Depth: 24, RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 0, GreenShift: 8, BlueShift: 16},
 		"16 bpp":            vnctest.PixelFormat16,
 		"16 bpp big-endian": {BPP: 16, Depth: 16, BigEndian: true, RedMax: 31, GreenMax: 63, BlueMax: 31, RedShift: 11, GreenShift: 5},
 		"32 bpp big-endian": {BPP: 32, Depth: 24, BigEndian: true, RedMax: 255, GreenMax: 255, BlueMax: 255, RedShift: 0, GreenShift: 8, BlueShift: 16},
