@@ -82,7 +82,6 @@ type Agent struct {
 	tunSessions map[string]struct{} // sessions given to OpenTunnel
 	tunConn     *conn               // the connection up now, nil between connections
 
-
 	// Timings of a connection; constants, lowered by tests.
 	pingPeriod time.Duration // WebSocket pings, and the application keepalive they carry
 	pongWait   time.Duration // read deadline, extended by any frame or pong

@@ -63,7 +63,7 @@ type Server struct {
 	live          map[string]*Conn
 	closed        bool
 	ignorePings   bool
-	tunnels       bool // answer X-Agent-Features: tunnel/1 when offered
+	tunnels       bool           // answer X-Agent-Features: tunnel/1 when offered
 	replacing     sync.WaitGroup // goroutines closing replaced connections
 }
 
