@@ -356,11 +356,14 @@ func (c *conn) runSession(h TunnelHandler, t *Tunnel) {
 		t.mu.Lock()
 		peer := t.peerClosed
 		t.mu.Unlock()
+		if !c.a.remembered(t.session) {
+			return
+		}
 		if !peer {
 			timer := c.a.clock.NewTimer(c.a.tunnelRetry)
 			select {
 			case <-timer.Chan():
-			case <-c.done:
+			case <-c.ctx.Done():
 			}
 			timer.Stop()
 		}

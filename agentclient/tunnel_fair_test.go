@@ -1,0 +1,155 @@
+package agentclient
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+
+	"github.com/streamspace/streamspace-realtime/models"
+)
+
+// While a tunnel pushes megabytes toward a control plane that grants credit only as it
+// consumes, the ack of a command sent meanwhile is written before every chunk the tunnel made
+// after the ack was queued.
+func TestTunnelControlFramesGoFirst(t *testing.T) {
+	var accepted atomic.Int64
+	atInvoke := make(chan int64, 1)
+	cp, a, _ := setup(t, func(c *Config) { c.Tunnels = stamped(&accepted) })
+	cp.UseTunnels(true)
+	// The ack is queued before the handler runs (dispatch): what Write took by then is known.
+	a.Handle("probe", func(context.Context, Command) (map[string]any, error) {
+		atInvoke <- accepted.Load()
+		return nil, nil
+	})
+	start(t, a)
+	c := nextConn(t, cp)
+	openTunnel(t, c, 1, "s1", false, 2*tunnelChunk)
+
+	const chunks = 128 // 4 MiB
+	k := int64(-1)
+	for i := range chunks {
+		d := nextData(t, c, 1)
+		credit(t, c, 1, int64(len(d)))
+		if i == 32 {
+			if err := c.SendCommand("c1", "probe", nil, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if k < 0 {
+			select {
+			case k = <-atInvoke:
+			default:
+			}
+		}
+	}
+	if k < 0 {
+		k = <-atInvoke
+	}
+	ackAt := -1
+	for i, f := range c.Frames() {
+		if f.Type == models.MessageTypeAck {
+			ackAt = i
+			break
+		}
+	}
+	if ackAt < 0 {
+		t.Fatal("no ack")
+	}
+	later := 0
+	for _, d := range c.DataFrames() {
+		seq := int64(binary.BigEndian.Uint32(d.Data))
+		if seq <= k {
+			continue // possibly taken before the ack was queued
+		}
+		later++
+		if d.After <= ackAt {
+			t.Fatalf("chunk %d, made after the ack was queued (%d chunks then), was written before it", seq, k)
+		}
+	}
+	if later == 0 {
+		t.Fatalf("no chunk came after the ack (k=%d): the test proved nothing", k)
+	}
+}
+
+// Two tunnels pushing data both progress: the writer gives them turns.
+func TestTunnelsTakeTurns(t *testing.T) {
+	var accepted atomic.Int64
+	_, _, c := setupTunnels(t, true, stamped(&accepted))
+	const window = 4 << 20 // 128 chunks each
+	openTunnel(t, c, 1, "s1", false, window)
+	openTunnel(t, c, 2, "s2", false, window)
+	got := map[uint32]int{}
+	for got[1] < 32 || got[2] < 32 {
+		d, err := c.NextData(waitCtx(t))
+		if err != nil {
+			t.Fatalf("after %v chunks: %v", got, err)
+		}
+		got[d.TunnelID]++
+		if got[1] == window/tunnelChunk || got[2] == window/tunnelChunk {
+			t.Fatalf("one tunnel sent its whole window while the other waited: %v chunks", got)
+		}
+	}
+}
+
+// ProxyTo dials the session's VNC server (the real one) before answering tunnel_opened, and
+// the server's RFB banner comes through the tunnel.
+func TestProxyToRealVNCServer(t *testing.T) {
+	addr := os.Getenv("STREAMSPACE_TEST_VNC_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:5951"
+	}
+	dials := make(chan string, 2)
+	var d net.Dialer
+	_, _, c := setupTunnels(t, true, ProxyTo(func(ctx context.Context, session string) (net.Conn, error) {
+		dials <- session
+		if session == "gone" {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return nil, err
+			}
+			free := l.Addr().String()
+			l.Close()
+			return d.DialContext(ctx, "tcp", free)
+		}
+		return d.DialContext(ctx, "tcp", addr)
+	}))
+	openTunnel(t, c, 1, "s1", false, models.DefaultTunnelWindow)
+	if s := <-dials; s != "s1" {
+		t.Fatalf("dialed for %q", s)
+	}
+	banner := readData(t, c, 1, 12)
+	if string(banner[:4]) != "RFB " || banner[11] != '\n' {
+		t.Fatalf("banner %q is not an RFB protocol version", banner)
+	}
+	// Our version back: the server answers with its security types.
+	if err := c.SendData(1, []byte("RFB 003.008\n")); err != nil {
+		t.Fatal(err)
+	}
+	sec := nextData(t, c, 1)
+	if len(sec) < 2 || sec[0] == 0 {
+		t.Fatalf("security types %v", sec)
+	}
+	if err := c.Send(models.MessageTypeTunnelClose, models.TunnelCloseMessage{TunnelID: 1}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A VNC server that cannot be reached: tunnel_close with the dial's error, no tunnel_opened.
+	if err := c.Send(models.MessageTypeTunnelOpen, models.TunnelOpenMessage{TunnelID: 2, SessionID: "gone", Window: models.DefaultTunnelWindow}); err != nil {
+		t.Fatal(err)
+	}
+	cl := next[models.TunnelCloseMessage](t, c, models.MessageTypeTunnelClose)
+	if cl.TunnelID != 2 || len(cl.Reason) == 0 || len(cl.Reason) > 128 {
+		t.Fatalf("tunnel_close %+v, want tunnel 2 with the dial error", cl)
+	}
+	for _, f := range c.Frames() {
+		if f.Type == models.MessageTypeTunnelOpened {
+			m, _ := agenttestDecodeOpened(f)
+			if m.TunnelID == 2 {
+				t.Fatal("tunnel_opened for a tunnel whose dial failed")
+			}
+		}
+	}
+}
