@@ -24,6 +24,9 @@ const tunnelRetry = 2 * time.Second
 const (
 	reasonViolation = "protocol violation"
 	reasonNoTunnels = "tunnels not served by this agent"
+	reasonNoSession = "session not running on this agent"
+	reasonTooMany   = "too many tunnels"
+	maxConnTunnels  = 256 // tunnels open at once on one connection
 )
 
 // tunnels is a connection's tunnel state, guarded by mu.
@@ -160,6 +163,18 @@ func (c *conn) onTunnelOpen(p json.RawMessage) {
 		return
 	}
 	c.tun.maxID = m.TunnelID
+	reason := ""
+	switch {
+	case !c.a.remembered(m.SessionID):
+		reason = reasonNoSession
+	case len(c.tun.byID) >= maxConnTunnels:
+		reason = reasonTooMany
+	}
+	if reason != "" {
+		c.tun.mu.Unlock()
+		c.sendClose(m.TunnelID, reason)
+		return
+	}
 	t := newTunnel(c, m.TunnelID, m.SessionID, m.ViewOnly, window, models.DefaultTunnelWindow)
 	c.tun.byID[m.TunnelID] = t
 	c.tun.mu.Unlock()

@@ -19,6 +19,9 @@ func TestTunnelControlFramesGoFirst(t *testing.T) {
 	atInvoke := make(chan int64, 1)
 	cp, a, _ := setup(t, func(c *Config) { c.Tunnels = stamped(&accepted) })
 	cp.UseTunnels(true)
+	if err := a.OpenTunnel(t.Context(), "s1"); err != nil {
+		t.Fatal(err)
+	}
 	// The ack is queued before the handler runs (dispatch): what Write took by then is known.
 	a.Handle("probe", func(context.Context, Command) (map[string]any, error) {
 		atInvoke <- accepted.Load()

@@ -13,12 +13,20 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// setupTunnels starts an agent serving tunnels with h against a control plane that takes up
-// tunnel/1 when ext, and returns its first connection.
+// testSessions are the sessions setupTunnels' agent runs (OpenTunnel).
+var testSessions = []string{"s1", "s2", "stuck", "gone"}
+
+// setupTunnels starts an agent serving tunnels with h for testSessions against a control
+// plane that takes up tunnel/1 when ext, and returns its first connection.
 func setupTunnels(t *testing.T, ext bool, h TunnelHandler) (*agenttest.Server, *Agent, *agenttest.Conn) {
 	t.Helper()
 	cp, a, _ := setup(t, func(c *Config) { c.Tunnels = h })
 	cp.UseTunnels(ext)
+	for _, s := range testSessions {
+		if err := a.OpenTunnel(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	start(t, a)
 	c := nextConn(t, cp)
 	if c.Features != models.AgentFeatureTunnel {

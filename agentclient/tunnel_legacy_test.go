@@ -128,6 +128,9 @@ func TestTunnelsLeaveNoGoroutines(t *testing.T) {
 	var live atomic.Int32
 	cp, a, _ := setup(t, func(c *Config) { c.Tunnels = echoHandler("hi", &live, nil) })
 	cp.UseTunnels(true)
+	if err := a.OpenTunnel(t.Context(), "s1"); err != nil {
+		t.Fatal(err)
+	}
 	r := start(t, a)
 	c := nextConn(t, cp)
 	for id := uint32(1); id <= 3; id++ {

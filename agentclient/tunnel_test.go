@@ -24,7 +24,7 @@ func TestTunnelRelaysBothWaysAndClosesFromEitherSide(t *testing.T) {
 	}
 	seenc := make(chan seen, 4)
 	echo := echoHandler("RFB 003.008\n", &live, ends)
-	_, _, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
+	_, a, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
 		seenc <- seen{tn.SessionID(), tn.ViewOnly()}
 		return echo(ctx, tn)
 	})
@@ -75,6 +75,18 @@ func TestTunnelRelaysBothWaysAndClosesFromEitherSide(t *testing.T) {
 	roundTrip(t, c)
 	if cls := closesOf(t, c); len(cls) != 1 {
 		t.Errorf("tunnel_close frames %+v: the agent must not answer the control plane's close", cls)
+	}
+
+	// A session the agent does not run (never given to OpenTunnel, or closed).
+	a.CloseTunnel("s2")
+	for id, s := range map[uint32]string{3: "other", 4: "s2"} {
+		if err := c.Send(models.MessageTypeTunnelOpen, models.TunnelOpenMessage{TunnelID: id, SessionID: s, Window: 1024}); err != nil {
+			t.Fatal(err)
+		}
+		cl := next[models.TunnelCloseMessage](t, c, models.MessageTypeTunnelClose)
+		if cl != (models.TunnelCloseMessage{TunnelID: id, Reason: "session not running on this agent"}) {
+			t.Errorf("tunnel_close %+v for session %s", cl, s)
+		}
 	}
 	testkit.Eventually(t, waitTimeout, "handlers to end", func() bool { return live.Load() == 0 })
 }
