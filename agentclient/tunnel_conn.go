@@ -401,13 +401,23 @@ func (c *conn) runSession(h TunnelHandler, t *Tunnel) {
 	}
 }
 
-// closeSession ends a session's StreamSpace-mode tunnel, sending nothing.
+// closeSession ends a session's tunnels: its StreamSpace-mode one, sending nothing, and its
+// tunnel/1 ones with tunnel_close "session stopped".
 func (c *conn) closeSession(session string) {
 	c.tun.mu.Lock()
-	t := c.tun.bySess[session]
+	legacy := c.tun.bySess[session]
+	var ext []*Tunnel
+	for _, t := range c.tun.byID {
+		if t.session == session {
+			ext = append(ext, t)
+		}
+	}
 	c.tun.mu.Unlock()
-	if t != nil {
-		_ = t.Close()
+	if legacy != nil {
+		_ = legacy.Close()
+	}
+	for _, t := range ext {
+		_ = t.closeWith("session stopped", true)
 	}
 }
 
@@ -435,8 +445,9 @@ func (a *Agent) OpenTunnel(ctx context.Context, sessionID string) error {
 	return nil
 }
 
-// CloseTunnel forgets a session: its StreamSpace-mode tunnel ends and is not reopened. Call it
-// when the session stops.
+// CloseTunnel forgets a session: its tunnels end (tunnel/1 ones with tunnel_close "session
+// stopped"), the StreamSpace-mode one is not reopened, and tunnel_open for it is refused.
+// Call it when the session stops.
 func (a *Agent) CloseTunnel(sessionID string) {
 	a.tunMu.Lock()
 	delete(a.tunSessions, sessionID)
