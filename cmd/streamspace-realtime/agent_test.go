@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,8 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 		{"bad server", []string{"--server", "ftp://h"}, ok, "ServerURL"},
 		{"extra args", []string{"now"}, ok, "unexpected arguments"},
 		{"unknown flag", []string{"--nope"}, ok, "flag provided but not defined"},
+		{"bad vnc", []string{"--vnc", "localhost"}, ok, "--vnc must be HOST:PORT"},
+		{"bad vnc from env", nil, map[string]string{"STREAMSPACE_AGENT_ID": "a1", "STREAMSPACE_AGENT_KEY": "k", "STREAMSPACE_AGENT_VNC": "h:"}, "--vnc must be HOST:PORT"},
 	} {
 		var out, errs testkit.LockedBuffer
 		err := run(context.Background(), append([]string{"agent"}, tc.args...), env(tc.env), &out, &errs)
@@ -42,7 +45,7 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"agent", "-h"}, env(nil), &out, &errs); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, f := range []string{"-server", "-id", "-key", "-platform", "-region", "-heartbeat", "-step-delay"} {
+	for _, f := range []string{"-server", "-id", "-key", "-platform", "-region", "-heartbeat", "-step-delay", "-vnc"} {
 		if !strings.Contains(errs.String(), f) {
 			t.Errorf("help does not mention %s", f)
 		}
@@ -50,10 +53,16 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 }
 
 // TestAgentCommand runs the subcommand from its environment against a fake control plane that
-// issues the agent its own key, starts a session on it, then stops it like SIGINT would.
+// issues the agent its own key, starts a session on it, views the session's desktop (the real
+// VNC server, --vnc) through a tunnel, then stops it like SIGINT would.
 func TestAgentCommand(t *testing.T) {
+	vncAddr := os.Getenv("STREAMSPACE_TEST_VNC_ADDR")
+	if vncAddr == "" {
+		vncAddr = "127.0.0.1:5951"
+	}
 	cp := agenttest.NewServer("bootstrap")
 	defer cp.Close()
+	cp.UseTunnels(true)
 	cp.IssueKey("own-key")
 	cp.QueueRegisterAnswers(http.StatusCreated)
 
@@ -62,7 +71,7 @@ func TestAgentCommand(t *testing.T) {
 	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"agent", "--step-delay", "10ms", "--region", "eu"}, env(map[string]string{
+		done <- run(ctx, []string{"agent", "--step-delay", "10ms", "--region", "eu", "--vnc", vncAddr}, env(map[string]string{
 			"STREAMSPACE_AGENT_SERVER":   cp.URL,
 			"STREAMSPACE_AGENT_ID":       "sim-7",
 			"STREAMSPACE_AGENT_KEY":      "bootstrap",
@@ -94,6 +103,15 @@ func TestAgentCommand(t *testing.T) {
 	}
 	if c, _ := agenttest.Decode[models.CompleteMessage](m); c.CommandID != "c1" || c.Result["state"] != "running" {
 		t.Fatalf("complete %+v", c)
+	}
+	if err := conn.Send(models.MessageTypeTunnelOpen, models.TunnelOpenMessage{TunnelID: 1, SessionID: "s1", Window: models.DefaultTunnelWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Next(wait, models.MessageTypeTunnelOpened); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := conn.NextData(wait); err != nil || d.TunnelID != 1 || !strings.HasPrefix(string(d.Data), "RFB ") {
+		t.Fatalf("first data frame %+v (%v), want the VNC server's banner", d, err)
 	}
 
 	cancel()
