@@ -130,6 +130,11 @@ func (t *Tunnel) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	for {
+		select {
+		case <-t.rdl.wait():
+			return 0, os.ErrDeadlineExceeded
+		default:
+		}
 		t.mu.Lock()
 		if len(t.recv) > 0 {
 			n := copy(p, t.recv)
@@ -186,6 +191,11 @@ func (t *Tunnel) Write(p []byte) (int, error) {
 	}
 	written := 0
 	for len(p) > 0 {
+		select {
+		case <-t.wdl.wait():
+			return written, os.ErrDeadlineExceeded
+		default:
+		}
 		t.mu.Lock()
 		if t.closed || t.peerClosed {
 			t.mu.Unlock()

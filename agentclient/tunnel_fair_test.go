@@ -156,3 +156,41 @@ func TestProxyToRealVNCServer(t *testing.T) {
 		}
 	}
 }
+
+// When the VNC server closes, ProxyTo ends the tunnel with a clean tunnel_close after the
+// bytes it sent.
+func TestProxyToEndsTheTunnelWhenTheServerCloses(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	served := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			_, err = c.Write([]byte("RFB 003.008\n"))
+			c.Close()
+		}
+		served <- err
+	}()
+	var d net.Dialer
+	_, _, c := setupTunnels(t, true, ProxyTo(func(ctx context.Context, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", l.Addr().String())
+	}))
+	openTunnel(t, c, 1, "s1", false, models.DefaultTunnelWindow)
+	if got := string(readData(t, c, 1, 12)); got != "RFB 003.008\n" {
+		t.Fatalf("data %q", got)
+	}
+	if err := recvErr(t, served); err != nil {
+		t.Fatal(err)
+	}
+	cl := next[models.TunnelCloseMessage](t, c, models.MessageTypeTunnelClose)
+	if cl != (models.TunnelCloseMessage{TunnelID: 1}) {
+		t.Fatalf("tunnel_close %+v, want a clean close of tunnel 1", cl)
+	}
+	roundTrip(t, c)
+	if cls := closesOf(t, c); len(cls) != 1 {
+		t.Fatalf("tunnel_close frames %+v, want one", cls)
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 )
 
 // ProxyTo returns a TunnelHandler that dials the session's VNC server with dial, accepts the
@@ -31,14 +33,16 @@ func ProxyTo(dial func(ctx context.Context, sessionID string) (net.Conn, error))
 }
 
 // Splice copies bytes between a tunnel and a connection, both ways, until either side ends or
-// ctx does; it then closes both, so the other copy ends too. A clean end on either side is
-// nil.
+// ctx does, and closes c. It leaves t to its handler's return, so the SDK tells the control
+// plane how the tunnel ended. A clean end on either side is nil.
 func Splice(ctx context.Context, t *Tunnel, c net.Conn) error {
+	// Ending either copy: c closed stops the copy from it; t's read deadline moved to now
+	// stops the copy from the viewer without closing the tunnel.
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
 			_ = c.Close()
-			_ = t.Close()
+			_ = t.SetReadDeadline(time.Unix(1, 0))
 		})
 	}
 	defer context.AfterFunc(ctx, stop)()
@@ -57,7 +61,7 @@ func Splice(ctx context.Context, t *Tunnel, c net.Conn) error {
 	wg.Wait()
 	close(errc)
 	for err := range errc {
-		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("relay tunnel of session %s: %w", t.SessionID(), err)
 		}
 	}
