@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
+	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -53,13 +54,27 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 }
 
 // TestAgentCommand runs the subcommand from its environment against a fake control plane that
-// issues the agent its own key, starts a session on it, views the session's desktop (the real
-// VNC server, --vnc) through a tunnel, then stops it like SIGINT would.
+// issues the agent its own key, starts a session on it, opens a tunnel to the session's
+// desktop (--vnc: a TCP server that speaks first, as a VNC server does), then stops it like
+// SIGINT would.
 func TestAgentCommand(t *testing.T) {
-	vncAddr := os.Getenv("STREAMSPACE_TEST_VNC_ADDR")
-	if vncAddr == "" {
-		vncAddr = "127.0.0.1:5951"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer l.Close()
+	vncAddr := l.Addr().String()
+	served := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			if _, err = c.Write([]byte("RFB 003.008\n")); err == nil {
+				_, err = io.Copy(io.Discard, c) // until the agent closes the tunnel
+			}
+		}
+		served <- err
+	}()
 	cp := agenttest.NewServer("bootstrap")
 	defer cp.Close()
 	cp.UseTunnels(true)
@@ -110,8 +125,19 @@ func TestAgentCommand(t *testing.T) {
 	if _, err := conn.Next(wait, models.MessageTypeTunnelOpened); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := conn.NextData(wait); err != nil || d.TunnelID != 1 || !strings.HasPrefix(string(d.Data), "RFB ") {
+	if d, err := conn.NextData(wait); err != nil || d.TunnelID != 1 || string(d.Data) != "RFB 003.008\n" {
 		t.Fatalf("first data frame %+v (%v), want the VNC server's banner", d, err)
+	}
+	if err := conn.Send(models.MessageTypeTunnelClose, models.TunnelCloseMessage{TunnelID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("VNC side: %v", err)
+		}
+	case <-wait.Done():
+		t.Fatal("the tunnel's TCP connection was not closed after tunnel_close")
 	}
 
 	cancel()

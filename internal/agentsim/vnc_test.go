@@ -6,8 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,18 +16,46 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// vncAddr is the real VNC server of the test machine.
-func vncAddr() string {
-	if a := os.Getenv("STREAMSPACE_TEST_VNC_ADDR"); a != "" {
-		return a
+// banner is what fakeVNC sends first, as a VNC server does.
+const banner = "RFB 003.008\n"
+
+// fakeVNC listens on a local TCP port and, for each connection, sends banner and holds the
+// connection until the other side closes it: a VNC server as far as the simulator can tell
+// (agentclient's tests relay a whole handshake to the real one). Its address is returned.
+func fakeVNC(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return "127.0.0.1:5951"
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				if _, err := c.Write([]byte(banner)); err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, c)
+			})
+		}
+	})
+	return l.Addr().String()
 }
 
-// runVNC starts a Sim whose sessions are streamed from the real VNC server, against a control
+// runVNC starts a Sim whose sessions are streamed from a fakeVNC, against a control
 // plane that takes up tunnel/1 when ext.
-func runVNC(t *testing.T, ext bool) *agenttest.Conn {
+func runVNC(t *testing.T, ext bool) (*agenttest.Conn, string) {
 	t.Helper()
+	addr := fakeVNC(t)
 	cp := agenttest.NewServer("k")
 	t.Cleanup(cp.Close)
 	cp.UseTunnels(ext)
@@ -40,7 +68,7 @@ func runVNC(t *testing.T, ext bool) *agenttest.Conn {
 		},
 		StepDelay: 5 * time.Millisecond,
 		VNC: agentclient.ProxyTo(func(ctx context.Context, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "tcp", vncAddr())
+			return d.DialContext(ctx, "tcp", addr)
 		}),
 	})
 	if err != nil {
@@ -64,24 +92,24 @@ func runVNC(t *testing.T, ext bool) *agenttest.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, addr
 }
 
 // With StreamSpace's messages, a session that reaches running announces its tunnel and the VNC
 // server's banner comes through it; stopping the session ends it.
 func TestRunningSessionAnnouncesItsTunnel(t *testing.T) {
-	c := runVNC(t, false)
+	c, addr := runVNC(t, false)
 	command(t, c, "c1", models.ActionStartSession, "s1")
 	expectStatus(t, c, models.SessionStatePending)
 	expectStatus(t, c, models.SessionStateRunning)
 	ready := next[models.VNCReadyMessage](t, c, models.MessageTypeVNCReady)
-	_, port, _ := net.SplitHostPort(vncAddr())
+	_, port, _ := net.SplitHostPort(addr)
 	if ready.SessionID != "s1" || strconv.Itoa(ready.VNCPort) != port {
 		t.Fatalf("vnc_ready %+v, want s1 on port %s", ready, port)
 	}
 	data := next[models.VNCDataMessage](t, c, models.MessageTypeVNCData)
 	b, err := base64.StdEncoding.DecodeString(data.Data)
-	if err != nil || len(b) < 4 || string(b[:4]) != "RFB " {
+	if err != nil || string(b) != banner {
 		t.Fatalf("first bytes %q (%v), want the RFB banner", b, err)
 	}
 	command(t, c, "c2", models.ActionStopSession, "s1")
@@ -109,7 +137,7 @@ func TestRunningSessionAnnouncesItsTunnel(t *testing.T) {
 
 // With tunnel/1, tunnels open for running sessions only.
 func TestTunnelsOnlyToRunningSessions(t *testing.T) {
-	c := runVNC(t, true)
+	c, _ := runVNC(t, true)
 	open := func(id uint32, session string) {
 		t.Helper()
 		if err := c.Send(models.MessageTypeTunnelOpen, models.TunnelOpenMessage{TunnelID: id, SessionID: session, Window: models.DefaultTunnelWindow}); err != nil {
@@ -127,7 +155,7 @@ func TestTunnelsOnlyToRunningSessions(t *testing.T) {
 		t.Fatalf("tunnel_opened %+v", m)
 	}
 	d, err := c.NextData(wctx(t))
-	if err != nil || d.TunnelID != 2 || len(d.Data) < 4 || string(d.Data[:4]) != "RFB " {
+	if err != nil || d.TunnelID != 2 || string(d.Data) != banner {
 		t.Fatalf("first data frame %+v (%v), want tunnel 2's RFB banner", d, err)
 	}
 	command(t, c, "c2", models.ActionStopSession, "s1")
