@@ -9,49 +9,102 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
+
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// While a tunnel pushes megabytes toward a control plane that grants credit only as it
-// consumes, the ack of a command sent meanwhile is written before every chunk the tunnel made
-// after the ack was queued.
+// While a tunnel pushes megabytes toward a control plane that reads slowly (it stops reading
+// for a while, so TCP pushes back), the ack of a command sent meanwhile is written before
+// every chunk the tunnel made after the ack was queued: control frames never wait behind the
+// tunnel's data.
 func TestTunnelControlFramesGoFirst(t *testing.T) {
-	var accepted atomic.Int64
-	atInvoke := make(chan int64, 1)
-	cp, a, _ := setup(t, func(c *Config) { c.Tunnels = stamped(&accepted) })
-	cp.UseTunnels(true)
-	if err := a.OpenTunnel(t.Context(), "s1"); err != nil {
-		t.Fatal(err)
+	// Three tunnels push at once, so some tunnel always has a chunk ready.
+	sessions := []string{"s1", "s2", "s3"}
+	counters := map[string]*atomic.Int64{}
+	handlers := map[string]TunnelHandler{}
+	for _, s := range sessions {
+		counters[s] = &atomic.Int64{}
+		handlers[s] = stamped(counters[s])
 	}
-	// The ack is queued before the handler runs (dispatch): what Write took by then is known.
+	atInvoke := make(chan int64, 1)
+	cp, a, _ := setup(t, func(c *Config) {
+		c.Tunnels = func(ctx context.Context, tn *Tunnel) error { return handlers[tn.SessionID()](ctx, tn) }
+	})
+	cp.UseTunnels(true)
+	tokens, pause := make(chan struct{}), make(chan bool)
+	cp.PaceReads(tokens)
+	feederDone := make(chan struct{})
+	go func() { // reads freely, or not at all while paused
+		running := true
+		for {
+			var feed chan struct{}
+			if running {
+				feed = tokens
+			}
+			select {
+			case feed <- struct{}{}:
+			case running = <-pause:
+			case <-feederDone:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(feederDone) })
+	for _, s := range sessions {
+		if err := a.OpenTunnel(t.Context(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The ack is queued before the handler runs (dispatch): what tunnel 1's Write took by
+	// then is known.
 	a.Handle("probe", func(context.Context, Command) (map[string]any, error) {
-		atInvoke <- accepted.Load()
+		atInvoke <- counters["s1"].Load()
 		return nil, nil
 	})
 	start(t, a)
 	c := nextConn(t, cp)
-	openTunnel(t, c, 1, "s1", false, 2*tunnelChunk)
-
-	const chunks = 128 // 4 MiB
-	k := int64(-1)
-	for i := range chunks {
-		d := nextData(t, c, 1)
-		credit(t, c, 1, int64(len(d)))
-		if i == 32 {
-			if err := c.SendCommand("c1", "probe", nil, 1); err != nil {
+	for i, s := range sessions {
+		openTunnel(t, c, uint32(i+1), s, false, 8<<20)
+	}
+	nextOf1 := func() int64 {
+		t.Helper()
+		for {
+			d, err := c.NextData(waitCtx(t))
+			if err != nil {
 				t.Fatal(err)
 			}
-		}
-		if k < 0 {
-			select {
-			case k = <-atInvoke:
-			default:
+			if d.TunnelID == 1 {
+				return int64(binary.BigEndian.Uint32(d.Data))
 			}
 		}
 	}
-	if k < 0 {
-		k = <-atInvoke
+	for nextOf1() < 16 {
 	}
+	pause <- false
+	// Let the tunnels fill what TCP holds, so the writer is (most likely) blocked on the
+	// socket when the command comes: 2 MiB taken by Write and not read by the control plane.
+	testkit.Eventually(t, waitTimeout, "the tunnels to outrun the control plane", func() bool {
+		var taken int64
+		for _, n := range counters {
+			taken += n.Load()
+		}
+		return taken-int64(len(c.DataFrames())) >= 64
+	})
+	if err := c.SendCommand("c1", "probe", nil, 1); err != nil {
+		t.Fatal(err)
+	}
+	var k int64
+	select {
+	case k = <-atInvoke:
+	case <-waitCtx(t).Done():
+		t.Fatal("the command was not run")
+	}
+	pause <- true
+	next[models.AckMessage](t, c, models.MessageTypeAck)
+	for nextOf1() <= k+8 {
+	}
+
 	ackAt := -1
 	for i, f := range c.Frames() {
 		if f.Type == models.MessageTypeAck {
@@ -59,18 +112,18 @@ func TestTunnelControlFramesGoFirst(t *testing.T) {
 			break
 		}
 	}
-	if ackAt < 0 {
-		t.Fatal("no ack")
-	}
 	later := 0
 	for _, d := range c.DataFrames() {
+		if d.TunnelID != 1 {
+			continue
+		}
 		seq := int64(binary.BigEndian.Uint32(d.Data))
 		if seq <= k {
 			continue // possibly taken before the ack was queued
 		}
 		later++
 		if d.After <= ackAt {
-			t.Fatalf("chunk %d, made after the ack was queued (%d chunks then), was written before it", seq, k)
+			t.Fatalf("chunk %d of tunnel 1, made after the ack was queued (%d chunks then), was written before it", seq, k)
 		}
 	}
 	if later == 0 {

@@ -40,6 +40,10 @@ type Conn struct {
 	dataNext  int // NextData's cursor into data
 	done      chan struct{}
 	closeCode int
+
+	pace     <-chan struct{} // when set, one token per frame read (Server.PaceReads)
+	stopOnce sync.Once
+	stopped  chan struct{} // closed by Close and Kill: a paced reader stops waiting
 }
 
 func newConn(id, key string, ws *websocket.Conn) *Conn {
@@ -48,6 +52,7 @@ func newConn(id, key string, ws *websocket.Conn) *Conn {
 		cursors: make(map[string]int),
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -60,6 +65,13 @@ func (c *Conn) readLoop() {
 		c.mu.Unlock()
 	}()
 	for {
+		if c.pace != nil {
+			select {
+			case <-c.pace:
+			case <-c.stopped:
+				return
+			}
+		}
 		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
@@ -245,6 +257,7 @@ func (c *Conn) Malformed() int {
 // Close sends a close frame with code and reason, waits up to a second for the agent's answer,
 // then closes the connection.
 func (c *Conn) Close(code int, reason string) error {
+	defer c.stop()
 	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 	select {
 	case <-c.done:
@@ -256,7 +269,12 @@ func (c *Conn) Close(code int, reason string) error {
 
 // Kill closes the TCP connection without a close frame, as a crashed server or a broken
 // network would.
-func (c *Conn) Kill() error { return c.ws.NetConn().Close() }
+func (c *Conn) Kill() error {
+	c.stop()
+	return c.ws.NetConn().Close()
+}
+
+func (c *Conn) stop() { c.stopOnce.Do(func() { close(c.stopped) }) }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }

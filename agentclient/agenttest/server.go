@@ -63,7 +63,8 @@ type Server struct {
 	live          map[string]*Conn
 	closed        bool
 	ignorePings   bool
-	tunnels       bool           // answer X-Agent-Features: tunnel/1 when offered
+	tunnels       bool // answer X-Agent-Features: tunnel/1 when offered
+	pace          <-chan struct{}
 	replacing     sync.WaitGroup // goroutines closing replaced connections
 }
 
@@ -135,6 +136,15 @@ func (s *Server) UseTunnels(use bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.tunnels = use
+}
+
+// PaceReads makes connections accepted from now on read the agent's frames slowly: one frame
+// per token received from tokens, so TCP pushes back on the agent as a slow control plane
+// would. Nil reads freely.
+func (s *Server) PaceReads(tokens <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pace = tokens
 }
 
 // QueueRegisterAnswers queues status codes for the next registrations: 200, 201, 202, 401,
@@ -273,7 +283,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		s.connectCodes = s.connectCodes[1:]
 	}
 	known := s.keys[key]
-	closed, ignorePings, tunnels := s.closed, s.ignorePings, s.tunnels
+	closed, ignorePings, tunnels, pace := s.closed, s.ignorePings, s.tunnels, s.pace
 	s.mu.Unlock()
 	switch {
 	case closed:
@@ -303,7 +313,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		ws.SetPingHandler(func(string) error { return nil })
 	}
 	c := newConn(id, key, ws)
-	c.Features, c.Tunnels = features, useTunnels
+	c.Features, c.Tunnels, c.pace = features, useTunnels, pace
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
