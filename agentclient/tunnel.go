@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -56,6 +57,7 @@ type Tunnel struct {
 	cancel   context.CancelFunc
 
 	acceptOnce sync.Once
+	accepted   atomic.Bool // Accept sent tunnel_opened or vnc_ready
 
 	mu         sync.Mutex
 	recv       []byte        // the viewer's bytes not read yet
@@ -112,6 +114,8 @@ func (t *Tunnel) Accept() error {
 		t.mu.Lock()
 		pod, port := t.podName, t.vncPort
 		t.mu.Unlock()
+		// Before the frame is queued: the control plane may answer it at once.
+		t.accepted.Store(true)
 		if t.id != 0 {
 			err = t.c.enqueueText(t.ctx, models.MessageTypeTunnelOpened, models.TunnelOpenedMessage{TunnelID: t.id, Window: models.DefaultTunnelWindow})
 		} else {
@@ -123,6 +127,8 @@ func (t *Tunnel) Accept() error {
 	})
 	return err
 }
+
+func (t *Tunnel) isAccepted() bool { return t.accepted.Load() }
 
 // Read reads the viewer's bytes; io.EOF once the control plane closed the tunnel.
 func (t *Tunnel) Read(p []byte) (int, error) {

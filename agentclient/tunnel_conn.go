@@ -288,6 +288,9 @@ func (c *conn) onVNCData(p json.RawMessage) {
 	if t == nil {
 		return
 	}
+	if !t.isAccepted() {
+		return // no vnc_ready yet: these bytes belong to no viewer of this tunnel
+	}
 	b, err := base64.StdEncoding.DecodeString(m.Data)
 	if err != nil {
 		_ = t.closeWith("invalid data", true)
@@ -315,18 +318,21 @@ func (c *conn) onVNCClose(p json.RawMessage) {
 	}
 }
 
-// runTunnel runs a handler and ends its tunnel: an error before any byte flowed tells the
-// control plane why (tunnel_close or vnc_error with its text).
+// runTunnel runs a handler and ends its tunnel, unless the handler closed it or the control
+// plane did: a handler error tells the control plane why (tunnel_close or vnc_error with its
+// text, cut to 128 bytes), so a failed dial reaches the viewer.
 func (c *conn) runTunnel(h TunnelHandler, t *Tunnel) {
 	err := c.callHandler(h, t)
 	t.mu.Lock()
 	flowed, peer := t.flowed, t.peerClosed
 	t.mu.Unlock()
 	switch {
-	case err != nil && !flowed && !peer:
-		c.a.log.Info("tunnel handler failed", "session_id", t.session, "tunnel_id", t.id, "err", err)
+	case peer:
+		_ = t.closeWith("", false)
+	case err != nil:
+		c.a.log.Info("tunnel handler failed", "session_id", t.session, "tunnel_id", t.id, "err", err, "bytes_flowed", flowed)
 		_ = t.closeWith(truncateText(err.Error(), 128), true)
-	case t.id == 0 && !peer:
+	case t.id == 0:
 		// StreamSpace's messages have no close from the agent: vnc_error says the tunnel ended.
 		_ = t.closeWith("vnc connection closed", true)
 	default:
