@@ -112,8 +112,12 @@ func (t *Tunnel) Accept() error {
 	var err error
 	t.acceptOnce.Do(func() {
 		t.mu.Lock()
-		pod, port := t.podName, t.vncPort
+		pod, port, ended := t.podName, t.vncPort, t.closed || t.peerClosed
 		t.mu.Unlock()
+		if ended {
+			err = fmt.Errorf("agentclient: accept tunnel of session %s: %w", t.session, net.ErrClosed)
+			return
+		}
 		// Before the frame is queued: the control plane may answer it at once.
 		t.accepted.Store(true)
 		if t.id != 0 {
