@@ -257,6 +257,11 @@ const sessionStateDeleted = "deleted"
 // with an error frame and logged once; malformed ones count toward the connection's limit.
 func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
 	f, ferr := decodeAgentFrame(data)
+	h.handleDecoded(c, f, ferr, now)
+}
+
+// handleDecoded is handleFrame for a frame the reader has decoded already.
+func (h *AgentHub) handleDecoded(c *AgentConnection, f agentFrame, ferr *frameError, now time.Time) {
 	if ferr == nil {
 		h.metrics.frameIn(f.Type)
 		ferr = h.dispatchFrame(c, f, now)
@@ -269,6 +274,9 @@ func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
 }
 
 func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
+	if handled, err := h.dispatchTunnelFrame(c, f, now); handled {
+		return err
+	}
 	switch f.Type {
 	case models.MessageTypeHeartbeat:
 		hb, err := decodeHeartbeat(f)
