@@ -297,9 +297,8 @@ func (c *AgentConnection) writePump() {
 			c.closeSocket()
 			return
 		default:
-			var ok bool
-			if msg, mt, ok = c.tunnels.nextChunk(cfg.Clock.Now()); ok {
-				control = false
+			if chunk, chunkType, ok := c.tunnels.nextChunk(cfg.Clock.Now()); ok {
+				msg, mt, control = chunk, chunkType, false
 				break
 			}
 			select {

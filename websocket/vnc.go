@@ -1,6 +1,7 @@
 package websocket
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -169,11 +170,19 @@ func (h *AgentHub) OpenTunnel(ctx context.Context, req TunnelRequest) (*Tunnel, 
 		t.proto, t.id, t.recvWindow = protoTunnel1, s.nextID, cfg.Window
 		s.nextID++
 		s.byID[t.id] = t
-	} else {
-		t.proto, t.slot = protoStreamSpace, slot
-		slot.taken = true
+		t.filter = newViewerFilter(t)
+		return t, nil
 	}
+	// The slot's viewer from now on: the bytes that came early are the viewer's first.
+	t.proto, t.slot = protoStreamSpace, slot
+	slot.taken, slot.viewer = true, t
 	t.filter = newViewerFilter(t)
+	if len(slot.early) > 0 {
+		t.filter.serverBytes(slot.early)
+		t.toViewer, t.viewerBytes = [][]byte{slot.early}, int64(len(slot.early))
+		slot.early = nil
+		t.more <- struct{}{}
+	}
 	return t, nil
 }
 
@@ -218,8 +227,8 @@ func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 	return fmt.Errorf("websocket: vnc tunnel closed with %d %s", t.endCode, t.endReason)
 }
 
-// attach makes the tunnel live toward the agent: a tunnel/1 tunnel is opened (and given
-// OpenTimeout to answer), a StreamSpace tunnel hands its viewer the bytes that came early.
+// attach makes a tunnel/1 tunnel live toward the agent: it is opened and given OpenTimeout to
+// answer. (A StreamSpace tunnel is live from OpenTunnel on.)
 func (t *Tunnel) attach() {
 	s, cfg := t.set, t.hub.cfg.VNC
 	if t.proto == protoTunnel1 {
@@ -240,21 +249,6 @@ func (t *Tunnel) attach() {
 			}
 			timer.Stop()
 		}()
-		return
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		t.agentGone()
-		t.finish(websocket.CloseInternalServerErr, "agent disconnected")
-		return
-	}
-	early := t.slot.early
-	t.slot.early = nil
-	t.slot.viewer = t
-	s.mu.Unlock()
-	if len(early) > 0 {
-		t.fromAgent(early)
 	}
 }
 
@@ -276,7 +270,9 @@ func (t *Tunnel) Close() {
 				delete(s.bySession, t.slot.sessionID) // once per announcement
 			}
 		} else {
-			t.slot.taken = false
+			// Never served: the next viewer gets the slot and what came for it.
+			t.slot.taken, t.slot.viewer = false, nil
+			t.slot.early = bytes.Join(t.toViewer, nil)
 		}
 		t.toAgent, t.toViewer, t.held = nil, nil, nil
 		s.mu.Unlock()
