@@ -427,3 +427,36 @@ func vncAddr() string {
 	}
 	return "127.0.0.1:5951"
 }
+
+// expect2 returns the next frame, whatever its type.
+func (a *fakeAgent) expect2() agentMsg {
+	a.t.Helper()
+	select {
+	case m, ok := <-a.msgs:
+		if !ok {
+			a.t.Fatal("agent socket closed")
+		}
+		return m
+	case <-time.After(10 * time.Second):
+		a.t.Fatal("no frame")
+	}
+	return agentMsg{}
+}
+
+// newViewerPair serves one viewer socket with serve and returns the browser's end.
+func newViewerPair(t *testing.T, serve func(*websocket.Conn)) *websocket.Conn {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := testUpgrader.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		serve(conn)
+	}))
+	conn, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatalf("dial viewer: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close(); srv.Close() })
+	return conn
+}
