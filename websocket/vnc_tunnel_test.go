@@ -257,6 +257,12 @@ func TestVNCControlFirst(t *testing.T) {
 	v, id := openTunnel1(t, r, a, "s1", "u1", false, models.MaxTunnelWindow)
 	tun := tunnelOf(r.hub, "a1", id)
 	a.pause.Lock() // the agent stops reading: the server's writer backs up
+	paused := true
+	defer func() {
+		if paused {
+			a.pause.Unlock()
+		}
+	}()
 	stop := make(chan struct{})
 	var flood sync.WaitGroup
 	flood.Go(func() {
@@ -272,22 +278,36 @@ func TestVNCControlFirst(t *testing.T) {
 			}
 		}
 	})
-	testkit.Eventually(t, 20*time.Second, "tunnel data queued behind a stuck writer", func() bool {
-		n, _, _ := tunnelState(tun)
-		return n >= 128<<10
-	})
 	a.send(models.MessageTypeHeartbeat, models.HeartbeatMessage{Status: models.AgentStatusDraining})
 	testkit.Eventually(t, 5*time.Second, "heartbeat handled during the flood", func() bool {
 		return conn.Status() == models.AgentStatusDraining
 	})
+	// With the tunnels' lock held the writer can take no chunk: what is queued now is queued
+	// before the command, and only the chunk the writer may be waiting to take can precede it.
+	var queued int
+	testkit.Eventually(t, 20*time.Second, "tunnel data queued", func() bool {
+		conn.tunnels.mu.Lock()
+		if queued = len(tun.toAgent); queued >= 4*tunnelChunk {
+			return true // keeping the lock
+		}
+		conn.tunnels.mu.Unlock()
+		return false
+	})
 	cmd, err := r.hub.SubmitCommand(t.Context(), models.AgentCommand{AgentID: "a1", Action: models.ActionStopSession, Payload: map[string]any{"sessionId": "s1"}}, nil)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil {
+		err = testkit.WaitFor(5*time.Second, func() bool { return len(conn.Send) > 0 })
 	}
-	testkit.Eventually(t, 5*time.Second, "command queued", func() bool { return len(conn.Send) > 0 })
-	queued, _, _ := tunnelState(tun)
+	conn.tunnels.mu.Unlock()
 	close(stop)
+	paused = false
 	a.pause.Unlock()
+	if err != nil {
+		got, _ := r.db.GetCommand(t.Context(), cmd.CommandID)
+		t.Fatalf("command not queued: %v (status %s)", err, got.Status)
+	}
+	if queued < 2*tunnelChunk {
+		t.Fatalf("only %d bytes queued", queued)
+	}
 	after := -1
 	for after < queued-tunnelChunk {
 		m := a.expect2()
