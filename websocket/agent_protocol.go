@@ -253,14 +253,9 @@ func statusPodName(m models.StatusMessage) string {
 // Session states an agent may report that end a session's row.
 const sessionStateDeleted = "deleted"
 
-// handleFrame decodes one frame from an agent and acts on it. A refused frame is answered
-// with an error frame and logged once; malformed ones count toward the connection's limit.
-func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
-	f, ferr := decodeAgentFrame(data)
-	h.handleDecoded(c, f, ferr, now)
-}
-
-// handleDecoded is handleFrame for a frame the reader has decoded already.
+// handleDecoded acts on one frame from an agent, as decodeAgentFrame read it. A refused frame
+// is answered with an error frame and logged once; malformed ones count toward the
+// connection's limit.
 func (h *AgentHub) handleDecoded(c *AgentConnection, f agentFrame, ferr *frameError, now time.Time) {
 	if ferr == nil {
 		h.metrics.frameIn(f.Type)

@@ -203,7 +203,8 @@ func (a *fakeAgent) read() {
 	defer close(a.msgs)
 	for {
 		a.pause.Lock()
-		a.pause.Unlock() //nolint:staticcheck // a gate, not a critical section
+		//lint:ignore SA2001 a gate the test closes, not a critical section
+		a.pause.Unlock()
 		mt, data, err := a.conn.ReadMessage()
 		if err != nil {
 			return
