@@ -461,3 +461,30 @@ func newViewerPair(t *testing.T, serve func(*websocket.Conn)) *websocket.Conn {
 	t.Cleanup(func() { _ = conn.Close(); srv.Close() })
 	return conn
 }
+
+// newSlowViewer is newViewerPair with a browser whose receive buffer is 4 KiB.
+func newSlowViewer(t *testing.T, serve func(*websocket.Conn)) *websocket.Conn {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		conn, err := testUpgrader.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		serve(conn)
+	}))
+	nd := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setReceiveBuffer(fd, 4096) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	dialer := *websocket.DefaultDialer
+	dialer.NetDialContext = nd.DialContext
+	conn, _, err := dialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatalf("dial viewer: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close(); srv.Close() })
+	return conn
+}

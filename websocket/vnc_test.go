@@ -196,3 +196,54 @@ func TestVNCStreamSpaceMessages(t *testing.T) {
 		t.Fatalf("%v refusals counted as malformed", n)
 	}
 }
+
+// TestVNCStreamSpaceSlowViewer: a StreamSpace tunnel has no window, so a browser that stops
+// reading is closed with 4001 once its backlog passes MaxBacklog; the agent is told the viewer
+// left and its socket goes on.
+func TestVNCStreamSpaceSlowViewer(t *testing.T) {
+	r := newVNCRig(t, AgentHubConfig{VNC: VNCConfig{MaxBacklog: 256 << 10, PaceBacklog: 64 << 10}})
+	r.addSession("a1", "s1")
+	a := r.dialAgent("a1", false, 0)
+	a.send(models.MessageTypeVNCReady, models.VNCReadyMessage{SessionID: "s1"})
+	var v *websocket.Conn
+	testkit.Eventually(t, 5*time.Second, "tunnel ready", func() bool {
+		sess, _ := r.db.GetSession(t.Context(), "s1")
+		tun, err := r.hub.OpenTunnel(t.Context(), TunnelRequest{Session: sess, UserID: "u1"})
+		if err != nil {
+			return false
+		}
+		// A browser with a small receive buffer that reads nothing until the end.
+		v = newSlowViewer(t, func(c *websocket.Conn) { _ = tun.Serve(t.Context(), c) })
+		return true
+	})
+	chunk := bytes.Repeat([]byte{9}, 32<<10)
+	sent := 0
+	for closed := false; !closed; {
+		if sent > 256<<20 {
+			t.Fatal("256 MiB sent and the viewer still open")
+		}
+		a.vncData("s1", chunk)
+		sent += len(chunk)
+		select {
+		case m := <-a.msgs:
+			if m.typ == models.MessageTypeVNCClose {
+				if cl := decodeAs[models.VNCCloseMessage](t, m); cl.Reason != "client_disconnect" {
+					t.Fatalf("vnc_close %+v", cl)
+				}
+				closed = true
+			}
+		default:
+		}
+	}
+	// The close frame reaches the browser only if its buffers have room for it: a browser
+	// this stuck may see the connection drop instead.
+	if code, reason := viewerClosed(t, v); (code != CloseSlowConsumer || reason != "slow consumer: viewer backlog") && code != websocket.CloseAbnormalClosure {
+		t.Fatalf("viewer closed %d %q", code, reason)
+	}
+	if n := testutil.ToFloat64(r.hub.metrics.vnc.refused.WithLabelValues("slow_consumer")); n != 1 {
+		t.Fatalf("slow_consumer refusals %v, want 1", n)
+	}
+	if r.hub.GetConnection("a1") == nil || r.hub.GetConnection("a1").closing() {
+		t.Fatal("the slow viewer closed the agent")
+	}
+}
