@@ -107,12 +107,12 @@ func (m *Manager) TrackViewer(ctx context.Context, grant ViewerGrant, org *OrgCo
 	vctx, cancel := context.WithCancelCause(ctx)
 	o := *org
 	id := newClientID()
+	m.touchViewed(grant.Session.ID)
 	presence := m.recordConnection(ctx, id, grant.Session, &o, req)
 	if presence != nil {
 		presence.extra = map[string]interface{}{"viewer": "vnc", "viewOnly": grant.ViewOnly}
 		presence.announce()
 	}
-	m.touchViewed(grant.Session.ID)
 
 	var wg sync.WaitGroup
 	stopLoop := make(chan struct{})

@@ -48,8 +48,17 @@ type Server struct {
 	upgrader *gorilla.Upgrader
 	// agentUpgrader accepts agents, which send no Origin a browser policy could judge.
 	agentUpgrader *gorilla.Upgrader
-	http          *http.Server
-	draining      atomic.Bool
+	// vncUpgrader accepts viewer sockets (binary subprotocol, larger buffers).
+	vncUpgrader *gorilla.Upgrader
+	// tunnels opens viewers' tunnels: the AgentHub.
+	tunnels tunnelOpener
+	// viewerLife ends at Shutdown, ending every viewer socket; viewers counts those being
+	// served, which Shutdown waits for.
+	viewerLife context.Context
+	endViewers context.CancelFunc
+	viewers    sync.WaitGroup
+	http       *http.Server
+	draining   atomic.Bool
 	// kube is the Kubernetes client the server built and closes (nil: none, or the caller's).
 	kube *k8s.Client
 	// dashboard serves the page at / and its files.
@@ -154,8 +163,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Directory:        dir,
 		Logs:             logs,
 		Events:           manager.GetNotifier(),
-		Logger:           log,
-		Registerer:       registry,
+		// VNC: the viewer tunnels' limits and window go here once AgentHubConfig has them
+		// (PROTOCOL.md 6): cfg.VNCMaxPerUser, cfg.VNCMaxPerAgent, cfg.VNCWindow.
+		Logger:     log,
+		Registerer: registry,
 	})
 	s := &Server{
 		kube:    ownKube,
@@ -178,13 +189,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		// Origins are checked before the upgrade, with a JSON 403.
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
+		vncUpgrader:   newVNCUpgrader(),
+		tunnels:       hubTunnels{agents},
 	}
+	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
 	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.
 	s.agentUpgrader.ReadBufferSize = 4096
 	// The handshake's own failures (bad version, missing key) are JSON too.
 	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		s.fail(w, r, status, "upgrade_failed", reason.Error())
 	}
+	s.vncUpgrader.Error = s.upgrader.Error
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -240,6 +255,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		httpErr := s.http.Shutdown(ctx)
+		s.endViewers()
+		viewersErr := s.waitViewers(ctx)
 		agentErr := s.agents.Shutdown(ctx)
 		wsErr := s.manager.Shutdown(ctx)
 		var clusterErr error
@@ -250,7 +267,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.kube.Close()
 		}
 		dbErr := s.db.Close()
-		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, clusterErr, dbErr)
+		s.shutdownErr = errors.Join(httpErr, viewersErr, agentErr, wsErr, clusterErr, dbErr)
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr
@@ -263,4 +280,16 @@ func offIfZero(n int) int {
 		return -1
 	}
 	return n
+}
+
+// waitViewers waits for the viewer sockets being closed, within ctx.
+func (s *Server) waitViewers(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.viewers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("viewer sockets still closing: %w", ctx.Err())
+	}
 }
