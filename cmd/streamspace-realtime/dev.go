@@ -15,6 +15,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/agentsim"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/internal/server"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
@@ -78,6 +79,7 @@ func devSetup(ctx context.Context, srv *server.Server, cfg server.Config, addr n
 		AgentID:      devAgentID,
 		BootstrapKey: cfg.AgentBootstrapKey,
 		AutoApprove:  cfg.AgentAutoApprove,
+		NoVNC:        cfg.NoVNCDir != "" || novnc.Valid(novnc.DebianDir),
 	}, nil
 }
 
@@ -95,6 +97,8 @@ type devBanner struct {
 	Host, Database, ServiceToken, Org, BrowserToken string
 	AgentID, BootstrapKey                           string
 	AutoApprove, AgentConnected                     bool
+	// NoVNC: noVNC is served, so the dashboard's view button works.
+	NoVNC bool
 }
 
 // write prints the banner in one write, so that it is never interleaved with other output.
@@ -111,7 +115,8 @@ func (b devBanner) write(w io.Writer) error {
 
 // bannerTemplate keeps each printed command on lines a shell accepts when pasted.
 var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Realtime (dev mode) on http://{{.Host}}
-  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in)
+  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in;
+                 a running session's "view" shows its desktop through noVNC{{if not .NoVNC}}, once noVNC is installed: scripts/tools.sh{{end}})
   database:      {{.Database}}
   service token: {{.ServiceToken}}
   browser token (admin of {{.Org}}, 24h):

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/web"
 )
 
@@ -41,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	route(http.MethodGet, "/api/v1/me", s.handleMe)
 	route(http.MethodGet, "/{$}", s.dashboard.ServePage)
 	route(http.MethodGet, web.Prefix, s.handleDashboardFile)
+	route(http.MethodGet, novnc.Prefix, s.handleNoVNC)
 	route(http.MethodGet, "/healthz", s.handleHealthz)
 	route(http.MethodGet, "/readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))

@@ -24,6 +24,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/agentadmin"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/web"
 	"github.com/streamspace/streamspace-realtime/websocket"
@@ -63,6 +64,8 @@ type Server struct {
 	kube *k8s.Client
 	// dashboard serves the page at / and its files.
 	dashboard *web.Handler
+	// novnc serves noVNC at /novnc/ (nil: none found).
+	novnc http.Handler
 	// upgradeRates (nil: off) and connCounts are the limits applied before an upgrade.
 	upgradeRates *ipRates
 	connCounts   *connCounts
@@ -92,6 +95,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	dashboard, err := web.New()
 	if err != nil {
 		return nil, err
+	}
+	// noVNC for the dashboard's viewer: the configured directory, else the system's. The
+	// --dev download happens before (cmd serve), which then passes its directory here.
+	novncDir, err := novnc.Resolve(ctx, novnc.Options{Dir: cfg.NoVNCDir})
+	switch {
+	case errors.Is(err, novnc.ErrNotFound):
+		log.Info("noVNC not found: the dashboard's view button explains how to get it")
+	case err != nil:
+		return nil, err
+	default:
+		dashboard.SetNoVNC(novnc.Prefix)
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -183,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		origins:      origins,
 		registry:     registry,
 		dashboard:    dashboard,
+		novnc:        novncHandler(novncDir),
 		upgradeRates: newIPRates(cfg.UpgradeRate, cfg.UpgradeBurst),
 		connCounts:   newConnCounts(cfg.MaxConnectionsPerUser, cfg.MaxConnectionsPerOrg),
 		metrics:      newHTTPMetrics(registry),
