@@ -78,12 +78,19 @@ type Agent struct {
 
 	stats counters
 
+	tunMu       sync.Mutex
+	tunSessions map[string]struct{} // sessions given to OpenTunnel
+	tunConn     *conn               // the connection up now, nil between connections
+
 	// Timings of a connection; constants, lowered by tests.
 	pingPeriod time.Duration // WebSocket pings, and the application keepalive they carry
 	pongWait   time.Duration // read deadline, extended by any frame or pong
 	writeWait  time.Duration // deadline of one write
 	closeGrace time.Duration // wait for the peer's close frame after sending ours
 	upHealthy  time.Duration // a connection up this long resets the backoff
+	// tunnelRetry is the wait before a StreamSpace-mode tunnel that ended on its own opens
+	// again.
+	tunnelRetry time.Duration
 }
 
 // Connection timings (PROTOCOL.md leaves them to the agent).
@@ -122,6 +129,8 @@ func New(cfg Config) (*Agent, error) {
 		writeWait:    writeWait,
 		closeGrace:   closeGrace,
 		upHealthy:    upHealthy,
+		tunnelRetry:  tunnelRetry,
+		tunSessions:  make(map[string]struct{}),
 	}, nil
 }
 

@@ -67,6 +67,12 @@ type Config struct {
 	// OnAPIKey is called, from Register or Run, when registration issues a new API key; the
 	// Agent already uses it. Persist it: the bootstrap key is refused from then on.
 	OnAPIKey func(key string)
+	// Tunnels serves session streaming (PROTOCOL.md 6): it runs once per tunnel to a
+	// session's VNC server; ProxyTo builds one from a dial function. When set, the Agent
+	// offers the tunnel/1 extension when it connects and speaks StreamSpace's vnc_* messages to
+	// a control plane that does not take it up. Nil: no tunnels (tunnel_open is refused with
+	// "tunnels not served by this agent", and OpenTunnel fails with ErrNoTunnels).
+	Tunnels TunnelHandler
 	// Clock drives heartbeats, pings, backoff and the shutdown bound; nil is the real clock.
 	// Socket deadlines always use real time.
 	Clock clockwork.Clock

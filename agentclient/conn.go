@@ -60,12 +60,14 @@ type conn struct {
 	confirmed  atomic.Uint64 // highest ping sequence number answered by a pong
 	logsMu     sync.Mutex
 	logStreams map[string]context.CancelFunc
+	ext        bool    // the control plane took up tunnel/1 on this connection
+	tun        tunnels // the connection's tunnels
 
 	unconfirmed []sentFrame // writer-owned
 	pingSeq     uint64      // writer-owned: sequence number of the next ping, from 1
 }
 
-func newConn(a *Agent, runCtx context.Context, ws *websocket.Conn) *conn {
+func newConn(a *Agent, runCtx context.Context, ws *websocket.Conn, ext bool) *conn {
 	ctx, cancel := context.WithCancel(runCtx)
 	return &conn{
 		a:          a,
@@ -78,6 +80,8 @@ func newConn(a *Agent, runCtx context.Context, ws *websocket.Conn) *conn {
 		flushed:    make(chan struct{}),
 		readDone:   make(chan struct{}),
 		logStreams: make(map[string]context.CancelFunc),
+		ext:        ext,
+		tun:        newTunnels(),
 		pingSeq:    1,
 	}
 }
@@ -132,8 +136,8 @@ func (c *conn) enqueueText(ctx context.Context, typ string, payload any) error {
 // (it received a frame or stayed up upHealthy): a healthy connection resets the backoff. When
 // runCtx ends, serveConn stops taking commands, waits (within bound) for running handlers so
 // their results go out on this connection, then closes it with 1000.
-func (a *Agent) serveConn(runCtx context.Context, ws *websocket.Conn, bound *shutdownBound) (cause error, healthy bool) {
-	c := newConn(a, runCtx, ws)
+func (a *Agent) serveConn(runCtx context.Context, ws *websocket.Conn, ext bool, bound *shutdownBound) (cause error, healthy bool) {
+	c := newConn(a, runCtx, ws, ext)
 	started := a.clock.Now()
 	a.stats.connected.Store(true)
 	if a.stats.connects.Add(1) > 1 {
@@ -150,6 +154,7 @@ func (a *Agent) serveConn(runCtx context.Context, ws *websocket.Conn, bound *shu
 	}
 	wg.Go(c.readLoop)
 	wg.Go(c.heartbeatLoop)
+	a.tunnelsUp(c)
 
 	select {
 	case <-runCtx.Done():
@@ -158,6 +163,7 @@ func (a *Agent) serveConn(runCtx context.Context, ws *websocket.Conn, bound *shu
 	case <-c.done:
 	}
 	wg.Wait()
+	a.tunnelsDown(c)
 	c.cancel()
 
 	// Both goroutines are gone: what the last pongs confirmed is dropped, the rest goes back

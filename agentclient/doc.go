@@ -22,5 +22,31 @@
 //	})
 //	err = a.Run(ctx) // nil when ctx ends; ErrShutdown, ErrRejected or ErrReplaced otherwise
 //
+// # Session streaming
+//
+// With Config.Tunnels set, the Agent relays viewers' RFB streams to sessions' VNC servers
+// (PROTOCOL.md 6). Each tunnel runs the TunnelHandler in its own goroutine, with a *Tunnel: a
+// net.Conn whose Read gives the viewer's bytes and whose Write sends bytes to the viewer.
+// ProxyTo builds the usual handler from a dial function:
+//
+//	Tunnels: agentclient.ProxyTo(func(ctx context.Context, sessionID string) (net.Conn, error) {
+//		return dialer.DialContext(ctx, "tcp", vncAddrOf(sessionID))
+//	}),
+//
+// The control plane learns a tunnel is open when the handler calls Accept or first reads or
+// writes, so ProxyTo answers only after its dial succeeded; a handler error before any byte
+// flowed is sent as the tunnel's error. Call OpenTunnel when a session starts running and
+// CloseTunnel when it stops: the Agent refuses tunnels to other sessions.
+//
+// The Agent offers the tunnel/1 extension (X-Agent-Features) when it connects. A control plane
+// that takes it up opens a tunnel per viewer, with binary data frames and a window each way:
+// Write blocks while the control plane's window is zero, and Read grants credit as the handler
+// consumes. One that does not (StreamSpace's own) gets StreamSpace's messages: one tunnel per
+// session, opened by OpenTunnel and announced with vnc_ready, bytes as base64 in vnc_data, and
+// a new tunnel right after each vnc_close, so viewers can come one after another. In both, the
+// writer sends control frames (acks, results, heartbeats, credit) before tunnel data, and
+// tunnels take turns, one chunk of at most 32 KiB each; a tunnel holds at most one chunk
+// waiting, so a fast VNC server is slowed by TCP.
+//
 // Package agenttest holds a fake control plane to test agents against.
 package agentclient

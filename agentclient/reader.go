@@ -44,13 +44,17 @@ func (c *conn) readLoop() {
 	})
 	ws.SetCloseHandler(func(int, string) error { return nil })
 	for {
-		_, data, err := ws.ReadMessage()
+		kind, data, err := ws.ReadMessage()
 		if err != nil {
 			c.readFailed(err)
 			return
 		}
 		extend()
 		c.gotFrame.Store(true)
+		if kind == websocket.BinaryMessage {
+			c.onData(data)
+			continue
+		}
 		c.handle(data)
 	}
 }
@@ -102,6 +106,16 @@ func (c *conn) handle(data []byte) {
 		c.onLogsStop(f.Payload)
 	case models.MessageTypeError:
 		c.onError(f.Payload)
+	case models.MessageTypeTunnelOpen:
+		c.onTunnelOpen(f.Payload)
+	case models.MessageTypeTunnelCredit:
+		c.onTunnelCredit(f.Payload)
+	case models.MessageTypeTunnelClose:
+		c.onTunnelClose(f.Payload)
+	case models.MessageTypeVNCData:
+		c.onVNCData(f.Payload)
+	case models.MessageTypeVNCClose:
+		c.onVNCClose(f.Payload)
 	default:
 		c.a.stats.unknown.Add(1)
 		c.a.log.Debug("frame of unknown type ignored", "type", f.Type)

@@ -89,7 +89,7 @@ func (a *Agent) loop(ctx context.Context, bound *shutdownBound) error {
 			needRegister = false
 		}
 
-		ws, status, err := a.dial(ctx)
+		ws, ext, status, err := a.dial(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -111,7 +111,7 @@ func (a *Agent) loop(ctx context.Context, bound *shutdownBound) error {
 		}
 		reregistered, problem = false, ""
 
-		cause, healthy := a.serveConn(ctx, ws, bound)
+		cause, healthy := a.serveConn(ctx, ws, ext, bound)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -138,23 +138,28 @@ func (a *Agent) loop(ctx context.Context, bound *shutdownBound) error {
 }
 
 // dial opens the agent socket: GET /api/v1/agents/connect?agent_id=<id> with the API key.
-// A refusal returns its HTTP status with the error.
-func (a *Agent) dial(ctx context.Context) (*websocket.Conn, int, error) {
+// With Config.Tunnels it offers tunnel/1 and reports whether the control plane took it up
+// (ext). A refusal returns its HTTP status with the error.
+func (a *Agent) dial(ctx context.Context) (ws *websocket.Conn, ext bool, status int, err error) {
 	u := a.wsURL + "/api/v1/agents/connect?" + url.Values{"agent_id": {a.cfg.AgentID}}.Encode()
 	header := http.Header{"X-Agent-API-Key": {a.key()}}
+	if a.cfg.Tunnels != nil {
+		header.Set(models.AgentFeaturesHeader, models.AgentFeatureTunnel)
+	}
 	ws, resp, err := a.cfg.Dialer.DialContext(ctx, u, header)
 	if err == nil {
-		return ws, http.StatusSwitchingProtocols, nil
+		ext = a.cfg.Tunnels != nil && resp != nil && hasFeature(resp.Header.Get(models.AgentFeaturesHeader), models.AgentFeatureTunnel)
+		return ws, ext, http.StatusSwitchingProtocols, nil
 	}
 	if resp == nil {
-		return nil, 0, fmt.Errorf("agentclient: connect: %w", err)
+		return nil, false, 0, fmt.Errorf("agentclient: connect: %w", err)
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized {
-		return nil, resp.StatusCode, fmt.Errorf("agentclient: connect: %w: %s", ErrUnauthorized, httpErrorText(resp, body))
+		return nil, false, resp.StatusCode, fmt.Errorf("agentclient: connect: %w: %s", ErrUnauthorized, httpErrorText(resp, body))
 	}
-	return nil, resp.StatusCode, fmt.Errorf("agentclient: connect: refused with %s", httpErrorText(resp, body))
+	return nil, false, resp.StatusCode, fmt.Errorf("agentclient: connect: refused with %s", httpErrorText(resp, body))
 }
 
 // heartbeat is the payload of the next heartbeat.

@@ -59,7 +59,22 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
+		if c.hasReady() {
+			// Tunnel data, one chunk per turn, once no control frame waits.
+			select {
+			case <-ping.Chan():
+				if !c.ping() {
+					return
+				}
+			default:
+			}
+			if !c.writeData() {
+				return
+			}
+			continue
+		}
 		select {
+		case <-c.tun.dataKick:
 		case <-c.done:
 		case f := <-c.send:
 			if !c.write(f) {
@@ -131,9 +146,9 @@ func (c *conn) confirm(data string) {
 func (c *conn) write(f outFrame) bool {
 	deadline := time.Now().Add(c.a.writeWait)
 	var err error
-	if f.kind == websocket.TextMessage {
+	if f.kind == websocket.TextMessage || f.kind == websocket.BinaryMessage {
 		_ = c.ws.SetWriteDeadline(deadline)
-		err = c.ws.WriteMessage(websocket.TextMessage, f.data)
+		err = c.ws.WriteMessage(f.kind, f.data)
 	} else {
 		err = c.ws.WriteControl(f.kind, f.data, deadline)
 	}

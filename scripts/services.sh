@@ -3,10 +3,11 @@
 #
 #   PostgreSQL at 127.0.0.1:5432, trust auth for user postgres, database "test"
 #   Redis      at 127.0.0.1:6379, and the redis-server binary (fault tests start their own)
+#   VNC        TigerVNC's Xvnc at 127.0.0.1:5951 (display :51, security None, RFB 3.8)
 #
 # Idempotent and quiet when everything already answers. Installs (apt-get) and
 # starts local services only where missing. When STREAMSPACE_TEST_DATABASE_URL
-# or STREAMSPACE_TEST_REDIS_URL point somewhere other than the local default
+# STREAMSPACE_TEST_REDIS_URL or STREAMSPACE_TEST_VNC_ADDR point somewhere other than the local default
 # (127.0.0.1 / localhost / ::1 on the default port), that service is not
 # managed here: the script only checks that it answers.
 #
@@ -18,8 +19,11 @@ set -euo pipefail
 
 readonly DEFAULT_DB_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable'
 readonly DEFAULT_REDIS_URL='redis://127.0.0.1:6379/0'
+readonly DEFAULT_VNC_ADDR='127.0.0.1:5951'
 readonly PG_DEFAULT_PORT=5432
 readonly REDIS_DEFAULT_PORT=6379
+readonly VNC_DEFAULT_PORT=5951
+readonly VNC_DISPLAY=51
 readonly PG_ADMIN_USER=postgres
 readonly HBA_MARKER='# streamspace-realtime scripts/services.sh: trust local connections (test machines only)'
 WAIT_SECS="${STREAMSPACE_SERVICES_WAIT:-60}"
@@ -27,6 +31,7 @@ WAIT_SECS="${STREAMSPACE_SERVICES_WAIT:-60}"
 
 DB_URL="${STREAMSPACE_TEST_DATABASE_URL:-$DEFAULT_DB_URL}"
 REDIS_URL="${STREAMSPACE_TEST_REDIS_URL:-$DEFAULT_REDIS_URL}"
+VNC_ADDR="${STREAMSPACE_TEST_VNC_ADDR:-$DEFAULT_VNC_ADDR}"
 
 log() { printf 'services.sh: %s\n' "$*" >&2; }
 die() { printf 'services.sh: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -427,6 +432,75 @@ ensure_redis_binary() {
 	command -v redis-server >/dev/null 2>&1 || die "redis-server missing after installing package redis-server"
 }
 
+# ---------------------------------------------------------------- VNC (Xvnc)
+
+# rfb_answers HOST PORT: true if the server there greets with an RFB ProtocolVersion.
+rfb_answers() {
+	local banner
+	# shellcheck disable=SC2016 # expanded by the inner bash
+	banner="$(timeout 3 bash -c 'exec 3<>"/dev/tcp/$1/$2" && head -c 12 <&3' _ "$1" "$2" 2>/dev/null)" || true
+	[[ ${banner} == 'RFB 003.'* ]]
+}
+
+rfb_wait() { # HOST PORT
+	local deadline=$((SECONDS + WAIT_SECS))
+	until rfb_answers "$1" "$2"; do
+		((SECONDS < deadline)) || return 1
+		sleep 0.5
+	done
+}
+
+ensure_vnc() {
+	local host port
+	host="${VNC_ADDR%:*}"
+	port="${VNC_ADDR##*:}"
+	host="${host#\[}"
+	host="${host%\]}"
+	[[ ${port} =~ ^[0-9]+$ ]] || die "cannot parse a port out of STREAMSPACE_TEST_VNC_ADDR: ${VNC_ADDR}"
+
+	if ! is_local_host "${host}" || [[ ${port} != "${VNC_DEFAULT_PORT}" ]]; then
+		# Not ours to manage: only check that it answers.
+		rfb_wait "${host}" "${port}" ||
+			die "no VNC server answers at ${host}:${port} (from STREAMSPACE_TEST_VNC_ADDR); this script only manages Xvnc on 127.0.0.1:${VNC_DEFAULT_PORT}"
+		return 0
+	fi
+
+	local addr=127.0.0.1
+	rfb_answers "${addr}" "${port}" && return 0
+	if tcp_open "${addr}" "${port}"; then
+		die "something is listening on ${addr}:${port} but does not speak RFB; free the port or set STREAMSPACE_TEST_VNC_ADDR"
+	fi
+
+	if ! command -v Xvnc >/dev/null 2>&1; then
+		log "Xvnc not installed; installing"
+		apt_install tigervnc-standalone-server
+		command -v Xvnc >/dev/null 2>&1 || die "Xvnc missing after installing package tigervnc-standalone-server"
+	fi
+
+	# A lock left by an Xvnc that died would stop a new one taking the display.
+	local lock="/tmp/.X${VNC_DISPLAY}-lock" pid
+	if [[ -e ${lock} ]]; then
+		pid="$(tr -dc '0-9' <"${lock}" 2>/dev/null || true)"
+		if [[ -z ${pid} || ! -d /proc/${pid} ]]; then
+			log "removing the stale lock of display :${VNC_DISPLAY}"
+			rm -f "${lock}" "/tmp/.X11-unix/X${VNC_DISPLAY}" ||
+				die "cannot remove the stale ${lock}; remove it as its owner"
+		fi
+	fi
+
+	local logfile="${TMPDIR:-/tmp}/streamspace-realtime-xvnc.log"
+	log "starting Xvnc :${VNC_DISPLAY} on ${addr}:${port} (log: ${logfile})"
+	# Detached from this shell and its lock (fd 9), so it outlives the script. No blacklist:
+	# tests end connections mid-handshake on purpose, and Xvnc would refuse 127.0.0.1 for a while.
+	setsid nohup Xvnc ":${VNC_DISPLAY}" -rfbport "${port}" -localhost -SecurityTypes None -AlwaysShared \
+		-UseBlacklist=0 -geometry 1024x768 -depth 24 </dev/null >"${logfile}" 2>&1 9>&- &
+	disown
+	if ! rfb_wait "${addr}" "${port}"; then
+		tail -n 20 "${logfile}" >&2 2>/dev/null || true
+		die "Xvnc started but is not answering with an RFB banner on ${addr}:${port} after ${WAIT_SECS}s"
+	fi
+}
+
 # ---------------------------------------------------------------- main
 
 main() {
@@ -440,6 +514,7 @@ main() {
 	ensure_postgres
 	ensure_redis
 	ensure_redis_binary
+	ensure_vnc
 }
 
 main "$@"

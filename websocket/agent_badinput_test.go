@@ -76,7 +76,7 @@ func TestAgentUnknownTypeIsIgnored(t *testing.T) {
 	h := newAgentHarness(t, dbtest.Open(t, "sqlite"), AgentHubConfig{})
 	h.addAgent("a1")
 	a := h.connect("a1")
-	a.send("vnc_ready", map[string]any{"sessionId": "s1"})
+	a.send("screen_share", map[string]any{"sessionId": "s1"})
 	a.sendRaw(`{"type":"something_new"}`)
 	testkit.Eventually(t, 5*time.Second, "unknown frames counted", func() bool {
 		return counterValue(t, h.hub.metrics.framesIn.WithLabelValues("unknown")) == 2

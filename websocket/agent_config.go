@@ -13,6 +13,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
+	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // Defaults of AgentHubConfig (PROTOCOL.md 3.4 and 3.5).
@@ -139,6 +140,67 @@ type AgentHubConfig struct {
 	Clock      clockwork.Clock
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// VNC bounds the session-streaming tunnels through the agents (PROTOCOL.md 6).
+	VNC VNCConfig
+}
+
+// Defaults of VNCConfig (PROTOCOL.md 6.1 to 6.4).
+const (
+	DefaultVNCMaxPerUser   = 4
+	DefaultVNCMaxPerAgent  = 32
+	DefaultVNCOpenTimeout  = 15 * time.Second
+	DefaultVNCEarlyBytes   = 64 << 10
+	DefaultVNCPaceBacklog  = 1 << 20
+	DefaultVNCMaxBacklog   = 8 << 20
+	DefaultVNCToAgentQueue = 256 << 10
+)
+
+// VNCConfig tunes the VNC tunnels. The zero value means the documented defaults.
+type VNCConfig struct {
+	// MaxPerUser and MaxPerAgent bound the viewer sockets of one user and the tunnels through
+	// one agent, counted on this replica (STREAMSPACE_VNC_MAX_PER_USER, _PER_AGENT).
+	MaxPerUser  int
+	MaxPerAgent int
+	// Window is each direction's starting credit on a tunnel/1 tunnel (STREAMSPACE_VNC_WINDOW),
+	// at most models.MaxTunnelWindow.
+	Window int64
+	// OpenTimeout bounds the agent's answer to tunnel_open.
+	OpenTimeout time.Duration
+	// EarlyBytes bounds what a StreamSpace agent's tunnel may send before its viewer comes.
+	EarlyBytes int
+	// PaceBacklog: while more than this waits for a StreamSpace tunnel's browser, its
+	// FramebufferUpdateRequests are held back; past MaxBacklog the viewer is closed with 4001.
+	PaceBacklog int64
+	MaxBacklog  int64
+	// ToAgentQueue bounds a tunnel's bytes waiting for the agent; the viewer's reader waits
+	// beyond it, so TCP slows the browser.
+	ToAgentQueue int
+}
+
+func (c VNCConfig) withDefaults() VNCConfig {
+	setInt := func(p *int, def int) {
+		if *p <= 0 {
+			*p = def
+		}
+	}
+	setInt(&c.MaxPerUser, DefaultVNCMaxPerUser)
+	setInt(&c.MaxPerAgent, DefaultVNCMaxPerAgent)
+	setInt(&c.EarlyBytes, DefaultVNCEarlyBytes)
+	setInt(&c.ToAgentQueue, DefaultVNCToAgentQueue)
+	if c.Window <= 0 {
+		c.Window = models.DefaultTunnelWindow
+	}
+	c.Window = min(c.Window, models.MaxTunnelWindow)
+	if c.OpenTimeout <= 0 {
+		c.OpenTimeout = DefaultVNCOpenTimeout
+	}
+	if c.PaceBacklog <= 0 {
+		c.PaceBacklog = DefaultVNCPaceBacklog
+	}
+	if c.MaxBacklog <= 0 {
+		c.MaxBacklog = DefaultVNCMaxBacklog
+	}
+	return c
 }
 
 func (c AgentHubConfig) withDefaults() AgentHubConfig {
@@ -182,6 +244,7 @@ func (c AgentHubConfig) withDefaults() AgentHubConfig {
 			c.Replica = "replica-" + uuid.NewString()[:8]
 		}
 	}
+	c.VNC = c.VNC.withDefaults()
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
 	}

@@ -51,6 +51,11 @@ type AgentConnection struct {
 	logStreams   atomic.Int32
 	logStreamEnd atomic.Int64 // when the last stream ended (Unix nanoseconds)
 	logLimiter   *rate.Limiter
+
+	// tunnels are the VNC tunnels through this connection (PROTOCOL.md 6); tunnel1 is set
+	// before registration when the socket negotiated the tunnel extension.
+	tunnels *agentTunnels
+	tunnel1 bool
 }
 
 // connLife is who a connection is and where it stands in its life: its id, the status its
@@ -144,6 +149,9 @@ func (c *AgentConnection) closeWith(code int, reason, metricReason string) {
 		c.closeCode, c.closeReason = code, reason
 		close(c.done)
 		c.cmds.stop()
+		if c.tunnels != nil {
+			c.tunnels.closeAll(metricReason == "shutdown")
+		}
 		c.hub.metrics.disconnects.WithLabelValues(metricReason).Inc()
 		if code != websocket.CloseNormalClosure && code != websocket.CloseGoingAway {
 			c.hub.cfg.Logger.Info("closing agent connection", "agent_id", c.AgentID,
@@ -217,7 +225,7 @@ func (c *AgentConnection) readPump() {
 		return c.Conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	})
 	for {
-		_, r, err := c.Conn.NextReader()
+		mt, r, err := c.Conn.NextReader()
 		if err != nil {
 			c.closeWith(readCloseCode(err))
 			return
@@ -238,7 +246,15 @@ func (c *AgentConnection) readPump() {
 		}
 		now := cfg.Clock.Now()
 		c.touch(now)
-		if !c.budget.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
+		if mt == websocket.BinaryMessage {
+			// Tunnel data (PROTOCOL.md 6.3): outside the frame budget, bounded by the windows.
+			c.hub.metrics.frameIn("tunnel_data")
+			c.tunnels.onData(data)
+			continue
+		}
+		f, ferr := decodeAgentFrame(data)
+		tunnelFrame := ferr == nil && isTunnelType(f.Type)                // bounded by the tunnels' backlog instead (6.2)
+		if !tunnelFrame && !c.budget.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
 			c.hub.metrics.refused.WithLabelValues("rate_limited").Inc()
 			c.closeWith(websocket.ClosePolicyViolation, "too many frames", "rate_limited")
 			continue
@@ -250,7 +266,7 @@ func (c *AgentConnection) readPump() {
 			}
 		}
 		c.cmds.flight.handlingStarted(now)
-		c.hub.handleFrame(c, data, now)
+		c.hub.handleDecoded(c, f, ferr, now)
 		c.cmds.flight.handlingEnded(cfg.Clock.Since(now))
 	}
 }
@@ -267,28 +283,75 @@ func (c *AgentConnection) writePump() {
 		_ = c.Conn.Close()
 	}()
 	for {
+		// Control frames first; then one tunnel's chunk; then wait for either (PROTOCOL.md 6.4).
+		var msg []byte
+		mt, control := websocket.TextMessage, true
 		select {
-		case msg := <-c.Send:
-			if err := c.write(msg); err != nil {
-				c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
-				return
-			}
-			c.cmds.flight.frameWritten()
+		case msg = <-c.Send:
 		case <-ticker.C:
-			if err := c.Conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
-				c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")
+			if !c.ping() {
 				return
 			}
+			continue
 		case <-c.done:
-			if c.closeCode == websocket.CloseGoingAway || c.closeCode == websocket.ClosePolicyViolation {
-				c.drain() // shutdown, or a policy close after its error frame
+			c.closeSocket()
+			return
+		default:
+			if chunk, chunkType, ok := c.tunnels.nextChunk(cfg.Clock.Now()); ok {
+				msg, mt, control = chunk, chunkType, false
+				break
 			}
-			_ = c.Conn.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(cfg.WriteWait))
-			c.awaitPeerClose()
+			select {
+			case msg = <-c.Send:
+			case <-c.tunnels.wake:
+				continue
+			case <-ticker.C:
+				if !c.ping() {
+					return
+				}
+				continue
+			case <-c.done:
+				c.closeSocket()
+				return
+			}
+		}
+		if err := c.writeFrame(mt, msg); err != nil {
+			c.closeWith(websocket.CloseGoingAway, "write failed", "write_error")
 			return
 		}
+		if control {
+			c.cmds.flight.frameWritten()
+		}
 	}
+}
+
+func (c *AgentConnection) ping() bool {
+	if err := c.Conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
+		c.closeWith(websocket.CloseGoingAway, "ping failed", "write_error")
+		return false
+	}
+	return true
+}
+
+// closeSocket writes the close frame (after what is queued when the server is shutting down,
+// or after a policy close's error frame) and waits briefly for the peer's.
+func (c *AgentConnection) closeSocket() {
+	if c.closeCode == websocket.CloseGoingAway || c.closeCode == websocket.ClosePolicyViolation {
+		c.drain()
+	}
+	_ = c.Conn.WriteControl(websocket.CloseMessage,
+		websocket.FormatCloseMessage(c.closeCode, c.closeReason), time.Now().Add(c.hub.cfg.WriteWait))
+	c.awaitPeerClose()
+}
+
+func (c *AgentConnection) writeFrame(mt int, msg []byte) error {
+	if mt == websocket.TextMessage {
+		return c.write(msg)
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.hub.cfg.WriteWait)); err != nil {
+		return err
+	}
+	return c.Conn.WriteMessage(mt, msg)
 }
 
 func (c *AgentConnection) write(msg []byte) error {

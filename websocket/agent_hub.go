@@ -56,6 +56,9 @@ type AgentHub struct {
 	checks   atomic.Uint64   // completed check passes, so tests can wait for one
 
 	logs *PodLogs // relays the log streams of the agents held here (see OpenLogs)
+
+	store    AgentStore  // also a SessionGetter for vnc_ready when it is one (*db.Database)
+	vncUsers userTunnels // each user's VNC tunnels, for the per-user limit
 }
 
 // hubRun is the hub's periodic loop and its stop: Run runs once, until Stop.
@@ -117,6 +120,7 @@ func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	link := &replicaLink{dir: cfg.Directory, logger: cfg.Logger}
 	registry := newAgentRegistry(store, link, cfg)
 	h := &AgentHub{
+		store:    store,
 		cfg:      cfg,
 		metrics:  metrics,
 		dir:      cfg.Directory,
@@ -137,7 +141,15 @@ func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 // goroutines. It returns once the connection is registered; the connection then lives until
 // the agent leaves, is replaced, goes stale or the hub stops. On error the caller closes conn.
 func (h *AgentHub) ServeAgent(conn *websocket.Conn, agentID, platform string) (*AgentConnection, error) {
+	return h.ServeAgentWithFeatures(conn, agentID, platform, nil)
+}
+
+// ServeAgentWithFeatures is ServeAgent for a socket whose upgrade negotiated features (see
+// NegotiateAgentFeatures): with models.AgentFeatureTunnel each viewer gets a tunnel of its own
+// (PROTOCOL.md 6.3); without, the agent's tunnels are StreamSpace's (6.2).
+func (h *AgentHub) ServeAgentWithFeatures(conn *websocket.Conn, agentID, platform string, features []string) (*AgentConnection, error) {
 	c := &AgentConnection{
+		tunnel1:  slices.Contains(features, models.AgentFeatureTunnel),
 		AgentID:  agentID,
 		Conn:     conn,
 		Platform: platform,
@@ -190,6 +202,7 @@ func (h *AgentHub) prepare(c *AgentConnection) {
 	c.budget = frameBudget{limiter: rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst)}
 	c.logLimiter = rate.NewLimiter(logStreamRate, logStreamRate)
 	c.statuses = newStatusQueue()
+	c.tunnels = newAgentTunnels(c, c.tunnel1)
 	c.Mutex.Lock()
 	if c.LastPing.IsZero() {
 		c.LastPing = h.cfg.Clock.Now()

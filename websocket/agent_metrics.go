@@ -20,6 +20,7 @@ type agentMetrics struct {
 	flushes     prometheus.Counter
 	// statusBatches counts the transactions that wrote agents' coalesced status reports.
 	statusBatches prometheus.Counter
+	vnc           *vncMetrics
 }
 
 // knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
@@ -27,6 +28,8 @@ type agentMetrics struct {
 var knownAgentFrames = map[string]bool{
 	"heartbeat": true, "ack": true, "complete": true, "failed": true, "status": true,
 	"pong": true, "log": true, "log_end": true,
+	"vnc_ready": true, "vnc_data": true, "vnc_error": true,
+	"tunnel_opened": true, "tunnel_credit": true, "tunnel_close": true, "tunnel_data": true,
 }
 
 func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
@@ -57,6 +60,7 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "streamspace_agent_status_batches_total",
 			Help: "Database writes of agents' session status reports, coalesced per session (one transaction each).",
 		}),
+		vnc: newVNCMetrics(reg),
 	}
 	if reg != nil {
 		m.framesIn = promreg.Register(reg, m.framesIn)
@@ -75,4 +79,36 @@ func (m *agentMetrics) frameIn(frameType string) {
 	}
 	m.framesIn.WithLabelValues(frameType).Inc()
 	m.messagesIn.Inc()
+}
+
+// vncMetrics are the session-streaming collectors of PROTOCOL.md 6.4.
+type vncMetrics struct {
+	open         *prometheus.GaugeVec   // protocol: streamspace, tunnel/1
+	bytes        *prometheus.CounterVec // direction: to_agent, to_viewer
+	inputDropped *prometheus.CounterVec // message: the rfb kind a view-only viewer sent
+	refused      *prometheus.CounterVec // reason
+}
+
+func newVNCMetrics(reg prometheus.Registerer) *vncMetrics {
+	m := &vncMetrics{
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "streamspace_vnc_tunnels_open", Help: "VNC tunnels with a viewer, by protocol.",
+		}, []string{"protocol"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_vnc_bytes_total", Help: "RFB bytes relayed, by direction.",
+		}, []string{"direction"}),
+		inputDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_vnc_input_dropped_total", Help: "Input messages of view-only viewers dropped, by RFB message.",
+		}, []string{"message"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_vnc_refused_total", Help: "VNC tunnels refused or closed for cause, by reason.",
+		}, []string{"reason"}),
+	}
+	if reg != nil {
+		m.open = promreg.Register(reg, m.open)
+		m.bytes = promreg.Register(reg, m.bytes)
+		m.inputDropped = promreg.Register(reg, m.inputDropped)
+		m.refused = promreg.Register(reg, m.refused)
+	}
+	return m
 }

@@ -253,10 +253,10 @@ func statusPodName(m models.StatusMessage) string {
 // Session states an agent may report that end a session's row.
 const sessionStateDeleted = "deleted"
 
-// handleFrame decodes one frame from an agent and acts on it. A refused frame is answered
-// with an error frame and logged once; malformed ones count toward the connection's limit.
-func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
-	f, ferr := decodeAgentFrame(data)
+// handleDecoded acts on one frame from an agent, as decodeAgentFrame read it. A refused frame
+// is answered with an error frame and logged once; malformed ones count toward the
+// connection's limit.
+func (h *AgentHub) handleDecoded(c *AgentConnection, f agentFrame, ferr *frameError, now time.Time) {
 	if ferr == nil {
 		h.metrics.frameIn(f.Type)
 		ferr = h.dispatchFrame(c, f, now)
@@ -269,6 +269,9 @@ func (h *AgentHub) handleFrame(c *AgentConnection, data []byte, now time.Time) {
 }
 
 func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
+	if handled, err := h.dispatchTunnelFrame(c, f, now); handled {
+		return err
+	}
 	switch f.Type {
 	case models.MessageTypeHeartbeat:
 		hb, err := decodeHeartbeat(f)

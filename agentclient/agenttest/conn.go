@@ -2,6 +2,7 @@ package agenttest
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,10 @@ type Conn struct {
 	// AgentID and Key are the agent_id and API key the agent connected with.
 	AgentID string
 	Key     string
+	// Features is the X-Agent-Features header the agent connected with; Tunnels whether the
+	// Server took up tunnel/1 on this connection (Server.UseTunnels).
+	Features string
+	Tunnels  bool
 
 	ws  *websocket.Conn
 	wmu sync.Mutex
@@ -31,8 +36,14 @@ type Conn struct {
 	cursors   map[string]int // Next's position per type: index into frames
 	changed   chan struct{}  // closed and replaced on each frame and at the end
 	malformed int
+	data      []DataFrame
+	dataNext  int // NextData's cursor into data
 	done      chan struct{}
 	closeCode int
+
+	pace     <-chan struct{} // when set, one token per frame read (Server.PaceReads)
+	stopOnce sync.Once
+	stopped  chan struct{} // closed by Close and Kill: a paced reader stops waiting
 }
 
 func newConn(id, key string, ws *websocket.Conn) *Conn {
@@ -41,6 +52,7 @@ func newConn(id, key string, ws *websocket.Conn) *Conn {
 		cursors: make(map[string]int),
 		changed: make(chan struct{}),
 		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -53,7 +65,14 @@ func (c *Conn) readLoop() {
 		c.mu.Unlock()
 	}()
 	for {
-		_, data, err := c.ws.ReadMessage()
+		if c.pace != nil {
+			select {
+			case <-c.pace:
+			case <-c.stopped:
+				return
+			}
+		}
+		kind, data, err := c.ws.ReadMessage()
 		if err != nil {
 			var ce *websocket.CloseError
 			if errors.As(err, &ce) {
@@ -62,6 +81,10 @@ func (c *Conn) readLoop() {
 				c.mu.Unlock()
 			}
 			return
+		}
+		if kind == websocket.BinaryMessage {
+			c.recordData(data)
+			continue
 		}
 		var m models.AgentMessage
 		err = json.Unmarshal(data, &m)
@@ -75,6 +98,84 @@ func (c *Conn) readLoop() {
 		c.changed = make(chan struct{})
 		c.mu.Unlock()
 	}
+}
+
+// DataFrame is one binary frame of the agent (PROTOCOL.md 6.3): a tunnel id and RFB bytes.
+// After is how many JSON frames (Frames) had arrived before it, which orders it among them.
+type DataFrame struct {
+	TunnelID uint32
+	Data     []byte
+	After    int
+}
+
+// recordData records a binary frame; one shorter than its tunnel id is recorded with id 0 and
+// the whole frame as Data.
+func (c *Conn) recordData(b []byte) {
+	d := DataFrame{Data: b}
+	if len(b) >= models.TunnelDataHeader {
+		d.TunnelID = binary.BigEndian.Uint32(b)
+		d.Data = b[models.TunnelDataHeader:]
+	}
+	c.mu.Lock()
+	d.After = len(c.frames)
+	c.data = append(c.data, d)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// NextData returns the next binary frame NextData has not returned yet, waiting for it until
+// ctx ends or the connection does (ErrClosed).
+func (c *Conn) NextData(ctx context.Context) (DataFrame, error) {
+	for {
+		c.mu.Lock()
+		if c.dataNext < len(c.data) {
+			d := c.data[c.dataNext]
+			c.dataNext++
+			c.mu.Unlock()
+			return d, nil
+		}
+		changed, done := c.changed, c.done
+		c.mu.Unlock()
+		select {
+		case <-done:
+			c.mu.Lock()
+			more := c.dataNext < len(c.data)
+			c.mu.Unlock()
+			if !more {
+				return DataFrame{}, fmt.Errorf("waiting for a data frame: %w", ErrClosed)
+			}
+		case <-changed:
+		case <-ctx.Done():
+			return DataFrame{}, fmt.Errorf("agenttest: waiting for a data frame: %w", ctx.Err())
+		}
+	}
+}
+
+// DataFrames returns the binary frames received so far, in order.
+func (c *Conn) DataFrames() []DataFrame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]DataFrame(nil), c.data...)
+}
+
+// SendData sends RFB bytes on a tunnel: one binary frame, the tunnel id then data.
+func (c *Conn) SendData(tunnelID uint32, data []byte) error {
+	b := make([]byte, models.TunnelDataHeader+len(data))
+	binary.BigEndian.PutUint32(b, tunnelID)
+	copy(b[models.TunnelDataHeader:], data)
+	return c.SendBinary(b)
+}
+
+// SendBinary sends data as one binary frame.
+func (c *Conn) SendBinary(data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.ws.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, data); err != nil {
+		return fmt.Errorf("agenttest: send binary: %w", err)
+	}
+	return nil
 }
 
 // Send sends one frame {"type", "timestamp", "payload"}.
@@ -156,6 +257,7 @@ func (c *Conn) Malformed() int {
 // Close sends a close frame with code and reason, waits up to a second for the agent's answer,
 // then closes the connection.
 func (c *Conn) Close(code int, reason string) error {
+	defer c.stop()
 	err := c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
 	select {
 	case <-c.done:
@@ -167,7 +269,12 @@ func (c *Conn) Close(code int, reason string) error {
 
 // Kill closes the TCP connection without a close frame, as a crashed server or a broken
 // network would.
-func (c *Conn) Kill() error { return c.ws.NetConn().Close() }
+func (c *Conn) Kill() error {
+	c.stop()
+	return c.ws.NetConn().Close()
+}
+
+func (c *Conn) stop() { c.stopOnce.Do(func() { close(c.stopped) }) }
 
 // Done is closed when the connection has ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }

@@ -63,6 +63,8 @@ type Server struct {
 	live          map[string]*Conn
 	closed        bool
 	ignorePings   bool
+	tunnels       bool // answer X-Agent-Features: tunnel/1 when offered
+	pace          <-chan struct{}
 	replacing     sync.WaitGroup // goroutines closing replaced connections
 }
 
@@ -124,6 +126,25 @@ func (s *Server) IgnorePings(ignore bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ignorePings = ignore
+}
+
+// UseTunnels makes connections accepted from now on take up the tunnel extension (PROTOCOL.md
+// 6.3) when the agent offers it: the 101 answer carries X-Agent-Features: tunnel/1. Without
+// it the Server answers as StreamSpace's control plane does, and an SDK agent speaks
+// StreamSpace's vnc_* messages.
+func (s *Server) UseTunnels(use bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tunnels = use
+}
+
+// PaceReads makes connections accepted from now on read the agent's frames slowly: one frame
+// per token received from tokens, so TCP pushes back on the agent as a slow control plane
+// would. Nil reads freely.
+func (s *Server) PaceReads(tokens <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pace = tokens
 }
 
 // QueueRegisterAnswers queues status codes for the next registrations: 200, 201, 202, 401,
@@ -262,7 +283,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		s.connectCodes = s.connectCodes[1:]
 	}
 	known := s.keys[key]
-	closed, ignorePings := s.closed, s.ignorePings
+	closed, ignorePings, tunnels, pace := s.closed, s.ignorePings, s.tunnels, s.pace
 	s.mu.Unlock()
 	switch {
 	case closed:
@@ -278,7 +299,13 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_api_key", "API key refused")
 		return
 	}
-	ws, err := s.up.Upgrade(w, r, nil)
+	features := r.Header.Get(models.AgentFeaturesHeader)
+	var answer http.Header
+	useTunnels := tunnels && offers(features, models.AgentFeatureTunnel)
+	if useTunnels {
+		answer = http.Header{models.AgentFeaturesHeader: {models.AgentFeatureTunnel}}
+	}
+	ws, err := s.up.Upgrade(w, r, answer)
 	if err != nil {
 		return
 	}
@@ -286,6 +313,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		ws.SetPingHandler(func(string) error { return nil })
 	}
 	c := newConn(id, key, ws)
+	c.Features, c.Tunnels, c.pace = features, useTunnels, pace
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -308,6 +336,16 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) {
 		delete(s.live, id)
 	}
 	s.mu.Unlock()
+}
+
+// offers reports whether a comma-separated feature list holds feature.
+func offers(list, feature string) bool {
+	for f := range strings.SplitSeq(list, ",") {
+		if strings.EqualFold(strings.TrimSpace(f), feature) {
+			return true
+		}
+	}
+	return false
 }
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 
 	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/internal/agentsim"
@@ -28,6 +29,8 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 	region := fs.String("region", "", "region the agent serves")
 	heartbeat := fs.Duration("heartbeat", agentclient.DefaultHeartbeatInterval, "heartbeat interval")
 	step := fs.Duration("step-delay", agentsim.DefaultStepDelay, "time between simulated session state transitions")
+	vnc := fs.String("vnc", getenv("STREAMSPACE_AGENT_VNC"),
+		"HOST:PORT of the VNC server every running session's desktop is streamed from; empty: no streaming (env STREAMSPACE_AGENT_VNC)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +48,13 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 	case *step <= 0:
 		return fmt.Errorf("agent: --step-delay must be positive, got %v", *step)
 	}
+	var tunnels agentclient.TunnelHandler
+	if *vnc != "" {
+		if _, port, err := net.SplitHostPort(*vnc); err != nil || port == "" {
+			return fmt.Errorf("agent: --vnc must be HOST:PORT, got %q", *vnc)
+		}
+		tunnels = dialVNC(*vnc)
+	}
 	agentID := *id
 	sim, err := agentsim.New(agentsim.Config{
 		Config: agentclient.Config{
@@ -60,6 +70,7 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 			},
 		},
 		StepDelay: *step,
+		VNC:       tunnels,
 	})
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -68,6 +79,14 @@ func agent(ctx context.Context, args []string, getenv func(string) string, stdou
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
+}
+
+// dialVNC streams every session from the VNC server at addr, over TCP.
+func dialVNC(addr string) agentclient.TunnelHandler {
+	var d net.Dialer
+	return agentclient.ProxyTo(func(ctx context.Context, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, "tcp", addr)
+	})
 }
 
 // envOr returns the environment variable name, or def when it is unset or empty.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -31,6 +33,8 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 		{"bad server", []string{"--server", "ftp://h"}, ok, "ServerURL"},
 		{"extra args", []string{"now"}, ok, "unexpected arguments"},
 		{"unknown flag", []string{"--nope"}, ok, "flag provided but not defined"},
+		{"bad vnc", []string{"--vnc", "localhost"}, ok, "--vnc must be HOST:PORT"},
+		{"bad vnc from env", nil, map[string]string{"STREAMSPACE_AGENT_ID": "a1", "STREAMSPACE_AGENT_KEY": "k", "STREAMSPACE_AGENT_VNC": "h:"}, "--vnc must be HOST:PORT"},
 	} {
 		var out, errs testkit.LockedBuffer
 		err := run(context.Background(), append([]string{"agent"}, tc.args...), env(tc.env), &out, &errs)
@@ -42,7 +46,7 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"agent", "-h"}, env(nil), &out, &errs); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-h: %v", err)
 	}
-	for _, f := range []string{"-server", "-id", "-key", "-platform", "-region", "-heartbeat", "-step-delay"} {
+	for _, f := range []string{"-server", "-id", "-key", "-platform", "-region", "-heartbeat", "-step-delay", "-vnc"} {
 		if !strings.Contains(errs.String(), f) {
 			t.Errorf("help does not mention %s", f)
 		}
@@ -50,10 +54,30 @@ func TestAgentCommandValidatesFlags(t *testing.T) {
 }
 
 // TestAgentCommand runs the subcommand from its environment against a fake control plane that
-// issues the agent its own key, starts a session on it, then stops it like SIGINT would.
+// issues the agent its own key, starts a session on it, opens a tunnel to the session's
+// desktop (--vnc: a TCP server that speaks first, as a VNC server does), then stops it like
+// SIGINT would.
 func TestAgentCommand(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	vncAddr := l.Addr().String()
+	served := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			if _, err = c.Write([]byte("RFB 003.008\n")); err == nil {
+				_, err = io.Copy(io.Discard, c) // until the agent closes the tunnel
+			}
+		}
+		served <- err
+	}()
 	cp := agenttest.NewServer("bootstrap")
 	defer cp.Close()
+	cp.UseTunnels(true)
 	cp.IssueKey("own-key")
 	cp.QueueRegisterAnswers(http.StatusCreated)
 
@@ -62,7 +86,7 @@ func TestAgentCommand(t *testing.T) {
 	var out, errs testkit.LockedBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"agent", "--step-delay", "10ms", "--region", "eu"}, env(map[string]string{
+		done <- run(ctx, []string{"agent", "--step-delay", "10ms", "--region", "eu", "--vnc", vncAddr}, env(map[string]string{
 			"STREAMSPACE_AGENT_SERVER":   cp.URL,
 			"STREAMSPACE_AGENT_ID":       "sim-7",
 			"STREAMSPACE_AGENT_KEY":      "bootstrap",
@@ -94,6 +118,26 @@ func TestAgentCommand(t *testing.T) {
 	}
 	if c, _ := agenttest.Decode[models.CompleteMessage](m); c.CommandID != "c1" || c.Result["state"] != "running" {
 		t.Fatalf("complete %+v", c)
+	}
+	if err := conn.Send(models.MessageTypeTunnelOpen, models.TunnelOpenMessage{TunnelID: 1, SessionID: "s1", Window: models.DefaultTunnelWindow}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Next(wait, models.MessageTypeTunnelOpened); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := conn.NextData(wait); err != nil || d.TunnelID != 1 || string(d.Data) != "RFB 003.008\n" {
+		t.Fatalf("first data frame %+v (%v), want the VNC server's banner", d, err)
+	}
+	if err := conn.Send(models.MessageTypeTunnelClose, models.TunnelCloseMessage{TunnelID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("VNC side: %v", err)
+		}
+	case <-wait.Done():
+		t.Fatal("the tunnel's TCP connection was not closed after tunnel_close")
 	}
 
 	cancel()

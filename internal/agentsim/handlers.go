@@ -49,6 +49,7 @@ func (s *Sim) start(ctx context.Context, cmd agentclient.Command) (map[string]an
 	if err := s.report(ctx, snap); err != nil {
 		return nil, err
 	}
+	s.streaming(snap.id, snap.state)
 	return result(snap), nil
 }
 
@@ -89,6 +90,7 @@ func (s *Sim) move(ctx context.Context, cmd agentclient.Command, state string) (
 	if err := s.report(ctx, snap); err != nil {
 		return nil, err
 	}
+	s.streaming(snap.id, snap.state)
 	return result(snap), nil
 }
 

@@ -29,6 +29,11 @@ type Config struct {
 	agentclient.Config
 	// StepDelay is the time between simulated state transitions; 0 means DefaultStepDelay.
 	StepDelay time.Duration
+	// VNC serves the tunnels to running sessions' desktops (PROTOCOL.md 6); nil: no
+	// streaming. It becomes the agent's Config.Tunnels: a session that reaches running is
+	// given to OpenTunnel, and CloseTunnel when it leaves running. Any TunnelHandler fits:
+	// agentclient.ProxyTo a real VNC server (`agent --vnc`), or a built-in desktop.
+	VNC agentclient.TunnelHandler
 }
 
 // Sim is a simulated agent.
@@ -40,6 +45,7 @@ type Sim struct {
 	agent *agentclient.Agent
 	clock clockwork.Clock
 	step  time.Duration
+	vnc   bool // sessions are streamed: running ones are given to OpenTunnel
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -68,11 +74,14 @@ func New(cfg Config) (*Sim, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clockwork.NewRealClock()
 	}
+	if cfg.VNC != nil {
+		cfg.Tunnels = cfg.VNC
+	}
 	a, err := agentclient.New(cfg.Config)
 	if err != nil {
 		return nil, fmt.Errorf("agentsim: new simulator: %w", err)
 	}
-	s := &Sim{agent: a, clock: cfg.Clock, step: cfg.StepDelay, sessions: make(map[string]*session)}
+	s := &Sim{agent: a, clock: cfg.Clock, step: cfg.StepDelay, vnc: cfg.Tunnels != nil, sessions: make(map[string]*session)}
 	a.Handle(models.ActionStartSession, s.start)
 	a.Handle(models.ActionStopSession, s.stop)
 	a.Handle(models.ActionHibernateSession, s.hibernate)
@@ -126,6 +135,19 @@ func (s *Sim) wait(ctx context.Context) error {
 	case <-t.Chan():
 		return nil
 	}
+}
+
+// streaming tells the agent whether a session in state serves tunnels: only running ones do.
+func (s *Sim) streaming(id, state string) {
+	if !s.vnc {
+		return
+	}
+	if state == models.SessionStateRunning {
+		// Fails only without Tunnels or a session id, both excluded here.
+		_ = s.agent.OpenTunnel(context.Background(), id)
+		return
+	}
+	s.agent.CloseTunnel(id)
 }
 
 // report sends a session's state; running sessions carry their VNC and pod details.

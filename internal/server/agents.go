@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 
 	gorilla "github.com/gorilla/websocket"
 
 	"github.com/streamspace/streamspace-realtime/internal/agentadmin"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/models"
+	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
 // validAgentID keeps agent ids printable and bounded: they appear in URLs, logs and keys.
@@ -112,11 +114,17 @@ func (s *Server) handleAgentConnect(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
 		return
 	}
-	conn, err := s.agentUpgrader.Upgrade(w, r, nil)
+	// The features the agent offered and this server uses on the socket (PROTOCOL.md 6.3).
+	features := websocket.NegotiateAgentFeatures(r.Header.Get(models.AgentFeaturesHeader))
+	var answer http.Header
+	if len(features) > 0 {
+		answer = http.Header{models.AgentFeaturesHeader: {strings.Join(features, ",")}}
+	}
+	conn, err := s.agentUpgrader.Upgrade(w, r, answer)
 	if err != nil {
 		return // the upgrader answered
 	}
-	if _, err := s.agents.ServeAgent(conn, agent.ID, agent.Platform); err != nil {
+	if _, err := s.agents.ServeAgentWithFeatures(conn, agent.ID, agent.Platform, features); err != nil {
 		s.log.Error("agent connection refused after upgrade", "agent_id", agent.ID, "err", err)
 		code, reason := gorilla.CloseInternalServerErr, "cannot register the connection now"
 		if s.draining.Load() {
