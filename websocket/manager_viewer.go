@@ -179,15 +179,3 @@ func (m *Manager) touchViewed(sessionID string) {
 		m.cfg.Logger.Warn("refreshing a viewed session's activity failed", "session_id", sessionID, "err", err)
 	}
 }
-
-// CloseCause — PROVISIONAL: part 1 defines this type in websocket/vnc.go; at the merge this
-// copy is deleted in favour of that one (same name and fields).
-//
-// CloseCause is a context cause naming the close code and reason a viewer gets when its
-// context ends.
-type CloseCause struct {
-	Code   int
-	Reason string
-}
-
-func (c CloseCause) Error() string { return fmt.Sprintf("websocket: close %d %s", c.Code, c.Reason) }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -177,8 +178,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Directory:        dir,
 		Logs:             logs,
 		Events:           manager.GetNotifier(),
-		// VNC: the viewer tunnels' limits and window go here once AgentHubConfig has them
-		// (PROTOCOL.md 6): cfg.VNCMaxPerUser, cfg.VNCMaxPerAgent, cfg.VNCWindow.
+		VNC: websocket.VNCConfig{
+			MaxPerUser:  noLimitIfZero(cfg.VNCMaxPerUser),
+			MaxPerAgent: noLimitIfZero(cfg.VNCMaxPerAgent),
+			Window:      cfg.VNCWindow,
+		},
 		Logger:     log,
 		Registerer: registry,
 	})
@@ -307,4 +311,13 @@ func (s *Server) waitViewers(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("viewer sockets still closing: %w", ctx.Err())
 	}
+}
+
+// noLimitIfZero maps the server's "0 turns a limit off" onto the VNC config's "zero means the
+// default".
+func noLimitIfZero(n int) int {
+	if n == 0 {
+		return math.MaxInt32
+	}
+	return n
 }
