@@ -12,6 +12,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 // The built-in desktop (internal/desktop) as the dev agent serves it: colour bars over the top
@@ -23,7 +24,12 @@ const (
 	// viewerState explains a viewer wait that failed.
 	viewerState = `({state: document.querySelector("#conn-viewer").innerText, note: document.querySelector("#viewer-note").innerText,
 		session: document.querySelector("#viewer-session").innerText,
-		canvas: (() => { const c = document.querySelector("#viewer-screen canvas"); return c ? c.width + "x" + c.height : "none"; })()})`
+		canvas: (() => { const c = document.querySelector("#viewer-screen canvas"); if (!c) return "none";
+			const px = (x, y) => [...c.getContext("2d").getImageData(x, y, 1, 1).data].slice(0, 3).join(",");
+			return c.width + "x" + c.height + " " + px(c.width / 16, c.height / 4) + " " + px(c.width * 3 / 16, c.height / 4) + " " + px(10, c.height - 10); })(),
+		rfb: (() => { const r = document.querySelector("#viewer-screen").rfb; if (!r) return null; const d = r._display;
+			const b = d && d._backbuffer ? [...d._backbuffer.getContext("2d").getImageData(64, 100, 1, 1).data].join(",") : "";
+			return {state: r._rfbConnectionState, init: r._rfbInitState, fb: r._fbWidth + "x" + r._fbHeight, back: b, canvases: document.querySelectorAll("canvas").length, q: d && d._renderQ ? d._renderQ.length : -1}; })()})`
 )
 
 // pixelJS is an expression for the canvas pixel at framebuffer (x, y), "r,g,b".
@@ -53,6 +59,13 @@ func (p *browserPage) openViewerOf(session string) {
 	p.do("view "+session, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#sessions tr[data-session=%q] button.action-view`, session))))
 	p.waitFor("the viewer connects", `document.querySelector("#conn-viewer").innerText === "open"`, viewerState, 20*time.Second)
 	// The colour bars: white first, yellow second (eight bars across).
+	if err := testkit.WaitFor(20*time.Second, func() bool {
+		var ok bool
+		p.eval(pixelJS(canvasJS+".width / 16", canvasJS+".height / 4")+` === "255,255,255"`, &ok)
+		return ok
+	}); err != nil {
+		p.noProblems() // what noVNC reported explains a picture that never came
+	}
 	p.waitFor("the desktop's picture arrives", pixelJS(canvasJS+".width / 16", canvasJS+".height / 4")+` === "255,255,255" && `+
 		pixelJS(canvasJS+".width * 3 / 16", canvasJS+".height / 4")+` === "255,255,0"`, viewerState, 20*time.Second)
 }
