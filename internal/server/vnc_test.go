@@ -364,3 +364,15 @@ func readFrameOf(t *testing.T, c *gorilla.Conn, typ string) wsFrame {
 		}
 	}
 }
+
+// Through the real AgentHub: a session whose agent is not connected is 503 agent_offline.
+func TestVNCRealHubAgentOffline(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, "sqlite")
+	if err := ts.Database().CreateSession(context.Background(), models.Session{ID: "s1", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, status, code := ts.dialWS(t, vncPath("s1", mint(t, "alice", "org-a", auth.RoleUser, time.Hour)), nil); status != 503 || code != "agent_offline" {
+		t.Fatalf("%d %s, want 503 agent_offline", status, code)
+	}
+}
