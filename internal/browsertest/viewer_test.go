@@ -28,7 +28,7 @@ const (
 			const px = (x, y) => [...c.getContext("2d").getImageData(x, y, 1, 1).data].slice(0, 3).join(",");
 			return c.width + "x" + c.height + " " + px(c.width / 16, c.height / 4) + " " + px(c.width * 3 / 16, c.height / 4) + " " + px(10, c.height - 10); })(),
 		rfb: (() => { const r = document.querySelector("#viewer-screen").rfb; if (!r) return null; const d = r._display;
-			const b = d && d._backbuffer ? [...d._backbuffer.getContext("2d").getImageData(64, 100, 1, 1).data].join(",") : "";
+			const b = d && d._backbuffer ? [...d._backbuffer.getContext("2d").getImageData(64, 100, 1, 1).data].join(",") + " top " + [...d._backbuffer.getContext("2d").getImageData(64, 10, 1, 1).data].join(",") : "";
 			return {state: r._rfbConnectionState, init: r._rfbInitState, fb: r._fbWidth + "x" + r._fbHeight, back: b, canvases: document.querySelectorAll("canvas").length, q: d && d._renderQ ? d._renderQ.length : -1}; })()})`
 )
 
