@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 )
@@ -12,6 +13,7 @@ var (
 		ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = excluded.permissions`)
 	qUnshareSession = newQuery(`DELETE FROM session_shares WHERE session_id = ? AND user_id = ?`)
 	qIsShared       = newQuery(`SELECT COUNT(*) FROM session_shares WHERE session_id = ? AND user_id = ?`)
+	qSharePerms     = newQuery(`SELECT permissions FROM session_shares WHERE session_id = ? AND user_id = ?`)
 )
 
 // ShareSession lets userID see the session (stored permissions replace earlier ones).
@@ -50,4 +52,22 @@ func (d *Database) IsSessionSharedWith(ctx context.Context, sessionID, userID st
 		return false, fmt.Errorf("db: is session %q shared with %q: %w", sessionID, userID, err)
 	}
 	return n > 0, nil
+}
+
+// SessionSharePermissions returns the permissions of the session's share with userID (never
+// nil for a share, so "shared with none" and "not shared" differ), or ErrNotFound when it is
+// not shared with userID. The viewer socket reads it to tell control from view-only shares.
+func (d *Database) SessionSharePermissions(ctx context.Context, sessionID, userID string) ([]string, error) {
+	var perms []string
+	err := d.queryRow(ctx, d.db, qSharePerms, sessionID, userID).Scan(jsonDest{&perms})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("db: share of session %q with %q: %w", sessionID, userID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("db: share permissions of session %q for %q: %w", sessionID, userID, err)
+	}
+	if perms == nil {
+		perms = []string{}
+	}
+	return perms, nil
 }

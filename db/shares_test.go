@@ -64,3 +64,43 @@ func TestShares(t *testing.T) {
 		}
 	})
 }
+
+func TestSessionSharePermissions(t *testing.T) {
+	t.Parallel()
+	dbtest.ForEachDialect(t, func(t *testing.T, d *db.Database) {
+		t.Parallel()
+		ctx := t.Context()
+		mustCreate(t, d, sessionRow("s1", "o1", "owner", base))
+		_, err := d.SessionSharePermissions(ctx, "s1", "u2")
+		wantErr(t, err, db.ErrNotFound, "SessionSharePermissions(not shared)")
+		if err := d.ShareSession(ctx, "s1", "u2", []string{"view", "control"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ShareSession(ctx, "s1", "u3", nil); err != nil {
+			t.Fatal(err)
+		}
+		perms, err := d.SessionSharePermissions(ctx, "s1", "u2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(perms) != 2 || perms[0] != "view" || perms[1] != "control" {
+			t.Errorf("u2 permissions = %q, want [view control]", perms)
+		}
+		perms, err = d.SessionSharePermissions(ctx, "s1", "u3")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if perms == nil || len(perms) != 0 {
+			t.Errorf("u3 permissions = %#v, want an empty list", perms)
+		}
+		// Sharing again replaces the permissions.
+		if err := d.ShareSession(ctx, "s1", "u2", []string{"view"}); err != nil {
+			t.Fatal(err)
+		}
+		if perms, err = d.SessionSharePermissions(ctx, "s1", "u2"); err != nil || len(perms) != 1 || perms[0] != "view" {
+			t.Errorf("u2 permissions after reshare = %q, %v; want [view]", perms, err)
+		}
+		_, err = d.SessionSharePermissions(ctx, "missing", "u2")
+		wantErr(t, err, db.ErrNotFound, "SessionSharePermissions(missing session)")
+	})
+}

@@ -5,6 +5,8 @@
 #   staticcheck  honnef.co/go/tools/cmd/staticcheck
 #   chromium     Debian's package, for the dashboard's browser tests (internal/browsertest);
 #                skipped when STREAMSPACE_CHROMIUM names a browser that exists
+#   novnc        Debian's package (/usr/share/novnc), the viewer the dashboard serves at /novnc/
+#   websockify   Debian's package, the reference relay session streaming is measured against
 #
 # Also checks that cgo has a C compiler, which `go test -race` needs, and
 # installs gcc with apt-get when it is missing.
@@ -81,4 +83,14 @@ if [[ ! -x ${chromium} ]]; then
 	[[ -z ${STREAMSPACE_CHROMIUM:-} ]] || die "STREAMSPACE_CHROMIUM=${STREAMSPACE_CHROMIUM} is not an executable"
 	apt_install "the dashboard's browser tests need Chromium (or set STREAMSPACE_CHROMIUM)" chromium fonts-dejavu-core
 	"${chromium}" --version >/dev/null 2>&1 || die "${chromium} does not run after installing it"
+fi
+
+# Session streaming: the dashboard's viewer is noVNC, served from Debian's /usr/share/novnc by
+# default, and websockify is the relay the viewer socket is compared with.
+missing=()
+[[ -f /usr/share/novnc/core/rfb.js ]] || missing+=(novnc)
+command -v websockify >/dev/null 2>&1 || missing+=(websockify)
+if ((${#missing[@]} > 0)); then
+	apt_install "the dashboard's viewer and the streaming tests need noVNC and websockify" "${missing[@]}"
+	[[ -f /usr/share/novnc/core/rfb.js ]] || die "novnc installed but /usr/share/novnc/core/rfb.js is missing"
 fi

@@ -45,6 +45,7 @@ type asset struct {
 type Handler struct {
 	assets   map[string]asset // by path below Prefix; "index.html" is the page
 	devToken atomic.Pointer[string]
+	novnc    atomic.Pointer[string]
 }
 
 // New returns the dashboard's handler.
@@ -119,15 +120,24 @@ func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request, a asset) {
 // its own name as Host.
 func (h *Handler) SetDevToken(token string) { h.devToken.Store(&token) }
 
+// SetNoVNC tells the page where noVNC is served (e.g. "/novnc/"), for its desktop viewer;
+// empty means it is not, and the viewer says how to get it.
+func (h *Handler) SetNoVNC(base string) { h.novnc.Store(&base) }
+
 // config is what the page learns from the server before it connects.
 type config struct {
 	DevToken string `json:"devToken,omitempty"`
+	// NoVNC is where noVNC is served; absent when it is not.
+	NoVNC string `json:"novnc,omitempty"`
 }
 
 func (h *Handler) serveConfig(w http.ResponseWriter, r *http.Request) {
 	var c config
 	if t := h.devToken.Load(); t != nil && fromLoopback(r) && auth.LoopbackHost(r.Host) {
 		c.DevToken = *t
+	}
+	if b := h.novnc.Load(); b != nil {
+		c.NoVNC = *b
 	}
 	header := w.Header()
 	setPageHeaders(header)

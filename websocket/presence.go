@@ -33,6 +33,8 @@ type connectionPresence struct {
 	id      string
 	session models.Session
 	user    string // the connecting user
+	// extra is added to the data of the connection's events (a viewer's kind and view-only).
+	extra map[string]interface{}
 
 	// mu is held across the connection's publishes, so its session.disconnected never goes
 	// before its session.connected.
@@ -121,6 +123,9 @@ func (p *connectionPresence) publish(t EventType) {
 	defer cancel()
 	ev := SessionEvent{Type: t, SessionID: p.session.ID, UserID: p.session.UserID, Timestamp: p.m.cfg.Now(),
 		Data: map[string]interface{}{"connectionId": p.id, "user": p.user}}
+	for k, v := range p.extra {
+		ev.Data[k] = v
+	}
 	if _, err := p.m.notifier.Publish(ctx, p.session.OrgID, ev); err != nil {
 		p.m.cfg.Logger.Warn("publishing a connection event failed", "session_id", p.session.ID, "type", string(t), "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"text/template"
 	"time"
 
@@ -15,6 +16,8 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/agentsim"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/desktop"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/internal/server"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
@@ -78,6 +81,7 @@ func devSetup(ctx context.Context, srv *server.Server, cfg server.Config, addr n
 		AgentID:      devAgentID,
 		BootstrapKey: cfg.AgentBootstrapKey,
 		AutoApprove:  cfg.AgentAutoApprove,
+		NoVNC:        cfg.NoVNCDir != "" || novnc.Valid(novnc.DebianDir),
 	}, nil
 }
 
@@ -95,6 +99,8 @@ type devBanner struct {
 	Host, Database, ServiceToken, Org, BrowserToken string
 	AgentID, BootstrapKey                           string
 	AutoApprove, AgentConnected                     bool
+	// NoVNC: noVNC is served, so the dashboard's view button works.
+	NoVNC bool
 }
 
 // write prints the banner in one write, so that it is never interleaved with other output.
@@ -111,7 +117,8 @@ func (b devBanner) write(w io.Writer) error {
 
 // bannerTemplate keeps each printed command on lines a shell accepts when pasted.
 var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Realtime (dev mode) on http://{{.Host}}
-  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in)
+  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in;
+                 a running session's "view" shows its desktop through noVNC{{if not .NoVNC}}, once noVNC is installed: scripts/tools.sh{{end}})
   database:      {{.Database}}
   service token: {{.ServiceToken}}
   browser token (admin of {{.Org}}, 24h):
@@ -184,6 +191,8 @@ func runDevAgent(ctx context.Context, database *db.Database, serverURL string, s
 		log.Error("dev agent not started; the server runs without it", "err", err)
 		return
 	}
+	tunnels, viewersDone := devDesktop(ctx, log.With("component", "desktop"))
+	defer viewersDone()
 	sim, err := agentsim.New(agentsim.Config{Config: agentclient.Config{
 		ServerURL:       serverURL,
 		AgentID:         devAgentID,
@@ -191,7 +200,7 @@ func runDevAgent(ctx context.Context, database *db.Database, serverURL string, s
 		Platform:        models.PlatformDocker,
 		ShutdownTimeout: shutdown,
 		Logger:          log,
-	}})
+	}, VNC: tunnels})
 	if err != nil {
 		log.Error("dev agent not started; the server runs without it", "err", err)
 		return
@@ -199,6 +208,24 @@ func runDevAgent(ctx context.Context, database *db.Database, serverURL string, s
 	if err := sim.Run(ctx); err != nil {
 		log.Error("dev agent stopped; the server runs on without it", "err", err)
 	}
+}
+
+// devDesktop streams every running session of dev-agent from one built-in desktop in this
+// process (internal/desktop), over an in-memory connection per viewer, so the dashboard's view
+// button shows a live desktop with nothing else installed. wait returns once every viewer's
+// desktop connection has ended; call it after the agent stopped dialing.
+func devDesktop(ctx context.Context, log *slog.Logger) (handler agentclient.TunnelHandler, wait func()) {
+	d := desktop.New(desktop.Options{Logger: log})
+	var viewers sync.WaitGroup
+	return agentclient.ProxyTo(func(context.Context, string) (net.Conn, error) {
+		agentSide, desktopSide := net.Pipe()
+		viewers.Go(func() {
+			if err := d.Serve(ctx, desktopSide); err != nil {
+				log.Debug("dev desktop viewer ended", "err", err)
+			}
+		})
+		return agentSide, nil
+	}), viewers.Wait
 }
 
 // ensureDevAgent creates dev-agent (shared, docker, approved) with key, or, when the database

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/internal/server"
 )
 
@@ -21,6 +23,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err
+	}
+	if cfg.Dev {
+		cfg.NoVNCDir = devNoVNC(ctx, cfg.NoVNCDir, log)
 	}
 	srv, err := server.New(ctx, cfg, log)
 	if err != nil {
@@ -46,6 +51,26 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	log.Info("listening", "addr", ln.Addr().String(), "replica", cfg.Replica, "dev", false)
 	return srv.Serve(ctx, ln)
 }
+
+// devNoVNC finds noVNC for serve --dev, downloading the pinned release into the user's cache
+// when none is installed, so that a fresh machine's dashboard shows a live desktop. Without it
+// the server runs all the same, and the view button says how to get noVNC.
+func devNoVNC(ctx context.Context, configured string, log *slog.Logger) string {
+	if configured != "" {
+		return configured // the server checks it
+	}
+	ctx, cancel := context.WithTimeout(ctx, devNoVNCTimeout)
+	defer cancel()
+	dir, err := novnc.Resolve(ctx, novnc.Options{Download: true, Logger: log.With("component", "novnc")})
+	if err != nil {
+		log.Warn("dev: no noVNC for the dashboard's viewer", "err", err)
+		return ""
+	}
+	return dir
+}
+
+// devNoVNCTimeout bounds the download of noVNC at a development server's start.
+const devNoVNCTimeout = 2 * time.Minute
 
 func newLogger(cfg server.Config, w io.Writer) (*slog.Logger, error) {
 	var level slog.Level

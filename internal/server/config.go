@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/k8s"
+	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // Config is the server's whole configuration. Every field is a flag of
@@ -77,6 +78,13 @@ type Config struct {
 	CommandTTL            time.Duration
 	LogLevel              string
 	LogFormat             string
+	// Session streaming (PROTOCOL.md 6): viewer sockets per user and tunnels per agent on a
+	// replica (over: 429), and each tunnel direction's flow-control window in bytes.
+	VNCMaxPerUser  int
+	VNCMaxPerAgent int
+	VNCWindow      int64
+	// NoVNCDir is the noVNC directory served at /novnc/ (empty: found, see internal/novnc).
+	NoVNCDir string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
 	// Kubernetes, when set, is the session and log source whatever SessionSource says; it
@@ -138,6 +146,7 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}
 	}
+	var vncUser, vncAgent int64
 	var queue, attempts, history, upgradeBurst, perUser, perOrg, browserRate, subscriptions, headerBytes int64
 	number := func(p *float64) func(string) error {
 		return func(v string) error {
@@ -232,6 +241,10 @@ func (c *Config) bindings() []envFlag {
 			return nil
 		}, "5"},
 		{"command-ttl", "STREAMSPACE_COMMAND_TTL", "deadline of a command; unfinished past it, it expires", dur(&c.CommandTTL), "24h"},
+		{"vnc-max-per-user", "STREAMSPACE_VNC_MAX_PER_USER", "viewer sockets one user may hold on a replica, over: 429 too_many_tunnels (0: no limit)", count(&vncUser, &c.VNCMaxPerUser), "4"},
+		{"vnc-max-per-agent", "STREAMSPACE_VNC_MAX_PER_AGENT", "VNC tunnels through one agent on a replica, over: 429 too_many_tunnels (0: no limit)", count(&vncAgent, &c.VNCMaxPerAgent), "32"},
+		{"vnc-window", "STREAMSPACE_VNC_WINDOW", "flow-control window of each direction of a tunnel/1 tunnel, in bytes (at most 16 MiB)", integer(&c.VNCWindow), strconv.Itoa(models.DefaultTunnelWindow)},
+		{"novnc-dir", "STREAMSPACE_NOVNC_DIR", "noVNC directory (holding core/rfb.js) served at /novnc/ (empty: Debian's /usr/share/novnc, or with --dev a verified download)", str(&c.NoVNCDir), ""},
 		{"debug-addr", "STREAMSPACE_DEBUG_ADDR", "listen address of the Go profiler, /debug/pprof/ (empty: off; keep it on loopback)", str(&c.DebugAddr), ""},
 		{"log-level", "STREAMSPACE_LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel), "info"},
 		{"log-format", "STREAMSPACE_LOG_FORMAT", "text or json", str(&c.LogFormat), "text"},
@@ -272,6 +285,9 @@ func LoadConfig(args []string, getenv func(string) string) (Config, error) {
 func (c *Config) complete() error {
 	if c.Replica == "" {
 		c.Replica, _ = os.Hostname()
+	}
+	if c.VNCWindow > models.MaxTunnelWindow || (c.VNCWindow > 0 && c.VNCWindow < models.MaxTunnelChunk) {
+		return fmt.Errorf("STREAMSPACE_VNC_WINDOW: %d bytes is outside %d..%d", c.VNCWindow, models.MaxTunnelChunk, models.MaxTunnelWindow)
 	}
 	if c.Dev {
 		if c.JWTSecret == "" {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 )
 
 // SetDevToken gives the dashboard the token `serve --dev` printed (web.Handler.SetDevToken).
@@ -45,4 +46,21 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request) {
 		UserID: id.UserID, Username: id.Username, OrgID: id.OrgID, Role: id.Role,
 		K8sNamespace: id.K8sNamespace, ExpiresAt: id.ExpiresAt.UTC(),
 	})
+}
+
+// novncHandler serves dir at /novnc/, or is nil for no directory.
+func novncHandler(dir string) http.Handler {
+	if dir == "" {
+		return nil
+	}
+	return novnc.Handler(dir)
+}
+
+// handleNoVNC serves noVNC's files as websockify's --web does, or says how to get noVNC.
+func (s *Server) handleNoVNC(w http.ResponseWriter, r *http.Request) {
+	if s.novnc == nil {
+		s.fail(w, r, http.StatusNotFound, "novnc_not_installed", novnc.ErrNotFound.Error())
+		return
+	}
+	s.novnc.ServeHTTP(w, r)
 }

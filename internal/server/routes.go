@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/web"
 )
 
@@ -20,6 +21,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	route(http.MethodGet, "/api/v1/ws/sessions", s.handleSessionsSocket)
 	route(http.MethodGet, "/ws/sessions", s.handleSessionsSocket)
+	route(http.MethodGet, "/api/v1/vnc/{sessionId}", s.handleVNCSocket)
 	for _, path := range []string{"/api/v1/ws/cluster", "/api/v1/ws/metrics", "/ws/metrics"} {
 		route(http.MethodGet, path, s.handleMetricsSocket)
 	}
@@ -40,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	route(http.MethodGet, "/api/v1/me", s.handleMe)
 	route(http.MethodGet, "/{$}", s.dashboard.ServePage)
 	route(http.MethodGet, web.Prefix, s.handleDashboardFile)
+	route(http.MethodGet, novnc.Prefix, s.handleNoVNC)
 	route(http.MethodGet, "/healthz", s.handleHealthz)
 	route(http.MethodGet, "/readyz", s.handleReadyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))

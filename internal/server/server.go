@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/internal/agentadmin"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
+	"github.com/streamspace/streamspace-realtime/internal/novnc"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/web"
 	"github.com/streamspace/streamspace-realtime/websocket"
@@ -48,12 +50,23 @@ type Server struct {
 	upgrader *gorilla.Upgrader
 	// agentUpgrader accepts agents, which send no Origin a browser policy could judge.
 	agentUpgrader *gorilla.Upgrader
-	http          *http.Server
-	draining      atomic.Bool
+	// vncUpgrader accepts viewer sockets (binary subprotocol, larger buffers).
+	vncUpgrader *gorilla.Upgrader
+	// tunnels opens viewers' tunnels: the AgentHub.
+	tunnels tunnelOpener
+	// viewerLife ends at Shutdown, ending every viewer socket; viewers counts those being
+	// served, which Shutdown waits for.
+	viewerLife context.Context
+	endViewers context.CancelFunc
+	viewers    sync.WaitGroup
+	http       *http.Server
+	draining   atomic.Bool
 	// kube is the Kubernetes client the server built and closes (nil: none, or the caller's).
 	kube *k8s.Client
 	// dashboard serves the page at / and its files.
 	dashboard *web.Handler
+	// novnc serves noVNC at /novnc/ (nil: none found).
+	novnc http.Handler
 	// upgradeRates (nil: off) and connCounts are the limits applied before an upgrade.
 	upgradeRates *ipRates
 	connCounts   *connCounts
@@ -83,6 +96,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	dashboard, err := web.New()
 	if err != nil {
 		return nil, err
+	}
+	// noVNC for the dashboard's viewer: the configured directory, else the system's. The
+	// --dev download happens before (cmd serve), which then passes its directory here.
+	novncDir, err := novnc.Resolve(ctx, novnc.Options{Dir: cfg.NoVNCDir})
+	switch {
+	case errors.Is(err, novnc.ErrNotFound):
+		log.Info("noVNC not found: the dashboard's view button explains how to get it")
+	case err != nil:
+		return nil, err
+	default:
+		dashboard.SetNoVNC(novnc.Prefix)
 	}
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -154,8 +178,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Directory:        dir,
 		Logs:             logs,
 		Events:           manager.GetNotifier(),
-		Logger:           log,
-		Registerer:       registry,
+		VNC: websocket.VNCConfig{
+			MaxPerUser:  noLimitIfZero(cfg.VNCMaxPerUser),
+			MaxPerAgent: noLimitIfZero(cfg.VNCMaxPerAgent),
+			Window:      cfg.VNCWindow,
+		},
+		Logger:     log,
+		Registerer: registry,
 	})
 	s := &Server{
 		kube:    ownKube,
@@ -172,19 +201,24 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		origins:      origins,
 		registry:     registry,
 		dashboard:    dashboard,
+		novnc:        novncHandler(novncDir),
 		upgradeRates: newIPRates(cfg.UpgradeRate, cfg.UpgradeBurst),
 		connCounts:   newConnCounts(cfg.MaxConnectionsPerUser, cfg.MaxConnectionsPerOrg),
 		metrics:      newHTTPMetrics(registry),
 		// Origins are checked before the upgrade, with a JSON 403.
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
+		vncUpgrader:   newVNCUpgrader(),
+		tunnels:       hubTunnels{agents},
 	}
+	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
 	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.
 	s.agentUpgrader.ReadBufferSize = 4096
 	// The handshake's own failures (bad version, missing key) are JSON too.
 	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		s.fail(w, r, status, "upgrade_failed", reason.Error())
 	}
+	s.vncUpgrader.Error = s.upgrader.Error
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -240,6 +274,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() {
 		s.draining.Store(true)
 		httpErr := s.http.Shutdown(ctx)
+		s.endViewers()
+		viewersErr := s.waitViewers(ctx)
 		agentErr := s.agents.Shutdown(ctx)
 		wsErr := s.manager.Shutdown(ctx)
 		var clusterErr error
@@ -250,7 +286,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.kube.Close()
 		}
 		dbErr := s.db.Close()
-		s.shutdownErr = errors.Join(httpErr, agentErr, wsErr, clusterErr, dbErr)
+		s.shutdownErr = errors.Join(httpErr, viewersErr, agentErr, wsErr, clusterErr, dbErr)
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr
@@ -261,6 +297,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func offIfZero(n int) int {
 	if n == 0 {
 		return -1
+	}
+	return n
+}
+
+// waitViewers waits for the viewer sockets being closed, within ctx.
+func (s *Server) waitViewers(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.viewers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("viewer sockets still closing: %w", ctx.Err())
+	}
+}
+
+// noLimitIfZero maps the server's "0 turns a limit off" onto the VNC config's "zero means the
+// default".
+func noLimitIfZero(n int) int {
+	if n == 0 {
+		return math.MaxInt32
 	}
 	return n
 }

@@ -1,6 +1,7 @@
 // The dashboard: one organization's agents, sessions, events, metrics and logs, live.
 // It uses nothing but the public API and streamspace-realtime.js, as any other page could.
 import { RealtimeClient, Paths, State } from "./streamspace-realtime.js";
+import { openViewer, closeViewer, wireViewer } from "./viewer.js";
 
 const TOKEN_KEY = "streamspace-realtime.token";
 const DEV_TOKEN_KEY = "streamspace-realtime.devToken";
@@ -21,6 +22,7 @@ const page = {
   events: null, metrics: null, logs: null, // RealtimeClients
   agentsTimer: null,
   commandSeq: 0,        // the command the command line follows
+  novnc: "",            // where noVNC is served ("" when it is not), from the page config
 };
 
 // ---------------------------------------------------------------- token
@@ -145,6 +147,7 @@ function staff() { return page.me && (page.me.role === "operator" || page.me.rol
 function admin() { return page.me && page.me.role === "admin"; }
 
 function stopAll() {
+  closeViewer();
   for (const k of ["events", "metrics", "logs"]) {
     if (page[k]) page[k].close();
     page[k] = null;
@@ -312,6 +315,7 @@ function upsertRow(s, changed) {
 
 function actions(s, pod) {
   const td = el("td", { class: "actions" });
+  if (s.state === "running") td.append(button("view", () => viewSession(s), "action-view"));
   if (staff() && pod) td.append(button("logs", () => openLogs(pod, s.namespace)));
   if (admin() && s.agent_id) {
     const moves = { running: ["stop_session", "hibernate_session"], pending: ["stop_session"], hibernated: ["wake_session", "stop_session"] };
@@ -320,6 +324,15 @@ function actions(s, pod) {
     }
   }
   return td;
+}
+
+// viewSession opens the desktop viewer. Owners, operators and admins control the desktop; for a
+// session shared with the caller the page sends no input unless the row says the share has
+// control (the server decides either way, and drops a view-only viewer's input).
+function viewSession(s) {
+  const mine = page.me && s.user === page.me.userId;
+  const control = staff() || mine || (Array.isArray(s.permissions) && s.permissions.includes("control"));
+  openViewer({ session: s.name, base: page.novnc, token: page.token, viewOnly: !control });
 }
 
 function highlight(tr) {
@@ -497,9 +510,11 @@ async function main() {
     signIn("");
   });
   $("start-form").addEventListener("submit", startSession);
+  wireViewer();
   // Another tab signed in with another token: follow it.
   addEventListener("storage", (ev) => { if (ev.key === TOKEN_KEY && ev.newValue && ev.newValue !== page.token) signIn(ev.newValue); });
   const config = await fetchConfig();
+  page.novnc = config.novnc || "";
   await signIn(await initialToken(config));
   document.body.dataset.ready = "true";
 }

@@ -1,0 +1,174 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	gorilla "github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/models"
+	"github.com/streamspace/streamspace-realtime/websocket"
+)
+
+// tunnelOpener is the part of the AgentHub the viewer socket uses (hubTunnels); tests stand
+// in for it to produce each of the hub's refusals.
+type tunnelOpener interface {
+	OpenTunnel(ctx context.Context, req websocket.TunnelRequest) (viewerTunnel, error)
+	IsAgentConnected(agentID string) bool
+}
+
+// viewerTunnel is a *websocket.Tunnel as the viewer socket uses it.
+type viewerTunnel interface {
+	Serve(ctx context.Context, conn *gorilla.Conn) error
+	Close()
+}
+
+// hubTunnels opens tunnels through an AgentHub.
+type hubTunnels struct{ *websocket.AgentHub }
+
+func (h hubTunnels) OpenTunnel(ctx context.Context, req websocket.TunnelRequest) (viewerTunnel, error) {
+	t, err := h.AgentHub.OpenTunnel(ctx, req)
+	if err != nil {
+		return nil, err // never a nil *Tunnel in a non-nil interface
+	}
+	return t, nil
+}
+
+// vncSubprotocols: noVNC offers "binary" as it does to websockify; a browser offering none is
+// served the same way (PROTOCOL.md 6.1).
+var vncSubprotocols = []string{"binary"}
+
+// newVNCUpgrader upgrades viewer sockets: RFB frames are large, so the buffers are larger than
+// the sessions socket's, and the write buffers are pooled.
+func newVNCUpgrader() *gorilla.Upgrader {
+	u := websocket.NewUpgrader(nil)
+	u.ReadBufferSize = 16 << 10
+	u.WriteBufferSize = 16 << 10
+	u.Subprotocols = vncSubprotocols
+	return u
+}
+
+// handleVNCSocket serves GET /api/v1/vnc/{sessionId}: a browser's RFB stream to a session's
+// desktop, through the session's agent. Every refusal is an HTTP answer before the upgrade, in
+// the order of PROTOCOL.md 6.1.
+func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
+	if !s.allowUpgrade(w, r) {
+		return
+	}
+	scope, ok := s.authorize(w, r, browserSocket)
+	if !ok {
+		return
+	}
+	id := scope.Identity
+	sessionID := r.PathValue("sessionId")
+	if !models.ValidID(sessionID) {
+		s.fail(w, r, http.StatusBadRequest, "invalid_session_id", "the session id must be 1-256 bytes of UTF-8 text without control characters")
+		return
+	}
+	org := orgContext(id)
+	grant, err := s.manager.AuthorizeViewer(r.Context(), org, sessionID)
+	switch {
+	case errors.Is(err, websocket.ErrSessionNotVisible):
+		s.fail(w, r, http.StatusNotFound, "session_not_found", "no such session")
+		return
+	case errors.Is(err, websocket.ErrSessionForbidden):
+		s.fail(w, r, http.StatusForbidden, "forbidden_session", "this session is neither yours nor shared with you")
+		return
+	case err != nil:
+		s.log.Error("authorize viewer", "org_id", id.OrgID, "user_id", id.UserID, "session_id", sessionID, "err", err)
+		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot check the session now")
+		return
+	}
+	sess := grant.Session
+	if sess.State != models.SessionStateRunning {
+		s.fail(w, r, http.StatusConflict, "session_not_running", "the session is "+string(sess.State)+", not running")
+		return
+	}
+	if sess.AgentID == "" {
+		s.fail(w, r, http.StatusServiceUnavailable, "agent_offline", "the session has no agent")
+		return
+	}
+	tunnel, err := s.tunnels.OpenTunnel(r.Context(), websocket.TunnelRequest{Session: sess, UserID: id.UserID, ViewOnly: grant.ViewOnly})
+	if err != nil {
+		s.refuseTunnel(w, r, sess, err)
+		return
+	}
+	release, ok := s.admitBrowser(w, r, id.OrgID, id.UserID)
+	if !ok {
+		tunnel.Close()
+		return
+	}
+	conn, ok := s.upgradeVNC(w, r)
+	if !ok {
+		tunnel.Close()
+		release()
+		return
+	}
+	defer release()
+	s.serveViewer(r.Context(), conn, tunnel, grant, org, websocket.SessionsRequest{ClientIP: clientIP(r), UserAgent: r.UserAgent()})
+}
+
+// refuseTunnel answers the AgentHub's refusal of a tunnel.
+func (s *Server) refuseTunnel(w http.ResponseWriter, r *http.Request, sess models.Session, err error) {
+	var limit *websocket.TunnelLimitError
+	switch {
+	case errors.Is(err, websocket.ErrAgentOffline):
+		if s.tunnels.IsAgentConnected(sess.AgentID) {
+			s.fail(w, r, http.StatusServiceUnavailable, "agent_elsewhere", "the session's agent is connected to another replica; connect to that one")
+			return
+		}
+		s.fail(w, r, http.StatusServiceUnavailable, "agent_offline", "the session's agent is not connected")
+	case errors.Is(err, websocket.ErrTunnelNotReady):
+		w.Header().Set("Retry-After", "2")
+		s.fail(w, r, http.StatusServiceUnavailable, "tunnel_not_ready", "the session's agent has not opened its VNC tunnel yet; retry")
+	case errors.Is(err, websocket.ErrViewerBusy):
+		s.fail(w, r, http.StatusConflict, "viewer_busy", "another viewer is watching this session; its agent serves one at a time")
+	case errors.As(err, &limit):
+		s.fail(w, r, http.StatusTooManyRequests, "too_many_tunnels", limit.Error())
+	case errors.Is(err, websocket.ErrTooManyTunnels):
+		s.fail(w, r, http.StatusTooManyRequests, "too_many_tunnels", "too many VNC tunnels")
+	default:
+		s.log.Error("open VNC tunnel", "session_id", sess.ID, "agent_id", sess.AgentID, "err", err)
+		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot open a tunnel now")
+	}
+}
+
+// upgradeVNC upgrades a viewer's request, answering a plain GET with 400.
+func (s *Server) upgradeVNC(w http.ResponseWriter, r *http.Request) (*gorilla.Conn, bool) {
+	if !gorilla.IsWebSocketUpgrade(r) {
+		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
+		return nil, false
+	}
+	conn, err := s.vncUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return nil, false // the upgrader answered and the failure is the client's
+	}
+	return conn, true
+}
+
+// serveViewer relays the viewer until it or the tunnel ends, the token expires (4003), its
+// access is withdrawn (4004) or the server shuts down (1001), counting it as a connection to
+// the session meanwhile.
+func (s *Server) serveViewer(ctx context.Context, conn *gorilla.Conn, tunnel viewerTunnel, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) {
+	s.viewers.Add(1)
+	defer s.viewers.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Shutdown ends every viewer; Serve then closes it with 1001.
+	stopOnShutdown := context.AfterFunc(s.viewerLife, cancel)
+	defer stopOnShutdown()
+	if !org.ExpiresAt.IsZero() {
+		var cancelExp context.CancelFunc
+		ctx, cancelExp = context.WithDeadlineCause(ctx, org.ExpiresAt,
+			websocket.CloseCause{Code: websocket.CloseTokenExpired, Reason: "token expired"})
+		defer cancelExp()
+	}
+	ctx, untrack := s.manager.TrackViewer(ctx, grant, org, req)
+	defer untrack()
+	start := time.Now()
+	err := tunnel.Serve(ctx, conn)
+	s.log.Debug("viewer closed", "org_id", org.OrgID, "user_id", org.UserID, "session_id", grant.Session.ID,
+		"view_only", grant.ViewOnly, "duration", time.Since(start), "err", err)
+}
