@@ -68,13 +68,17 @@ func (pf pixelFormat) encode(b []byte) {
 // appendRaw appends the pixels of r in img, in pf, as Raw encoding lays them out.
 func (pf pixelFormat) appendRaw(dst []byte, img *image.RGBA, r image.Rectangle) []byte {
 	dst = slices.Grow(dst, r.Dx()*r.Dy()*int(pf.bpp/8))
-	if pf == defaultFormat { // noVNC's format: bytes B, G, R, 0 straight from the picture
+	// The bits no colour uses are set, not left 0: noVNC 1.3 (Debian 12's) takes a 32 bpp Raw
+	// pixel's padding byte for its alpha, so zero padding draws nothing at all. RFB viewers
+	// ignore those bits.
+	padding := ^(uint32(pf.redMax)<<pf.redShift | uint32(pf.greenMax)<<pf.greenShift | uint32(pf.blueMax)<<pf.blueShift)
+	if pf == defaultFormat { // the server's own format: bytes B, G, R, padding straight from the picture
 		for y := r.Min.Y; y < r.Max.Y; y++ {
 			row := img.Pix[img.PixOffset(r.Min.X, y):img.PixOffset(r.Max.X, y)]
 			n := len(dst)
 			dst = dst[:n+len(row)]
 			for i := 0; i < len(row); i += 4 {
-				dst[n+i], dst[n+i+1], dst[n+i+2], dst[n+i+3] = row[i+2], row[i+1], row[i], 0
+				dst[n+i], dst[n+i+1], dst[n+i+2], dst[n+i+3] = row[i+2], row[i+1], row[i], 0xff
 			}
 		}
 		return dst
@@ -95,6 +99,7 @@ func (pf pixelFormat) appendRaw(dst []byte, img *image.RGBA, r image.Rectangle) 
 					dst = binary.LittleEndian.AppendUint16(dst, uint16(v))
 				}
 			default:
+				v |= padding
 				if pf.bigEndian {
 					dst = binary.BigEndian.AppendUint32(dst, v)
 				} else {
