@@ -48,7 +48,10 @@ func markersNearJS(fx, fy float64) string {
 func (p *browserPage) clickCanvas(fx, fy float64) {
 	p.t.Helper()
 	var at []float64
-	p.eval(fmt.Sprintf(`(() => { const r = %s.getBoundingClientRect(); return [r.left + r.width * %g, r.top + r.height * %g]; })()`, canvasJS, fx, fy), &at)
+	// The point is scrolled into the middle of the window first: a click outside it lands nowhere.
+	p.eval(fmt.Sprintf(`(() => { const c = %s; let r = c.getBoundingClientRect();
+		window.scrollBy(0, r.top + r.height * %g - window.innerHeight / 2); r = c.getBoundingClientRect();
+		return [r.left + r.width * %g, r.top + r.height * %g]; })()`, canvasJS, fy, fx, fy), &at)
 	p.do("click the desktop", chromedp.MouseClickXY(at[0], at[1]))
 }
 
@@ -57,6 +60,12 @@ func (p *browserPage) openViewerOf(session string) {
 	p.t.Helper()
 	p.waitFor(session+" has a view button", fmt.Sprintf(`document.querySelector('#sessions tr[data-session=%q] button.action-view')`, session), pageState, 15*time.Second)
 	p.do("view "+session, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#sessions tr[data-session=%q] button.action-view`, session))))
+	p.awaitDesktop()
+}
+
+// awaitDesktop waits for the viewer panel to connect and show the built-in desktop's picture.
+func (p *browserPage) awaitDesktop() {
+	p.t.Helper()
 	p.waitFor("the viewer connects", `document.querySelector("#conn-viewer").innerText === "open"`, viewerState, 20*time.Second)
 	// The colour bars: white first, yellow second (eight bars across).
 	if err := testkit.WaitFor(20*time.Second, func() bool {
@@ -119,9 +128,10 @@ func TestViewerShowsTheDesktop(t *testing.T) {
 		t.Fatal(err)
 	}
 	watcher := newBrowser(t)
-	watcher.do("open as a view-only share", chromedp.Navigate("http://"+srv.host+"/#token="+mint("vera", auth.RoleUser)))
+	// A session shared with vera is not in her own list: she follows a link to its desktop.
+	watcher.do("open a link to the desktop as a view-only share", chromedp.Navigate("http://"+srv.host+"/#token="+mint("vera", auth.RoleUser)+"&view=vnc-1"))
 	watcher.waitFor("vera connects", pageConnected, pageState, 15*time.Second)
-	watcher.openViewerOf("vnc-1")
+	watcher.awaitDesktop()
 	watcher.eval(`document.querySelector("#viewer-screen").rfb.viewOnly`, &viewOnly)
 	if !viewOnly {
 		t.Fatal("a view-only share's viewer sends input")

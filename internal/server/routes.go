@@ -22,6 +22,7 @@ func (s *Server) Handler() http.Handler {
 	route(http.MethodGet, "/api/v1/ws/sessions", s.handleSessionsSocket)
 	route(http.MethodGet, "/ws/sessions", s.handleSessionsSocket)
 	route(http.MethodGet, "/api/v1/vnc/{sessionId}", s.handleVNCSocket)
+	route(http.MethodGet, "/api/v1/vnc/{sessionId}/access", s.handleVNCAccess)
 	for _, path := range []string{"/api/v1/ws/cluster", "/api/v1/ws/metrics", "/ws/metrics"} {
 		route(http.MethodGet, path, s.handleMetricsSocket)
 	}

@@ -62,23 +62,9 @@ func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := scope.Identity
-	sessionID := r.PathValue("sessionId")
-	if !models.ValidID(sessionID) {
-		s.fail(w, r, http.StatusBadRequest, "invalid_session_id", "the session id must be 1-256 bytes of UTF-8 text without control characters")
-		return
-	}
 	org := orgContext(id)
-	grant, err := s.manager.AuthorizeViewer(r.Context(), org, sessionID)
-	switch {
-	case errors.Is(err, websocket.ErrSessionNotVisible):
-		s.fail(w, r, http.StatusNotFound, "session_not_found", "no such session")
-		return
-	case errors.Is(err, websocket.ErrSessionForbidden):
-		s.fail(w, r, http.StatusForbidden, "forbidden_session", "this session is neither yours nor shared with you")
-		return
-	case err != nil:
-		s.log.Error("authorize viewer", "org_id", id.OrgID, "user_id", id.UserID, "session_id", sessionID, "err", err)
-		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot check the session now")
+	grant, ok := s.authorizeViewer(w, r, scope)
+	if !ok {
 		return
 	}
 	sess := grant.Session

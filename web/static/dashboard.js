@@ -42,6 +42,7 @@ async function fetchConfig() {
  */
 async function initialToken(config) {
   const hash = new URLSearchParams(location.hash.slice(1));
+  page.linkedView = hash.get("view") || "";
   if (hash.get("token")) {
     history.replaceState(null, "", location.pathname + location.search);
     return hash.get("token");
@@ -326,13 +327,22 @@ function actions(s, pod) {
   return td;
 }
 
-// viewSession opens the desktop viewer. Owners, operators and admins control the desktop; for a
-// session shared with the caller the page sends no input unless the row says the share has
-// control (the server decides either way, and drops a view-only viewer's input).
-function viewSession(s) {
-  const mine = page.me && s.user === page.me.userId;
-  const control = staff() || mine || (Array.isArray(s.permissions) && s.permissions.includes("control"));
-  openViewer({ session: s.name, base: page.novnc, token: page.token, viewOnly: !control });
+// viewSession opens the desktop viewer of session s. The server says whether the caller
+// controls the desktop or only watches it (GET /api/v1/vnc/{id}/access, decided as the viewer
+// socket decides), and noVNC is set up to match; the server drops a view-only viewer's input
+// either way.
+async function viewSession(s) {
+  let r;
+  try {
+    r = await api(`/api/v1/vnc/${encodeURIComponent(s.name)}/access`);
+  } catch {
+    r = { ok: false, body: { message: "the server does not answer" } };
+  }
+  if (!r.ok) {
+    openViewer({ session: s.name, refusal: `Cannot view ${s.name}: ${r.body.message || r.body.error || r.status}.` });
+    return;
+  }
+  openViewer({ session: s.name, base: page.novnc, token: page.token, viewOnly: r.body.viewOnly });
 }
 
 function highlight(tr) {
@@ -516,6 +526,9 @@ async function main() {
   const config = await fetchConfig();
   page.novnc = config.novnc || "";
   await signIn(await initialToken(config));
+  // A link to a desktop (#view=<sessionId>, as a share is passed on) opens it once signed in:
+  // a session shared with the caller is not in the caller's own list.
+  if (page.linkedView && page.me) viewSession({ name: page.linkedView });
   document.body.dataset.ready = "true";
 }
 

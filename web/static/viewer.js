@@ -28,15 +28,21 @@ function setNote(text, isError) {
 /**
  * openViewer shows session's desktop in the viewer panel. base is where noVNC is served ("" when
  * it is not), token the caller's, viewOnly whether the page should send no input (the server
- * drops a view-only viewer's input whatever the page does).
+ * drops a view-only viewer's input whatever the page does); refusal, when set, is shown instead.
  */
-export async function openViewer({ session, base, token, viewOnly }) {
+export async function openViewer({ session, base, token, viewOnly, refusal }) {
   closeViewer();
   const seq = ++viewer.seq;
   $("viewer-card").hidden = false;
+  $("viewer-card").scrollIntoView({ block: "start" }); // the panel sits below the other cards
   $("viewer-session").textContent = session + (viewOnly ? " (view only)" : "");
   $("viewer-screen").replaceChildren();
   setNote("");
+  if (refusal) {
+    setState("refused", "closed");
+    setNote(refusal, true);
+    return;
+  }
   if (!base) {
     setState("unavailable", "closed");
     setNote(NO_NOVNC, true);
