@@ -25,6 +25,18 @@
 //     by the agent running the session, across replicas too. One per replica
 //     is handed to both the Manager (Config.Logs) and the AgentHub
 //     (AgentHubConfig.Logs); each makes its own when none is given.
+//   - Tunnel is one browser's view of a session's desktop (PROTOCOL.md 6):
+//     Manager.AuthorizeViewer decides whether the caller may look and
+//     whether it controls the desktop or only watches, AgentHub.OpenTunnel
+//     reserves a path through the session's agent, Tunnel.Serve relays the
+//     RFB bytes, and Manager.TrackViewer counts the viewer as a connection
+//     to the session. StreamSpace's agents (vnc_* messages, one tunnel per
+//     session) and agents speaking tunnel/1 (a tunnel per viewer, binary
+//     frames, flow-control windows) are both served. The reference had no
+//     such type: its embedders' VNC proxy read Receive and wrote Send
+//     itself, which raced the hub's own reader and blocked on a full queue;
+//     here the hub owns the agent socket and tunnel bytes are frames on it,
+//     sent after every waiting control frame.
 //
 // # Embedding
 //
