@@ -52,8 +52,6 @@ type Server struct {
 	agentUpgrader *gorilla.Upgrader
 	// vncUpgrader accepts viewer sockets (binary subprotocol, larger buffers).
 	vncUpgrader *gorilla.Upgrader
-	// tunnels opens viewers' tunnels: the AgentHub.
-	tunnels tunnelOpener
 	// viewerLife ends at Shutdown, ending every viewer socket; viewers counts those being
 	// served, which Shutdown waits for.
 	viewerLife context.Context
@@ -209,7 +207,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
 		vncUpgrader:   newVNCUpgrader(),
-		tunnels:       hubTunnels{agents},
 	}
 	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
 	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.

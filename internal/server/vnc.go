@@ -12,30 +12,6 @@ import (
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
-// tunnelOpener is the part of the AgentHub the viewer socket uses (hubTunnels); tests stand
-// in for it to produce each of the hub's refusals.
-type tunnelOpener interface {
-	OpenTunnel(ctx context.Context, req websocket.TunnelRequest) (viewerTunnel, error)
-	IsAgentConnected(agentID string) bool
-}
-
-// viewerTunnel is a *websocket.Tunnel as the viewer socket uses it.
-type viewerTunnel interface {
-	Serve(ctx context.Context, conn *gorilla.Conn) error
-	Close()
-}
-
-// hubTunnels opens tunnels through an AgentHub.
-type hubTunnels struct{ *websocket.AgentHub }
-
-func (h hubTunnels) OpenTunnel(ctx context.Context, req websocket.TunnelRequest) (viewerTunnel, error) {
-	t, err := h.AgentHub.OpenTunnel(ctx, req)
-	if err != nil {
-		return nil, err // never a nil *Tunnel in a non-nil interface
-	}
-	return t, nil
-}
-
 // vncSubprotocols: noVNC offers "binary" as it does to websockify; a browser offering none is
 // served the same way (PROTOCOL.md 6.1).
 var vncSubprotocols = []string{"binary"}
@@ -76,7 +52,7 @@ func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, http.StatusServiceUnavailable, "agent_offline", "the session has no agent")
 		return
 	}
-	tunnel, err := s.tunnels.OpenTunnel(r.Context(), websocket.TunnelRequest{Session: sess, UserID: id.UserID, ViewOnly: grant.ViewOnly})
+	tunnel, err := s.agents.OpenTunnel(r.Context(), websocket.TunnelRequest{Session: sess, UserID: id.UserID, ViewOnly: grant.ViewOnly})
 	if err != nil {
 		s.refuseTunnel(w, r, sess, err)
 		return
@@ -101,7 +77,7 @@ func (s *Server) refuseTunnel(w http.ResponseWriter, r *http.Request, sess model
 	var limit *websocket.TunnelLimitError
 	switch {
 	case errors.Is(err, websocket.ErrAgentOffline):
-		if s.tunnels.IsAgentConnected(sess.AgentID) {
+		if s.agents.IsAgentConnected(sess.AgentID) {
 			s.fail(w, r, http.StatusServiceUnavailable, "agent_elsewhere", "the session's agent is connected to another replica; connect to that one")
 			return
 		}
@@ -137,7 +113,7 @@ func (s *Server) upgradeVNC(w http.ResponseWriter, r *http.Request) (*gorilla.Co
 // serveViewer relays the viewer until it or the tunnel ends, the token expires (4003), its
 // access is withdrawn (4004) or the server shuts down (1001), counting it as a connection to
 // the session meanwhile.
-func (s *Server) serveViewer(ctx context.Context, conn *gorilla.Conn, tunnel viewerTunnel, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) {
+func (s *Server) serveViewer(ctx context.Context, conn *gorilla.Conn, tunnel *websocket.Tunnel, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) {
 	s.viewers.Add(1)
 	defer s.viewers.Done()
 	ctx, cancel := context.WithCancel(ctx)

@@ -3,202 +3,175 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	gorilla "github.com/gorilla/websocket"
 
+	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
+	"github.com/streamspace/streamspace-realtime/internal/vnctest"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
-// fakeTunnels stands in for the AgentHub: it refuses with err, or opens echo tunnels that end
-// as websocket.Tunnel.Serve does (1001, or the context's CloseCause).
-type fakeTunnels struct {
-	mu        sync.Mutex
-	err       error
-	connected bool
-	reqs      []websocket.TunnelRequest
-	closed    int // tunnels released without being served
-	serving   int
+// vncFixture is a test server with sessions of two organizations whose desktops are real
+// agents in front of a real TCP peer: s1 of alice in org-a on agent a1, an SDK agent (tunnel/1)
+// whose tunnels reach an echo server (shared with "watch" to view and "ctl" to control); s-k of
+// alice on k1, a fake StreamSpace k8s-agent (one tunnel per session, announced with
+// announce); s-idle (stopped), s-noagent (running without an agent), s-off (its agent never
+// connected), s-b of org-b.
+type vncFixture struct {
+	*testServer
+	echo   *echoServer
+	legacy *vnctest.LegacyAgent
 }
 
-func (f *fakeTunnels) set(err error, connected bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.err, f.connected = err, connected
-}
-
-func (f *fakeTunnels) OpenTunnel(_ context.Context, req websocket.TunnelRequest) (viewerTunnel, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.reqs = append(f.reqs, req)
-	if f.err != nil {
-		return nil, f.err
-	}
-	return &echoTunnel{f: f}, nil
-}
-
-func (f *fakeTunnels) IsAgentConnected(string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.connected
-}
-
-func (f *fakeTunnels) lastRequest() websocket.TunnelRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.reqs[len(f.reqs)-1]
-}
-
-func (f *fakeTunnels) counts() (closed, serving int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.closed, f.serving
-}
-
-type echoTunnel struct {
-	f    *fakeTunnels
-	once sync.Once
-}
-
-func (e *echoTunnel) Close() {
-	e.once.Do(func() {
-		e.f.mu.Lock()
-		e.f.closed++
-		e.f.mu.Unlock()
-	})
-}
-
-func (e *echoTunnel) Serve(ctx context.Context, conn *gorilla.Conn) error {
-	e.once.Do(func() {})
-	e.f.mu.Lock()
-	e.f.serving++
-	e.f.mu.Unlock()
-	defer func() {
-		e.f.mu.Lock()
-		e.f.serving--
-		e.f.mu.Unlock()
-	}()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			typ, p, err := conn.ReadMessage()
-			if err != nil {
-				return
-			}
-			if err := conn.WriteMessage(typ, p); err != nil {
-				return
-			}
-		}
-	}()
-	select {
-	case <-done:
-		_ = conn.Close()
-		return nil
-	case <-ctx.Done():
-	}
-	code, reason := gorilla.CloseGoingAway, "server shutting down"
-	var cc websocket.CloseCause
-	if errors.As(context.Cause(ctx), &cc) {
-		code, reason = cc.Code, cc.Reason
-	}
-	_ = conn.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-	_ = conn.Close()
-	<-done
-	return context.Cause(ctx)
-}
-
-// vncServer is a test server whose viewer tunnels are fakeTunnels, with sessions of two
-// organizations: s1 of alice in org-a on agent a1 (shared with "watch" to view and "ctl" to
-// control), s-idle (stopped), s-noagent (running without an agent), s-b of org-b.
-func vncServer(t *testing.T, mutate ...func(*Config)) (*testServer, *fakeTunnels) {
+func vncServer(t *testing.T, mutate ...func(*Config)) *vncFixture {
 	t.Helper()
-	ts := startServer(t, "sqlite", mutate...)
-	fake := &fakeTunnels{}
-	ts.tunnels = fake
-	ctx := context.Background()
+	f := &vncFixture{testServer: startServer(t, "sqlite", mutate...), echo: startEcho(t)}
+	ctx, cancel := context.WithCancel(context.Background())
 	old := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 	for _, s := range []models.Session{
 		{ID: "s1", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "a1", LastActivity: old},
+		{ID: "s-k", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "k1"},
 		{ID: "s-idle", OrgID: "org-a", UserID: "alice", State: models.SessionStateStopped, AgentID: "a1"},
 		{ID: "s-noagent", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning},
+		{ID: "s-off", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "gone"},
 		{ID: "s-b", OrgID: "org-b", UserID: "bob", State: models.SessionStateRunning, AgentID: "b1"},
 	} {
-		if err := ts.Database().CreateSession(ctx, s); err != nil {
+		if err := f.Database().CreateSession(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for user, perms := range map[string][]string{"watch": {"view"}, "ctl": {"view", "control"}} {
-		if err := ts.Database().ShareSession(ctx, "s1", user, perms); err != nil {
+		if err := f.Database().ShareSession(ctx, "s1", user, perms); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return ts, fake
+	fx := &streamingFixture{ts: f.testServer}
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", f.echo.addr)
+	}
+	sdk, err := agentclient.New(agentclient.Config{
+		ServerURL: f.base, AgentID: "a1", APIKey: fx.createAgent(t, "a1"), Platform: models.PlatformDocker,
+		Tunnels: agentclient.ProxyTo(dial),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sdk.Run(ctx) }()
+	// Before the server's own cleanup (registered first, run last): the agent stops first.
+	t.Cleanup(func() { cancel(); <-done })
+	if err := sdk.OpenTunnel(ctx, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	f.legacy, err = vnctest.DialLegacyAgent(ctx, vnctest.LegacyAgentConfig{
+		ServerURL: f.base, AgentID: "k1", APIKey: fx.createAgent(t, "k1"),
+		VNCAddr: func(string) string { return f.echo.addr },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.legacy.Close)
+	testkit.Eventually(t, 10*time.Second, "the agents connect", func() bool {
+		return f.agents.IsAgentConnected("a1") && f.agents.IsAgentConnected("k1")
+	})
+	return f
+}
+
+// announce has k1 open the tunnel of s-k, as StreamSpace's agent does when a session starts.
+func (f *vncFixture) announce(t *testing.T) {
+	t.Helper()
+	(&streamingFixture{ts: f.testServer, legacy: f.legacy}).announce(t, "s-k")
+}
+
+// echoServer is a TCP server that sends back what it reads: the far end of the tunnels, where a
+// VNC server would be. It counts the connections open.
+type echoServer struct {
+	addr string
+	open atomic.Int32
+}
+
+func startEcho(t *testing.T) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoServer{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.open.Add(1)
+			wg.Go(func() {
+				defer e.open.Add(-1)
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			})
+		}
+	})
+	return e
 }
 
 func vncPath(session, token string) string {
 	return "/api/v1/vnc/" + session + "?token=" + token
 }
 
-// Every refusal of PROTOCOL.md 6.1 is an HTTP answer before the upgrade, with its code.
+// Every refusal of PROTOCOL.md 6.1 is an HTTP answer before the upgrade, with its code, from
+// the real AgentHub and agents.
 func TestVNCRefusals(t *testing.T) {
 	t.Parallel()
-	ts, fake := vncServer(t)
+	ts := vncServer(t, func(c *Config) { c.VNCMaxPerUser = 1 })
 	alice := mint(t, "alice", "org-a", auth.RoleUser, time.Hour)
-	cases := []struct {
-		name      string
-		path      string
-		header    http.Header
-		tunnelErr error
-		connected bool
-		status    int
-		code      string
-	}{
-		{name: "no token", path: "/api/v1/vnc/s1", status: 401},
-		{name: "bad token", path: vncPath("s1", "nope"), status: 401},
-		{name: "origin", path: vncPath("s1", alice), header: http.Header{"Origin": {"https://evil.example"}}, status: 403, code: "forbidden_origin"},
-		{name: "invalid id", path: vncPath("bad%01id", alice), status: 400, code: "invalid_session_id"},
-		{name: "unknown session", path: vncPath("nope", alice), status: 404, code: "session_not_found"},
-		{name: "other org's session", path: vncPath("s-b", mint(t, "boss", "org-a", auth.RoleAdmin, time.Hour)), status: 404, code: "session_not_found"},
-		{name: "same org, not shared", path: vncPath("s1", mint(t, "mallory", "org-a", auth.RoleUser, time.Hour)), status: 403, code: "forbidden_session"},
-		{name: "not running", path: vncPath("s-idle", alice), status: 409, code: "session_not_running"},
-		{name: "no agent", path: vncPath("s-noagent", alice), status: 503, code: "agent_offline"},
-		{name: "agent offline", path: vncPath("s1", alice), tunnelErr: websocket.ErrAgentOffline, status: 503, code: "agent_offline"},
-		{name: "agent elsewhere", path: vncPath("s1", alice), tunnelErr: websocket.ErrAgentOffline, connected: true, status: 503, code: "agent_elsewhere"},
-		{name: "tunnel not ready", path: vncPath("s1", alice), tunnelErr: websocket.ErrTunnelNotReady, status: 503, code: "tunnel_not_ready"},
-		{name: "viewer busy", path: vncPath("s1", alice), tunnelErr: websocket.ErrViewerBusy, status: 409, code: "viewer_busy"},
-		{name: "too many tunnels", path: vncPath("s1", alice), tunnelErr: &websocket.TunnelLimitError{Limit: "user", Max: 4}, status: 429, code: "too_many_tunnels"},
-		{name: "hub failure", path: vncPath("s1", alice), tunnelErr: errors.New("boom"), status: 503, code: "unavailable"},
-	}
-	for _, c := range cases {
-		fake.set(c.tunnelErr, c.connected)
-		conn, status, code := ts.dialWS(t, c.path, c.header)
+	refused := func(name, path string, header http.Header, status int, code string) {
+		t.Helper()
+		conn, got, gotCode := ts.dialWS(t, path, header)
 		if conn != nil {
-			t.Errorf("%s: upgraded", c.name)
-			continue
+			t.Errorf("%s: upgraded", name)
+			_ = conn.Close()
+			return
 		}
-		if status != c.status || (c.code != "" && code != c.code) {
-			t.Errorf("%s: %d %s, want %d %s", c.name, status, code, c.status, c.code)
+		if got != status || (code != "" && gotCode != code) {
+			t.Errorf("%s: %d %s, want %d %s", name, got, gotCode, status, code)
 		}
 	}
-
-	// Retry-After on tunnel_not_ready.
-	fake.set(websocket.ErrTunnelNotReady, false)
-	_, resp, err := gorilla.DefaultDialer.Dial(ts.wsURL(vncPath("s1", alice)), nil)
+	refused("no token", "/api/v1/vnc/s1", nil, 401, "")
+	refused("bad token", vncPath("s1", "nope"), nil, 401, "")
+	refused("origin", vncPath("s1", alice), http.Header{"Origin": {"https://evil.example"}}, 403, "forbidden_origin")
+	refused("invalid id", vncPath("bad%01id", alice), nil, 400, "invalid_session_id")
+	refused("unknown session", vncPath("nope", alice), nil, 404, "session_not_found")
+	refused("other org's session", vncPath("s-b", mint(t, "boss", "org-a", auth.RoleAdmin, time.Hour)), nil, 404, "session_not_found")
+	refused("same org, not shared", vncPath("s1", mint(t, "mallory", "org-a", auth.RoleUser, time.Hour)), nil, 403, "forbidden_session")
+	refused("not running", vncPath("s-idle", alice), nil, 409, "session_not_running")
+	refused("no agent", vncPath("s-noagent", alice), nil, 503, "agent_offline")
+	refused("agent offline", vncPath("s-off", alice), nil, 503, "agent_offline")
+	refused("tunnel not ready", vncPath("s-k", alice), nil, 503, "tunnel_not_ready")
+	_, resp, err := gorilla.DefaultDialer.Dial(ts.wsURL(vncPath("s-k", alice)), nil)
 	if err == nil || resp == nil || resp.Header.Get("Retry-After") != "2" {
-		t.Fatalf("tunnel_not_ready: err %v, Retry-After %q", err, resp.Header.Get("Retry-After"))
+		t.Fatalf("tunnel_not_ready: err %v, Retry-After missing", err)
 	}
 	_ = resp.Body.Close()
 
-	// A plain GET is 400 upgrade_required, and the tunnel it reserved is given back.
-	fake.set(nil, false)
-	resp, err = http.Get(ts.base + vncPath("s1", alice))
+	// A plain GET is 400 upgrade_required, and gives back the one tunnel it reserved: the
+	// viewer after it is let in.
+	ts.announce(t)
+	resp, err = http.Get(ts.base + vncPath("s-k", alice))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,8 +179,29 @@ func TestVNCRefusals(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("plain GET: %d, want 400", resp.StatusCode)
 	}
-	if closed, _ := fake.counts(); closed != 1 {
-		t.Fatalf("%d tunnels released after the plain GET, want 1", closed)
+	viewer, status, code := ts.dialWS(t, vncPath("s-k", alice), nil)
+	if viewer == nil {
+		t.Fatalf("viewer after a plain GET: %d %s", status, code)
+	}
+	refused("viewer busy", vncPath("s-k", mint(t, "ops", "org-a", auth.RoleOperator, time.Hour)), nil, 409, "viewer_busy")
+	refused("too many tunnels", vncPath("s1", alice), nil, 429, "too_many_tunnels")
+}
+
+// agent_elsewhere: the hub has no tunnel to give because the agent's socket is on another
+// replica, which IsAgentConnected (cluster-wide) still sees.
+func TestVNCRefusalAgentElsewhere(t *testing.T) {
+	t.Parallel()
+	ts := vncServer(t)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/api/v1/vnc/s1", nil)
+	ts.refuseTunnel(rec, req, models.Session{ID: "s1", AgentID: "a1"}, websocket.ErrAgentOffline)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"agent_elsewhere"`) {
+		t.Fatalf("%d %s, want 503 agent_elsewhere", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	ts.refuseTunnel(rec, req, models.Session{ID: "s1", AgentID: "a1"}, errors.New("store down"))
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"unavailable"`) {
+		t.Fatalf("%d %s, want 503 unavailable", rec.Code, rec.Body)
 	}
 }
 
@@ -215,44 +209,50 @@ func TestVNCRefusals(t *testing.T) {
 // refused viewer gives its tunnel back; the upgrade rate applies too.
 func TestVNCConnectionLimits(t *testing.T) {
 	t.Parallel()
-	ts, fake := vncServer(t, func(c *Config) { c.MaxConnectionsPerUser = 1 })
+	ts := vncServer(t, func(c *Config) { c.MaxConnectionsPerUser = 1 })
 	alice := mint(t, "alice", "org-a", auth.RoleUser, time.Hour)
-	if conn, status, code := ts.dialWS(t, vncPath("s1", alice), nil); conn == nil {
+	ts.announce(t)
+	first, status, code := ts.dialWS(t, vncPath("s1", alice), nil)
+	if first == nil {
 		t.Fatalf("first viewer refused: %d %s", status, code)
 	}
 	if _, status, code := ts.dialWS(t, "/api/v1/ws/sessions?token="+alice, nil); status != 429 || code != "too_many_connections" {
 		t.Fatalf("sessions socket beside a viewer: %d %s, want 429 too_many_connections", status, code)
 	}
-	if _, status, code := ts.dialWS(t, vncPath("s1", alice), nil); status != 429 || code != "too_many_connections" {
+	if _, status, code := ts.dialWS(t, vncPath("s-k", alice), nil); status != 429 || code != "too_many_connections" {
 		t.Fatalf("second viewer: %d %s, want 429 too_many_connections", status, code)
 	}
-	if closed, _ := fake.counts(); closed != 1 {
-		t.Fatalf("%d tunnels released, want 1 (the refused viewer's)", closed)
-	}
+	_ = first.Close()
+	// The refused viewer gave back s-k's one tunnel: once the first viewer's place is free,
+	// s-k takes a viewer.
+	testkit.Eventually(t, 10*time.Second, "a viewer of s-k is let in", func() bool {
+		c, _, _ := ts.dialWS(t, vncPath("s-k", alice), nil)
+		return c != nil
+	})
 
-	rated, _ := vncServer(t, func(c *Config) { c.UpgradeRate, c.UpgradeBurst = 0.001, 1 })
-	if conn, status, code := rated.dialWS(t, vncPath("s1", alice), nil); conn == nil {
-		t.Fatalf("first viewer refused: %d %s", status, code)
+	// The upgrade rate is checked first (agents' upgrades count too, so this server has none).
+	rated := startServer(t, "sqlite", func(c *Config) { c.UpgradeRate, c.UpgradeBurst = 0.001, 1 })
+	if _, status, code := rated.dialWS(t, vncPath("s1", alice), nil); status != 404 {
+		t.Fatalf("first viewer: %d %s, want 404 (no such session there)", status, code)
 	}
 	if _, status, code := rated.dialWS(t, vncPath("s1", alice), nil); status != 429 || code != "too_many_upgrades" {
 		t.Fatalf("over the upgrade rate: %d %s, want 429 too_many_upgrades", status, code)
 	}
 }
 
-// noVNC offers "binary" and gets it; a browser offering nothing is served all the same. The
-// tunnel is asked for the caller and the session, view-only for a view share only.
-func TestVNCSubprotocolAndGrant(t *testing.T) {
+// noVNC offers "binary" and gets it; a browser offering nothing is served all the same. Bytes
+// go through the agent to the far end and back.
+func TestVNCSubprotocolAndRelay(t *testing.T) {
 	t.Parallel()
-	ts, fake := vncServer(t)
+	ts := vncServer(t)
 	for _, c := range []struct {
-		user     string
-		offer    []string
-		want     string
-		viewOnly bool
+		user  string
+		offer []string
+		want  string
 	}{
-		{"alice", []string{"binary"}, "binary", false},
-		{"ctl", nil, "", false},
-		{"watch", []string{"base64", "binary"}, "binary", true},
+		{"alice", []string{"binary"}, "binary"},
+		{"ctl", nil, ""},
+		{"watch", []string{"base64", "binary"}, "binary"},
 	} {
 		d := gorilla.Dialer{Subprotocols: c.offer, HandshakeTimeout: 10 * time.Second}
 		conn, resp, err := d.Dial(ts.wsURL(vncPath("s1", mint(t, c.user, "org-a", auth.RoleUser, time.Hour))), nil)
@@ -261,10 +261,6 @@ func TestVNCSubprotocolAndGrant(t *testing.T) {
 		}
 		if got := resp.Header.Get("Sec-WebSocket-Protocol"); got != c.want || conn.Subprotocol() != c.want {
 			t.Errorf("%s offering %q: subprotocol %q, want %q", c.user, c.offer, got, c.want)
-		}
-		req := fake.lastRequest()
-		if req.UserID != c.user || req.Session.ID != "s1" || req.Session.AgentID != "a1" || req.ViewOnly != c.viewOnly {
-			t.Errorf("%s: tunnel request %+v, want viewOnly=%v", c.user, req, c.viewOnly)
 		}
 		if err := conn.WriteMessage(gorilla.BinaryMessage, []byte("RFB 003.008\n")); err != nil {
 			t.Fatal(err)
@@ -278,10 +274,11 @@ func TestVNCSubprotocolAndGrant(t *testing.T) {
 }
 
 // An open viewer is a connection to its session: announced to the organization with viewer
-// "vnc", its session's activity refreshed; closing it announces session.disconnected.
+// "vnc", its session's activity refreshed; closing it announces session.disconnected and ends
+// its tunnel to the far end.
 func TestVNCViewerPresenceAndActivity(t *testing.T) {
 	t.Parallel()
-	ts, fake := vncServer(t)
+	ts := vncServer(t)
 	ctx := context.Background()
 	ops, status, code := ts.dialWS(t, "/api/v1/ws/sessions?token="+mint(t, "ops", "org-a", auth.RoleAdmin, time.Hour), nil)
 	if ops == nil {
@@ -311,12 +308,13 @@ func TestVNCViewerPresenceAndActivity(t *testing.T) {
 	if !after.LastActivity.After(before.LastActivity) {
 		t.Fatalf("lastActivity %v not refreshed (was %v)", after.LastActivity, before.LastActivity)
 	}
+	testkit.Eventually(t, 10*time.Second, "the tunnel reaches the far end", func() bool { return ts.echo.open.Load() == 1 })
 	_ = viewer.Close()
 	f = readFrameOf(t, ops, string(websocket.EventSessionDisconnected))
 	if data, _ := f["data"].(map[string]any); data["viewer"] != "vnc" {
 		t.Fatalf("session.disconnected = %v", f)
 	}
-	testkit.Eventually(t, 10*time.Second, "the viewer's tunnel ends", func() bool { _, serving := fake.counts(); return serving == 0 })
+	testkit.Eventually(t, 10*time.Second, "the viewer's tunnel ends at the far end", func() bool { return ts.echo.open.Load() == 0 })
 	if n, _ := ts.Database().CountConnections(ctx, "s1"); n != 0 {
 		t.Fatalf("%d connections left, want 0", n)
 	}
@@ -326,7 +324,7 @@ func TestVNCViewerPresenceAndActivity(t *testing.T) {
 // shutdown closes it with 1001.
 func TestVNCViewerCloses(t *testing.T) {
 	t.Parallel()
-	ts, _ := vncServer(t, func(c *Config) { c.SessionsInterval = 50 * time.Millisecond })
+	ts := vncServer(t, func(c *Config) { c.SessionsInterval = 50 * time.Millisecond })
 	viewer, status, code := ts.dialWS(t, vncPath("s1", mint(t, "watch", "org-a", auth.RoleUser, time.Hour)), nil)
 	if viewer == nil {
 		t.Fatalf("viewer: %d %s", status, code)
@@ -362,17 +360,5 @@ func readFrameOf(t *testing.T, c *gorilla.Conn, typ string) wsFrame {
 		if f := readWS(t, c); f.str("type") == typ {
 			return f
 		}
-	}
-}
-
-// Through the real AgentHub: a session whose agent is not connected is 503 agent_offline.
-func TestVNCRealHubAgentOffline(t *testing.T) {
-	t.Parallel()
-	ts := startServer(t, "sqlite")
-	if err := ts.Database().CreateSession(context.Background(), models.Session{ID: "s1", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "gone"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, status, code := ts.dialWS(t, vncPath("s1", mint(t, "alice", "org-a", auth.RoleUser, time.Hour)), nil); status != 503 || code != "agent_offline" {
-		t.Fatalf("%d %s, want 503 agent_offline", status, code)
 	}
 }
