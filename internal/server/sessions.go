@@ -72,11 +72,16 @@ func (s *Server) handleSessionsSocket(w http.ResponseWriter, r *http.Request) {
 // upgradeBrowser upgrades a browser's request, answering a plain GET with 400; false means
 // the request was answered.
 func (s *Server) upgradeBrowser(w http.ResponseWriter, r *http.Request) (*gorilla.Conn, bool) {
+	return s.upgradeWith(s.upgrader, w, r)
+}
+
+// upgradeWith upgrades r with u, answering a plain GET with 400 upgrade_required.
+func (s *Server) upgradeWith(u *gorilla.Upgrader, w http.ResponseWriter, r *http.Request) (*gorilla.Conn, bool) {
 	if !gorilla.IsWebSocketUpgrade(r) {
 		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
 		return nil, false
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	conn, err := u.Upgrade(w, r, nil)
 	if err != nil {
 		return nil, false // the upgrader answered and the failure is the client's
 	}

@@ -62,7 +62,7 @@ func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
 		tunnel.Close()
 		return
 	}
-	conn, ok := s.upgradeVNC(w, r)
+	conn, ok := s.upgradeWith(s.vncUpgrader, w, r)
 	if !ok {
 		tunnel.Close()
 		release()
@@ -95,19 +95,6 @@ func (s *Server) refuseTunnel(w http.ResponseWriter, r *http.Request, sess model
 		s.log.Error("open VNC tunnel", "session_id", sess.ID, "agent_id", sess.AgentID, "err", err)
 		s.fail(w, r, http.StatusServiceUnavailable, "unavailable", "cannot open a tunnel now")
 	}
-}
-
-// upgradeVNC upgrades a viewer's request, answering a plain GET with 400.
-func (s *Server) upgradeVNC(w http.ResponseWriter, r *http.Request) (*gorilla.Conn, bool) {
-	if !gorilla.IsWebSocketUpgrade(r) {
-		s.fail(w, r, http.StatusBadRequest, "upgrade_required", "this endpoint speaks WebSocket")
-		return nil, false
-	}
-	conn, err := s.vncUpgrader.Upgrade(w, r, nil)
-	if err != nil {
-		return nil, false // the upgrader answered and the failure is the client's
-	}
-	return conn, true
 }
 
 // serveViewer relays the viewer until it or the tunnel ends, the token expires (4003), its

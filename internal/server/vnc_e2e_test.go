@@ -42,26 +42,10 @@ func newStreamingFixture(tb testing.TB) *streamingFixture {
 		}
 	}
 
-	dial := func(ctx context.Context, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", f.vnc)
-	}
-	sdk, err := agentclient.New(agentclient.Config{
-		ServerURL: f.ts.base, AgentID: "sdk-1", APIKey: f.createAgent(tb, "sdk-1"), Platform: models.PlatformDocker,
-		Tunnels: agentclient.ProxyTo(dial),
-	})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sdk.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	if err := sdk.OpenTunnel(ctx, "s-sdk"); err != nil {
-		tb.Fatal(err)
-	}
-
+	startSDKAgent(tb, f.ts, "sdk-1", f.vnc, "s-sdk")
+	var err error
 	f.legacy, err = vnctest.DialLegacyAgent(ctx, vnctest.LegacyAgentConfig{
-		ServerURL: f.ts.base, AgentID: "k8s-1", APIKey: f.createAgent(tb, "k8s-1"),
+		ServerURL: f.ts.base, AgentID: "k8s-1", APIKey: createAgent(tb, f.ts, "k8s-1"),
 		VNCAddr: func(string) string { return f.vnc },
 	})
 	if err != nil {
@@ -76,10 +60,36 @@ func newStreamingFixture(tb testing.TB) *streamingFixture {
 	return f
 }
 
-// createAgent creates an approved agent through the admin API and returns its key.
-func (f *streamingFixture) createAgent(tb testing.TB, id string) string {
+// startSDKAgent runs agent id on the agent SDK until the test ends, relaying the desktops of
+// sessions (tunnel/1) to the TCP server at vnc.
+func startSDKAgent(tb testing.TB, ts *testServer, id, vnc string, sessions ...string) {
 	tb.Helper()
-	code, raw := f.ts.call(tb, "POST", "/api/v1/admin/agents", bearer(testService), registerBody(id, models.PlatformDocker))
+	dial := func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", vnc)
+	}
+	a, err := agentclient.New(agentclient.Config{
+		ServerURL: ts.base, AgentID: id, APIKey: createAgent(tb, ts, id), Platform: models.PlatformDocker,
+		Tunnels: agentclient.ProxyTo(dial),
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	for _, s := range sessions {
+		if err := a.OpenTunnel(ctx, s); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// createAgent creates an approved agent through the admin API and returns its key.
+func createAgent(tb testing.TB, ts *testServer, id string) string {
+	tb.Helper()
+	code, raw := ts.call(tb, "POST", "/api/v1/admin/agents", bearer(testService), registerBody(id, models.PlatformDocker))
 	var reg struct{ APIKey string }
 	if code != http.StatusCreated || json.Unmarshal(raw, &reg) != nil || reg.APIKey == "" {
 		tb.Fatalf("create agent %s: %d %s", id, code, raw)

@@ -15,7 +15,6 @@ import (
 
 	gorilla "github.com/gorilla/websocket"
 
-	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/internal/vnctest"
@@ -39,6 +38,7 @@ func vncServer(t *testing.T, mutate ...func(*Config)) *vncFixture {
 	t.Helper()
 	f := &vncFixture{testServer: startServer(t, "sqlite", mutate...), echo: startEcho(t)}
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	old := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 	for _, s := range []models.Session{
 		{ID: "s1", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "a1", LastActivity: old},
@@ -57,27 +57,10 @@ func vncServer(t *testing.T, mutate ...func(*Config)) *vncFixture {
 			t.Fatal(err)
 		}
 	}
-	fx := &streamingFixture{ts: f.testServer}
-	dial := func(ctx context.Context, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", f.echo.addr)
-	}
-	sdk, err := agentclient.New(agentclient.Config{
-		ServerURL: f.base, AgentID: "a1", APIKey: fx.createAgent(t, "a1"), Platform: models.PlatformDocker,
-		Tunnels: agentclient.ProxyTo(dial),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- sdk.Run(ctx) }()
-	// Before the server's own cleanup (registered first, run last): the agent stops first.
-	t.Cleanup(func() { cancel(); <-done })
-	if err := sdk.OpenTunnel(ctx, "s1"); err != nil {
-		t.Fatal(err)
-	}
+	startSDKAgent(t, f.testServer, "a1", f.echo.addr, "s1")
+	var err error
 	f.legacy, err = vnctest.DialLegacyAgent(ctx, vnctest.LegacyAgentConfig{
-		ServerURL: f.base, AgentID: "k1", APIKey: fx.createAgent(t, "k1"),
+		ServerURL: f.base, AgentID: "k1", APIKey: createAgent(t, f.testServer, "k1"),
 		VNCAddr: func(string) string { return f.echo.addr },
 	})
 	if err != nil {
