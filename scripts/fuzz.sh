@@ -22,6 +22,7 @@ targets=(
 	"./internal/server/ FuzzPublishEvent"
 	"./internal/auth/ FuzzVerify"
 	"./internal/auth/ FuzzRequest"
+	"./internal/rfb/ FuzzClientStream"
 )
 
 out="$(mktemp)"
