@@ -83,7 +83,7 @@ func TestDashboard(t *testing.T) {
 		`document.querySelector("#command-result").innerText`, 10*time.Second)
 
 	// The log tail of e2e-1: the last 100 lines, then followed ones, relayed by dev-agent.
-	page.do("open e2e-1's logs", chromedp.Click(chromedp.CSS(`#sessions tr[data-session="e2e-1"] button.small`)))
+	page.do("open e2e-1's logs", chromedp.Click(chromedp.CSS(`#sessions tr[data-session="e2e-1"] button.action-logs`)))
 	page.waitFor("101 log lines of sim-e2e-1",
 		`document.querySelectorAll("#log-lines div").length >= 101 && document.querySelector("#log-lines div").innerText.includes("sim-e2e-1")`,
 		`document.querySelector("#log-lines").innerText.slice(0, 300)`, 15*time.Second)

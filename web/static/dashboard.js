@@ -317,7 +317,7 @@ function upsertRow(s, changed) {
 function actions(s, pod) {
   const td = el("td", { class: "actions" });
   if (s.state === "running") td.append(button("view", () => viewSession(s), "action-view"));
-  if (staff() && pod) td.append(button("logs", () => openLogs(pod, s.namespace)));
+  if (staff() && pod) td.append(button("logs", () => openLogs(pod, s.namespace), "action-logs"));
   if (admin() && s.agent_id) {
     const moves = { running: ["stop_session", "hibernate_session"], pending: ["stop_session"], hibernated: ["wake_session", "stop_session"] };
     for (const action of moves[s.state] || []) {
