@@ -36,6 +36,9 @@ type vncFixture struct {
 
 func vncServer(t *testing.T, mutate ...func(*Config)) *vncFixture {
 	t.Helper()
+	// The server's shutdown waits for its viewers, agents and their last database writes: a
+	// loaded machine gets more than the usual 5 s, as a safety net only.
+	mutate = append([]func(*Config){func(c *Config) { c.ShutdownTimeout = 30 * time.Second }}, mutate...)
 	f := &vncFixture{testServer: startServer(t, "sqlite", mutate...), echo: startEcho(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
