@@ -162,7 +162,7 @@ func (h *AgentHub) OpenTunnel(ctx context.Context, req TunnelRequest) (*Tunnel, 
 	if s.count >= cfg.MaxPerAgent {
 		return refuse("too_many_tunnels", &TunnelLimitError{Limit: "agent", Max: cfg.MaxPerAgent})
 	}
-	if !h.vncUsers.take(req.UserID, cfg.MaxPerUser) {
+	if !h.vncUsers.take(req.viewerKey(), cfg.MaxPerUser) {
 		return refuse("too_many_tunnels", &TunnelLimitError{Limit: "user", Max: cfg.MaxPerUser})
 	}
 	s.count++
@@ -276,7 +276,7 @@ func (t *Tunnel) Close() {
 		}
 		t.toAgent, t.toViewer, t.held = nil, nil, nil
 		s.mu.Unlock()
-		t.hub.vncUsers.give(t.req.UserID)
+		t.hub.vncUsers.give(t.req.viewerKey())
 		if !served || t.agentKnows.Load() {
 			return
 		}
@@ -289,7 +289,11 @@ func (t *Tunnel) Close() {
 	})
 }
 
-// userTunnels counts each user's tunnels on this replica.
+// viewerKey names the viewer among all organizations' users: user ids are only unique within
+// an organization, and one tenant's alice must not use up another's.
+func (r TunnelRequest) viewerKey() string { return r.Session.OrgID + "\x00" + r.UserID }
+
+// userTunnels counts each user's tunnels on this replica, by viewerKey.
 type userTunnels struct {
 	mu sync.Mutex
 	n  map[string]int

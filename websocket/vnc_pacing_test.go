@@ -3,6 +3,7 @@ package websocket
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"testing"
 	"time"
 
@@ -94,4 +95,38 @@ func TestVNCStreamSpacePacing(t *testing.T) {
 	if i, j := bytes.Index(got, key), bytes.Index(got, update); i > j {
 		t.Fatalf("the held request went before the key event that followed it (%d, %d)", i, j)
 	}
+}
+
+// The per-user limit counts a user of one organization only: user ids are unique within an
+// organization, and another tenant's user of the same id keeps its own places.
+func TestVNCUserLimitIsPerOrganization(t *testing.T) {
+	r := newVNCRig(t, AgentHubConfig{VNC: VNCConfig{MaxPerUser: 1}})
+	r.addSession("a1", "s1") // org o1, user u1
+	if err := r.db.CreateSession(t.Context(), models.Session{ID: "s2", OrgID: "o2", UserID: "u1", AgentID: "a1", State: models.SessionStateRunning}); err != nil {
+		t.Fatal(err)
+	}
+	r.dialAgent("a1", true, 0)
+	open := func(id string) (*Tunnel, error) {
+		t.Helper()
+		sess, err := r.db.GetSession(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.hub.OpenTunnel(t.Context(), TunnelRequest{Session: sess, UserID: "u1"})
+	}
+	var first *Tunnel
+	testkit.Eventually(t, 5*time.Second, "the agent's tunnels open", func() bool {
+		var err error
+		first, err = open("s1")
+		return err == nil
+	})
+	defer first.Close()
+	if _, err := open("s1"); !errors.Is(err, ErrTooManyTunnels) {
+		t.Fatalf("o1's u1 past its limit: %v, want ErrTooManyTunnels", err)
+	}
+	other, err := open("s2")
+	if err != nil {
+		t.Fatalf("o2's u1, while o1's u1 is at its limit: %v", err)
+	}
+	other.Close()
 }
