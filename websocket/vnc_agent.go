@@ -168,11 +168,12 @@ func (s *agentTunnels) refuse(reason, sessionID, msg string, now time.Time) {
 	s.c.push(errorFrame(&frameError{msg: msg, sessionID: sessionID}, now))
 }
 
-// isTunnelType reports the frame types outside the agent's frame rate limit (PROTOCOL.md 6.2).
+// isTunnelType reports the frame types outside the agent's frame rate limit (PROTOCOL.md 6.2):
+// those a tunnel's traffic is made of, which its window or backlog bounds instead. vnc_ready
+// (a database read each) and vnc_error stay under the limit: a tunnel sends one of each.
 func isTunnelType(t string) bool {
 	switch t {
-	case models.MessageTypeVNCReady, models.MessageTypeVNCData, models.MessageTypeVNCError,
-		models.MessageTypeTunnelOpened, models.MessageTypeTunnelCredit, models.MessageTypeTunnelClose:
+	case models.MessageTypeVNCData, models.MessageTypeTunnelOpened, models.MessageTypeTunnelCredit, models.MessageTypeTunnelClose:
 		return true
 	}
 	return false

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/models"
@@ -129,4 +130,22 @@ func TestVNCUserLimitIsPerOrganization(t *testing.T) {
 		t.Fatalf("o2's u1, while o1's u1 is at its limit: %v", err)
 	}
 	other.Close()
+}
+
+// vnc_ready costs a database read, so it counts toward the agent's frame rate limit: a flood
+// of them closes the agent as any flood does, where vnc_data (bounded by its tunnel) would not.
+func TestVNCReadyFloodIsRateLimited(t *testing.T) {
+	r := newVNCRig(t, AgentHubConfig{MessageRate: 5, MessageBurst: 5})
+	r.addSession("a1", "s1")
+	a := r.dialAgent("a1", false, 0)
+	go func() { // drain what the agent is sent, so its reader never stalls the test
+		for range a.msgs {
+		}
+	}()
+	for range 50 {
+		a.send(models.MessageTypeVNCReady, models.VNCReadyMessage{SessionID: "s1"})
+	}
+	testkit.Eventually(t, 10*time.Second, "the flooding agent is closed", func() bool {
+		return testutil.ToFloat64(r.hub.metrics.refused.WithLabelValues("rate_limited")) >= 1
+	})
 }
