@@ -96,11 +96,13 @@ func TestCompare(t *testing.T) {
 }
 
 // A ramp raises the rate on the same connections until a bound is crossed, here the number of
-// steps, and reports the fastest step held.
+// steps, and reports the fastest step held. The rates (5, 10, 20 broadcasts/s) are far below
+// what a loaded CI machine running the race detector publishes, so the steps hold on any
+// machine: what is tested is the ramp, not the machine.
 func TestRunRampAgainstBaseline(t *testing.T) {
 	server := startBaseline(t)
 	rep, err := RunRamp(context.Background(), RampConfig{
-		SessionsConfig: SessionsConfig{Server: server, Org: "bench", Clients: 20, Rate: 20, Duration: 400 * time.Millisecond,
+		SessionsConfig: SessionsConfig{Server: server, Org: "bench", Clients: 20, Rate: 5, Duration: time.Second,
 			Batch: 10, SourceIPs: 2, Drain: 300 * time.Millisecond, Publishers: 3},
 		MaxP99: 5 * time.Second, Factor: 2, MaxSteps: 3,
 	})
