@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -66,11 +67,31 @@ func openSQLite(ctx context.Context, rest string, o options) (*Database, error) 
 	sqlDB.SetMaxOpenConns(n)
 	// Keep every connection: a new one reruns the pragmas and reopens the file.
 	sqlDB.SetMaxIdleConns(n)
-	if err := sqlDB.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, sqlDB); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("db: open sqlite: %w", err)
 	}
 	return &Database{db: sqlDB, dialect: SQLite, now: o.now}, nil
+}
+
+// pingSQLite opens the first connection. Turning a new file to WAL takes a lock SQLite does
+// not always wait for (SQLITE_BUSY without calling the busy handler), so processes opening
+// one file together try again, within the busy timeout.
+func pingSQLite(ctx context.Context, sqlDB *sql.DB) error {
+	deadline := time.Now().Add(sqliteBusyTimeout)
+	for wait := 10 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := sqlDB.PingContext(ctx)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // escapeSQLitePath escapes the characters that end or escape the path part of a file: URI.
