@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +22,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
+	"github.com/streamspace/streamspace-realtime/internal/vnctest"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -331,28 +331,7 @@ func (a *fakeAgent) relayTo(addr string, window int64) {
 
 // echoServer is a TCP server that sends back what it reads: a VNC server stand-in where the
 // bytes' meaning does not matter.
-func echoServer(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-	return l.Addr().String()
-}
+func echoServer(t *testing.T) string { return vnctest.ServeTCP(t, vnctest.Echo) }
 
 func (a *fakeAgent) vncData(sessionID string, p []byte) {
 	a.send(models.MessageTypeVNCData, models.VNCDataMessage{SessionID: sessionID, Data: base64.StdEncoding.EncodeToString(p)})

@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/agentclient"
 	"github.com/streamspace/streamspace-realtime/agentclient/agenttest"
+	"github.com/streamspace/streamspace-realtime/internal/vnctest"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -24,31 +24,12 @@ const banner = "RFB 003.008\n"
 // (agentclient's tests relay a whole handshake to the real one). Its address is returned.
 func fakeVNC(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				if _, err := c.Write([]byte(banner)); err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, c)
-			})
+	return vnctest.ServeTCP(t, func(c net.Conn) {
+		if _, err := c.Write([]byte(banner)); err != nil {
+			return
 		}
+		_, _ = io.Copy(io.Discard, c)
 	})
-	return l.Addr().String()
 }
 
 // runVNC starts a Sim whose sessions are streamed from a fakeVNC, against a control

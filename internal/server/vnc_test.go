@@ -3,12 +3,10 @@ package server
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,26 +89,11 @@ type echoServer struct {
 
 func startEcho(t *testing.T) *echoServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &echoServer{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.open.Add(1)
-			wg.Go(func() {
-				defer e.open.Add(-1)
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			})
-		}
+	e := &echoServer{}
+	e.addr = vnctest.ServeTCP(t, func(c net.Conn) {
+		e.open.Add(1)
+		defer e.open.Add(-1)
+		vnctest.Echo(c)
 	})
 	return e
 }
