@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // Timestamps are stored with microsecond precision in UTC on both dialects (PostgreSQL's
@@ -110,6 +112,25 @@ func jsonListArg(l []string) string {
 
 // jsonDest scans JSON text into dst (a pointer to a map or slice). NULL and the empty string
 // leave dst at its zero value.
+// optionalTextDest scans a NOT NULL text column whose "" means none into a *string field:
+// nil for "" (and NULL), a pointer to the text otherwise.
+type optionalTextDest struct{ dst **string }
+
+func (s optionalTextDest) Scan(v any) error {
+	var text string
+	switch x := v.(type) {
+	case nil:
+	case string:
+		text = x
+	case []byte:
+		text = string(x)
+	default:
+		return fmt.Errorf("db: cannot scan %T into a text column", v)
+	}
+	*s.dst = models.OptionalString(text)
+	return nil
+}
+
 type jsonDest struct{ dst any }
 
 func (s jsonDest) Scan(v any) error {

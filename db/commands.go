@@ -108,7 +108,7 @@ func (d *Database) prepareCommand(c models.AgentCommand) (models.AgentCommand, [
 		return c, nil, err
 	}
 	created := d.timeArg(c.CreatedAt)
-	return c, []any{c.CommandID, c.AgentID, c.SessionID, c.Action, payload, c.Status, created,
+	return c, []any{c.CommandID, c.AgentID, c.GetSessionID(), c.Action, payload, c.Status, created,
 		d.nullTimePtrArg(c.ExpiresAt), created, c.OrgID}, nil
 }
 
@@ -144,11 +144,11 @@ func (d *Database) CreateSessionWithCommand(ctx context.Context, s models.Sessio
 	if err != nil {
 		return fmt.Errorf("db: create session with command: %w", err)
 	}
-	if c.SessionID == "" {
-		c.SessionID = s.ID
+	if c.GetSessionID() == "" {
+		c.SessionID = models.OptionalString(s.ID)
 	}
-	if c.SessionID != s.ID {
-		return fmt.Errorf("db: create session %q with command %q: command is for session %q", s.ID, c.CommandID, c.SessionID)
+	if c.GetSessionID() != s.ID {
+		return fmt.Errorf("db: create session %q with command %q: command is for session %q", s.ID, c.CommandID, c.GetSessionID())
 	}
 	if c.OrgID == "" {
 		c.OrgID = s.OrgID
@@ -438,8 +438,8 @@ func (d *Database) CountCommands(ctx context.Context, agentID string) (map[strin
 
 func scanCommand(r rowScanner) (models.AgentCommand, error) {
 	var c models.AgentCommand
-	err := r.Scan(&c.CommandID, &c.AgentID, &c.SessionID, &c.Action, jsonDest{&c.Payload}, &c.Status,
-		&c.Attempts, &c.Error, jsonDest{&c.Result}, timeDest{&c.CreatedAt}, timePtrDest{&c.SentAt},
+	err := r.Scan(&c.CommandID, &c.AgentID, optionalTextDest{&c.SessionID}, &c.Action, jsonDest{&c.Payload}, &c.Status,
+		&c.Attempts, optionalTextDest{&c.ErrorMessage}, jsonDest{&c.Result}, timeDest{&c.CreatedAt}, timePtrDest{&c.SentAt},
 		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt}, &c.OrgID)
 	return c, err
 }

@@ -19,16 +19,16 @@ func TestCommandCRUD(t *testing.T) {
 		ctx := t.Context()
 		exp := base.Add(time.Hour)
 		c := commandRow("c1", "a1", base)
-		c.SessionID, c.ExpiresAt = "s1", &exp
+		c.SessionID, c.ExpiresAt = models.OptionalString("s1"), &exp
 		// A new command starts fresh whatever lifecycle fields the caller left in it.
-		c.Attempts, c.Error, c.Result, c.SentAt = 5, "boom", map[string]any{"x": 1.0}, &exp
+		c.Attempts, c.ErrorMessage, c.Result, c.SentAt = 5, models.OptionalString("boom"), map[string]any{"x": 1.0}, &exp
 		mustCreateCommand(t, d, c)
 		wantErr(t, d.CreateCommand(ctx, commandRow("c1", "a2", base)), db.ErrConflict, "CreateCommand(duplicate)")
 
 		got := mustGetCommand(t, d, "c1")
 		wantExp := exp.Truncate(time.Microsecond)
 		want := models.AgentCommand{
-			CommandID: "c1", AgentID: "a1", SessionID: "s1", Action: "start_session",
+			CommandID: "c1", AgentID: "a1", SessionID: models.OptionalString("s1"), Action: "start_session",
 			Payload: map[string]any{"template": "firefox"}, Status: models.CommandStatusPending,
 			CreatedAt: base.Truncate(time.Microsecond), ExpiresAt: &wantExp,
 		}
@@ -69,8 +69,8 @@ func TestCreateSessionWithCommand(t *testing.T) {
 		if _, err := d.GetSession(ctx, "s1"); err != nil {
 			t.Error(err)
 		}
-		if c := mustGetCommand(t, d, "c1"); c.SessionID != "s1" {
-			t.Errorf("command SessionID = %q, want the session's id s1", c.SessionID)
+		if c := mustGetCommand(t, d, "c1"); c.GetSessionID() != "s1" {
+			t.Errorf("command SessionID = %q, want the session's id s1", c.GetSessionID())
 		}
 
 		// The session exists: the new command must not be stored either.
@@ -87,7 +87,7 @@ func TestCreateSessionWithCommand(t *testing.T) {
 
 		// Invalid input on either side stores nothing.
 		mismatch := commandRow("c3", "a1", base)
-		mismatch.SessionID = "other"
+		mismatch.SessionID = models.OptionalString("other")
 		noAction := commandRow("c3", "a1", base)
 		noAction.Action = ""
 		for i, c := range []models.AgentCommand{mismatch, noAction} {
@@ -324,14 +324,14 @@ func TestCompleteAndFailCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr, err = d.FailCommand(ctx, "a1", "c2", "no capacity", t2)
-		if err != nil || !tr.Applied || tr.Command.Error != "no capacity" || tr.Command.Result != nil ||
+		if err != nil || !tr.Applied || tr.Command.GetErrorMessage() != "no capacity" || tr.Command.Result != nil ||
 			!timeIs(tr.Command.AcknowledgedAt, t1) || !timeIs(tr.Command.CompletedAt, t2) {
 			t.Errorf("FailCommand(ack) = %+v, %v", tr, err)
 		}
 
 		// The control plane (empty agent) fails a command of any agent.
 		tr, err = d.FailCommand(ctx, "", "c3", "attempts exhausted", t2)
-		if err != nil || !tr.Applied || tr.Status != models.CommandStatusFailed || tr.Command.Error != "attempts exhausted" {
+		if err != nil || !tr.Applied || tr.Status != models.CommandStatusFailed || tr.Command.GetErrorMessage() != "attempts exhausted" {
 			t.Errorf("FailCommand(control plane) = %+v, %v", tr, err)
 		}
 		_, err = d.FailCommand(ctx, "", "missing", "x", t2)

@@ -63,16 +63,26 @@ type Agent struct {
 }
 
 // AgentCommand is one entry of the durable command queue. The database row is the record of
-// truth; the JSON shape is the one GET /api/v1/admin/commands/{commandId} returns.
+// truth. Its fields are those of a command model an API server already has (ID, CommandID,
+// AgentID, a nullable SessionID, Action, Payload, Status, a nullable ErrorMessage and the
+// timestamps), so an embedder converts its own command to this one field for field.
 type AgentCommand struct {
-	CommandID      string                 `json:"commandId"`
-	AgentID        string                 `json:"agentId"`
-	SessionID      string                 `json:"sessionId,omitempty"`
-	Action         string                 `json:"action"`
-	Payload        map[string]interface{} `json:"payload"`
-	Status         string                 `json:"status"`
-	Attempts       int                    `json:"attempts"`
-	Error          string                 `json:"error,omitempty"`
+	// ID is the caller's own identifier of the command, for example the primary key of its
+	// own commands table: stored with the command and returned with it, never sent to the
+	// agent. Empty when the caller has none.
+	ID string `json:"id,omitempty"`
+	// CommandID names the command to the agent (its ack, complete and failed frames carry
+	// it); the hub generates one when it is empty.
+	CommandID string `json:"commandId"`
+	AgentID   string `json:"agentId"`
+	// SessionID is the session the command acts on; nil (or empty) for none.
+	SessionID *string                `json:"sessionId,omitempty"`
+	Action    string                 `json:"action"`
+	Payload   map[string]interface{} `json:"payload"`
+	Status    string                 `json:"status"`
+	Attempts  int                    `json:"attempts"`
+	// ErrorMessage is why the command failed or expired; nil otherwise.
+	ErrorMessage   *string                `json:"errorMessage,omitempty"`
 	Result         map[string]interface{} `json:"result,omitempty"`
 	CreatedAt      time.Time              `json:"createdAt"`
 	SentAt         *time.Time             `json:"sentAt,omitempty"`
@@ -84,4 +94,29 @@ type AgentCommand struct {
 	// OrgID is the organization whose session the command acts on (else its agent's): the one
 	// whose admins may read it. Empty for commands stored without one.
 	OrgID string `json:"orgId,omitempty"`
+}
+
+// GetSessionID returns the session the command acts on, "" for none.
+func (c AgentCommand) GetSessionID() string {
+	if c.SessionID == nil {
+		return ""
+	}
+	return *c.SessionID
+}
+
+// GetErrorMessage returns why the command failed or expired, "" when it did not.
+func (c AgentCommand) GetErrorMessage() string {
+	if c.ErrorMessage == nil {
+		return ""
+	}
+	return *c.ErrorMessage
+}
+
+// OptionalString returns a pointer to s, or nil for "": how the optional text fields of
+// AgentCommand (SessionID, ErrorMessage) are set.
+func OptionalString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

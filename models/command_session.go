@@ -30,20 +30,22 @@ func SettleCommandSession(cmd *AgentCommand, allowTwo bool) error {
 		}
 		inPayload = s
 	}
+	session := cmd.GetSessionID()
 	switch {
-	case cmd.SessionID == "":
-		cmd.SessionID = inPayload
-	case inPayload != "" && inPayload != cmd.SessionID && !allowTwo:
+	case session == "":
+		session = inPayload
+	case inPayload != "" && inPayload != session && !allowTwo:
 		return ErrSessionMismatch
 	}
-	if cmd.SessionID == "" {
+	cmd.SessionID = OptionalString(session)
+	if session == "" {
 		return nil
 	}
-	if !ValidID(cmd.SessionID) {
+	if !ValidID(session) {
 		return ErrInvalidSessionID
 	}
 	if inPayload == "" {
-		cmd.Payload["sessionId"] = cmd.SessionID
+		cmd.Payload["sessionId"] = session
 	}
 	return nil
 }

@@ -27,7 +27,7 @@ func TestSettleCommandSession(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := AgentCommand{SessionID: tc.sessionID, Payload: tc.payload}
+			cmd := AgentCommand{SessionID: OptionalString(tc.sessionID), Payload: tc.payload}
 			err := SettleCommandSession(&cmd, tc.allowTwo)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("err %v, want %v", err, tc.err)
@@ -35,8 +35,8 @@ func TestSettleCommandSession(t *testing.T) {
 			if err != nil {
 				return
 			}
-			if cmd.SessionID != tc.want || cmd.Payload["sessionId"] != tc.wantPayload {
-				t.Fatalf("settled %q with payload %v, want %q and %v", cmd.SessionID, cmd.Payload["sessionId"], tc.want, tc.wantPayload)
+			if cmd.GetSessionID() != tc.want || cmd.Payload["sessionId"] != tc.wantPayload {
+				t.Fatalf("settled %q with payload %v, want %q and %v", cmd.GetSessionID(), cmd.Payload["sessionId"], tc.want, tc.wantPayload)
 			}
 		})
 	}

@@ -144,7 +144,7 @@ func (m *memCommands) CompleteCommand(_ context.Context, agentID, id string, res
 
 func (m *memCommands) FailCommand(_ context.Context, agentID, id, errText string, at time.Time) (db.Transition, error) {
 	return m.move(agentID, id, unfinished, func(c *models.AgentCommand) {
-		c.Status, c.Error, c.CompletedAt = models.CommandStatusFailed, errText, &at
+		c.Status, c.ErrorMessage, c.CompletedAt = models.CommandStatusFailed, models.OptionalString(errText), &at
 	})
 }
 
@@ -277,7 +277,7 @@ func decodeCommandFrame(t *testing.T, frame []byte) models.CommandMessage {
 
 func TestCommandBookSubmitClaimAckComplete(t *testing.T) {
 	h := newBookHarness(t, AgentHubConfig{CommandTTL: time.Hour})
-	cmd := h.submit(models.AgentCommand{Action: models.ActionStartSession, SessionID: "s1"})
+	cmd := h.submit(models.AgentCommand{Action: models.ActionStartSession, SessionID: models.OptionalString("s1")})
 	if !strings.HasPrefix(cmd.CommandID, "cmd-") || cmd.Status != models.CommandStatusPending ||
 		cmd.Payload["sessionId"] != "s1" || cmd.ExpiresAt == nil || !cmd.ExpiresAt.Equal(h.clock.Now().Add(time.Hour)) {
 		t.Fatalf("submitted %+v", cmd)
@@ -362,7 +362,7 @@ func TestCommandBookAgentFails(t *testing.T) {
 	if err := h.book.finish(t.Context(), h.d, cmd.CommandID, models.CommandStatusFailed, nil, "no such pod", h.clock.Now()); err != nil {
 		t.Fatalf("fail: %v", err)
 	}
-	if s := h.stored(cmd.CommandID); s.Status != models.CommandStatusFailed || s.Error != "no such pod" {
+	if s := h.stored(cmd.CommandID); s.Status != models.CommandStatusFailed || s.GetErrorMessage() != "no such pod" {
 		t.Fatalf("after failed: %+v", s)
 	}
 	// Not this agent's, or no command at all: unknown.
@@ -416,8 +416,8 @@ func TestCommandBookAckTimeoutResendsThenFails(t *testing.T) {
 		t.Fatalf("delivered past MaxAttempts: %+v", got)
 	}
 	s := h.stored(cmd.CommandID)
-	if s.Status != models.CommandStatusFailed || s.Error != "not acknowledged after 3 deliveries" {
-		t.Fatalf("after the last timeout: %s %q", s.Status, s.Error)
+	if s.Status != models.CommandStatusFailed || s.GetErrorMessage() != "not acknowledged after 3 deliveries" {
+		t.Fatalf("after the last timeout: %s %q", s.Status, s.GetErrorMessage())
 	}
 	if h.d.flight.command(cmd.CommandID) != nil {
 		t.Fatal("failed command still in flight")
@@ -503,12 +503,12 @@ func TestCommandBookResubmit(t *testing.T) {
 func TestCommandBookSettlesTheSession(t *testing.T) {
 	h := newBookHarness(t, AgentHubConfig{})
 	fromPayload := h.submit(models.AgentCommand{Action: "x", Payload: map[string]any{"sessionId": "s1"}})
-	if fromPayload.SessionID != "s1" {
-		t.Errorf("SessionID %q, want s1 from the payload", fromPayload.SessionID)
+	if fromPayload.GetSessionID() != "s1" {
+		t.Errorf("SessionID %q, want s1 from the payload", fromPayload.GetSessionID())
 	}
-	both := h.submit(models.AgentCommand{Action: "x", SessionID: "s1", Payload: map[string]any{"sessionId": "s2"}})
-	if both.SessionID != "s1" || both.Payload["sessionId"] != "s2" {
-		t.Errorf("two sessions: %q and payload %v", both.SessionID, both.Payload["sessionId"])
+	both := h.submit(models.AgentCommand{Action: "x", SessionID: models.OptionalString("s1"), Payload: map[string]any{"sessionId": "s2"}})
+	if both.GetSessionID() != "s1" || both.Payload["sessionId"] != "s2" {
+		t.Errorf("two sessions: %q and payload %v", both.GetSessionID(), both.Payload["sessionId"])
 	}
 	_, _, err := h.book.submit(t.Context(), models.AgentCommand{AgentID: "a1", Action: "x", Payload: map[string]any{"sessionId": 7}}, nil)
 	if !errors.Is(err, models.ErrSessionIDNotString) {

@@ -50,7 +50,7 @@ func TestAgentOversizeFieldsNotStored(t *testing.T) {
 			s, _ := d.GetSession(ctx, "s1")
 			return s.State == models.SessionStateRunning && s.PodName == pod && h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
-		if got := h.command(cmd.CommandID).Error; len(got) != models.MaxCommandErrorLen || !strings.HasPrefix(got, "é") {
+		if got := h.command(cmd.CommandID).GetErrorMessage(); len(got) != models.MaxCommandErrorLen || !strings.HasPrefix(got, "é") {
 			t.Errorf("stored error text of %d bytes, want the first %d", len(got), models.MaxCommandErrorLen)
 		}
 		evs := h.events.all()

@@ -115,7 +115,7 @@ func TestAgentCommandLifecycle(t *testing.T) {
 		a := h.connect("a1")
 		ok := h.submit("a1", models.ActionStartSession, map[string]any{"sessionId": "s1"})
 		bad := h.submit("a1", models.ActionStopSession, map[string]any{"sessionId": "s2"})
-		if ok.SessionID != "s1" {
+		if ok.GetSessionID() != "s1" {
 			t.Errorf("SessionID not taken from payload: %+v", ok)
 		}
 		for _, id := range []string{ok.CommandID, bad.CommandID} {
@@ -134,7 +134,7 @@ func TestAgentCommandLifecycle(t *testing.T) {
 		if done.Result["podName"] != "p1" || done.AcknowledgedAt == nil || done.CompletedAt == nil || done.Attempts != 1 {
 			t.Errorf("completed command %+v", done)
 		}
-		if f := h.command(bad.CommandID); f.Error != "no such session" || f.CompletedAt == nil {
+		if f := h.command(bad.CommandID); f.GetErrorMessage() != "no such session" || f.CompletedAt == nil {
 			t.Errorf("failed command %+v", f)
 		}
 
@@ -180,7 +180,7 @@ func TestAgentAckTimeoutResendsThenFails(t *testing.T) {
 		testkit.Eventually(t, 5*time.Second, "command failed after 3 deliveries", func() bool {
 			return h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
-		if e := h.command(cmd.CommandID).Error; e != "not acknowledged after 3 deliveries" {
+		if e := h.command(cmd.CommandID).GetErrorMessage(); e != "not acknowledged after 3 deliveries" {
 			t.Errorf("error %q", e)
 		}
 
@@ -473,7 +473,7 @@ func TestAgentHubReferenceUsage(t *testing.T) {
 	if f.Type != "command" || f.Payload.CommandID != "cmd-123" || f.Payload.Payload["sessionId"] != "sess-456" || f.Payload.Attempt != 1 {
 		t.Fatalf("command frame %+v", f)
 	}
-	if stored := h.command("cmd-123"); stored.SessionID != "sess-456" || stored.Status != models.CommandStatusSent {
+	if stored := h.command("cmd-123"); stored.GetSessionID() != "sess-456" || stored.Status != models.CommandStatusSent {
 		t.Fatalf("stored %+v", stored)
 	}
 	// Resubmitting the same command id is harmless.

@@ -60,7 +60,7 @@ func TestAgentFramesWithBytesThatAreNotText(t *testing.T) {
 		testkit.Eventually(t, 5*time.Second, "command failed", func() bool {
 			return h.command(cmd.CommandID).Status == models.CommandStatusFailed
 		})
-		if got := h.command(cmd.CommandID).Error; got != "disk full" || strings.ContainsRune(got, 0) {
+		if got := h.command(cmd.CommandID).GetErrorMessage(); got != "disk full" || strings.ContainsRune(got, 0) {
 			t.Errorf("stored error %q, want %q", got, "disk full")
 		}
 		a.quiet(100 * time.Millisecond)

@@ -45,7 +45,7 @@ func (s *Service) SubmitCommand(ctx context.Context, scope auth.Scope, agentID s
 	if agent.ApprovalStatus != models.ApprovalApproved {
 		return models.AgentCommand{}, refuse(ErrNotApproved, "agent is "+agent.ApprovalStatus+"; its commands would never be delivered")
 	}
-	cmd := models.AgentCommand{AgentID: agent.ID, SessionID: req.SessionID, Action: action, Payload: req.Payload}
+	cmd := models.AgentCommand{AgentID: agent.ID, SessionID: models.OptionalString(req.SessionID), Action: action, Payload: req.Payload}
 	if err := settleSession(&cmd, scope); err != nil {
 		return cmd, err
 	}
@@ -55,12 +55,12 @@ func (s *Service) SubmitCommand(ctx context.Context, scope auth.Scope, agentID s
 			return cmd, err
 		}
 		cmd.OrgID = session.OrgID
-	} else if cmd.OrgID, err = s.commandOrg(ctx, scope, agent, cmd.SessionID); err != nil {
+	} else if cmd.OrgID, err = s.commandOrg(ctx, scope, agent, cmd.GetSessionID()); err != nil {
 		return cmd, err
 	}
 	if !scope.Service {
-		if cmd.SessionID != "" {
-			cmd.Payload["sessionId"] = cmd.SessionID
+		if cmd.GetSessionID() != "" {
+			cmd.Payload["sessionId"] = cmd.GetSessionID()
 		}
 		if session != nil {
 			cmd.Payload["namespace"] = session.Namespace
@@ -148,15 +148,15 @@ func (s *Service) newSession(ctx context.Context, scope auth.Scope, agent models
 	if agent.OrgID != "" && agent.OrgID != org {
 		return nil, refuse(ErrForbiddenOrg, "the agent does not serve this organization")
 	}
-	if cmd.SessionID == "" {
-		cmd.SessionID = "sess-" + uuid.NewString()
+	if cmd.GetSessionID() == "" {
+		cmd.SessionID = models.OptionalString("sess-" + uuid.NewString())
 	}
 	ns := str("namespace")
 	if ns == "" || !scope.Service {
 		ns = s.namespaces.NamespaceForOrg(ctx, org)
 	}
 	sess := &models.Session{
-		ID: cmd.SessionID, OrgID: org, UserID: user, Namespace: ns, Template: str("template"),
+		ID: cmd.GetSessionID(), OrgID: org, UserID: user, Namespace: ns, Template: str("template"),
 		State: models.SessionStatePending, Platform: agent.Platform, AgentID: agent.ID,
 	}
 	if res, ok := cmd.Payload["resources"].(map[string]any); ok {
@@ -196,8 +196,8 @@ func (s *Service) commandVisible(ctx context.Context, cmd models.AgentCommand, o
 	if cmd.OrgID != "" {
 		return cmd.OrgID == org
 	}
-	if cmd.SessionID != "" {
-		sess, err := s.db.GetSession(ctx, cmd.SessionID)
+	if cmd.GetSessionID() != "" {
+		sess, err := s.db.GetSession(ctx, cmd.GetSessionID())
 		if err == nil {
 			return sess.OrgID == org
 		}

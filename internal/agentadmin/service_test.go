@@ -146,14 +146,14 @@ func TestStartSessionCreatesTheSessionRow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("start_session: %v", err)
 		}
-		if !strings.HasPrefix(cmd.SessionID, "sess-") || cmd.Payload["sessionId"] != cmd.SessionID {
+		if !strings.HasPrefix(cmd.GetSessionID(), "sess-") || cmd.Payload["sessionId"] != cmd.GetSessionID() {
 			t.Fatalf("command %+v: want a server-chosen sess- id, also in the payload", cmd)
 		}
-		sess, err := d.GetSession(ctx, cmd.SessionID)
+		sess, err := d.GetSession(ctx, cmd.GetSessionID())
 		if err != nil {
 			t.Fatalf("session row: %v", err)
 		}
-		want := models.Session{ID: cmd.SessionID, OrgID: "org-a", UserID: "alice", Namespace: "ns-org-a", Template: "vscode",
+		want := models.Session{ID: cmd.GetSessionID(), OrgID: "org-a", UserID: "alice", Namespace: "ns-org-a", Template: "vscode",
 			State: models.SessionStatePending, Platform: models.PlatformKubernetes, AgentID: "agent-a", CPU: "2", Memory: "4Gi"}
 		if sess.ID != want.ID || sess.OrgID != want.OrgID || sess.UserID != want.UserID || sess.Namespace != want.Namespace ||
 			sess.Template != want.Template || sess.State != want.State || sess.Platform != want.Platform ||
@@ -169,7 +169,7 @@ func TestStartSessionCreatesTheSessionRow(t *testing.T) {
 		if err != nil {
 			t.Fatalf("service start_session: %v", err)
 		}
-		if sess, err = d.GetSession(ctx, cmd.SessionID); err != nil || sess.Namespace != "custom" {
+		if sess, err = d.GetSession(ctx, cmd.GetSessionID()); err != nil || sess.Namespace != "custom" {
 			t.Fatalf("service session %+v, %v: want namespace custom", sess, err)
 		}
 

@@ -115,8 +115,8 @@ func (s *Server) handleAdminCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	answer := map[string]any{"commandId": cmd.CommandID, "status": cmd.Status}
-	if cmd.SessionID != "" {
-		answer["sessionId"] = cmd.SessionID // the id chosen by the server when the request gave none
+	if cmd.GetSessionID() != "" {
+		answer["sessionId"] = cmd.GetSessionID() // the id chosen by the server when the request gave none
 	}
 	writeJSON(w, http.StatusAccepted, answer)
 }

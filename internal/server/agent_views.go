@@ -107,8 +107,8 @@ func newCommandView(c models.AgentCommand) commandView {
 		payload = map[string]any{}
 	}
 	return commandView{
-		CommandID: c.CommandID, AgentID: c.AgentID, SessionID: c.SessionID, Action: c.Action,
-		Payload: payload, Status: c.Status, Attempts: c.Attempts, Error: c.Error, Result: c.Result,
+		CommandID: c.CommandID, AgentID: c.AgentID, SessionID: c.GetSessionID(), Action: c.Action,
+		Payload: payload, Status: c.Status, Attempts: c.Attempts, Error: c.GetErrorMessage(), Result: c.Result,
 		CreatedAt: c.CreatedAt.UTC(), SentAt: utcPtr(c.SentAt), AcknowledgedAt: utcPtr(c.AcknowledgedAt),
 		CompletedAt: utcPtr(c.CompletedAt), ExpiresAt: utcPtr(c.ExpiresAt),
 	}
