@@ -40,6 +40,8 @@ type Database struct {
 	dialect Dialect
 	now     func() time.Time
 	group   *groupCommit // nil: every write is its own transaction
+	// borrowed: the pool is the caller's (OpenDB, OpenPool), so Close leaves it open.
+	borrowed bool
 }
 
 // Option changes how Open sets up a Database. The zero set of options gives the defaults.
@@ -48,6 +50,17 @@ type Option func(*options)
 type options struct {
 	now          func() time.Time
 	maxOpenConns int
+	tablePrefix  string
+}
+
+// DefaultTablePrefix begins the name of every table and index this project creates, so that
+// they never meet the tables of a server whose database it shares.
+const DefaultTablePrefix = "ssrt_"
+
+// WithTablePrefix sets the prefix of every table and index name (default DefaultTablePrefix):
+// lower-case letters, digits and underscores, beginning with a letter and ending with "_".
+func WithTablePrefix(prefix string) Option {
+	return func(o *options) { o.tablePrefix = prefix }
 }
 
 // WithClock sets the clock used for timestamps the caller leaves zero (default time.Now), so
@@ -81,10 +94,7 @@ func WithMaxOpenConns(n int) Option {
 // SQLite gets WAL journaling, a 5 s busy timeout, foreign keys, synchronous=NORMAL and
 // BEGIN IMMEDIATE transactions unless the URL sets them.
 func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
-	o := options{now: time.Now}
-	for _, opt := range opts {
-		opt(&o)
-	}
+	o := newOptions(opts)
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
 		// Never echo the URL: it may carry a password.
@@ -105,8 +115,24 @@ func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
 	if err != nil {
 		return nil, err
 	}
+	return d.finishOpen(ctx)
+}
+
+func newOptions(opts []Option) options {
+	o := options{now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// finishOpen migrates a Database whose pool answers and starts its grouped writes. On error
+// the pool is closed unless it is the caller's.
+func (d *Database) finishOpen(ctx context.Context) (*Database, error) {
 	if err := d.migrate(ctx); err != nil {
-		_ = d.db.Close()
+		if !d.borrowed {
+			_ = d.db.Close()
+		}
 		return nil, fmt.Errorf("db: migrate %s: %w", d.dialect, err)
 	}
 	if d.dialect == Postgres {
@@ -122,6 +148,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
 func (d *Database) Close() error {
 	if d.group != nil {
 		d.group.close()
+	}
+	if d.borrowed {
+		return nil
 	}
 	return d.db.Close()
 }

@@ -111,6 +111,17 @@ func NewAgentHubWithRedis(database *db.Database, redisClient redis.UniversalClie
 	return h
 }
 
+// NewAgentHubWithStore creates a hub over any AgentStore: this module's *db.Database (built
+// with db.Open, or over a pool the caller has with db.OpenDB or db.OpenPool) or the caller's
+// own implementation. store must not be nil. Zero config fields take defaults; a
+// cfg.Directory shares agents with other replicas.
+func NewAgentHubWithStore(store AgentStore, cfg AgentHubConfig) *AgentHub {
+	if store == nil {
+		panic("websocket: NewAgentHubWithStore needs a store")
+	}
+	return newAgentHub(store, cfg)
+}
+
 func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 	cfg = cfg.withDefaults()
 	if cfg.Directory == nil {

@@ -93,6 +93,22 @@ func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Conf
 	return newManager(store, k8sClient, cfg)
 }
 
+// SessionSource tells which sessions exist in a namespace and their state: the Session
+// resources of a Kubernetes cluster. *k8s.Client implements it (k8s.New over a clientset and
+// dynamic client the caller has, or k8s.NewForConfig over its rest.Config).
+type SessionSource interface {
+	ListSessions(ctx context.Context, namespace string) ([]models.Session, error)
+}
+
+// NewManagerWithSources creates a manager over any SessionStore (this module's *db.Database,
+// or the caller's own implementation, for example over its own sessions table) and an
+// optional SessionSource (nil: the store says which sessions exist). A nil store means no
+// snapshots and no session subscriptions can be authorized. Zero Config fields take defaults.
+func NewManagerWithSources(store SessionStore, source SessionSource, cfg Config) *Manager {
+	kube, _ := source.(*k8s.Client)
+	return newManager(store, kube, cfg)
+}
+
 func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
 	cfg = cfg.withDefaults()
 	m := &Manager{
