@@ -21,8 +21,9 @@ import (
 )
 
 // embedderTables are the tables the embedding API server owns, named as StreamSpace names its
-// own: the names this project's tables would have without their prefix.
-var embedderTables = []string{"organizations", "agents", "agent_commands", "sessions", "connections"}
+// own: the names this project's tables would have without their prefix. schema_migrations is
+// the bookkeeping of golang-migrate, which many Go API servers run, in that tool's shape.
+var embedderTables = []string{"organizations", "agents", "agent_commands", "sessions", "connections", "schema_migrations"}
 
 // embedderDB is the embedding server's own database: its pool, opened by itself, and the
 // engine behind it. Its statements are written with ? and rebound for PostgreSQL.
@@ -172,6 +173,7 @@ func createEmbedderSchema(t *testing.T, e *embedderDB) {
 			connected_at   TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
 			last_heartbeat TIMESTAMP)`,
 		`CREATE INDEX idx_connections_session ON connections(session_id)`,
+		`CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL)`,
 	}
 	ctx := t.Context()
 	for _, stmt := range ddl {
@@ -245,6 +247,7 @@ func seedEmbedderRows(t *testing.T, e *embedderDB, now time.Time) {
 		{`INSERT INTO sessions (id, user_id, org_id, template_name, state, namespace, created_at, updated_at)
 			VALUES (?, 'carol', ?, 'xterm', 'running', 'globex-sessions', ?, ?)`,
 			[]any{embedOtherSess, embedOtherOrg, now, now}},
+		{`INSERT INTO schema_migrations (version, dirty) VALUES (8, ?)`, []any{false}},
 		{`INSERT INTO connections (id, session_id, user_id, client_ip, user_agent, connected_at, last_heartbeat)
 			VALUES ('conn-1', ?, ?, '203.0.113.7', 'Firefox/128', ?, ?)`,
 			[]any{embedAliceSess, embedAlice, now, now}},
