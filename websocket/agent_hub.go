@@ -197,11 +197,12 @@ var (
 // and the one writer the socket has, answers pings, closes it when the connection ends, and
 // handles every frame it knows; the frames it leaves go to Receive, when set. The caller must
 // not run pumps of its own, nor read, write or close Conn: to reach the agent use
-// SendCommandToAgent, SubmitCommand, OpenTunnel, AgentConnection.Enqueue (a frame of its own)
-// or BroadcastToAllAgents; to end the connection, UnregisterAgent or DisconnectAgent. A Conn that is no socket gets
-// ErrUnusableSocket. A connection without Conn gets only its command dispatcher: the caller
-// then reads Send itself and writes to the agent as it likes, and nothing touches a socket.
-// Set every exported field before the call; the hub owns them too from then on.
+// SendCommandToAgent, SubmitCommand, OpenTunnel, AgentConnection.Enqueue (a frame of its
+// own) or BroadcastToAllAgents; to end the connection, UnregisterAgent or DisconnectAgent. A
+// Conn that is no socket gets ErrUnusableSocket. A connection without Conn gets only its
+// command dispatcher: the caller then reads Send itself and writes to the agent as it likes,
+// and nothing touches a socket. Set every exported field before the call; the hub owns them
+// too from then on.
 //
 // Registering the same *AgentConnection twice gets ErrAlreadyRegistered (a failed
 // registration may be tried again); an AgentID that is empty, too long or not valid text is
