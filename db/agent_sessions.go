@@ -13,9 +13,9 @@ import (
 
 var (
 	qSessionForUpdate = dialectQuery(
-		`SELECT `+sessionColumns+` FROM sessions s WHERE s.id = ?`, // the IMMEDIATE transaction holds the write lock
-		`SELECT `+sessionColumns+` FROM sessions s WHERE s.id = ? FOR UPDATE OF s`)
-	qSetSessionStateAndPod = newQuery(`UPDATE sessions SET state = ?, pod_name = ?, updated_at = ? WHERE id = ?`)
+		`SELECT `+sessionColumns+` FROM {sessions} s WHERE s.id = ?`, // the IMMEDIATE transaction holds the write lock
+		`SELECT `+sessionColumns+` FROM {sessions} s WHERE s.id = ? FOR UPDATE OF s`)
+	qSetSessionStateAndPod = newQuery(`UPDATE {sessions} SET state = ?, pod_name = ?, updated_at = ? WHERE id = ?`)
 )
 
 // AgentStatusReport is what an agent last reported of one session placed on it: its state

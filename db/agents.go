@@ -21,31 +21,31 @@ const agentColumns = `id, org_id, platform, region, status, approval_status, api
 const onlineStatuses = `('online', 'draining')`
 
 var (
-	qCreateAgent = newQuery(`INSERT INTO agents (` + agentColumns + `)
+	qCreateAgent = newQuery(`INSERT INTO {agents} (` + agentColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
-	qGetAgent       = newQuery(`SELECT ` + agentColumns + ` FROM agents WHERE id = ?`)
-	qListAllAgents  = newQuery(`SELECT ` + agentColumns + ` FROM agents ORDER BY id`)
-	qListOrgAgents  = newQuery(`SELECT ` + agentColumns + ` FROM agents WHERE org_id = ? OR org_id = '' ORDER BY id`)
-	qUpdateAgentReg = newQuery(`UPDATE agents SET platform = ?, region = ?, capacity = ?, metadata = ?,
+	qGetAgent       = newQuery(`SELECT ` + agentColumns + ` FROM {agents} WHERE id = ?`)
+	qListAllAgents  = newQuery(`SELECT ` + agentColumns + ` FROM {agents} ORDER BY id`)
+	qListOrgAgents  = newQuery(`SELECT ` + agentColumns + ` FROM {agents} WHERE org_id = ? OR org_id = '' ORDER BY id`)
+	qUpdateAgentReg = newQuery(`UPDATE {agents} SET platform = ?, region = ?, capacity = ?, metadata = ?,
 		updated_at = ? WHERE id = ?`)
-	qSetAgentApproval    = newQuery(`UPDATE agents SET approval_status = ?, updated_at = ? WHERE id = ?`)
-	qSetAgentApprovalKey = newQuery(`UPDATE agents SET approval_status = ?, api_key_hash = ?, updated_at = ?
+	qSetAgentApproval    = newQuery(`UPDATE {agents} SET approval_status = ?, updated_at = ? WHERE id = ?`)
+	qSetAgentApprovalKey = newQuery(`UPDATE {agents} SET approval_status = ?, api_key_hash = ?, updated_at = ?
 		WHERE id = ?`)
-	qMarkAgentOnline = newQuery(`UPDATE agents SET status = 'online', replica = ?, connection_id = ?,
+	qMarkAgentOnline = newQuery(`UPDATE {agents} SET status = 'online', replica = ?, connection_id = ?,
 		last_heartbeat = ?, updated_at = ? WHERE id = ?`)
 	// Guarded by the connection: the late cleanup of a replaced connection matches no row.
-	qMarkAgentOffline = newQuery(`UPDATE agents SET status = 'offline', replica = '', connection_id = '',
+	qMarkAgentOffline = newQuery(`UPDATE {agents} SET status = 'offline', replica = '', connection_id = '',
 		updated_at = ? WHERE id = ? AND connection_id = ?`)
 	// Guarded by the connection, and by last_heartbeat so a beat older than the stored one (a
 	// reordered flush) changes nothing: neither the heartbeat nor the status it carried. A NULL
 	// capacity keeps the stored one.
-	qAgentHeartbeat = newQuery(`UPDATE agents SET last_heartbeat = ?, status = ?,
+	qAgentHeartbeat = newQuery(`UPDATE {agents} SET last_heartbeat = ?, status = ?,
 		capacity = COALESCE(?, capacity)
 		WHERE id = ? AND connection_id = ? AND (last_heartbeat IS NULL OR last_heartbeat <= ?)`)
 	qCountAllAgents = newQuery(`SELECT COALESCE(SUM(CASE WHEN status IN ` + onlineStatuses + ` THEN 1 ELSE 0 END), 0),
-		COUNT(*) FROM agents`)
+		COUNT(*) FROM {agents}`)
 	qCountOrgAgents = newQuery(`SELECT COALESCE(SUM(CASE WHEN status IN ` + onlineStatuses + ` THEN 1 ELSE 0 END), 0),
-		COUNT(*) FROM agents WHERE org_id = ? OR org_id = ''`)
+		COUNT(*) FROM {agents} WHERE org_id = ? OR org_id = ''`)
 )
 
 // CreateAgent inserts a new agent: ErrConflict when the id exists. Empty Status is offline,

@@ -20,7 +20,7 @@ import (
 
 // commandColumns is the select list of every command read.
 const commandColumns = `id, agent_id, session_id, action, payload, status, attempts, error, result,
-	created_at, sent_at, acknowledged_at, completed_at, expires_at, org_id`
+	created_at, sent_at, acknowledged_at, completed_at, expires_at, org_id, record_id`
 
 // transitionColumns is commandColumns without the payload, read as NULL: a transition's
 // caller needs the command's state, not its payload, which can be large and on SQLite costs a
@@ -31,52 +31,53 @@ var transitionColumns = strings.Replace(commandColumns, "payload", "NULL", 1)
 const defaultCommandLimit = 1000
 
 var (
-	qCreateCommand = newQuery(`INSERT INTO agent_commands (id, agent_id, session_id, action, payload,
-		status, attempts, created_at, expires_at, updated_at, org_id) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
+	qCreateCommand = newQuery(`INSERT INTO {agent_commands} (id, agent_id, session_id, action, payload,
+		status, attempts, created_at, expires_at, updated_at, org_id, record_id)
+		VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO NOTHING`)
-	qGetCommand = newQuery(`SELECT ` + commandColumns + ` FROM agent_commands WHERE id = ?`)
+	qGetCommand = newQuery(`SELECT ` + commandColumns + ` FROM {agent_commands} WHERE id = ?`)
 	// The state of a command a transition did not move.
-	qCommandState      = newQuery(`SELECT ` + transitionColumns + ` FROM agent_commands WHERE id = ?`)
-	qAgentCommandState = newQuery(`SELECT ` + transitionColumns + ` FROM agent_commands WHERE id = ? AND agent_id = ?`)
+	qCommandState      = newQuery(`SELECT ` + transitionColumns + ` FROM {agent_commands} WHERE id = ?`)
+	qAgentCommandState = newQuery(`SELECT ` + transitionColumns + ` FROM {agent_commands} WHERE id = ? AND agent_id = ?`)
 	// One statement marks a batch of the agent's waiting commands sent and returns them: the
 	// agent_commands_agent_status index finds them in created_at order, and the outer status
 	// guard keeps a command that moved on meanwhile from being claimed.
-	qClaimCommands = newQuery(`UPDATE agent_commands SET status = 'sent', attempts = attempts + 1,
+	qClaimCommands = newQuery(`UPDATE {agent_commands} SET status = 'sent', attempts = attempts + 1,
 		sent_at = ?, updated_at = ?
-		WHERE id IN (SELECT id FROM agent_commands
+		WHERE id IN (SELECT id FROM {agent_commands}
 			WHERE agent_id = ? AND status IN (?, ?) AND (expires_at IS NULL OR expires_at > ?)
 			ORDER BY created_at, id LIMIT ?)
 		AND status IN ('pending', 'sent') RETURNING ` + commandColumns)
 	// A resend of a sent command counts as another attempt; an acked or final command is never
 	// sent again.
-	qMarkCommandSent = newQuery(`UPDATE agent_commands SET status = 'sent', attempts = attempts + 1,
+	qMarkCommandSent = newQuery(`UPDATE {agent_commands} SET status = 'sent', attempts = attempts + 1,
 		sent_at = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'sent') RETURNING attempts`)
-	qCommandAttempts = newQuery(`SELECT attempts FROM agent_commands WHERE id = ?`)
-	qAckCommand      = newQuery(`UPDATE agent_commands SET status = 'ack', acknowledged_at = ?, updated_at = ?
+	qCommandAttempts = newQuery(`SELECT attempts FROM {agent_commands} WHERE id = ?`)
+	qAckCommand      = newQuery(`UPDATE {agent_commands} SET status = 'ack', acknowledged_at = ?, updated_at = ?
 		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent') RETURNING ` + transitionColumns)
 	// An agent may complete a command whose ack was lost: acknowledged_at is then the
 	// completion time, so a finished command always has one.
-	qCompleteCommand = newQuery(`UPDATE agent_commands SET status = 'completed', result = ?,
+	qCompleteCommand = newQuery(`UPDATE {agent_commands} SET status = 'completed', result = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
 		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
-	qFailCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
+	qFailCommand = newQuery(`UPDATE {agent_commands} SET status = 'failed', error = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
 		WHERE id = ? AND agent_id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
 	// The control plane fails a command whatever agent it was for (attempts exhausted).
-	qFailAnyCommand = newQuery(`UPDATE agent_commands SET status = 'failed', error = ?,
+	qFailAnyCommand = newQuery(`UPDATE {agent_commands} SET status = 'failed', error = ?,
 		acknowledged_at = COALESCE(acknowledged_at, ?), completed_at = ?, updated_at = ?
 		WHERE id = ? AND status IN ('pending', 'sent', 'ack') RETURNING ` + transitionColumns)
 	// expires_at IS NOT NULL lets the partial agent_commands_expires index serve the scan.
 	// Without statistics SQLite would rather take the status index and read every unfinished
 	// row (past its payload's overflow pages) on every check: it is told which index to use.
-	qExpireCommands = dialectQuery(`UPDATE agent_commands INDEXED BY agent_commands_expires
+	qExpireCommands = dialectQuery(`UPDATE {agent_commands} INDEXED BY {agent_commands_expires}
 		SET status = 'expired', completed_at = ?, updated_at = ?
 		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`,
-		`UPDATE agent_commands SET status = 'expired', completed_at = ?, updated_at = ?
+		`UPDATE {agent_commands} SET status = 'expired', completed_at = ?, updated_at = ?
 		WHERE status IN ('pending', 'sent', 'ack') AND expires_at IS NOT NULL AND expires_at <= ?`)
-	qCountAllCommands   = newQuery(`SELECT status, COUNT(*) FROM agent_commands GROUP BY status`)
-	qCountAgentCommands = newQuery(`SELECT status, COUNT(*) FROM agent_commands WHERE agent_id = ? GROUP BY status`)
-	qPendingAgents      = newQuery(`SELECT DISTINCT agent_id FROM agent_commands WHERE status = 'pending'`)
+	qCountAllCommands   = newQuery(`SELECT status, COUNT(*) FROM {agent_commands} GROUP BY status`)
+	qCountAgentCommands = newQuery(`SELECT status, COUNT(*) FROM {agent_commands} WHERE agent_id = ? GROUP BY status`)
+	qPendingAgents      = newQuery(`SELECT DISTINCT agent_id FROM {agent_commands} WHERE status = 'pending'`)
 )
 
 // Transition is the outcome of a status change. Applied reports whether this call moved the
@@ -94,6 +95,9 @@ func (d *Database) prepareCommand(c models.AgentCommand) (models.AgentCommand, [
 	if c.CommandID == "" || c.AgentID == "" || c.Action == "" {
 		return c, nil, errors.New("command id, agent id and action are required")
 	}
+	if c.ID != "" && !models.ValidID(c.ID) {
+		return c, nil, fmt.Errorf("the caller's id of the command must be empty or 1-%d bytes of UTF-8 text without control characters", models.MaxIDLen)
+	}
 	if c.Status == "" {
 		c.Status = models.CommandStatusPending
 	}
@@ -109,12 +113,13 @@ func (d *Database) prepareCommand(c models.AgentCommand) (models.AgentCommand, [
 	}
 	created := d.timeArg(c.CreatedAt)
 	return c, []any{c.CommandID, c.AgentID, c.GetSessionID(), c.Action, payload, c.Status, created,
-		d.nullTimePtrArg(c.ExpiresAt), created, c.OrgID}, nil
+		d.nullTimePtrArg(c.ExpiresAt), created, c.OrgID, c.ID}, nil
 }
 
 // CreateCommand queues a new command, pending with no attempts: ErrConflict when the id
-// exists. Zero CreatedAt is now and a nil Payload stores "{}". Attempts, Error, Result and the
-// sent, acknowledged and completed times are ignored: a new command has none.
+// exists. Zero CreatedAt is now and a nil Payload stores "{}". ID, the caller's own identifier,
+// is stored and read back with the command (empty or a models.ValidID). Attempts, Error, Result
+// and the sent, acknowledged and completed times are ignored: a new command has none.
 func (d *Database) CreateCommand(ctx context.Context, c models.AgentCommand) error {
 	c, args, err := d.prepareCommand(c)
 	if err != nil {
@@ -138,7 +143,8 @@ func (d *Database) CreateCommand(ctx context.Context, c models.AgentCommand) err
 // CreateSessionWithCommand creates a session and the command that starts it in one
 // transaction, so a session is never left without its command nor a command without its
 // session. The session gets CreateSession's validation and defaults; an empty c.SessionID is
-// s.ID and any other is refused; an empty c.OrgID is s.OrgID. ErrConflict when either id exists, and then neither is stored.
+// s.ID and any other is refused; an empty c.OrgID is s.OrgID; c.ID is stored as by
+// CreateCommand. ErrConflict when either id exists, and then neither is stored.
 func (d *Database) CreateSessionWithCommand(ctx context.Context, s models.Session, c models.AgentCommand) error {
 	s, err := d.prepareSession(s)
 	if err != nil {
@@ -440,7 +446,7 @@ func scanCommand(r rowScanner) (models.AgentCommand, error) {
 	var c models.AgentCommand
 	err := r.Scan(&c.CommandID, &c.AgentID, optionalTextDest{&c.SessionID}, &c.Action, jsonDest{&c.Payload}, &c.Status,
 		&c.Attempts, optionalTextDest{&c.ErrorMessage}, jsonDest{&c.Result}, timeDest{&c.CreatedAt}, timePtrDest{&c.SentAt},
-		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt}, &c.OrgID)
+		timePtrDest{&c.AcknowledgedAt}, timePtrDest{&c.CompletedAt}, timePtrDest{&c.ExpiresAt}, &c.OrgID, &c.ID)
 	return c, err
 }
 

@@ -10,13 +10,13 @@ import (
 
 var (
 	qAddConnection = newQuery(`
-		INSERT INTO connections (id, session_id, user_id, org_id, client_ip, user_agent, replica,
+		INSERT INTO {connections} (id, session_id, user_id, org_id, client_ip, user_agent, replica,
 			connected_at, last_heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-	qRemoveConnection  = newQuery(`DELETE FROM connections WHERE id = ?`)
-	qCountConnections  = newQuery(`SELECT COUNT(*) FROM connections WHERE session_id = ?`)
-	qTouchConnections  = newQuery(`UPDATE connections SET last_heartbeat = ? WHERE replica = ?`)
-	qSweepConnections  = newQuery(`DELETE FROM connections WHERE last_heartbeat < ?`)
-	qForgetConnections = newQuery(`DELETE FROM connections WHERE replica = ?`)
+	qRemoveConnection  = newQuery(`DELETE FROM {connections} WHERE id = ?`)
+	qCountConnections  = newQuery(`SELECT COUNT(*) FROM {connections} WHERE session_id = ?`)
+	qTouchConnections  = newQuery(`UPDATE {connections} SET last_heartbeat = ? WHERE replica = ?`)
+	qSweepConnections  = newQuery(`DELETE FROM {connections} WHERE last_heartbeat < ?`)
+	qForgetConnections = newQuery(`DELETE FROM {connections} WHERE replica = ?`)
 )
 
 // AddConnection records a browser viewing a session. The foreign key is (session_id, org_id),

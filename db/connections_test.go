@@ -37,7 +37,7 @@ func TestConnections(t *testing.T) {
 		}
 
 		var hb, at string
-		if err := d.SQL().QueryRowContext(ctx, "SELECT CAST(last_heartbeat AS TEXT), CAST(connected_at AS TEXT) FROM connections WHERE id = 'c1'").Scan(&hb, &at); err != nil {
+		if err := d.SQL().QueryRowContext(ctx, d.Expand("SELECT CAST(last_heartbeat AS TEXT), CAST(connected_at AS TEXT) FROM {connections} WHERE id = 'c1'")).Scan(&hb, &at); err != nil {
 			t.Fatal(err)
 		}
 		if hb != at {

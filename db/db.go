@@ -1,13 +1,23 @@
 // Package db is the storage of StreamSpace Realtime: organizations, sessions, shares, browser
 // connections, agents and the agent command queue, in SQLite (the embedded default) or
 // PostgreSQL (for several replicas) behind database/sql. Every SQL statement of the project
-// lives here, written once with ? placeholders and rebound for PostgreSQL at package init.
+// lives here, written once with ? placeholders and its table names in braces ({agents}).
+//
+// Every table and index is named with a table prefix (DefaultTablePrefix, "ssrt_", or
+// WithTablePrefix), so the tables share a database, or a PostgreSQL schema, with an embedding
+// server's own: Open makes its own pool, OpenDB and OpenPool work over the caller's. Each
+// Database compiles the statements for its prefix and dialect when it opens. Opening applies
+// the embedded migrations; a table or index of this project's name that is not recorded as its
+// own stops it with ErrForeignObject, and is never adopted or altered. The tables of an earlier
+// version, which had no prefix, are moved to the prefixed names on first open.
 package db
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 )
@@ -33,14 +43,19 @@ func (d Dialect) String() string {
 }
 
 // Database is the project's storage. It is safe for concurrent use by many goroutines; it
-// starts no goroutines of its own beyond database/sql's pool. Close releases the pool and is
-// safe to call more than once.
+// starts no goroutines of its own beyond database/sql's pool and its grouped writes' committers.
+// Close releases what the Database started and is safe to call more than once.
 type Database struct {
 	db      *sql.DB
 	dialect Dialect
 	now     func() time.Time
-	group   *groupCommit // nil: every write is its own transaction
-	// borrowed: the pool is the caller's (OpenDB, OpenPool), so Close leaves it open.
+	log     *slog.Logger
+	// prefix begins every table and index name; stmts are the package's statements with it
+	// applied, in the dialect, indexed by query id.
+	prefix string
+	stmts  []string
+	group  *groupCommit // nil: every write is its own transaction
+	// borrowed: the pool is the caller's (OpenDB), so Close leaves it open.
 	borrowed bool
 }
 
@@ -51,16 +66,46 @@ type options struct {
 	now          func() time.Time
 	maxOpenConns int
 	tablePrefix  string
+	logger       *slog.Logger
 }
 
 // DefaultTablePrefix begins the name of every table and index this project creates, so that
 // they never meet the tables of a server whose database it shares.
 const DefaultTablePrefix = "ssrt_"
 
+// MaxTablePrefixLen bounds a table prefix, so that every prefixed name stays within
+// PostgreSQL's 63-byte identifiers.
+const MaxTablePrefixLen = 32
+
 // WithTablePrefix sets the prefix of every table and index name (default DefaultTablePrefix):
-// lower-case letters, digits and underscores, beginning with a letter and ending with "_".
+// lower-case ASCII letters, digits and underscores, beginning with a letter, ending with "_",
+// at most MaxTablePrefixLen bytes. Several Databases with different prefixes share one
+// database (or PostgreSQL schema) without seeing each other's rows.
 func WithTablePrefix(prefix string) Option {
 	return func(o *options) { o.tablePrefix = prefix }
+}
+
+// WithLogger sets where the rare events of opening go, such as the one-time move of an older
+// version's unprefixed tables to their prefixed names (default slog.Default()).
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
+// ValidateTablePrefix reports why prefix cannot begin this project's table names, or nil.
+func ValidateTablePrefix(prefix string) error {
+	switch {
+	case prefix == "":
+		return errors.New("db: table prefix is required (the default is " + DefaultTablePrefix + ")")
+	case len(prefix) > MaxTablePrefixLen:
+		return fmt.Errorf("db: table prefix %.40q is longer than %d bytes", prefix, MaxTablePrefixLen)
+	case !isObjectName(prefix) || !strings.HasSuffix(prefix, "_"):
+		return fmt.Errorf("db: table prefix %q must be lower-case ASCII letters, digits and underscores, begin with a letter and end with \"_\"", prefix)
+	}
+	return nil
 }
 
 // WithClock sets the clock used for timestamps the caller leaves zero (default time.Now), so
@@ -94,16 +139,16 @@ func WithMaxOpenConns(n int) Option {
 // SQLite gets WAL journaling, a 5 s busy timeout, foreign keys, synchronous=NORMAL and
 // BEGIN IMMEDIATE transactions unless the URL sets them.
 func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
-	o := newOptions(opts)
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	scheme, rest, ok := strings.Cut(url, "://")
 	if !ok {
 		// Never echo the URL: it may carry a password.
 		return nil, fmt.Errorf("db: open: database URL has no scheme (want sqlite://<path> or postgres://...)")
 	}
-	var (
-		d   *Database
-		err error
-	)
+	var d *Database
 	switch strings.ToLower(scheme) {
 	case "sqlite":
 		d, err = openSQLite(ctx, rest, o)
@@ -118,12 +163,26 @@ func Open(ctx context.Context, url string, opts ...Option) (*Database, error) {
 	return d.finishOpen(ctx)
 }
 
-func newOptions(opts []Option) options {
-	o := options{now: time.Now}
+// newOptions applies opts over the defaults and validates the result.
+func newOptions(opts []Option) (options, error) {
+	o := options{now: time.Now, tablePrefix: DefaultTablePrefix}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	return o
+	if o.logger == nil {
+		o.logger = slog.Default()
+	}
+	return o, ValidateTablePrefix(o.tablePrefix)
+}
+
+// newDatabase builds the Database over a pool that answers, with the package's statements
+// compiled for its dialect and prefix; finishOpen then migrates it.
+func newDatabase(sqlDB *sql.DB, dialect Dialect, o options) (*Database, error) {
+	stmts, err := compileQueries(dialect, o.tablePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("db: open %s: %w", dialect, err)
+	}
+	return &Database{db: sqlDB, dialect: dialect, now: o.now, log: o.logger, prefix: o.tablePrefix, stmts: stmts}, nil
 }
 
 // finishOpen migrates a Database whose pool answers and starts its grouped writes. On error
@@ -143,8 +202,9 @@ func (d *Database) finishOpen(ctx context.Context) (*Database, error) {
 	return d, nil
 }
 
-// Close closes the connection pool. Queries running at the time finish first; grouped writes
-// waiting for a transaction are made first.
+// Close closes the connection pool Open made; a pool given to OpenDB stays open, and one
+// given to OpenPool gets its connections back. Queries running at the time finish first;
+// grouped writes waiting for a transaction are made first.
 func (d *Database) Close() error {
 	if d.group != nil {
 		d.group.close()
@@ -165,6 +225,9 @@ func (d *Database) Ping(ctx context.Context) error {
 
 // Dialect reports which engine the Database talks to.
 func (d *Database) Dialect() Dialect { return d.dialect }
+
+// TablePrefix reports the prefix of the Database's table and index names.
+func (d *Database) TablePrefix() string { return d.prefix }
 
 // SQL exposes the pool for health checks and pool statistics. Statements belong in this
 // package: SQL written elsewhere would miss the dialect's timestamp encoding.

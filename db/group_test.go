@@ -89,7 +89,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 							return err
 						}
 						runs[i].Add(1)
-						_, err := exec(fmt.Sprintf("UPDATE agent_commands SET attempts = attempts + 1 WHERE id = 'f%02d'", i))
+						_, err := exec(fmt.Sprintf("UPDATE {agent_commands} SET attempts = attempts + 1 WHERE id = 'f%02d'", i))
 						return err
 					})
 				})

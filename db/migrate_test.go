@@ -10,8 +10,11 @@ import (
 	"github.com/streamspace/streamspace-realtime/db/dbtest"
 )
 
-// wantTables are the tables other packages and operators rely on by name.
+// wantTables are the tables other packages and operators rely on by name, after the prefix.
 var wantTables = []string{"organizations", "sessions", "session_shares", "connections", "agents", "agent_commands", "schema_migrations"}
+
+// migrationFiles is how many migrations each dialect has.
+const migrationFiles = 6
 
 func tableExists(t *testing.T, d *db.Database, name string) bool {
 	t.Helper()
@@ -29,7 +32,7 @@ func tableExists(t *testing.T, d *db.Database, name string) bool {
 func migrationCount(t *testing.T, d *db.Database) int {
 	t.Helper()
 	var n int
-	if err := d.SQL().QueryRowContext(t.Context(), "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil {
+	if err := d.SQL().QueryRowContext(t.Context(), d.Expand("SELECT COUNT(*) FROM {schema_migrations}")).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -46,13 +49,16 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, tbl := range wantTables {
-				if !tableExists(t, d1, tbl) {
-					t.Errorf("table %s missing after migration", tbl)
+				if !tableExists(t, d1, db.DefaultTablePrefix+tbl) {
+					t.Errorf("table %s%s missing after migration", db.DefaultTablePrefix, tbl)
+				}
+				if tableExists(t, d1, tbl) {
+					t.Errorf("table %s exists without the prefix", tbl)
 				}
 			}
 			applied := migrationCount(t, d1)
-			if applied == 0 {
-				t.Fatal("no migration recorded")
+			if applied != migrationFiles {
+				t.Fatalf("%d migrations recorded, want %d", applied, migrationFiles)
 			}
 			if err := d1.UpsertOrganization(t.Context(), orgRow("o1")); err != nil {
 				t.Fatal(err)
@@ -112,10 +118,10 @@ func TestConcurrentMigration(t *testing.T) {
 				return
 			}
 			var total, distinct int
-			if err := dbs[0].SQL().QueryRowContext(ctx, "SELECT COUNT(*), COUNT(DISTINCT version) FROM schema_migrations").Scan(&total, &distinct); err != nil {
+			if err := dbs[0].SQL().QueryRowContext(ctx, dbs[0].Expand("SELECT COUNT(*), COUNT(DISTINCT version) FROM {schema_migrations}")).Scan(&total, &distinct); err != nil {
 				t.Fatal(err)
 			}
-			if total == 0 || total != distinct {
+			if total != migrationFiles || total != distinct {
 				t.Errorf("schema_migrations has %d rows for %d versions", total, distinct)
 			}
 		})

@@ -71,7 +71,26 @@ func openSQLite(ctx context.Context, rest string, o options) (*Database, error) 
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("db: open sqlite: %w", err)
 	}
-	return &Database{db: sqlDB, dialect: SQLite, now: o.now}, nil
+	d, err := newDatabase(sqlDB, SQLite, o)
+	if err != nil {
+		_ = sqlDB.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// SQLiteDSN is the data source name to open the SQLite file at path with, as
+// sql.Open("sqlite", SQLiteDSN(path)) (modernc.org/sqlite), for a caller that keeps its own
+// *sql.DB and hands it to OpenDB: every connection then gets what this package relies on, as
+// Open gives it — a 5 s busy timeout, foreign keys, WAL, synchronous=NORMAL and transactions
+// that begin IMMEDIATE (so a read-then-write transaction waits for the write lock instead of
+// failing with SQLITE_BUSY).
+func SQLiteDSN(path string) string {
+	q := url.Values{}
+	for _, def := range sqliteDefaults {
+		q.Set(def.key, def.value)
+	}
+	return "file:" + escapeSQLitePath(path) + "?" + q.Encode()
 }
 
 // pingSQLite opens the first connection. Turning a new file to WAL takes a lock SQLite does
@@ -118,5 +137,10 @@ func openPostgres(ctx context.Context, rawURL string, o options) (*Database, err
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("db: open postgres: %w", err)
 	}
-	return &Database{db: sqlDB, dialect: Postgres, now: o.now}, nil
+	d, err := newDatabase(sqlDB, Postgres, o)
+	if err != nil {
+		_ = sqlDB.Close()
+		return nil, err
+	}
+	return d, nil
 }

@@ -11,10 +11,10 @@ import (
 
 var (
 	qUpsertOrganization = newQuery(`
-		INSERT INTO organizations (id, name, k8s_namespace, created_at) VALUES (?, ?, ?, ?)
+		INSERT INTO {organizations} (id, name, k8s_namespace, created_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET name = excluded.name, k8s_namespace = excluded.k8s_namespace`)
 	qGetOrganization = newQuery(`
-		SELECT id, name, k8s_namespace, created_at FROM organizations WHERE id = ?`)
+		SELECT id, name, k8s_namespace, created_at FROM {organizations} WHERE id = ?`)
 )
 
 // UpsertOrganization creates the org or updates its name and namespace. CreatedAt is kept

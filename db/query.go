@@ -3,23 +3,111 @@ package db
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
-// query is one SQL statement in both dialects. Statements are package-level variables built
-// by newQuery at init, so rebinding costs nothing on the hot path.
-type query struct {
-	sqlite, postgres string
+// query names one SQL statement of the package. A statement is written once with ?
+// placeholders and its table and index names in braces ({agents}, {sessions_org_user}); it is
+// registered at package init and compiled for each Database when it opens (names prefixed,
+// placeholders rebound for PostgreSQL), so running it costs one slice index.
+type query struct{ id int }
+
+// queryText is a registered statement in both dialects, names still in braces.
+type queryText struct{ sqlite, postgres string }
+
+var (
+	// queries holds every statement of the package, in registration order; read-only once
+	// package initialization is over.
+	queries []queryText
+	// queriesCompiled is set by the first compileQueries: a statement registered later would
+	// be missing from the Databases already open.
+	queriesCompiled atomic.Bool
+)
+
+// newQuery registers a statement written once for both dialects. Call it only to initialize a
+// package-level variable.
+func newQuery(s string) query { return registerQuery(s, s) }
+
+// dialectQuery registers a statement whose text differs between the dialects (locking
+// clauses, JSON functions). Call it only to initialize a package-level variable.
+func dialectQuery(sqlite, postgres string) query { return registerQuery(sqlite, postgres) }
+
+func registerQuery(sqlite, postgres string) query {
+	if queriesCompiled.Load() {
+		panic("db: a statement was registered after a Database opened; statements must be package-level variables")
+	}
+	// A malformed name is a bug in this package: fail at init, not at the first Open.
+	for _, s := range []string{sqlite, postgres} {
+		if _, err := expandNames(s, DefaultTablePrefix); err != nil {
+			panic(fmt.Sprintf("db: statement %q: %v", s, err))
+		}
+	}
+	queries = append(queries, queryText{sqlite: sqlite, postgres: postgres})
+	return query{id: len(queries) - 1}
 }
 
-// newQuery builds a statement written once with ? placeholders.
-func newQuery(s string) query { return query{sqlite: s, postgres: rebind(s)} }
+// compileQueries returns every registered statement as the dialect runs it with the prefix,
+// indexed by query id.
+func compileQueries(dialect Dialect, prefix string) ([]string, error) {
+	queriesCompiled.Store(true)
+	out := make([]string, len(queries))
+	for i, q := range queries {
+		s := q.sqlite
+		if dialect == Postgres {
+			s = q.postgres
+		}
+		s, err := expandNames(s, prefix)
+		if err != nil {
+			return nil, err
+		}
+		if dialect == Postgres {
+			s = rebind(s)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
 
-// dialectQuery builds a statement whose text differs between the dialects (locking clauses,
-// JSON functions). Both are written with ? placeholders.
-func dialectQuery(sqlite, postgres string) query {
-	return query{sqlite: sqlite, postgres: rebind(postgres)}
+// walkSQL splits s into the stretches that are SQL code and those that are not (quoted
+// strings, quoted identifiers and comments), calling code or verbatim for each in order. An
+// unterminated quote or comment runs to the end of s.
+func walkSQL(s string, code, verbatim func(string)) {
+	start := 0 // beginning of the current code stretch
+	for i := 0; i < len(s); {
+		var end int
+		switch {
+		case s[i] == '\'' || s[i] == '"':
+			// A doubled quote inside a string reads as two adjacent strings: same stretches.
+			end = len(s)
+			if j := strings.IndexByte(s[i+1:], s[i]); j >= 0 {
+				end = i + 1 + j + 1
+			}
+		case strings.HasPrefix(s[i:], "--"):
+			end = len(s)
+			if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
+				end = i + j + 1
+			}
+		case strings.HasPrefix(s[i:], "/*"):
+			end = len(s)
+			if j := strings.Index(s[i+2:], "*/"); j >= 0 {
+				end = i + 2 + j + 2
+			}
+		default:
+			i++
+			continue
+		}
+		if i > start {
+			code(s[start:i])
+		}
+		verbatim(s[i:end])
+		i, start = end, end
+	}
+	if start < len(s) {
+		code(s[start:])
+	}
 }
 
 // rebind turns ? placeholders into PostgreSQL's $1, $2, ... It leaves alone question marks
@@ -28,42 +116,78 @@ func rebind(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 8)
 	n := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '\'' || c == '"':
-			end := strings.IndexByte(s[i+1:], c)
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
+	walkSQL(s, func(code string) {
+		for {
+			i := strings.IndexByte(code, '?')
+			if i < 0 {
+				b.WriteString(code)
+				return
 			}
-			b.WriteString(s[i : i+end+2])
-			i += end + 1
-		case c == '-' && i+1 < len(s) && s[i+1] == '-':
-			end := strings.IndexByte(s[i:], '\n')
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			b.WriteString(s[i : i+end+1])
-			i += end
-		case c == '/' && i+1 < len(s) && s[i+1] == '*':
-			end := strings.Index(s[i+2:], "*/")
-			if end < 0 {
-				b.WriteString(s[i:])
-				return b.String()
-			}
-			b.WriteString(s[i : i+end+4])
-			i += end + 3
-		case c == '?':
 			n++
+			b.WriteString(code[:i])
 			b.WriteByte('$')
 			b.WriteString(strconv.Itoa(n))
-		default:
-			b.WriteByte(c)
+			code = code[i+1:]
+		}
+	}, func(other string) { b.WriteString(other) })
+	return b.String()
+}
+
+// expandNames replaces every {name} in s's code (not in its strings or comments, where braces
+// are JSON: DEFAULT '{}') with prefix+name. A name is lower-case letters, digits and
+// underscores beginning with a letter; a brace that does not enclose one is an error.
+func expandNames(s, prefix string) (string, error) {
+	var (
+		b   strings.Builder
+		err error
+	)
+	b.Grow(len(s) + 8*len(prefix))
+	walkSQL(s, func(code string) {
+		for err == nil {
+			open := strings.IndexByte(code, '{')
+			if c := strings.IndexByte(code, '}'); c >= 0 && (open < 0 || c < open) {
+				err = fmt.Errorf("unmatched } in %q", code)
+				return
+			}
+			if open < 0 {
+				b.WriteString(code)
+				return
+			}
+			end := strings.IndexByte(code[open:], '}')
+			if end < 0 {
+				err = fmt.Errorf("unclosed { in %q", code)
+				return
+			}
+			name := code[open+1 : open+end]
+			if !isObjectName(name) {
+				err = fmt.Errorf("{%s} is not a table or index name", name)
+				return
+			}
+			b.WriteString(code[:open])
+			b.WriteString(prefix)
+			b.WriteString(name)
+			code = code[open+end+1:]
+		}
+	}, func(other string) { b.WriteString(other) })
+	if err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}
+
+// isObjectName reports whether s is lower-case letters, digits and underscores beginning with
+// a letter: the names of this project's tables and indexes, and of their prefixes.
+func isObjectName(s string) bool {
+	if s == "" || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
 		}
 	}
-	return b.String()
+	return true
 }
 
 // querier is what *sql.DB, *sql.Tx and *sql.Conn have in common, so helpers run inside or
@@ -81,13 +205,8 @@ var (
 	_ querier = (*sql.Conn)(nil)
 )
 
-// text returns q in the Database's dialect.
-func (d *Database) text(q query) string {
-	if d.dialect == Postgres {
-		return q.postgres
-	}
-	return q.sqlite
-}
+// text returns q as this Database runs it: its names prefixed, in its dialect.
+func (d *Database) text(q query) string { return d.stmts[q.id] }
 
 func (d *Database) exec(ctx context.Context, on querier, q query, args ...any) (sql.Result, error) {
 	return on.ExecContext(ctx, d.text(q), args...)

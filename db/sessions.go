@@ -16,9 +16,9 @@ import (
 const sessionColumns = `s.id, s.org_id, s.user_id, s.namespace, s.template, s.state, s.pod_name,
 	s.url, s.cpu, s.memory, s.platform, s.agent_id, s.idle_timeout_seconds, s.last_activity,
 	s.created_at, s.updated_at, s.idle_announced,
-	(SELECT COUNT(*) FROM connections c WHERE c.session_id = s.id) AS active_connections`
+	(SELECT COUNT(*) FROM {connections} c WHERE c.session_id = s.id) AS active_connections`
 
-const sessionInsert = `INSERT INTO sessions (id, org_id, user_id, namespace, template, state,
+const sessionInsert = `INSERT INTO {sessions} (id, org_id, user_id, namespace, template, state,
 	pod_name, url, cpu, memory, platform, agent_id, idle_timeout_seconds, last_activity,
 	created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
@@ -31,28 +31,28 @@ var (
 		state = excluded.state, pod_name = excluded.pod_name, url = excluded.url,
 		cpu = excluded.cpu, memory = excluded.memory, platform = excluded.platform,
 		agent_id = excluded.agent_id, idle_timeout_seconds = excluded.idle_timeout_seconds,
-		last_activity = COALESCE(excluded.last_activity, sessions.last_activity),
+		last_activity = COALESCE(excluded.last_activity, {sessions}.last_activity),
 		updated_at = excluded.updated_at
-		WHERE sessions.org_id = excluded.org_id`)
-	qGetSession      = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s WHERE s.id = ?`)
-	qGetSessionByPod = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s
+		WHERE {sessions}.org_id = excluded.org_id`)
+	qGetSession      = newQuery(`SELECT ` + sessionColumns + ` FROM {sessions} s WHERE s.id = ?`)
+	qGetSessionByPod = newQuery(`SELECT ` + sessionColumns + ` FROM {sessions} s
 		WHERE s.org_id = ? AND s.pod_name = ? ORDER BY s.created_at DESC, s.id LIMIT 1`)
-	qDeleteSession    = newQuery(`DELETE FROM sessions WHERE id = ?`)
-	qListOrgSessions  = newQuery(`SELECT ` + sessionColumns + ` FROM sessions s WHERE s.org_id = ? ORDER BY s.created_at, s.id`)
+	qDeleteSession    = newQuery(`DELETE FROM {sessions} WHERE id = ?`)
+	qListOrgSessions  = newQuery(`SELECT ` + sessionColumns + ` FROM {sessions} s WHERE s.org_id = ? ORDER BY s.created_at, s.id`)
 	qListUserSessions = dialectQuery(
-		`SELECT `+sessionColumns+` FROM sessions s WHERE s.org_id = ?
+		`SELECT `+sessionColumns+` FROM {sessions} s WHERE s.org_id = ?
 		AND (s.user_id = ? OR s.id IN (SELECT value FROM json_each(?)))
 		ORDER BY s.created_at, s.id`,
-		`SELECT `+sessionColumns+` FROM sessions s WHERE s.org_id = ?
+		`SELECT `+sessionColumns+` FROM {sessions} s WHERE s.org_id = ?
 		AND (s.user_id = ? OR s.id IN (SELECT jsonb_array_elements_text(CAST(? AS jsonb))))
 		ORDER BY s.created_at, s.id`)
 	qSessionStateForUpdate = dialectQuery(
-		`SELECT state FROM sessions WHERE id = ?`, // the IMMEDIATE transaction holds the write lock
-		`SELECT state FROM sessions WHERE id = ? FOR UPDATE`)
-	qSetSessionState = newQuery(`UPDATE sessions SET state = ?, updated_at = ? WHERE id = ?`)
+		`SELECT state FROM {sessions} WHERE id = ?`, // the IMMEDIATE transaction holds the write lock
+		`SELECT state FROM {sessions} WHERE id = ? FOR UPDATE`)
+	qSetSessionState = newQuery(`UPDATE {sessions} SET state = ?, updated_at = ? WHERE id = ?`)
 	// The CASE keeps last_activity from moving backwards while still matching the row, so zero
 	// rows affected means the session does not exist.
-	qTouchSession = newQuery(`UPDATE sessions SET last_activity =
+	qTouchSession = newQuery(`UPDATE {sessions} SET last_activity =
 		CASE WHEN last_activity IS NULL OR last_activity < ? THEN ? ELSE last_activity END
 		WHERE id = ?`)
 )
@@ -252,7 +252,7 @@ func scanSession(r rowScanner) (models.Session, error) {
 
 // qAnnounceIdle flips idle_announced only from the other value, so of several replicas that
 // see a session cross its idle threshold, one announces it.
-var qAnnounceIdle = newQuery(`UPDATE sessions SET idle_announced = ? WHERE id = ? AND idle_announced = ?`)
+var qAnnounceIdle = newQuery(`UPDATE {sessions} SET idle_announced = ? WHERE id = ? AND idle_announced = ?`)
 
 // AnnounceIdle records that the session's idleness changed to idle and reports whether this
 // call made the change (false: another caller did, or it was already so).

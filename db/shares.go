@@ -9,11 +9,11 @@ import (
 
 var (
 	qShareSession = newQuery(`
-		INSERT INTO session_shares (session_id, user_id, permissions, created_at) VALUES (?, ?, ?, ?)
+		INSERT INTO {session_shares} (session_id, user_id, permissions, created_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = excluded.permissions`)
-	qUnshareSession = newQuery(`DELETE FROM session_shares WHERE session_id = ? AND user_id = ?`)
-	qIsShared       = newQuery(`SELECT COUNT(*) FROM session_shares WHERE session_id = ? AND user_id = ?`)
-	qSharePerms     = newQuery(`SELECT permissions FROM session_shares WHERE session_id = ? AND user_id = ?`)
+	qUnshareSession = newQuery(`DELETE FROM {session_shares} WHERE session_id = ? AND user_id = ?`)
+	qIsShared       = newQuery(`SELECT COUNT(*) FROM {session_shares} WHERE session_id = ? AND user_id = ?`)
+	qSharePerms     = newQuery(`SELECT permissions FROM {session_shares} WHERE session_id = ? AND user_id = ?`)
 )
 
 // ShareSession lets userID see the session (stored permissions replace earlier ones).

@@ -39,7 +39,7 @@ func TestShares(t *testing.T) {
 			t.Errorf("shared u2=%v u3=%v u4=%v, want true true false", shared("u2"), shared("u3"), shared("u4"))
 		}
 		var perms string
-		if err := d.SQL().QueryRowContext(ctx, "SELECT permissions FROM session_shares WHERE user_id = 'u2'").Scan(&perms); err != nil {
+		if err := d.SQL().QueryRowContext(ctx, d.Expand("SELECT permissions FROM {session_shares} WHERE user_id = 'u2'")).Scan(&perms); err != nil {
 			t.Fatal(err)
 		}
 		if perms != `["view","control"]` {

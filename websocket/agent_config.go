@@ -28,6 +28,7 @@ const (
 	DefaultAgentMaxMessageSize   = 512 << 10
 	DefaultAgentMessageRate      = 1000
 	DefaultAgentMessageBurst     = 2000
+	DefaultAgentReceiveTimeout   = 5 * time.Second
 	// malformedLimit malformed frames within malformedWindow are tolerated; the next closes
 	// the connection with 1008.
 	malformedLimit  = 10
@@ -39,8 +40,16 @@ const (
 )
 
 // AgentStore is what the AgentHub keeps agents, commands and the sessions placed on agents in.
-// *db.Database implements it; every state change is a guarded update, so a late or duplicated
-// call can never move a command backwards or mark a newer connection offline.
+// *db.Database implements it (over a pool the caller has too: db.OpenDB, db.OpenPool); an
+// embedder may implement it over its own tables (docs/EMBEDDING.md). Every state change is a
+// guarded update, so a late or duplicated call can never move a command backwards or mark a
+// newer connection offline. A command, agent or session that does not exist is an error
+// wrapping ErrNotFound; any other error means the store could not answer.
+//
+// The hub also uses, when the store implements it, SessionGetter: it checks that the session a
+// vnc_ready announces is placed on the announcing agent before a viewer of this package may
+// use the tunnel (without it no StreamSpace tunnel is accepted; such frames still reach
+// AgentConnection.Receive).
 type AgentStore interface {
 	MarkAgentOnline(ctx context.Context, id, replica, connectionID string, at time.Time) error
 	MarkAgentOffline(ctx context.Context, id, connectionID string, at time.Time) (bool, error)
@@ -123,6 +132,10 @@ type AgentHubConfig struct {
 	PingInterval time.Duration
 	PongWait     time.Duration
 	WriteWait    time.Duration
+	// ReceiveTimeout bounds how long a frame left to the embedder waits for room on a full
+	// AgentConnection.Receive before it is dropped and counted; the connection's reader waits
+	// that long at most. At most half of PongWait.
+	ReceiveTimeout time.Duration
 	// DrainTimeout bounds Stop.
 	DrainTimeout time.Duration
 	// Directory shares agents with the other replicas; nil means this replica alone.
@@ -220,6 +233,9 @@ func (c AgentHubConfig) withDefaults() AgentHubConfig {
 	if c.PingInterval >= c.PongWait {
 		c.PingInterval = c.PongWait * 9 / 10
 	}
+	setDur(&c.ReceiveTimeout, DefaultAgentReceiveTimeout)
+	// The reader waiting for Receive reads nothing meanwhile: the pong deadline must outlast it.
+	c.ReceiveTimeout = min(c.ReceiveTimeout, c.PongWait/2)
 	if c.CommandTTL == 0 {
 		c.CommandTTL = DefaultCommandTTL
 	}

@@ -12,28 +12,44 @@ import (
 
 // AgentConnection represents a single agent's WebSocket connection.
 //
-// Concurrency contract: the hub owns a registered connection's goroutines: a reader, the only
-// writer of the socket, a dispatcher that delivers the agent's waiting commands in creation
-// order, and a status writer that records the session status reports the reader hands it. All
-// end when the connection closes (the status writer once the reader has), and the last one to
-// end unregisters it.
+// Ownership: from RegisterAgent on (ServeAgent calls it) the hub owns the connection and its
+// socket. It runs the socket's one reader and one writer, a dispatcher that delivers the
+// agent's waiting commands in creation order, and a status writer that records the session
+// status reports the reader hands it; all end when the connection closes, and the last one to
+// end unregisters it. An embedder must not read or write Conn, run pumps of its own, or close
+// Conn; its own frames for the agent (a VNC proxy's vnc_data, say) go through Enqueue rather
+// than straight onto Send, which would skew the hub's ack timing. A connection registered
+// without Conn has no socket here: its owner reads Send and delivers the frames itself, and
+// the hub only queues them (nothing then arrives on Receive).
+//
 // Send is the bounded outbound queue the writer drains; nobody closes it (the writer stops on
 // the connection's own done signal instead, so a late sender can never panic). Receive, when
-// the caller sets it, is offered every inbound frame without blocking (full means dropped): a
-// tap for embedders, since the hub handles frames itself. Mutex guards LastPing and Platform;
-// read them through the Mutex or the accessor methods.
+// set before registration, gets the frames the hub leaves to the embedder, in the order the
+// agent sent them: frame types the hub does not handle, and StreamSpace's vnc_ready, vnc_data
+// and vnc_error frames of a session no Tunnel of this package holds on this connection (one
+// reserved by AgentHub.OpenTunnel and not yet closed). The hub consumes everything else
+// (heartbeat, ack, complete, failed, status, log, log_end, pong, tunnel/1 frames on a socket
+// that negotiated tunnel/1, vnc_* frames of a session a Tunnel of this package holds) and
+// malformed frames. A frame that
+// finds Receive full waits up to AgentHubConfig.ReceiveTimeout for room, then is dropped and
+// counted (streamspace_agent_receive_dropped_total): the reader, and with it heartbeats and
+// acks, never waits longer. Nothing is offered once Done is closed, and the hub never closes
+// Receive. Mutex guards LastPing and Platform; read them through the Mutex or the accessor
+// methods.
 type AgentConnection struct {
 	// AgentID is the unique identifier for this agent.
 	AgentID string
-	// Conn is the underlying WebSocket connection.
+	// Conn is the agent's upgraded socket, which the hub reads and writes from registration
+	// on; nil means the owner of the connection reads Send itself.
 	Conn *websocket.Conn
 	// Platform identifies the agent type (kubernetes, docker, vm, cloud).
 	Platform string
 	// LastPing is the time of the last frame received: any frame is a sign of life.
 	LastPing time.Time
-	// Send is a buffered channel for outbound messages to the agent.
+	// Send is the bounded queue of outbound frames; nil means the hub makes one. The hub and
+	// Enqueue send on it.
 	Send chan []byte
-	// Receive is an optional buffered channel that is offered inbound messages.
+	// Receive, when set, gets the inbound frames the hub leaves to the embedder (see above).
 	Receive chan []byte
 	// Mutex protects concurrent access to connection fields.
 	Mutex sync.RWMutex
@@ -56,6 +72,9 @@ type AgentConnection struct {
 	// before registration when the socket negotiated the tunnel extension.
 	tunnels *agentTunnels
 	tunnel1 bool
+
+	registered    atomic.Bool // RegisterAgent took it
+	receiveWarned atomic.Bool // a frame left for Receive was dropped and logged
 }
 
 // connLife is who a connection is and where it stands in its life: its id, the status its
@@ -259,15 +278,12 @@ func (c *AgentConnection) readPump() {
 			c.closeWith(websocket.ClosePolicyViolation, "too many frames", "rate_limited")
 			continue
 		}
-		if c.Receive != nil {
-			select {
-			case c.Receive <- data:
-			default:
-			}
-		}
 		c.cmds.flight.handlingStarted(now)
-		c.hub.handleDecoded(c, f, ferr, now)
+		left := c.hub.handleDecoded(c, f, ferr, now)
 		c.cmds.flight.handlingEnded(cfg.Clock.Since(now))
+		if left && c.Receive != nil {
+			c.offer(f.Type, data)
+		}
 	}
 }
 

@@ -150,7 +150,12 @@ func newAgentHub(store AgentStore, cfg AgentHubConfig) *AgentHub {
 
 // ServeAgent registers an upgraded connection of an authenticated agent and starts its
 // goroutines. It returns once the connection is registered; the connection then lives until
-// the agent leaves, is replaced, goes stale or the hub stops. On error the caller closes conn.
+// the agent leaves, is replaced, goes stale or the hub stops. From the call on the hub owns
+// conn: it alone reads and writes it and closes it (see RegisterAgent); the caller must not
+// have read from it. The connection it builds has no Receive channel: to be handed the frames
+// the hub leaves to the embedder, build the AgentConnection and call RegisterAgent. On error
+// (ErrUnusableSocket for a conn that is not an upgraded socket, ErrAgentHubStopped, a store
+// error) nothing is registered and the caller closes conn.
 func (h *AgentHub) ServeAgent(conn *websocket.Conn, agentID, platform string) (*AgentConnection, error) {
 	return h.ServeAgentWithFeatures(conn, agentID, platform, nil)
 }
@@ -173,13 +178,47 @@ func (h *AgentHub) ServeAgentWithFeatures(conn *websocket.Conn, agentID, platfor
 	return c, nil
 }
 
+// Errors of RegisterAgent, checked with errors.Is. Neither records anything.
+var (
+	// ErrUnusableSocket: the connection's Conn is set but is no socket (a websocket.Conn built
+	// as a value rather than returned by an upgrade), so the hub could neither read nor write
+	// it. Leave Conn nil to read Send yourself instead.
+	ErrUnusableSocket = errors.New("websocket: agent connection's Conn is not an upgraded socket")
+	// ErrAlreadyRegistered: this *AgentConnection was registered before; every registration,
+	// a reconnect included, takes a new one.
+	ErrAlreadyRegistered = errors.New("websocket: agent connection already registered")
+)
+
 // RegisterAgent adds a new agent connection to the hub: it records the agent online in the
 // database, replaces a previous connection of the same agent (closed with 4000; its late
-// cleanup cannot touch this one), and starts the connection's goroutines. A connection
-// without Conn gets only its command dispatcher; the caller then reads Send itself.
+// cleanup cannot touch this one), and starts the connection's goroutines.
+//
+// Ownership: with Conn set, the hub owns the socket from this call on. It runs the one reader
+// and the one writer the socket has, answers pings, closes it when the connection ends, and
+// handles every frame it knows; the frames it leaves go to Receive, when set. The caller must
+// not run pumps of its own, nor read, write or close Conn: to reach the agent use
+// SendCommandToAgent, SubmitCommand, OpenTunnel, AgentConnection.Enqueue (a frame of its
+// own) or BroadcastToAllAgents; to end the connection, UnregisterAgent or DisconnectAgent. A
+// Conn that is no socket gets ErrUnusableSocket. A connection without Conn gets only its
+// command dispatcher: the caller then reads Send itself and writes to the agent as it likes,
+// and nothing touches a socket. Set every exported field before the call; the hub owns them
+// too from then on.
+//
+// Registering the same *AgentConnection twice gets ErrAlreadyRegistered (a failed
+// registration may be tried again); an AgentID that is empty, too long or not valid text is
+// refused. No error ever leaves anything recorded in the store.
 func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	if conn == nil || conn.AgentID == "" {
 		return errors.New("websocket: register agent: connection without agent id")
+	}
+	if len(conn.AgentID) > maxIDLen || !models.ValidID(conn.AgentID) {
+		return errors.New("websocket: register agent: agent id is too long or not valid UTF-8 text without control characters")
+	}
+	if conn.Conn != nil && conn.Conn.NetConn() == nil {
+		return fmt.Errorf("websocket: register agent %q: %w", conn.AgentID, ErrUnusableSocket)
+	}
+	if !conn.registered.CompareAndSwap(false, true) {
+		return fmt.Errorf("websocket: register agent %q: %w", conn.AgentID, ErrAlreadyRegistered)
 	}
 	h.prepare(conn)
 	ctx, cancel := context.WithTimeout(h.ctx, defaultStoreCallTimeout)
@@ -187,6 +226,7 @@ func (h *AgentHub) RegisterAgent(conn *AgentConnection) error {
 	old, err := h.registry.add(ctx, conn, func() { h.logs.agentConnected(conn) })
 	if err != nil {
 		conn.cmds.stop()
+		conn.registered.Store(false)
 		return err
 	}
 	if old != nil {

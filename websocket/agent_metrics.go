@@ -20,7 +20,10 @@ type agentMetrics struct {
 	flushes     prometheus.Counter
 	// statusBatches counts the transactions that wrote agents' coalesced status reports.
 	statusBatches prometheus.Counter
-	vnc           *vncMetrics
+	// receiveDrops counts the frames left to the embedder that AgentConnection.Receive had no
+	// room for within ReceiveTimeout, by type.
+	receiveDrops *prometheus.CounterVec
+	vnc          *vncMetrics
 }
 
 // knownAgentFrames are the inbound types counted by name; others count as "unknown", so an
@@ -60,6 +63,10 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 			Name: "streamspace_agent_status_batches_total",
 			Help: "Database writes of agents' session status reports, coalesced per session (one transaction each).",
 		}),
+		receiveDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamspace_agent_receive_dropped_total",
+			Help: "Agent frames left to the embedder dropped because AgentConnection.Receive had no room within ReceiveTimeout, by type.",
+		}, []string{"type"}),
 		vnc: newVNCMetrics(reg),
 	}
 	if reg != nil {
@@ -69,16 +76,26 @@ func newAgentMetrics(reg prometheus.Registerer) *agentMetrics {
 		m.heartbeats = promreg.Register(reg, m.heartbeats)
 		m.flushes = promreg.Register(reg, m.flushes)
 		m.statusBatches = promreg.Register(reg, m.statusBatches)
+		m.receiveDrops = promreg.Register(reg, m.receiveDrops)
 	}
 	return m
 }
 
 func (m *agentMetrics) frameIn(frameType string) {
-	if !knownAgentFrames[frameType] {
-		frameType = "unknown"
-	}
-	m.framesIn.WithLabelValues(frameType).Inc()
+	m.framesIn.WithLabelValues(frameLabel(frameType)).Inc()
 	m.messagesIn.Inc()
+}
+
+func (m *agentMetrics) receiveDropped(frameType string) {
+	m.receiveDrops.WithLabelValues(frameLabel(frameType)).Inc()
+}
+
+// frameLabel is a frame type as a label value: its name when the hub knows it, else "unknown".
+func frameLabel(frameType string) string {
+	if !knownAgentFrames[frameType] {
+		return "unknown"
+	}
+	return frameType
 }
 
 // vncMetrics are the session-streaming collectors of PROTOCOL.md 6.4.

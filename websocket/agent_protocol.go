@@ -253,25 +253,46 @@ func statusPodName(m models.StatusMessage) string {
 // Session states an agent may report that end a session's row.
 const sessionStateDeleted = "deleted"
 
-// handleDecoded acts on one frame from an agent, as decodeAgentFrame read it. A refused frame
-// is answered with an error frame and logged once; malformed ones count toward the
-// connection's limit.
-func (h *AgentHub) handleDecoded(c *AgentConnection, f agentFrame, ferr *frameError, now time.Time) {
+// handleDecoded acts on one frame from an agent, as decodeAgentFrame read it, and reports
+// whether the hub left the frame to the embedder (AgentConnection.Receive): a type it does not
+// handle, or a vnc_* frame of a session no Tunnel of this package holds. A refused frame is
+// answered with an error frame and logged once; malformed ones count toward the connection's
+// limit; neither is left to the embedder.
+func (h *AgentHub) handleDecoded(c *AgentConnection, f agentFrame, ferr *frameError, now time.Time) (left bool) {
 	if ferr == nil {
 		h.metrics.frameIn(f.Type)
-		ferr = h.dispatchFrame(c, f, now)
+		left, ferr = h.dispatchFrame(c, f, now)
 	} else {
 		h.metrics.frameIn("unknown")
 	}
 	if ferr != nil {
 		h.refuse(c, ferr, now)
+		return false
 	}
+	return left
 }
 
-func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
-	if handled, err := h.dispatchTunnelFrame(c, f, now); handled {
-		return err
+func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time) (left bool, _ *frameError) {
+	if handled, left, err := h.dispatchTunnelFrame(c, f, now); handled {
+		return left, err
 	}
+	if !controlFrames[f.Type] {
+		// Unknown types are counted (frameIn) and left to the embedder, so agents can be
+		// newer than us and embedders can speak more than we do.
+		return true, nil
+	}
+	return false, h.dispatchControlFrame(c, f, now)
+}
+
+// controlFrames are the types of the agent's control protocol (PROTOCOL.md 3) the hub handles.
+var controlFrames = map[string]bool{
+	models.MessageTypeHeartbeat: true, models.MessageTypeAck: true, models.MessageTypeComplete: true,
+	models.MessageTypeFailed: true, models.MessageTypeStatus: true, models.MessageTypeLog: true,
+	models.MessageTypeLogEnd: true, models.MessageTypePong: true,
+}
+
+// dispatchControlFrame handles a frame of one of the controlFrames types.
+func (h *AgentHub) dispatchControlFrame(c *AgentConnection, f agentFrame, now time.Time) *frameError {
 	switch f.Type {
 	case models.MessageTypeHeartbeat:
 		hb, err := decodeHeartbeat(f)
@@ -326,8 +347,6 @@ func (h *AgentHub) dispatchFrame(c *AgentConnection, f agentFrame, now time.Time
 		h.logs.onLogEnd(c, m)
 	case models.MessageTypePong:
 		// A sign of life, already counted.
-	default:
-		// Unknown types are counted (frameIn) and ignored, so agents can be newer than us.
 	}
 	return nil
 }

@@ -72,6 +72,27 @@
 // connection handed to the package must not have been read from, and the
 // package owns it from then on.
 //
+// An existing API server embeds the package with what it already has
+// (docs/EMBEDDING.md walks through StreamSpace's own):
+//
+//   - Storage: db.OpenDB over its *sql.DB or db.OpenPool over its pgx pool
+//     (Close leaves the pool open). Everything this package stores lives in
+//     tables named with a prefix (db.DefaultTablePrefix, "ssrt_";
+//     db.WithTablePrefix), so the server's own agents, sessions and commands
+//     tables are never touched. Or its own SessionStore and AgentStore
+//     implementations: NewManagerWithSources and NewAgentHubWithStore take
+//     any, "not found" being an error wrapping ErrNotFound.
+//   - Kubernetes: a *k8s.Client (k8s.New over its clientsets, k8s.NewForConfig
+//     over its rest.Config) or its own SessionSource, which is also the pod
+//     log source when it implements PodLogSource; or nil.
+//   - Agent sockets: RegisterAgent (ServeAgent builds the AgentConnection)
+//     hands the socket to the hub, which then alone reads and writes it; a
+//     Conn that is no upgraded socket is refused with ErrUnusableSocket. The
+//     frames the hub leaves, unknown types and StreamSpace's vnc_* frames of a
+//     session no Tunnel of this package holds, arrive in order on the
+//     connection's Receive channel, and the server's own frames for the agent
+//     go out with AgentConnection.Enqueue.
+//
 // One process needs nothing more: Config.Bus defaults to an in-process bus
 // with the history resuming browsers need. Several replicas share one Redis
 // through the public cluster package: the Bus and Directory of the
@@ -113,9 +134,10 @@
 //     sent only to clients whose visible list changed (time alone moving
 //     idleDuration is no change), every MetricsInterval (5 s) for metrics.
 //     Organizations without listeners cost nothing.
-//   - Two session sources: the database, or with a Kubernetes client the
-//     Session resources of the organization, read from an informer's cache
-//     and merged with the database's connections, activity and agent.
+//   - Two session sources: the database, or a SessionSource (with a
+//     Kubernetes client the Session resources of the organization, read from
+//     an informer's cache) merged with the database's connections, activity
+//     and agent.
 //   - Pod logs stop when the browser leaves. Logs come from the Kubernetes
 //     API or from the agent running the session (AgentHub, across replicas
 //     too); a failing or silent source gets `log_error` and 1011.

@@ -58,7 +58,7 @@ type logSocket struct {
 	target  LogTarget
 	cfg     Config        // the Manager's, with defaults
 	metrics *hubMetrics   // the Manager's
-	kube    *k8s.Client   // the source when set
+	pods    PodLogSource  // the source when set
 	agents  AgentLogRelay // else this one; nil: agent-relayed logs are unavailable
 }
 
@@ -284,11 +284,11 @@ func (s *logSocket) read() closeOrder {
 	}
 }
 
-// openSource starts the pod's log stream: from the Kubernetes API, or from the agent that
-// runs the session.
+// openSource starts the pod's log stream: from the PodLogSource (the Kubernetes API), or from
+// the agent that runs the session.
 func (s *logSocket) openSource(ctx context.Context) (*logSource, error) {
-	if s.kube != nil {
-		return s.openKubernetes(ctx)
+	if s.pods != nil {
+		return s.openPodLogs(ctx)
 	}
 	if s.agents == nil || s.target.Session.AgentID == "" {
 		return nil, errors.New("no agent runs this session, so its logs cannot be read")
@@ -305,13 +305,13 @@ func (s *logSocket) openSource(ctx context.Context) (*logSource, error) {
 	return &logSource{q: stream.q, kind: "agent", agent: stream, stop: stream.Close}, nil
 }
 
-// openKubernetes opens the pod's log stream (follow, timestamps, the last 100 lines) and
+// openPodLogs opens the pod's log stream (follow, timestamps, the last 100 lines) and
 // reads it into a queue from a goroutine that ends with ctx or the stream. Opening is bounded
 // by LogsSilence.
-func (s *logSocket) openKubernetes(ctx context.Context) (*logSource, error) {
+func (s *logSocket) openPodLogs(ctx context.Context) (*logSource, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	timer := time.AfterFunc(s.cfg.LogsSilence, cancel)
-	rc, err := s.kube.PodLogs(sctx, s.target.Namespace, s.target.Pod, LogsTailLines)
+	rc, err := s.pods.PodLogs(sctx, s.target.Namespace, s.target.Pod, LogsTailLines)
 	if !timer.Stop() {
 		if err == nil {
 			_ = rc.Close()
@@ -321,7 +321,7 @@ func (s *logSocket) openKubernetes(ctx context.Context) (*logSource, error) {
 	}
 	if err != nil {
 		cancel()
-		if errors.Is(err, k8s.ErrPodNotFound) {
+		if errors.Is(err, k8s.ErrPodNotFound) || errors.Is(err, ErrPodNotFound) {
 			return nil, errors.New("the pod does not exist in Kubernetes")
 		}
 		return nil, fmt.Errorf("opening the pod's log stream: %w", err)

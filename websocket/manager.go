@@ -18,8 +18,17 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
-// SessionStore is what the Manager reads sessions and organizations from.
-// *db.Database implements it.
+// SessionStore is what the Manager reads sessions and organizations from. *db.Database
+// implements it; an embedder may implement it over its own tables (docs/EMBEDDING.md). A
+// session, organization or share that does not exist is an error wrapping ErrNotFound; any
+// other error means the store could not answer.
+//
+// The Manager also uses, when the store implements them: PresenceStore (browser connections
+// to sessions and idle announcements; without it neither is recorded), ActivityStore (viewers
+// keep their session active), SharePermissionStore (a share that grants control of the
+// desktop; without it every share is view-only), MetricsStore (the metrics sockets; without
+// it they get empty metrics) and PodStore (which session runs a pod, for logs sockets when
+// there is no SessionSource; without it no pod is found).
 type SessionStore interface {
 	GetSession(ctx context.Context, id string) (models.Session, error)
 	ListSessions(ctx context.Context, orgID, userID string, extraIDs ...string) ([]models.Session, error)
@@ -44,7 +53,8 @@ var ErrSessionNotVisible = errors.New("websocket: session not visible to caller"
 type Manager struct {
 	cfg     Config
 	store   SessionStore
-	k8s     *k8s.Client
+	source  SessionSource // nil: the store's rows are the session list
+	podLogs PodLogSource  // the logs sockets' source; nil: the agent running the session
 	metrics *hubMetrics
 	bus     cluster.Bus
 	ownBus  bool
@@ -84,37 +94,44 @@ func NewManager(database *db.Database, k8sClient *k8s.Client) *Manager {
 	return NewManagerWithConfig(database, k8sClient, Config{})
 }
 
-// NewManagerWithConfig creates a manager; zero Config fields take defaults.
+// NewManagerWithConfig creates a manager; zero Config fields take defaults. A nil k8sClient
+// means the database is the session source and agents relay pod logs.
 func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Config) *Manager {
 	var store SessionStore
 	if database != nil {
 		store = database
 	}
-	return newManager(store, k8sClient, cfg)
-}
-
-// SessionSource tells which sessions exist in a namespace and their state: the Session
-// resources of a Kubernetes cluster. *k8s.Client implements it (k8s.New over a clientset and
-// dynamic client the caller has, or k8s.NewForConfig over its rest.Config).
-type SessionSource interface {
-	ListSessions(ctx context.Context, namespace string) ([]models.Session, error)
+	var source SessionSource
+	if k8sClient != nil {
+		source = k8sClient
+	}
+	return newManager(store, source, cfg)
 }
 
 // NewManagerWithSources creates a manager over any SessionStore (this module's *db.Database,
 // or the caller's own implementation, for example over its own sessions table) and an
-// optional SessionSource (nil: the store says which sessions exist). A nil store means no
-// snapshots and no session subscriptions can be authorized. Zero Config fields take defaults.
+// optional SessionSource (nil: the store says which sessions exist). A source that also
+// implements PodLogSource streams pod logs (a *k8s.Client does). A nil store means no
+// snapshots and no session subscriptions can be authorized. A nil pointer of any type counts
+// as none. Zero Config fields take defaults.
 func NewManagerWithSources(store SessionStore, source SessionSource, cfg Config) *Manager {
-	kube, _ := source.(*k8s.Client)
-	return newManager(store, kube, cfg)
+	return newManager(store, source, cfg)
 }
 
-func newManager(store SessionStore, k8sClient *k8s.Client, cfg Config) *Manager {
+func newManager(store SessionStore, source SessionSource, cfg Config) *Manager {
+	if isNil(store) {
+		store = nil
+	}
+	if isNil(source) {
+		source = nil
+	}
+	podLogs, _ := source.(PodLogSource)
 	cfg = cfg.withDefaults()
 	m := &Manager{
 		cfg:     cfg,
 		store:   store,
-		k8s:     k8sClient,
+		source:  source,
+		podLogs: podLogs,
 		metrics: newHubMetrics(cfg.Registerer),
 		bus:     cfg.Bus,
 		logs:    cfg.Logs,
@@ -401,7 +418,7 @@ func (m *Manager) replay(ctx context.Context, c *Client, spec clientSpec, since 
 // read the client is closed with 1011 and snapshot returns nil.
 func (m *Manager) snapshot(ctx context.Context, c *Client, req SessionsRequest) []byte {
 	var sessions []models.Session
-	if m.store != nil || m.k8s != nil {
+	if m.store != nil || m.source != nil {
 		user := req.UserID
 		if c.org.seesWholeOrg() {
 			user = ""
@@ -470,7 +487,7 @@ func (m *Manager) authorizeSession(ctx context.Context, orgCtx *OrgContext, sess
 		return models.Session{}, ErrSessionNotVisible // no session has an id that is not one
 	}
 	s, err := m.store.GetSession(ctx, sessionID)
-	if errors.Is(err, db.ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return models.Session{}, ErrSessionNotVisible
 	}
 	if err != nil {

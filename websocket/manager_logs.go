@@ -85,13 +85,14 @@ func (m *Manager) ResolveLogs(ctx context.Context, orgCtx *OrgContext, namespace
 }
 
 // ServeLogs streams a resolved pod's logs to an upgraded connection from the Manager's own
-// goroutines (those of its PodLogs), and returns at once. The Kubernetes API is the source
-// when the Manager has a Kubernetes client, else the agent running the session (Config.Agents,
-// else Config.Logs). The source is stopped as soon as the browser leaves, and the socket is
+// goroutines (those of its PodLogs), and returns at once. The Manager's PodLogSource (its
+// Kubernetes client, or a SessionSource given to NewManagerWithSources that implements
+// PodLogSource) is the source when it has one, else the agent running the session
+// (Config.Agents, else Config.Logs). The source is stopped as soon as the browser leaves, and the socket is
 // closed with 1001 at shutdown.
 func (m *Manager) ServeLogs(conn *websocket.Conn, orgCtx *OrgContext, target LogTarget) error {
 	return m.logs.serveSocket(&logSocket{
-		conn: conn, target: target, cfg: m.cfg, metrics: m.metrics, kube: m.k8s, agents: m.logRelay(),
+		conn: conn, target: target, cfg: m.cfg, metrics: m.metrics, pods: m.podLogs, agents: m.logRelay(),
 	}, orgCtx)
 }
 

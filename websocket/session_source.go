@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -17,14 +16,14 @@ import (
 // own plus extraIDs. recorded are the sessions the database has rows for, the ones whose
 // idleness can be recorded.
 func (m *Manager) listSessions(ctx context.Context, orgID, namespace, userID string, extraIDs ...string) (sessions, recorded []models.Session, err error) {
-	if m.k8s == nil {
+	if m.source == nil {
 		if m.store == nil {
 			return nil, nil, nil
 		}
 		sessions, err = m.store.ListSessions(ctx, orgID, userID, extraIDs...)
 		return sessions, sessions, err
 	}
-	resources, err := m.k8s.ListSessions(ctx, namespace)
+	resources, err := m.source.ListSessions(ctx, namespace)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sessions of org %q: %w", orgID, err)
 	}
@@ -111,8 +110,8 @@ func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName st
 	if !models.ValidName(podName) || podName == "" {
 		return models.Session{}, notFound // no pod has a name that is not one
 	}
-	if m.k8s != nil {
-		sessions, err := m.k8s.ListSessions(ctx, namespace)
+	if m.source != nil {
+		sessions, err := m.source.ListSessions(ctx, namespace)
 		if err != nil {
 			return models.Session{}, fmt.Errorf("logs of %s/%s: %w", namespace, podName, err)
 		}
@@ -139,7 +138,7 @@ func (m *Manager) sessionByPod(ctx context.Context, orgID, namespace, podName st
 		return models.Session{}, notFound
 	}
 	s, err := store.GetSessionByPod(ctx, orgID, podName)
-	if errors.Is(err, db.ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return models.Session{}, notFound
 	}
 	if err != nil {
@@ -154,7 +153,7 @@ func (m *Manager) hasSessionRow(ctx context.Context, orgID, id string) (bool, er
 		return false, nil
 	}
 	row, err := m.store.GetSession(ctx, id)
-	if errors.Is(err, db.ErrNotFound) {
+	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {

@@ -29,7 +29,7 @@ func (m *Manager) refreshLoop() {
 // `sessions_update` to the clients whose visible list changed since what they were last sent.
 // An organization without clients costs nothing; an unchanged list sends nothing.
 func (m *Manager) refreshSessions(ctx context.Context) {
-	if m.store == nil && m.k8s == nil {
+	if m.store == nil && m.source == nil {
 		return
 	}
 	m.maintainPresence(ctx)

@@ -180,36 +180,39 @@ func isTunnelType(t string) bool {
 }
 
 // dispatchTunnelFrame handles the session-streaming frame types; handled is false for others.
-func (h *AgentHub) dispatchTunnelFrame(c *AgentConnection, f agentFrame, now time.Time) (bool, *frameError) {
+// left reports a frame the hub leaves to the embedder (see AgentConnection.Receive): a vnc_*
+// frame of a session no Tunnel of this package holds, or a tunnel/1 frame on a connection that
+// did not negotiate tunnel/1 (a type unknown there).
+func (h *AgentHub) dispatchTunnelFrame(c *AgentConnection, f agentFrame, now time.Time) (handled, left bool, _ *frameError) {
 	s := c.tunnels
 	switch f.Type {
 	case models.MessageTypeVNCReady:
 		var m models.VNCReadyMessage
 		if err := decodePayload(f, &m); err != nil {
-			return true, err
+			return true, false, err
 		}
 		if err := requireID(f.Type, "sessionId", m.SessionID); err != nil {
-			return true, err
+			return true, false, err
 		}
-		h.onVNCReady(c, m.SessionID, now)
+		return true, h.onVNCReady(c, m.SessionID, now), nil
 	case models.MessageTypeVNCData:
 		var m models.VNCDataMessage
 		if err := decodePayload(f, &m); err != nil {
-			return true, err
+			return true, false, err
 		}
 		if err := requireID(f.Type, "sessionId", m.SessionID); err != nil {
-			return true, err
+			return true, false, err
 		}
-		s.onVNCData(m, now)
+		return true, s.onVNCData(m, now), nil
 	case models.MessageTypeVNCError:
 		var m models.VNCErrorMessage
 		if err := decodePayload(f, &m); err != nil {
-			return true, err
+			return true, false, err
 		}
-		s.onVNCError(m)
+		return true, s.onVNCError(m), nil
 	case models.MessageTypeTunnelOpened, models.MessageTypeTunnelCredit, models.MessageTypeTunnelClose:
 		if !s.tunnel1 {
-			return true, nil // not negotiated: an unknown type, ignored
+			return true, true, nil // not negotiated: a type unknown here
 		}
 		var m struct {
 			TunnelID uint32 `json:"tunnelId"`
@@ -218,18 +221,35 @@ func (h *AgentHub) dispatchTunnelFrame(c *AgentConnection, f agentFrame, now tim
 			Reason   string `json:"reason"`
 		}
 		if err := decodePayload(f, &m); err != nil {
-			return true, err
+			return true, false, err
 		}
 		s.onTunnelControl(f.Type, m.TunnelID, m.Window, m.Bytes, m.Reason)
-	default:
-		return false, nil
+		return true, false, nil
 	}
-	return true, nil
+	return false, false, nil
 }
 
+// Who a StreamSpace tunnel's frames are for. A Tunnel of this package holds a session's
+// announcement on a connection from AgentHub.OpenTunnel, which reserves it, to the tunnel's
+// Close (the end of Serve): while one does, the session's vnc_* frames are the hub's, for that
+// viewer. Otherwise they are the embedder's (AgentConnection.Receive, when set): the hub still
+// records an announcement of a session placed on the agent, and keeps the first bytes, for a
+// viewer of its own that may come, but answers the agent nothing about them. Without Receive
+// the hub alone handles them, and answers what it cannot use with an error frame.
+
+// heldByViewer reports whether a Tunnel of this package holds sessionID's announcement. Called
+// with s.mu held.
+func (s *agentTunnels) heldByViewer(sessionID string) bool {
+	sl := s.bySession[sessionID]
+	return sl != nil && sl.viewer != nil
+}
+
+// embedderReads reports whether the connection's owner takes the frames the hub leaves.
+func (s *agentTunnels) embedderReads() bool { return s.c.Receive != nil }
+
 // onVNCReady accepts a StreamSpace agent's tunnel for a session placed on it, replacing an
-// earlier one (whose viewer is closed).
-func (h *AgentHub) onVNCReady(c *AgentConnection, sessionID string, now time.Time) {
+// earlier one (whose viewer is closed), and reports whether the frame is the embedder's.
+func (h *AgentHub) onVNCReady(c *AgentConnection, sessionID string, now time.Time) (left bool) {
 	s := c.tunnels
 	getter, _ := h.store.(SessionGetter)
 	placed := false
@@ -242,64 +262,87 @@ func (h *AgentHub) onVNCReady(c *AgentConnection, sessionID string, now time.Tim
 		}
 		placed = err == nil && sess.AgentID == c.AgentID
 	}
-	if !placed {
-		s.refuse("not_placed", sessionID, "session is not placed on this agent", now)
-		return
-	}
 	s.mu.Lock()
+	left = s.embedderReads() && !s.heldByViewer(sessionID)
 	old := s.bySession[sessionID]
-	s.bySession[sessionID] = &vncSlot{sessionID: sessionID}
+	if placed {
+		s.bySession[sessionID] = &vncSlot{sessionID: sessionID}
+	}
 	s.mu.Unlock()
+	if !placed {
+		if !left {
+			s.refuse("not_placed", sessionID, "session is not placed on this agent", now)
+		}
+		return left
+	}
 	if old != nil && old.viewer != nil {
 		old.viewer.agentGone()
 		old.viewer.finish(websocket.CloseInternalServerErr, "agent error: tunnel reopened")
 	}
+	return left
 }
 
-// onVNCData hands a StreamSpace tunnel's bytes to its viewer, or keeps them until one comes.
-func (s *agentTunnels) onVNCData(m models.VNCDataMessage, now time.Time) {
+// onVNCData hands a StreamSpace tunnel's bytes to its viewer, or keeps them until one comes,
+// and reports whether the frame is the embedder's.
+func (s *agentTunnels) onVNCData(m models.VNCDataMessage, now time.Time) (left bool) {
+	data, err := base64.StdEncoding.DecodeString(m.Data)
+	valid := err == nil && len(data) > 0
 	s.mu.Lock()
 	sl := s.bySession[m.SessionID]
-	s.mu.Unlock()
-	if sl == nil {
-		s.refuse("unknown_tunnel", m.SessionID, "no VNC tunnel is open for the session", now)
-		return
+	if s.embedderReads() && !s.heldByViewer(m.SessionID) {
+		if sl != nil && valid {
+			s.keepEarly(sl, data, false)
+		}
+		s.mu.Unlock()
+		return true
 	}
-	data, err := base64.StdEncoding.DecodeString(m.Data)
-	if err != nil || len(data) == 0 {
-		s.refuse("invalid_data", m.SessionID, "vnc_data data is not valid base64", now)
-		s.mu.Lock()
+	if sl == nil {
+		s.mu.Unlock()
+		s.refuse("unknown_tunnel", m.SessionID, "no VNC tunnel is open for the session", now)
+		return false
+	}
+	viewer := sl.viewer
+	if !valid {
 		if s.bySession[m.SessionID] == sl {
 			delete(s.bySession, m.SessionID)
 		}
-		viewer := sl.viewer
 		s.mu.Unlock()
+		s.refuse("invalid_data", m.SessionID, "vnc_data data is not valid base64", now)
 		s.c.push(outbound(models.MessageTypeVNCClose, now, models.VNCCloseMessage{SessionID: m.SessionID, Reason: "invalid data"}))
 		if viewer != nil {
 			viewer.agentGone()
 			viewer.finish(websocket.CloseInternalServerErr, "tunnel protocol violation")
 		}
-		return
+		return false
 	}
-	s.mu.Lock()
-	viewer := sl.viewer
 	if viewer == nil {
-		room := s.c.hub.cfg.VNC.EarlyBytes - len(sl.early)
-		if len(data) > room {
-			s.c.hub.metrics.vnc.refused.WithLabelValues("early_overflow").Inc()
-			data = data[:max(room, 0)]
-		}
-		sl.early = append(sl.early, data...)
+		s.keepEarly(sl, data, true)
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.mu.Unlock()
 	viewer.fromAgent(data)
+	return false
 }
 
-// onVNCError ends a StreamSpace tunnel the agent reports failed.
-func (s *agentTunnels) onVNCError(m models.VNCErrorMessage) {
+// keepEarly keeps the bytes a tunnel sent before its viewer came, up to VNC.EarlyBytes; with
+// counted, what does not fit counts as refused (early_overflow). Called with s.mu held.
+func (s *agentTunnels) keepEarly(sl *vncSlot, data []byte, counted bool) {
+	room := s.c.hub.cfg.VNC.EarlyBytes - len(sl.early)
+	if len(data) > room {
+		if counted {
+			s.c.hub.metrics.vnc.refused.WithLabelValues("early_overflow").Inc()
+		}
+		data = data[:max(room, 0)]
+	}
+	sl.early = append(sl.early, data...)
+}
+
+// onVNCError ends a StreamSpace tunnel the agent reports failed, and reports whether the frame
+// is the embedder's.
+func (s *agentTunnels) onVNCError(m models.VNCErrorMessage) (left bool) {
 	s.mu.Lock()
+	left = s.embedderReads() && !s.heldByViewer(m.SessionID)
 	sl := s.bySession[m.SessionID]
 	if sl != nil {
 		delete(s.bySession, m.SessionID)
@@ -309,6 +352,7 @@ func (s *agentTunnels) onVNCError(m models.VNCErrorMessage) {
 		sl.viewer.agentGone()
 		sl.viewer.finish(websocket.CloseInternalServerErr, agentErrorReason(m.Error))
 	}
+	return left
 }
 
 // agentErrorReason is the viewer's close reason for an agent's error text, cut to 128 bytes.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/cluster"
+	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
@@ -25,9 +27,12 @@ type Config struct {
 	// DebugAddr, when set, serves net/http/pprof there (keep it on loopback).
 	DebugAddr   string
 	DatabaseURL string
-	RedisURL    string
-	RedisPrefix string
-	Replica     string
+	// DBTablePrefix begins the name of every table and index the server keeps in the
+	// database (empty: db.DefaultTablePrefix).
+	DBTablePrefix string
+	RedisURL      string
+	RedisPrefix   string
+	Replica       string
 	// AgentOwnershipTTL: a replica that dies abruptly stops holding its agents in Redis this
 	// long after its last refresh.
 	AgentOwnershipTTL time.Duration
@@ -180,6 +185,7 @@ func (c *Config) bindings() []envFlag {
 	return []envFlag{
 		{"addr", "STREAMSPACE_ADDR", "listen address", str(&c.Addr), DefaultAddr},
 		{"database-url", "STREAMSPACE_DATABASE_URL", "sqlite://path or postgres://…", str(&c.DatabaseURL), DefaultDatabaseURL},
+		{"db-table-prefix", "STREAMSPACE_DB_TABLE_PREFIX", "prefix of every table and index name in the database (servers or installs sharing a database or schema differ here)", str(&c.DBTablePrefix), db.DefaultTablePrefix},
 		{"redis-url", "STREAMSPACE_REDIS_URL", "Redis for several replicas (empty: single node)", str(&c.RedisURL), ""},
 		{"redis-prefix", "STREAMSPACE_REDIS_PREFIX", "prefix of every Redis key and channel (installs sharing a Redis differ here)", str(&c.RedisPrefix), "streamspace"},
 		{"replica", "STREAMSPACE_REPLICA", "this replica's name (default: hostname)", str(&c.Replica), ""},
@@ -330,6 +336,11 @@ func (c *Config) complete() error {
 	if c.SessionSource != DefaultSessionSource && c.SessionSource != KubernetesSource {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_SESSION_SOURCE %q: want %q or %q", c.SessionSource, DefaultSessionSource, KubernetesSource))
 	}
+	if c.DBTablePrefix != "" {
+		if err := db.ValidateTablePrefix(c.DBTablePrefix); err != nil {
+			errs = append(errs, fmt.Errorf("STREAMSPACE_DB_TABLE_PREFIX: %w", err))
+		}
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_LOG_FORMAT %q: want text or json", c.LogFormat))
 	}
@@ -362,4 +373,13 @@ func randomHex(n int) string {
 // history is the event history every organization's stream keeps.
 func (c Config) history() cluster.History {
 	return cluster.History{Size: c.HistorySize, TTL: c.HistoryTTL, OrgBytes: c.HistoryOrgBytes, TotalBytes: c.HistoryTotalBytes}
+}
+
+// dbOptions are the database settings of the configuration.
+func (c Config) dbOptions(log *slog.Logger) []db.Option {
+	opts := []db.Option{db.WithLogger(log)}
+	if c.DBTablePrefix != "" {
+		opts = append(opts, db.WithTablePrefix(c.DBTablePrefix))
+	}
+	return opts
 }

@@ -29,8 +29,12 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if cfg.Addr != ":9100" || cfg.ClientQueue != 64 || cfg.PingInterval != 20*time.Second || cfg.PongWait != 60*time.Second ||
 		len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "https://b.example" || cfg.DatabaseURL != DefaultDatabaseURL ||
-		cfg.DefaultOrg != "default-org" || cfg.DefaultNamespace != "streamspace" || cfg.Replica == "" {
+		cfg.DefaultOrg != "default-org" || cfg.DefaultNamespace != "streamspace" || cfg.Replica == "" ||
+		cfg.DBTablePrefix != "ssrt_" {
 		t.Fatalf("config %+v", cfg)
+	}
+	if c, err := LoadConfig([]string{"--db-table-prefix", "rt_"}, get(map[string]string{"STREAMSPACE_DB_TABLE_PREFIX": "env_"})); err != nil || c.DBTablePrefix != "rt_" {
+		t.Fatalf("--db-table-prefix over the environment: %q, %v", c.DBTablePrefix, err)
 	}
 
 	bad := []struct {
@@ -46,6 +50,8 @@ func TestLoadConfig(t *testing.T) {
 		{"ownership ttl", nil, map[string]string{"STREAMSPACE_REDIS_URL": "redis://x", "STREAMSPACE_AGENT_OWNERSHIP_TTL": "10ms"}, "STREAMSPACE_AGENT_OWNERSHIP_TTL"},
 		{"session source", nil, map[string]string{"STREAMSPACE_SESSION_SOURCE": "etcd"}, "STREAMSPACE_SESSION_SOURCE"},
 		{"log format", nil, map[string]string{"STREAMSPACE_LOG_FORMAT": "xml"}, "STREAMSPACE_LOG_FORMAT"},
+		{"table prefix", nil, map[string]string{"STREAMSPACE_DB_TABLE_PREFIX": "Bad-Prefix"}, "STREAMSPACE_DB_TABLE_PREFIX"},
+		{"table prefix flag", []string{"--db-table-prefix", "noUnderscore"}, nil, "STREAMSPACE_DB_TABLE_PREFIX"},
 		{"stray argument", []string{"extra"}, nil, "unexpected"},
 	}
 	for _, tc := range bad {

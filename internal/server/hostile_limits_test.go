@@ -82,7 +82,7 @@ func TestClientStringsStoredWithinBounds(t *testing.T) {
 		}
 		var stored string
 		testkit.Eventually(t, 5*time.Second, "the connection recorded", func() bool {
-			return ts.Database().SQL().QueryRowContext(ctx, "SELECT user_agent FROM connections WHERE session_id = 's1'").Scan(&stored) == nil
+			return ts.Database().SQL().QueryRowContext(ctx, "SELECT user_agent FROM "+ts.Database().TablePrefix()+"connections WHERE session_id = 's1'").Scan(&stored) == nil
 		})
 		if len(stored) > models.MaxUserAgentLen || len(stored) < models.MaxUserAgentLen-1 || !utf8.ValidString(stored) || !strings.HasPrefix(ua, stored) {
 			t.Fatalf("stored User-Agent of %d bytes (valid UTF-8 %v), want its first %d bytes at most", len(stored), utf8.ValidString(stored), models.MaxUserAgentLen)

@@ -120,7 +120,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		bus, dir = rc.node.Bus(), rc.node.Directory()
 	}
-	database, err := db.Open(ctx, cfg.DatabaseURL)
+	database, err := db.Open(ctx, cfg.DatabaseURL, cfg.dbOptions(log)...)
 	if err != nil {
 		if rc != nil {
 			_ = rc.close()

@@ -1,14 +1,14 @@
 -- Timestamps are TIMESTAMPTZ (UTC, microseconds). Maps are JSON text, as on SQLite, so every
 -- statement is written once for both dialects.
 
-CREATE TABLE organizations (
+CREATE TABLE {organizations} (
     id            TEXT NOT NULL PRIMARY KEY,
     name          TEXT NOT NULL DEFAULT '',
     k8s_namespace TEXT NOT NULL DEFAULT '',
     created_at    TIMESTAMPTZ NOT NULL
 );
 
-CREATE TABLE sessions (
+CREATE TABLE {sessions} (
     id                   TEXT NOT NULL PRIMARY KEY,
     org_id               TEXT NOT NULL,
     user_id              TEXT NOT NULL DEFAULT '',
@@ -28,18 +28,18 @@ CREATE TABLE sessions (
     -- target of the connections foreign key, so a connection can never point into another org
     UNIQUE (id, org_id)
 );
-CREATE INDEX sessions_org_user ON sessions (org_id, user_id);
-CREATE INDEX sessions_agent ON sessions (agent_id);
+CREATE INDEX {sessions_org_user} ON {sessions} (org_id, user_id);
+CREATE INDEX {sessions_agent} ON {sessions} (agent_id);
 
-CREATE TABLE session_shares (
-    session_id  TEXT NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+CREATE TABLE {session_shares} (
+    session_id  TEXT NOT NULL REFERENCES {sessions} (id) ON DELETE CASCADE,
     user_id     TEXT NOT NULL,
     permissions TEXT NOT NULL DEFAULT '[]',
     created_at  TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (session_id, user_id)
 );
 
-CREATE TABLE connections (
+CREATE TABLE {connections} (
     id             TEXT NOT NULL PRIMARY KEY,
     session_id     TEXT NOT NULL,
     user_id        TEXT NOT NULL DEFAULT '',
@@ -49,11 +49,11 @@ CREATE TABLE connections (
     replica        TEXT NOT NULL DEFAULT '',
     connected_at   TIMESTAMPTZ NOT NULL,
     last_heartbeat TIMESTAMPTZ NOT NULL,
-    FOREIGN KEY (session_id, org_id) REFERENCES sessions (id, org_id) ON DELETE CASCADE
+    FOREIGN KEY (session_id, org_id) REFERENCES {sessions} (id, org_id) ON DELETE CASCADE
 );
-CREATE INDEX connections_session ON connections (session_id);
+CREATE INDEX {connections_session} ON {connections} (session_id);
 
-CREATE TABLE agents (
+CREATE TABLE {agents} (
     id              TEXT NOT NULL PRIMARY KEY,
     org_id          TEXT NOT NULL DEFAULT '',
     platform        TEXT NOT NULL DEFAULT '',
@@ -69,7 +69,7 @@ CREATE TABLE agents (
     updated_at      TIMESTAMPTZ NOT NULL
 );
 
-CREATE TABLE agent_commands (
+CREATE TABLE {agent_commands} (
     id              TEXT NOT NULL PRIMARY KEY,
     agent_id        TEXT NOT NULL,
     session_id      TEXT NOT NULL DEFAULT '',
@@ -86,4 +86,4 @@ CREATE TABLE agent_commands (
     expires_at      TIMESTAMPTZ NULL,
     updated_at      TIMESTAMPTZ NOT NULL
 );
-CREATE INDEX agent_commands_agent_status ON agent_commands (agent_id, status, created_at);
+CREATE INDEX {agent_commands_agent_status} ON {agent_commands} (agent_id, status, created_at);
