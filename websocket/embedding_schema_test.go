@@ -48,7 +48,7 @@ func openEmbedderDB(t *testing.T, dialect db.Dialect) *embedderDB {
 			sqlDB.SetMaxOpenConns(8)
 		}
 	case db.SQLite:
-		sqlDB, err = sql.Open("sqlite", embedderSQLiteDSN(filepath.Join(t.TempDir(), "api.db")))
+		sqlDB, err = sql.Open("sqlite", db.SQLiteDSN(filepath.Join(t.TempDir(), "api.db")))
 		if err == nil {
 			sqlDB.SetMaxOpenConns(4)
 			sqlDB.SetMaxIdleConns(4)
@@ -63,13 +63,6 @@ func openEmbedderDB(t *testing.T, dialect db.Dialect) *embedderDB {
 	// is dropped.
 	t.Cleanup(func() { _ = sqlDB.Close() })
 	return &embedderDB{sql: sqlDB, dialect: dialect}
-}
-
-// embedderSQLiteDSN is the DSN an embedder opens a SQLite file with so that this project can
-// share it: a busy timeout, WAL, foreign keys, and transactions that take the write lock at
-// BEGIN (the parameters db.Open sets itself).
-func embedderSQLiteDSN(path string) string {
-	return "file:" + path + "?_busy_timeout=5000&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL&_txlock=immediate"
 }
 
 // rebind turns the ? placeholders of q into PostgreSQL's $n.

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/streamspace/streamspace-realtime/db"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
@@ -56,7 +55,7 @@ func (s *embedderSessions) GetSession(ctx context.Context, id string) (models.Se
 	row := s.e.sql.QueryRowContext(ctx, s.e.rebind(`SELECT `+embedderSessionColumns+` FROM sessions WHERE id = ?`), id)
 	sess, err := scanSession(row)
 	if errors.Is(err, sql.ErrNoRows) {
-		return models.Session{}, fmt.Errorf("embedder: session %q: %w", id, db.ErrNotFound)
+		return models.Session{}, fmt.Errorf("embedder: session %q: %w", id, websocket.ErrNotFound)
 	}
 	if err != nil {
 		return models.Session{}, fmt.Errorf("embedder: session %q: %w", id, err)
@@ -108,7 +107,7 @@ func (s *embedderSessions) GetOrganization(ctx context.Context, id string) (mode
 		`SELECT id, name, k8s_namespace, created_at FROM organizations WHERE id = ?`), id).
 		Scan(&org.ID, &org.Name, &org.K8sNamespace, &created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return models.Organization{}, fmt.Errorf("embedder: organization %q: %w", id, db.ErrNotFound)
+		return models.Organization{}, fmt.Errorf("embedder: organization %q: %w", id, websocket.ErrNotFound)
 	}
 	if err != nil {
 		return models.Organization{}, fmt.Errorf("embedder: organization %q: %w", id, err)

@@ -237,8 +237,8 @@ func testEmbedding(t *testing.T, dialect db.Dialect) {
 		if panicked != nil {
 			t.Fatalf("RegisterAgent with a zero-value *websocket.Conn panicked: %v", panicked)
 		}
-		if err == nil {
-			t.Fatalf("RegisterAgent with a zero-value *websocket.Conn succeeded, want an error")
+		if !errors.Is(err, websocket.ErrUnusableSocket) {
+			t.Fatalf("RegisterAgent with a zero-value *websocket.Conn = %v, want ErrUnusableSocket", err)
 		}
 		if s.hub.IsAgentConnected("zero-conn-agent") {
 			t.Errorf("the refused connection is registered")
