@@ -48,7 +48,9 @@ type embedderServer struct {
 // startEmbedder wires the package into the server the way its main would: db.OpenDB over the
 // server's pool, a Manager over the server's own session source, an AgentHub over this
 // project's agent tables, and the routes.
-func startEmbedder(t *testing.T, e *embedderDB) *embedderServer {
+// agentStore, when given, builds the hub's store from this project's Database and the
+// embedder's session source; by default the hub uses the Database as it is.
+func startEmbedder(t *testing.T, e *embedderDB, agentStore ...func(*db.Database, *embedderSessions) websocket.AgentStore) *embedderServer {
 	t.Helper()
 	logs := &testkit.LockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -78,7 +80,11 @@ func startEmbedder(t *testing.T, e *embedderDB) *embedderServer {
 	s.manager = websocket.NewManagerWithSources(s.sessions, nil, websocket.Config{
 		Replica: "api-0", Logger: logger,
 	})
-	s.hub = websocket.NewAgentHubWithStore(database, websocket.AgentHubConfig{
+	var hubStore websocket.AgentStore = database
+	for _, build := range agentStore {
+		hubStore = build(database, s.sessions)
+	}
+	s.hub = websocket.NewAgentHubWithStore(hubStore, websocket.AgentHubConfig{
 		Replica: "api-0", Events: s.manager.GetNotifier(), Logger: logger,
 	})
 	// Agents send far more than browsers: a larger read buffer than the browsers' upgrader.
