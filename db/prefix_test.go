@@ -1,6 +1,7 @@
 package db_test
 
 import (
+	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -91,14 +92,8 @@ func TestForeignTableRefused(t *testing.T) {
 			mustExec(t, sqlDB,
 				`CREATE TABLE ssrt_agents (id INTEGER PRIMARY KEY, secret TEXT)`,
 				`INSERT INTO ssrt_agents (id, secret) VALUES (1, 'keep me')`)
-			before := objectNames(t, sqlDB, dialect)
 			snap := tableSnapshot(t, sqlDB, dialect, "ssrt_agents")
-
-			d, err := db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect))
-			if err == nil {
-				_ = d.Close()
-				t.Fatal("OpenDB adopted a foreign ssrt_agents")
-			}
+			err := openRefused(t, sqlDB, dialect)
 			want := fmt.Sprintf(`db: migrate %s: table "ssrt_agents" already exists and is not this project's (not recorded in ssrt_schema_migrations); choose another table prefix (db.WithTablePrefix, --db-table-prefix)`, dialect)
 			if err.Error() != want {
 				t.Errorf("error:\n%v\nwant:\n%s", err, want)
@@ -109,11 +104,8 @@ func TestForeignTableRefused(t *testing.T) {
 			if after := tableSnapshot(t, sqlDB, dialect, "ssrt_agents"); after != snap {
 				t.Errorf("foreign table changed:\n%s\nwas\n%s", after, snap)
 			}
-			if after := objectNames(t, sqlDB, dialect); fmt.Sprint(after) != fmt.Sprint(before) {
-				t.Errorf("refused Open changed the database:\n%v\nwas\n%v", after, before)
-			}
 			// The way out: another prefix.
-			d, err = db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect), db.WithTablePrefix("realtime_"))
+			d, err := db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect), db.WithTablePrefix("realtime_"))
 			if err != nil {
 				t.Fatalf("with another prefix: %v", err)
 			}
@@ -136,17 +128,9 @@ func TestForeignIndexRefused(t *testing.T) {
 			sqlDB := callerDB(t, dialect)
 			createCallerTables(t, sqlDB)
 			mustExec(t, sqlDB, `CREATE INDEX ssrt_sessions_agent ON sessions (owner)`)
-			before := objectNames(t, sqlDB, dialect)
-			d, err := db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect))
-			if err == nil {
-				_ = d.Close()
-				t.Fatal("OpenDB went past a foreign index")
-			}
+			err := openRefused(t, sqlDB, dialect)
 			if !errors.Is(err, db.ErrForeignObject) || !strings.Contains(err.Error(), `index "ssrt_sessions_agent" already exists and is not this project's`) {
 				t.Errorf("error: %v", err)
-			}
-			if after := objectNames(t, sqlDB, dialect); fmt.Sprint(after) != fmt.Sprint(before) {
-				t.Errorf("refused Open changed the database:\n%v\nwas\n%v", after, before)
 			}
 		})
 	}
@@ -163,21 +147,13 @@ func TestForeignBookkeepingRefused(t *testing.T) {
 				`CREATE TABLE ssrt_schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL)`,
 				`INSERT INTO ssrt_schema_migrations (version, dirty) VALUES (20240101, false)`)
 			snap := tableSnapshot(t, sqlDB, dialect, "ssrt_schema_migrations")
-			before := objectNames(t, sqlDB, dialect)
-			d, err := db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect))
-			if err == nil {
-				_ = d.Close()
-				t.Fatal("OpenDB adopted golang-migrate's bookkeeping")
-			}
+			err := openRefused(t, sqlDB, dialect)
 			if !errors.Is(err, db.ErrForeignObject) || !strings.Contains(err.Error(), `table "ssrt_schema_migrations" already exists and is not this project's (its columns are version`) ||
 				!strings.Contains(err.Error(), "--db-table-prefix") {
 				t.Errorf("error: %v", err)
 			}
 			if after := tableSnapshot(t, sqlDB, dialect, "ssrt_schema_migrations"); after != snap {
 				t.Errorf("bookkeeping changed:\n%s\nwas\n%s", after, snap)
-			}
-			if after := objectNames(t, sqlDB, dialect); fmt.Sprint(after) != fmt.Sprint(before) {
-				t.Errorf("refused Open changed the database:\n%v\nwas\n%v", after, before)
 			}
 		})
 	}
@@ -265,4 +241,20 @@ func TestTwoPrefixesIndependent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openRefused opens a Database over sqlDB, which must be refused, and checks that the refusal
+// left the database's objects as they were; it returns the refusal.
+func openRefused(t *testing.T, sqlDB *sql.DB, dialect string, opts ...db.Option) error {
+	t.Helper()
+	before := objectNames(t, sqlDB, dialect)
+	d, err := db.OpenDB(t.Context(), sqlDB, dialectOf(t, dialect), opts...)
+	if err == nil {
+		_ = d.Close()
+		t.Fatal("OpenDB went past an object that is not this project's")
+	}
+	if after := objectNames(t, sqlDB, dialect); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("refused Open changed the database:\n%v\nwas\n%v", after, before)
+	}
+	return err
 }
