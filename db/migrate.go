@@ -119,11 +119,7 @@ func (d *Database) inMigrationTx(ctx context.Context, conn *sql.Conn, fn func(q 
 		if err != nil {
 			return err
 		}
-		if err := fn(tx); err != nil {
-			_ = tx.Rollback()
-			return err
-		}
-		return tx.Commit()
+		return commitUnlessFailed(tx, func(tx *sql.Tx) error { return fn(tx) })
 	}
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return err

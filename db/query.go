@@ -236,6 +236,12 @@ func (d *Database) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err != nil {
 		return err
 	}
+	return commitUnlessFailed(tx, fn)
+}
+
+// commitUnlessFailed runs fn in the begun transaction tx, committing when fn returns nil and
+// rolling back otherwise.
+func commitUnlessFailed(tx *sql.Tx, fn func(tx *sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
 		return err

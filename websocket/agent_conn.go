@@ -191,13 +191,22 @@ func (c *AgentConnection) push(frame []byte) bool {
 	if c.closing() {
 		return false
 	}
+	if c.tryQueue(frame) {
+		return true
+	}
+	c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
+	return false
+}
+
+// tryQueue queues a frame when Send has room, counting it for the ack timing and the metrics,
+// and reports whether it did; it never blocks.
+func (c *AgentConnection) tryQueue(frame []byte) bool {
 	select {
 	case c.Send <- frame:
 		c.cmds.flight.frameQueued()
 		c.hub.metrics.framesOut.Inc()
 		return true
 	default:
-		c.closeWith(CloseSlowConsumer, "slow consumer: queue full", "slow_consumer")
 		return false
 	}
 }

@@ -22,14 +22,10 @@ func (c *AgentConnection) Enqueue(frame []byte) error {
 	if !c.registered.Load() || c.done == nil || c.closing() {
 		return fmt.Errorf("websocket: enqueue to agent %q: %w", c.AgentID, ErrAgentNotConnected)
 	}
-	select {
-	case c.Send <- frame:
-		c.cmds.flight.frameQueued()
-		c.hub.metrics.framesOut.Inc()
-		return nil
-	default:
+	if !c.tryQueue(frame) {
 		return fmt.Errorf("websocket: enqueue to agent %q: %w", c.AgentID, ErrAgentQueueFull)
 	}
+	return nil
 }
 
 // offer hands a frame the hub left to the embedder to Receive, from the reader, so in the
