@@ -344,7 +344,7 @@ func (sc *sourceConn) writeLoop() {
 				if behind := now.Sub(due); behind > catchUp { // a stall is not made up in one burst
 					start = start.Add(behind - catchUp)
 				}
-				wait = due.Sub(now)
+				wait = max(due.Sub(now), 0)
 			}
 		}
 		if wait != 0 {
