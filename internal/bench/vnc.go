@@ -451,8 +451,11 @@ type serverSide struct {
 }
 
 func (s *serverSide) stop() {
-	s.cancel()
+	if s.cancel != nil {
+		s.cancel()
+	}
 	s.wg.Wait()
+	s.api.http.CloseIdleConnections()
 }
 
 // viewerURL is viewer i's socket: an operator of the organization of its own, so that no
@@ -477,7 +480,9 @@ func setupServerSide(ctx context.Context, cfg VNCConfig, source string) (*server
 	ws.Scheme = strings.Replace(base.Scheme, "http", "ws", 1)
 	s := &serverSide{
 		cfg: cfg, agentID: "bench-vnc-" + randomHex(4), wsBase: strings.TrimSuffix(ws.String(), "/"), now: time.Now(),
-		api: &apiClient{base: base, token: cfg.ServiceToken, http: &http.Client{Timeout: 30 * time.Second}},
+		api: &apiClient{base: base, token: cfg.ServiceToken, http: &http.Client{
+			Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8},
+		}},
 	}
 	key, err := s.api.createAgent(ctx, s.agentID)
 	if err != nil {
