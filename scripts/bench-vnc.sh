@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures session streaming side by side with websockify: builds the binary, starts `serve`
 # and runs `bench vnc` for each row of the streaming targets (docs/PERFORMANCE.md):
-#   1. memory per idle open tunnel: IDLE (1000) viewers that complete the handshake and wait,
-#      first, while the server is fresh (a process keeps memory it has freed);
+#   1. memory per idle open tunnel: IDLE (250; the agent SDK serves at most 256) viewers that
+#      complete the handshake and wait, first, while the server is fresh (a process keeps
+#      memory it has freed);
 #   2. one tunnel at full speed: throughput, this server against websockify's direct relay;
 #   3. the round trip of a 10-byte message: one viewer at 1 MB/s;
 #   4. VIEWERS viewers (100) at RATE (1MB) each: every tunnel keeps its rate? command round trip
@@ -11,7 +12,8 @@
 # database (PGURL names the server) and a Redis prefix of their own (REDIS_URL), the agent on
 # replica 2 and the viewers on replica 1, so every tunnel crosses the peer link.
 # Settings: DURATION (10s), RUNS (3), BATCH (viewers connecting at once, 1), ROWS (which rows,
-# "1 2 3 4"); extra arguments go to every `bench vnc` (for example --json). Everything the
+# "1 2 3 4"), PORT (18090: the server's; two replicas take the next two, their peer links
+# PORT+101 and PORT+102); extra arguments go to every `bench vnc` (for example --json). Everything the
 # script starts is stopped when it ends, however it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,8 +22,9 @@ DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
 VIEWERS=${VIEWERS:-100}
 RATE=${RATE:-1MB}
-IDLE=${IDLE:-1000}
+IDLE=${IDLE:-250}
 BATCH=${BATCH:-1}
+PORT=${PORT:-18090}
 ROWS=${ROWS:-1 2 3 4}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
@@ -49,6 +52,10 @@ common=(--log-level warn --vnc-max-per-agent 0 --vnc-max-per-user 0 --max-connec
 start() {
 	local name=$1 port=$2
 	shift 2
+	if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+		echo "bench-vnc.sh: port $port is in use (another server?): set PORT" >&2
+		exit 1
+	fi
 	"$tmp/ssr" serve --addr "127.0.0.1:$port" "${common[@]}" "$@" >"$tmp/$name.log" 2>&1 &
 	pids+=($!)
 	local pid=$!
@@ -64,19 +71,19 @@ start() {
 
 case "$REPLICAS" in
 1)
-	start serve 18090 --database-url "sqlite://$tmp/bench.db"
-	target=(--server http://127.0.0.1:18090 --pid "${pids[0]}")
+	start serve "$PORT" --database-url "sqlite://$tmp/bench.db"
+	target=(--server "http://127.0.0.1:$PORT" --pid "${pids[0]}")
 	;;
 2)
 	pgdb="ssr_bench_vnc_$$"
 	psql "$PGURL/postgres" -qc "CREATE DATABASE $pgdb" >/dev/null
 	dburl="$PGURL/$pgdb?sslmode=disable"
 	prefix="ssr-bench-vnc-$$"
-	start r1 18091 --database-url "$dburl" --redis-url "$REDIS_URL" --redis-prefix "$prefix" --replica r1 \
-		--peer-addr 127.0.0.1:18191 --peer-advertise-addr 127.0.0.1:18191
-	start r2 18092 --database-url "$dburl" --redis-url "$REDIS_URL" --redis-prefix "$prefix" --replica r2 \
-		--peer-addr 127.0.0.1:18192 --peer-advertise-addr 127.0.0.1:18192
-	target=(--server http://127.0.0.1:18091 --agent-server http://127.0.0.1:18092 --pid "${pids[0]}" --pid "${pids[1]}")
+	for i in 1 2; do
+		start "r$i" $((PORT + i)) --database-url "$dburl" --redis-url "$REDIS_URL" --redis-prefix "$prefix" --replica "r$i" \
+			--peer-addr "127.0.0.1:$((PORT + 100 + i))" --peer-advertise-addr "127.0.0.1:$((PORT + 100 + i))"
+	done
+	target=(--server "http://127.0.0.1:$((PORT + 1))" --agent-server "http://127.0.0.1:$((PORT + 2))" --pid "${pids[0]}" --pid "${pids[1]}")
 	;;
 *)
 	echo "bench-vnc.sh: REPLICAS must be 1 or 2" >&2

@@ -220,6 +220,7 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 		{[]string{"--service-token", "wrong"}, "create the agent"},
 		{[]string{"--rate", "fast"}, "--rate"},
 		{[]string{"--viewers", "0"}, "must be positive"},
+		{[]string{"--idle-viewers", "300"}, "at most 256"},
 	} {
 		err := run(ctx, append([]string{"bench", "vnc", "--server", "http://" + host, "--duration", "1s"}, c.args...), env(environ), &report, &progress)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

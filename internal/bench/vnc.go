@@ -23,6 +23,9 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
+// maxAgentTunnels is how many tunnels the agent SDK serves at once on one connection.
+const maxAgentTunnels = 256
+
 // The two relays a streaming run measures.
 const (
 	TargetWebsockify = "websockify"
@@ -134,6 +137,8 @@ func RunVNC(ctx context.Context, cfg VNCConfig) (VNCReport, error) {
 	switch {
 	case cfg.Viewers < 1 || cfg.Duration <= 0 || cfg.Runs < 1 || cfg.Rate < 0 || cfg.IdleViewers < 0:
 		return rep, errors.New("bench vnc: --viewers, --duration and --runs must be positive, --rate not negative")
+	case cfg.Viewers > maxAgentTunnels || cfg.IdleViewers > maxAgentTunnels:
+		return rep, fmt.Errorf("bench vnc: --viewers and --idle-viewers may be at most %d: every tunnel goes through the bench's one agent, and the agent SDK serves at most that many on a connection", maxAgentTunnels)
 	case cfg.ServiceToken == "":
 		return rep, errors.New("bench vnc: a service token is required (--service-token or STREAMSPACE_SERVICE_TOKEN)")
 	case len(cfg.Secret) == 0:
