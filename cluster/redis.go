@@ -51,6 +51,9 @@ type RedisOptions struct {
 	WaitForRedis bool
 	// History bounds each organization's replayable history (Size entries in Redis).
 	History History
+	// PeerAddr is the address other replicas dial to reach this one directly (package peer),
+	// published beside its agent claims; empty publishes none.
+	PeerAddr string
 	// Logger receives the package's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the package's Prometheus collectors; nil registers none.

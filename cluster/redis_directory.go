@@ -288,6 +288,9 @@ func (d *RedisDirectory) refreshLoop() {
 	defer d.r.wg.Done()
 	t := time.NewTicker(d.r.opts.OwnershipTTL / 3)
 	defer t.Stop()
+	if err := d.publishPeerAddr(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
+		d.r.log.Warn("publishing the peer address failed", "err", err)
+	}
 	for {
 		select {
 		case <-t.C:
@@ -297,6 +300,9 @@ func (d *RedisDirectory) refreshLoop() {
 		}
 		if err := d.refresh(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
 			d.r.log.Warn("refreshing agent claims failed", "err", err)
+		}
+		if err := d.publishPeerAddr(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
+			d.r.log.Warn("publishing the peer address failed", "err", err)
 		}
 		// Connection leases live as long as claims, and are extended with them.
 		if err := d.r.leases.refresh(d.r.ctx); err != nil && d.r.ctx.Err() == nil {
