@@ -565,6 +565,9 @@ func (s *serverSide) awaitViewable(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	if strings.Contains(last, "agent_elsewhere") {
+		last += " (--server relays to the replica holding the agent only over a peer link: start the replicas with --peer-addr)"
+	}
 	return fmt.Errorf("bench vnc: the session's viewer socket is not ready after 30s: %s", last)
 }
 
