@@ -1,6 +1,7 @@
 package agentclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -94,53 +95,67 @@ func TestTunnelRelaysBothWaysAndClosesFromEitherSide(t *testing.T) {
 	testkit.Eventually(t, waitTimeout, "handlers to end", func() bool { return live.Load() == 0 })
 }
 
+// A handler's Write and an io.Copy to the tunnel (ReadFrom, reading straight into frames) both
+// send chunks of at most tunnelChunk within the window, resume on credit, and keep the bytes.
 func TestTunnelNeverExceedsTheWindowAndResumesOnCredit(t *testing.T) {
 	const total = 1 << 20
 	const window = 100_000
-	done := make(chan error, 1)
-	_, _, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
-		b := make([]byte, total)
-		for i := range b {
-			b[i] = byte(i % 251)
-		}
-		n, err := tn.Write(b)
-		if err == nil && n != total {
-			err = io.ErrShortWrite
-		}
-		done <- err
-		<-ctx.Done()
-		return nil
-	})
-	openTunnel(t, c, 1, "s1", false, window)
-	granted, got := int64(window), 0
-	var all []byte
-	for got < total {
-		d := nextData(t, c, 1)
-		if len(d) > tunnelChunk {
-			t.Fatalf("chunk of %d bytes, over %d", len(d), tunnelChunk)
-		}
-		got += len(d)
-		all = append(all, d...)
-		if int64(got) > granted {
-			t.Fatalf("received %d bytes with only %d granted", got, granted)
-		}
-		if int64(got) == granted {
-			// The window is exhausted: the agent must stop until credit comes.
-			roundTrip(t, c)
-			if n := recorded(c); int64(n) > granted {
-				t.Fatalf("%d bytes arrived with only %d granted", n, granted)
+	pattern := make([]byte, total)
+	for i := range pattern {
+		pattern[i] = byte(i % 251)
+	}
+	send := map[string]func(tn *Tunnel) (int64, error){
+		"Write": func(tn *Tunnel) (int64, error) {
+			n, err := tn.Write(pattern)
+			return int64(n), err
+		},
+		// The wrapper hides bytes.Reader's WriteTo, as a net.Conn's reads are.
+		"ReadFrom": func(tn *Tunnel) (int64, error) {
+			return io.Copy(tn, struct{ io.Reader }{bytes.NewReader(pattern)})
+		},
+	}
+	for name, write := range send {
+		t.Run(name, func(t *testing.T) {
+			done := make(chan error, 1)
+			_, _, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
+				n, err := write(tn)
+				if err == nil && n != total {
+					err = io.ErrShortWrite
+				}
+				done <- err
+				<-ctx.Done()
+				return nil
+			})
+			openTunnel(t, c, 1, "s1", false, window)
+			granted, got := int64(window), 0
+			var all []byte
+			for got < total {
+				d := nextData(t, c, 1)
+				if len(d) > tunnelChunk {
+					t.Fatalf("chunk of %d bytes, over %d", len(d), tunnelChunk)
+				}
+				got += len(d)
+				all = append(all, d...)
+				if int64(got) > granted {
+					t.Fatalf("received %d bytes with only %d granted", got, granted)
+				}
+				if int64(got) == granted {
+					// The window is exhausted: the agent must stop until credit comes.
+					roundTrip(t, c)
+					if n := recorded(c); int64(n) > granted {
+						t.Fatalf("%d bytes arrived with only %d granted", n, granted)
+					}
+					credit(t, c, 1, 70_000)
+					granted += 70_000
+				}
 			}
-			credit(t, c, 1, 70_000)
-			granted += 70_000
-		}
-	}
-	if err := recvErr(t, done); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	for i, b := range all {
-		if b != byte(i%251) {
-			t.Fatalf("byte %d is %d, want %d", i, b, byte(i%251))
-		}
+			if err := recvErr(t, done); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !bytes.Equal(all, pattern) {
+				t.Fatal("the viewer got other bytes than the handler sent")
+			}
+		})
 	}
 }
 
@@ -340,7 +355,7 @@ func TestTunnelOpenRefusedWithoutTunnels(t *testing.T) {
 	}
 }
 
-// stamped writes 32 KiB chunks numbered from 0 (big-endian in the first 4 bytes) until its
+// stamped writes chunks of tunnelChunk bytes numbered from 0 (big-endian in the first 4 bytes) until its
 // ctx ends, counting in accepted the chunks Write took.
 func stamped(accepted *atomic.Int64) TunnelHandler {
 	return func(ctx context.Context, tn *Tunnel) error {
