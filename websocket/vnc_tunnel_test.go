@@ -121,6 +121,12 @@ func TestVNCTunnelRefusals(t *testing.T) {
 	violation(id)
 	closedWith(v, websocket.CloseInternalServerErr, "tunnel protocol violation")
 	alive()
+	// A frame over a chunk (64 KiB): that tunnel's violation, the socket goes on.
+	v, id = openTunnel1(t, r, a, "s1", "u1", false, 1<<20)
+	a.sendData(id, make([]byte, models.MaxTunnelChunk+1))
+	violation(id)
+	closedWith(v, websocket.CloseInternalServerErr, "tunnel protocol violation")
+	alive()
 	// Credit past 16 MiB.
 	v, id = openTunnel1(t, r, a, "s1", "u1", false, 1<<20)
 	a.send(models.MessageTypeTunnelCredit, models.TunnelCreditMessage{TunnelID: id, Bytes: models.MaxTunnelWindow})

@@ -54,6 +54,7 @@ func (t *Tunnel) fromAgent(data []byte) {
 	s.mu.Lock()
 	if t.ended() {
 		s.mu.Unlock()
+		t.giveBack(data)
 		return
 	}
 	t.toViewer = append(t.toViewer, data)
@@ -68,6 +69,14 @@ func (t *Tunnel) fromAgent(data []byte) {
 	select {
 	case t.more <- struct{}{}:
 	default:
+	}
+}
+
+// giveBack returns a chunk of the agent's bytes to the pool it was read into (tunnel/1 only:
+// StreamSpace's bytes are decoded into buffers of their own).
+func (t *Tunnel) giveBack(b []byte) {
+	if t.proto == protoTunnel1 {
+		putChunk(b)
 	}
 }
 
@@ -190,6 +199,7 @@ func (t *Tunnel) flush(conn *websocket.Conn) error {
 				return err
 			}
 			n += int64(len(b))
+			t.giveBack(b)
 		}
 		t.hub.metrics.vnc.bytes.WithLabelValues("to_viewer").Add(float64(n))
 		var credit int64
