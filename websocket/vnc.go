@@ -203,21 +203,19 @@ func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 		expiry := time.AfterFunc(time.Until(t.req.Expires), func() { t.finish(CloseTokenExpired, "token expired") })
 		defer expiry.Stop()
 	}
+	// No goroutine waits for ctx: an idle tunnel costs two, its reader and its writer.
+	stop := context.AfterFunc(ctx, func() {
+		var cause CloseCause
+		if errors.As(context.Cause(ctx), &cause) {
+			t.finish(cause.Code, cause.Reason)
+		} else {
+			t.finish(websocket.CloseGoingAway, "server shutting down")
+		}
+	})
+	defer stop()
 	readDone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { t.writePump(conn, readDone) })
-	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			var cause CloseCause
-			if errors.As(context.Cause(ctx), &cause) {
-				t.finish(cause.Code, cause.Reason)
-			} else {
-				t.finish(websocket.CloseGoingAway, "server shutting down")
-			}
-		case <-t.end:
-		}
-	})
 	t.readPump(conn)
 	close(readDone)
 	wg.Wait()
