@@ -51,6 +51,8 @@ type agentTunnels struct {
 	c       *AgentConnection
 	tunnel1 bool // the connection negotiated tunnel/1
 
+	openMu sync.Mutex // numbers tunnel/1 tunnels and queues their tunnel_open, in that order
+
 	mu        sync.Mutex
 	nextID    uint32
 	byID      map[uint32]*Tunnel
@@ -58,6 +60,7 @@ type agentTunnels struct {
 	count     int       // reserved tunnels, for the per-agent limit
 	ready     []*Tunnel // tunnels with bytes for the agent, in turn order
 	closed    bool
+	shutdown  bool // closed for the server's shutdown
 
 	wake       chan struct{} // the writer has tunnel data to look at
 	errLimiter *rate.Limiter // error answers to tunnel frames, 10 a second
@@ -137,7 +140,7 @@ func (s *agentTunnels) nextChunk(now time.Time) (frame []byte, msgType int, ok b
 // closeAll ends every viewer when the agent's socket closes: 1001 for a shutdown, else 1011.
 func (s *agentTunnels) closeAll(shutdown bool) {
 	s.mu.Lock()
-	s.closed = true
+	s.closed, s.shutdown = true, shutdown
 	var viewers []*Tunnel
 	for _, t := range s.byID {
 		viewers = append(viewers, t)
@@ -150,11 +153,16 @@ func (s *agentTunnels) closeAll(shutdown bool) {
 	s.mu.Unlock()
 	for _, t := range viewers {
 		t.agentGone()
-		if shutdown {
-			t.finish(websocket.CloseGoingAway, "server shutting down")
-		} else {
-			t.finish(websocket.CloseInternalServerErr, "agent disconnected")
-		}
+		t.agentClosed(shutdown)
+	}
+}
+
+// agentClosed ends a viewer whose agent's socket closed: 1001 for a shutdown, else 1011.
+func (t *Tunnel) agentClosed(shutdown bool) {
+	if shutdown {
+		t.finish(websocket.CloseGoingAway, "server shutting down")
+	} else {
+		t.finish(websocket.CloseInternalServerErr, "agent disconnected")
 	}
 }
 

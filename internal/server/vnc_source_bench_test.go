@@ -232,9 +232,11 @@ func BenchmarkBusyAgentCommand(b *testing.B) {
 					req := make([]byte, sourceRequest)
 					binary.BigEndian.PutUint32(req, piece)
 					if _, err := c.Write(req); err != nil {
+						b.Logf("viewer %d: %v", i, err)
 						return
 					}
 					if _, err := io.ReadFull(c, buf); err != nil {
+						b.Logf("viewer %d: %v", i, err)
 						return
 					}
 					got[i].Add(piece)
@@ -256,6 +258,9 @@ func BenchmarkBusyAgentCommand(b *testing.B) {
 		slowest, total := int64(math.MaxInt64), int64(0)
 		for i := range got {
 			n := got[i].Load()
+			if n == 0 {
+				b.Logf("viewer %d got nothing", i)
+			}
 			slowest, total = min(slowest, n), total+n
 		}
 		b.ReportMetric(float64(slowest)/elapsed.Seconds()/1e6, "rate-min-MB/s")
