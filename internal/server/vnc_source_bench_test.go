@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,6 +55,16 @@ func startByteSource(tb testing.TB) string {
 	})
 }
 
+// processCPU is the CPU time this process has used, user and system. For websockify that
+// leaves out the relay, which is a process of its own: compare it between runs of one path.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // sourceAsk sends one request for n bytes and reads the answer into buf.
 func sourceAsk(tb testing.TB, c io.ReadWriter, n int, buf []byte) {
 	req := make([]byte, sourceRequest)
@@ -72,7 +83,8 @@ func sourceAsk(tb testing.TB, c io.ReadWriter, n int, buf []byte) {
 //
 // roundtrip/*: a 10-byte message and a 10-byte answer, one at a time; ns/op is the mean round
 // trip, p50-ns and p99-ns its percentiles. stream/*: 4 MiB answers, one request at a time;
-// MB/s is one tunnel's throughput. Run it with
+// MB/s is one tunnel's throughput, cpu-ns/MB this process's CPU time (viewer, source, and for
+// tunnel1 the server and the agent) per MB. Run it with
 //
 //	go test -run '^$' -bench TunnelSource -benchtime 3s -count 3 ./internal/server/
 func BenchmarkTunnelSource(b *testing.B) {
@@ -128,9 +140,11 @@ func BenchmarkTunnelSource(b *testing.B) {
 			sourceAsk(b, c, sourceRequest, buf)
 			b.SetBytes(answer)
 			b.ResetTimer()
+			cpu0 := processCPU()
 			for b.Loop() {
 				sourceAsk(b, c, answer, buf)
 			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N)/(answer/1e6), "cpu-ns/MB")
 		})
 	}
 }
