@@ -181,14 +181,15 @@ func (t *Tunnel) Read(p []byte) (int, error) {
 	}
 }
 
-// takeCredit counts n bytes read and returns the credit to grant now: at least every 64 KiB
-// or a quarter of the window (PROTOCOL.md 6.3). Called with mu held.
+// takeCredit counts n bytes read and returns the credit to grant now: once a quarter of the
+// window was read (PROTOCOL.md 6.3), so a busy tunnel costs a credit frame per quarter
+// window, not per chunk. Called with mu held.
 func (t *Tunnel) takeCredit(n int) int64 {
 	if t.id == 0 {
 		return 0
 	}
 	t.unacked += int64(n)
-	if t.unacked < min(64<<10, int64(t.recvCap)/4) {
+	if t.unacked < int64(t.recvCap)/4 {
 		return 0
 	}
 	credit := t.unacked

@@ -183,12 +183,18 @@ func TestTunnelCreditFollowsWhatTheHandlerRead(t *testing.T) {
 	})
 	t.Cleanup(func() { close(reads) })
 	openTunnel(t, c, 1, "s1", false, models.DefaultTunnelWindow)
+	// Credit comes once a quarter of the window was read (PROTOCOL.md 6.3).
+	const quarter = models.DefaultTunnelWindow / 4
 	chunk := make([]byte, 16<<10)
-	for range 12 { // 192 KiB, within the window
-		if err := c.SendData(1, chunk); err != nil {
-			t.Fatal(err)
+	send := func(n int) {
+		t.Helper()
+		for range n / len(chunk) {
+			if err := c.SendData(1, chunk); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	send(3 * quarter) // within the window
 	read := func(n int) {
 		t.Helper()
 		reads <- n
@@ -212,28 +218,24 @@ func TestTunnelCreditFollowsWhatTheHandlerRead(t *testing.T) {
 	if n := credits(); n != 0 {
 		t.Fatalf("%d bytes of credit before the handler read anything", n)
 	}
-	read(30 << 10)
+	read(quarter / 2)
 	roundTrip(t, c)
 	if n := credits(); n != 0 {
-		t.Fatalf("%d bytes of credit after 30 KiB read, want none below 64 KiB", n)
+		t.Fatalf("%d bytes of credit after %d read, want none below a quarter of the window", n, quarter/2)
 	}
-	read(40 << 10)
+	read(quarter/2 + 16<<10)
 	roundTrip(t, c)
-	if n := credits(); n != 70<<10 {
-		t.Fatalf("credit %d after 70 KiB read, want %d", n, 70<<10)
+	if n := credits(); n != quarter+16<<10 {
+		t.Fatalf("credit %d after %d read, want %d", n, quarter+16<<10, quarter+16<<10)
 	}
-	read(122 << 10)
+	read(2*quarter - 16<<10)
 	roundTrip(t, c)
-	if n := credits(); n != 192<<10 {
-		t.Fatalf("credit %d after 192 KiB read, want %d", n, 192<<10)
+	if n := credits(); n != 3*quarter {
+		t.Fatalf("credit %d after %d read, want %d", n, 3*quarter, 3*quarter)
 	}
-	// The credit granted makes room: 256 KiB more fit.
-	for range 16 {
-		if err := c.SendData(1, chunk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read(256 << 10)
+	// The credit granted makes room: a whole window more fits.
+	send(models.DefaultTunnelWindow)
+	read(models.DefaultTunnelWindow)
 	roundTrip(t, c)
 	if cls := closesOf(t, c); len(cls) != 0 {
 		t.Fatalf("data within the granted window closed the tunnel: %+v", cls)
@@ -271,7 +273,7 @@ func TestTunnelViolationsCloseOnlyThatTunnel(t *testing.T) {
 
 	// Beyond tunnel 1's window.
 	chunk := make([]byte, 64<<10)
-	for range 5 {
+	for range models.DefaultTunnelWindow/len(chunk) + 1 {
 		if err := c.SendData(1, chunk); err != nil {
 			t.Fatal(err)
 		}

@@ -177,11 +177,12 @@ func (t *Tunnel) writePump(conn *websocket.Conn, readDone <-chan struct{}) {
 	}
 }
 
-// flush writes what waits for the browser, then grants the agent credit for it (tunnel/1)
-// or lets a held update request go (StreamSpace's messages).
+// flush writes what waits for the browser, then grants the agent credit for it (tunnel/1:
+// once a quarter of the window was written, PROTOCOL.md 6.3) or lets a held update request go
+// (StreamSpace's messages).
 func (t *Tunnel) flush(conn *websocket.Conn) error {
 	s, cfg := t.set, t.hub.cfg
-	threshold := min(int64(models.MaxTunnelChunk), cfg.VNC.Window/4)
+	threshold := cfg.VNC.Window / 4
 	for {
 		s.mu.Lock()
 		batch := t.toViewer
