@@ -62,6 +62,7 @@ type Tunnel struct {
 
 	acceptOnce sync.Once
 	accepted   atomic.Bool // Accept sent tunnel_opened or vnc_ready
+	writeMu    sync.Mutex  // one Write or ReadFrom at a time: each is one run of frames
 
 	mu         sync.Mutex
 	recv       []byte        // the viewer's bytes not read yet
@@ -204,6 +205,8 @@ func (t *Tunnel) Write(p []byte) (int, error) {
 	if err := t.Accept(); err != nil {
 		return 0, err
 	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	written := 0
 	for len(p) > 0 {
 		n, err := t.awaitSend(len(p))
@@ -237,6 +240,8 @@ func (t *Tunnel) ReadFrom(r io.Reader) (int64, error) {
 	if err := t.Accept(); err != nil {
 		return 0, err
 	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	var total int64
 	for {
 		n, err := t.awaitSend(tunnelChunk)
@@ -269,7 +274,7 @@ type writerOnly struct{ io.Writer }
 
 // awaitSend waits until the tunnel may make its next frame (the previous one was taken by the
 // writer, and for tunnel/1 the window is open) and returns how many of want bytes it may
-// carry. Only the one writing goroutine calls it, so the answer holds until submit.
+// carry. Called with writeMu held, so the answer holds until submit.
 func (t *Tunnel) awaitSend(want int) (int, error) {
 	for {
 		select {
