@@ -483,3 +483,34 @@ func TestRelaySurvivesARedisRestart(t *testing.T) {
 	}
 	testkit.Eventually(t, 20*time.Second, "the first viewer's click to reach the desktop", func() bool { return f.desk.Clicks() == 1 })
 }
+
+// A browser that stops reading slows only its own tunnel: its stream's window stops b's
+// tunnel, and another viewer relayed over the same link goes on getting whole screens.
+func TestRelayStalledViewerDoesNotBlockTheLink(t *testing.T) {
+	t.Parallel()
+	// Long write waits, so the stalled viewer stays open (stalled) for the whole test.
+	_, prefix := redistest.Client(t)
+	f := newRelayFixtureOn(t, testRedisURL(), prefix, func(c *Config) { c.WriteWait = 2 * time.Minute })
+	alice := mint(t, "alice", "org-a", auth.RoleUser, time.Hour)
+	stalled, _, w, h := openViewer(t, f.a, "s1", alice)
+	// Far more screens than the sockets' buffers, the stream's window and the tunnel's hold.
+	for range 200 {
+		if err := stalled.RequestUpdate(false, 0, 0, w, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, _, w, h := openViewer(t, f.a, "s1", alice)
+	for range 5 {
+		fullFrame(t, other, w, h)
+	}
+	if n := metricSum(t, f.a, "streamspace_vnc_peer_tunnels_open", nil); n != 2 {
+		t.Fatalf("a relays %v tunnels, want both viewers' still open", n)
+	}
+	// What b sent is bounded by the windows and socket buffers, far below what was asked.
+	if sent, asked := metricSum(t, f.b, "streamspace_vnc_bytes_total", map[string]string{"direction": "to_viewer"}), float64(200*w*h*4); sent > asked/2 {
+		t.Errorf("b sent %v bytes toward a viewer that reads nothing (of %v asked)", sent, asked)
+	}
+	if n := metricSum(t, f.a, "streamspace_peer_links", nil); n != 1 {
+		t.Fatalf("a holds %v peer links, want the one both tunnels share", n)
+	}
+}
