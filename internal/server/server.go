@@ -58,8 +58,11 @@ type Server struct {
 	mesh         peerLink
 	peers        peerLocator
 	peerUpgrader *gorilla.Upgrader
-	relayMetrics *relayMetrics
-	peerServing  sync.WaitGroup // the peer listener's accept loop
+	// relayUpgrader accepts viewers relayed to another replica: the viewer socket's, with a
+	// smaller read buffer, as their frames are read past it.
+	relayUpgrader *gorilla.Upgrader
+	relayMetrics  *relayMetrics
+	peerServing   sync.WaitGroup // the peer listener's accept loop
 	// viewerLife ends at Shutdown, ending every viewer socket; viewers counts those being
 	// served, which Shutdown waits for.
 	viewerLife context.Context
@@ -224,6 +227,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		agentUpgrader: websocket.NewUpgrader(nil),
 		vncUpgrader:   newVNCUpgrader(),
 		peerUpgrader:  newPeerUpgrader(),
+		relayUpgrader: newRelayUpgrader(),
 		relayMetrics:  newRelayMetrics(registry),
 	}
 	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
@@ -235,6 +239,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.vncUpgrader.Error = s.upgrader.Error
 	s.peerUpgrader.Error = s.upgrader.Error
+	s.relayUpgrader.Error = s.upgrader.Error
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -36,6 +36,19 @@ var peerWriteBuffers = &sync.Pool{}
 // browserFrames lends the buffer one browser frame is read into before it goes to the peer.
 var browserFrames = sync.Pool{New: func() any { b := make([]byte, models.MaxTunnelChunk+1); return &b }}
 
+// newRelayUpgrader upgrades the viewers relayed to another replica as newVNCUpgrader does, with
+// a read buffer of relayReadBuffer: a browser sends small input messages, and larger frames are
+// read past the buffer into the frame's own.
+func newRelayUpgrader() *gorilla.Upgrader {
+	u := newVNCUpgrader()
+	u.ReadBufferSize = relayReadBuffer
+	return u
+}
+
+// relayReadBuffer is the read buffer of a relayed viewer's socket: what every relayed tunnel
+// holds, idle or not.
+const relayReadBuffer = 2 << 10
+
 // relayMetrics count the viewers relayed to the replica holding their session's agent.
 type relayMetrics struct {
 	open        prometheus.Gauge
@@ -99,7 +112,7 @@ func (s *Server) relayViewer(w http.ResponseWriter, r *http.Request, id auth.Ide
 		return
 	}
 	defer release()
-	browser, ok := s.upgradeWith(s.vncUpgrader, w, r)
+	browser, ok := s.upgradeWith(s.relayUpgrader, w, r)
 	if !ok {
 		closeSocket(upstream, s.cfg.WriteWait, gorilla.CloseNormalClosure, "")
 		return
