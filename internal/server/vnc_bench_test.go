@@ -10,6 +10,8 @@ import (
 
 	gorilla "github.com/gorilla/websocket"
 
+	"github.com/streamspace/streamspace-realtime/db/dbtest"
+	"github.com/streamspace/streamspace-realtime/internal/redistest"
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 	"github.com/streamspace/streamspace-realtime/internal/vnctest"
 	"github.com/streamspace/streamspace-realtime/models"
@@ -130,4 +132,64 @@ func dialWebsockify(b *testing.B, addr string) (*vnctest.Client, int, int) {
 		b.Fatal(err)
 	}
 	return c, w, h
+}
+
+// BenchmarkVNCRelayAcrossReplicas measures one viewer of the real VNC server through an SDK
+// agent held by replica b, three ways in one run: websockify's direct relay, a viewer on b
+// (the tunnel served where the agent is), and a viewer on a (relayed to b over the peer link).
+// The sub-benchmarks are BenchmarkVNCRelay's. Run it with
+//
+//	go test -run '^$' -bench VNCRelayAcrossReplicas -benchtime 3s ./internal/server/
+func BenchmarkVNCRelayAcrossReplicas(b *testing.B) {
+	vnc := vnctest.Addr(b)
+	url := dbtest.URL(b, "postgres")
+	_, prefix := redistest.Client(b)
+	replica := func(name string) func(*Config) {
+		return func(c *Config) {
+			c.DatabaseURL, c.Replica, c.RedisURL, c.RedisPrefix = url, name, testRedisURL(), prefix
+		}
+	}
+	ra, rb := startServer(b, "postgres", replica("ra")), startServer(b, "postgres", replica("rb"))
+	s := models.Session{ID: "s1", OrgID: "org-a", UserID: "alice", State: models.SessionStateRunning, AgentID: "sdk-1"}
+	if err := ra.Database().CreateSession(context.Background(), s); err != nil {
+		b.Fatal(err)
+	}
+	startSDKAgent(b, rb, "sdk-1", vnc, "s1")
+	if err := testkit.WaitFor(20*time.Second, func() bool {
+		where, err := ra.agents.AgentLocations(context.Background(), []string{"sdk-1"})
+		return err == nil && where["sdk-1"] == "rb"
+	}); err != nil {
+		b.Fatal("a does not see the agent on b")
+	}
+	direct := startWebsockify(b, vnc)
+	viewerOn := func(ts *testServer) func(b *testing.B) (*vnctest.Client, int, int) {
+		return func(b *testing.B) (*vnctest.Client, int, int) {
+			c, _, w, h := (&streamingFixture{ts: ts}).viewer(b, "s1")
+			return c, w, h
+		}
+	}
+	paths := []struct {
+		name string
+		open func(b *testing.B) (*vnctest.Client, int, int)
+	}{
+		{"websockify", func(b *testing.B) (*vnctest.Client, int, int) { return dialWebsockify(b, direct) }},
+		{"local", viewerOn(rb)},
+		{"relayed", viewerOn(ra)},
+	}
+	for _, kind := range []string{"roundtrip", "screen"} {
+		for _, p := range paths {
+			b.Run(kind+"/"+p.name, func(b *testing.B) {
+				c, w, h := p.open(b)
+				if kind == "roundtrip" {
+					w, h = 1, 1
+				} else {
+					b.SetBytes(int64(w * h * 4))
+				}
+				b.ResetTimer()
+				for b.Loop() {
+					fullFrame(b, c, w, h)
+				}
+			})
+		}
+	}
 }
