@@ -31,7 +31,7 @@ const (
 )
 
 // brokenRelayCloses are the documented closes of a viewer whose tunnel runs through a replica
-// that died or stalled (PROTOCOL.md 6.5): the link to the agent's replica was lost, or the
+// that died or stalled (PROTOCOL.md 6.1): the link to the agent's replica was lost, or the
 // agent's own socket was seen to end first.
 var brokenRelayCloses = []string{"1011 agent unreachable", "1011 agent disconnected"}
 
