@@ -5,6 +5,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -381,7 +382,9 @@ type faultViewer struct {
 	rfb     *vnctest.Client
 	w, h    int
 
-	streaming bool // stream was called
+	streaming bool          // stream was called
+	pushing   bool          // push was called
+	pushed    chan struct{} // closed when push's writes end
 	updates   atomic.Int64
 	stop      chan struct{}
 	done      chan struct{}
@@ -519,9 +522,37 @@ func (v *faultViewer) end() (code int, reason string, at time.Time, ok bool) {
 func (v *faultViewer) close() {
 	v.stopOnce.Do(func() {
 		close(v.stop)
-		_ = v.rw.Close()
+		if v.pushing {
+			_ = v.ws.Close() // a close frame would wait for the pusher's blocked write
+			<-v.pushed
+		} else {
+			_ = v.rw.Close()
+		}
 		if v.streaming {
 			<-v.done
 		}
 	})
+}
+
+// push sends 32 KiB ClientCutText messages as fast as the socket takes them, from a goroutine
+// of its own, until a write fails (each may wait 60 s); the channel closes then.
+func (v *faultViewer) push() <-chan struct{} {
+	msg := make([]byte, 8+32<<10)
+	msg[0] = 6 // ClientCutText: type, 3 bytes of padding, length, text
+	binary.BigEndian.PutUint32(msg[4:], 32<<10)
+	for i := 8; i < len(msg); i++ {
+		msg[i] = 'x'
+	}
+	ended := make(chan struct{})
+	v.pushing, v.pushed = true, ended
+	go func() {
+		defer close(ended)
+		for {
+			_ = v.ws.SetWriteDeadline(time.Now().Add(60 * time.Second))
+			if _, err := v.rw.Write(msg); err != nil {
+				return
+			}
+		}
+	}()
+	return ended
 }
