@@ -401,8 +401,9 @@ func (fx *faultsFixture) checkGoroutines(t *testing.T) map[string]int {
 			n, err = r.goroutines()
 			return err == nil && n <= want
 		}); err != nil {
+			dump := r.goroutineDump() // most numerous stacks first
 			t.Fatalf("replica %s: %d goroutines, baseline %d (+%d allowed); its goroutines:\n%s",
-				r.name, n, fx.baselines[r.name], goroutineSlack, tail(r.goroutineDump(), 12000))
+				r.name, n, fx.baselines[r.name], goroutineSlack, dump[:min(len(dump), 12000)])
 		}
 		counts[r.name] = n
 	}
