@@ -405,8 +405,13 @@ func (e *refusal) Error() string { return fmt.Sprintf("%d %s", e.status, e.body)
 // dialViewer opens session's viewer socket on r as alice, runs the RFB handshake and reads a
 // region of the screen: the desktop is there.
 func dialViewer(t *testing.T, r *faultReplica, session string) (*faultViewer, error) {
+	return dialViewerWithin(t, r, session, 10*time.Second)
+}
+
+// dialViewerWithin is dialViewer waiting up to handshake for the answer to the upgrade.
+func dialViewerWithin(t *testing.T, r *faultReplica, session string, handshake time.Duration) (*faultViewer, error) {
 	tok := aliceToken(t)
-	d := gorilla.Dialer{Subprotocols: []string{"binary"}, HandshakeTimeout: 10 * time.Second}
+	d := gorilla.Dialer{Subprotocols: []string{"binary"}, HandshakeTimeout: handshake}
 	ws, resp, err := d.Dial("ws://"+r.addr+"/api/v1/vnc/"+session+"?token="+tok, nil)
 	if err != nil {
 		if resp != nil {

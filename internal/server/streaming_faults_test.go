@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"syscall"
@@ -242,6 +243,17 @@ func TestStreamingFaults(t *testing.T) {
 		// The viewer on a of c's session pushes input as fast as a takes it: the stream's
 		// window and the link's socket to c fill up, and a's writes to c block.
 		pushed := pusher.push()
+		// And a new viewer on a of c's session waits for c's answer on the stalled link.
+		waiting := make(chan error, 1)
+		var answeredAfter time.Duration // written before the send on waiting
+		go func() {
+			v, err := dialViewerWithin(t, a, session("c", 3), time.Minute)
+			answeredAfter = time.Since(stopped)
+			if err == nil {
+				v.close()
+			}
+			waiting <- err
+		}()
 		for _, v := range healthy {
 			keepsStreaming(t, v, 10)
 		}
@@ -261,6 +273,20 @@ func TestStreamingFaults(t *testing.T) {
 		}
 		for _, v := range healthy {
 			keepsStreaming(t, v, 10)
+		}
+		// c's link given up, a new viewer of c's session is refused plainly while c is still
+		// stopped, and one between a and b still gets through meanwhile.
+		refusedAC := make(chan error, 1)
+		go func() { _, err := dialViewer(t, a, session("c", 3)); refusedAC <- err }()
+		_, newAB2 := fx.desktop(t, a, session("b", 3))
+		var ref *refusal
+		if err := <-refusedAC; !errors.As(err, &ref) || ref.status != http.StatusServiceUnavailable {
+			t.Errorf("a viewer on a of c's session, with c stopped and its link given up: %v, want 503", err)
+		}
+		// The viewer that waited on the stalled link was answered when a gave the link up.
+		waited := <-waiting
+		if !errors.As(waited, &ref) || ref.status != http.StatusServiceUnavailable {
+			t.Errorf("a viewer on a of c's session waiting on the stalled link: %v, want 503", waited)
 		}
 		c.signal(t, syscall.SIGCONT)
 		resumed := time.Now()
@@ -283,10 +309,11 @@ func TestStreamingFaults(t *testing.T) {
 		took := fx.everyPair(t)
 		counts := fx.checkGoroutines(t)
 		t.Logf("c stopped (SIGSTOP) for %v: tunnels between a and b kept streaming and new viewers a→b and b→a got their desktop in %v and %v "+
-			"while a's writes to c were blocked; a closed its viewers of c's sessions with 1011 \"agent unreachable\" %v after the stop; "+
-			"after SIGCONT, c's viewer of a's session %s; every pair working again in %v; goroutines %v (baseline %v)",
+			"while a's writes to c were blocked; a closed its viewers of c's sessions with 1011 \"agent unreachable\" %v after the stop "+
+			"(a new viewer of c's session waiting on the stalled link meanwhile: %v, %v after the stop); with the link given up, a viewer of c's session on a: %v, "+
+			"a→b: desktop in %v; after SIGCONT, c's viewer of a's session %s; every pair working again in %v; goroutines %v (baseline %v)",
 			resumed.Sub(stopped).Round(time.Millisecond), newAB.Round(time.Millisecond), newBA.Round(time.Millisecond),
-			detected.Round(time.Millisecond), outcome, took.Round(time.Millisecond), counts, fx.baselines)
+			detected.Round(time.Millisecond), waited, answeredAfter.Round(time.Millisecond), ref, newAB2.Round(time.Millisecond), outcome, took.Round(time.Millisecond), counts, fx.baselines)
 	})
 }
 
