@@ -213,6 +213,13 @@ func TestStreamingFaults(t *testing.T) {
 		if !errors.As(err, &ref) || ref.status != 503 {
 			t.Errorf("a new viewer across replicas during the Redis outage: %v, want 503", err)
 		}
+		// One whose agent is on its own replica needs no directory.
+		local, err := dialViewer(t, a, session("a", 3))
+		if err != nil {
+			t.Errorf("a new viewer on the agent's own replica during the Redis outage: %v, want its desktop", err)
+		} else {
+			local.close()
+		}
 		time.Sleep(2*time.Second - time.Since(stopped)) // kept: the outage lasts 2 s, the scenario itself
 		redisSrv.Restart(t)
 		restarted := time.Now()
@@ -225,7 +232,7 @@ func TestStreamingFaults(t *testing.T) {
 		fx.waitHome(t)
 		took := fx.everyPair(t)
 		counts := fx.checkGoroutines(t)
-		t.Logf("Redis restarted mid-stream: 4 tunnels (3 across replicas) kept streaming through the outage; a new viewer across replicas during it: %v; "+
+		t.Logf("Redis restarted mid-stream: 4 tunnels (3 across replicas) kept streaming through the outage; a new viewer across replicas during it: %v, one on the agent's replica got its desktop; "+
 			"replicas ready %v after Redis came back; the nine pairs checked again in %v; goroutines %v (baseline %v)",
 			ref, ready.Round(time.Millisecond), took.Round(time.Millisecond), counts, fx.baselines)
 	}) {
