@@ -132,6 +132,17 @@ func (r *faultReplica) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// resume sends SIGCONT if the replica is stopped: a cleanup, so that a test failing during a
+// stall leaves a replica the agents can say goodbye to.
+func (r *faultReplica) resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped {
+		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGCONT)
+		r.stopped = false
+	}
+}
+
 // kill ends the process with SIGKILL: no shutdown, its claims left in Redis.
 func (r *faultReplica) kill(t *testing.T) {
 	t.Helper()

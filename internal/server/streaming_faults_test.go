@@ -247,6 +247,7 @@ func TestStreamingFaults(t *testing.T) {
 		waitStreaming(t, append(healthy, stalledAC, stalledCA)...)
 		stopped := time.Now()
 		c.signal(t, syscall.SIGSTOP)
+		t.Cleanup(c.resume)
 		// The viewer on a of c's session pushes input as fast as a takes it: the stream's
 		// window and the link's socket to c fill up, and a's writes to c block.
 		pushed := pusher.push()
