@@ -117,7 +117,7 @@ func TestStreamingFaults(t *testing.T) {
 		for _, r := range fx.replicas {
 			fx.baselines[r.name] = r.steadyGoroutines(t)
 		}
-		t.Logf("every pair: 9 viewers, one per (viewer replica, agent replica), each with a desktop, in %v; goroutines with no viewer: %v",
+		t.Logf("every pair: 9 viewers, one per (viewer replica, agent replica), each with its desktop and updates, in %v; goroutines with no viewer: %v",
 			took.Round(time.Millisecond), fx.baselines)
 	}) {
 		return
@@ -368,13 +368,15 @@ func (fx *faultsFixture) closeViewers() {
 }
 
 // everyPair opens a viewer through each replica of a session of each agent, one after the
-// other, and closes it once the desktop answered. It returns how long the nine took.
+// other, and closes it once it has had a few framebuffer updates. It returns how long the
+// nine took.
 func (fx *faultsFixture) everyPair(t *testing.T) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for _, via := range fx.replicas {
 		for _, home := range fx.replicas {
-			v, _ := fx.desktop(t, via, session(home.name, 3))
+			v := fx.streamer(t, via, session(home.name, 3))
+			waitStreaming(t, v)
 			v.close()
 		}
 	}
