@@ -16,14 +16,17 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/bench/baseline"
 )
 
-// benchCmd runs the load generator: browsers (`bench`), agents (`bench agents`), or the
-// baseline hub it compares against (`bench baseline`).
+// benchCmd runs the load generator: browsers (`bench`), agents (`bench agents`), viewers of a
+// session's desktop (`bench vnc`), or the baseline hub it compares against (`bench baseline`).
 func benchCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "baseline" {
 		return benchBaseline(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "agents" {
 		return benchAgents(ctx, args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "vnc" {
+		return benchVNC(ctx, args[1:], getenv, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -131,6 +134,61 @@ func benchAgents(ctx context.Context, args []string, getenv func(string) string,
 	rep, err := bench.RunAgents(ctx, bench.AgentsConfig{
 		Server: *server, ServiceToken: *service, Agents: *agents, Heartbeat: *heartbeat,
 		Duration: *duration, Rate: *rate, Workers: *workers, Drain: *drain, Progress: stderr,
+	})
+	if err != nil {
+		return err
+	}
+	return printReport(stdout, rep, *asJSON)
+}
+
+// pidList is a repeatable --pid flag.
+type pidList []int
+
+func (p *pidList) String() string { return fmt.Sprint([]int(*p)) }
+
+func (p *pidList) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a process id", v)
+	}
+	*p = append(*p, n)
+	return nil
+}
+
+// benchVNC runs the streaming mode: viewers pulling a framebuffer stream from a VNC-like source
+// through websockify and through this server (an agent of the bench's own), side by side.
+func benchVNC(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench vnc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	server := fs.String("server", "http://127.0.0.1:8080", "server base URL: the viewers and the admin API")
+	agentServer := fs.String("agent-server", "", "base URL the bench's agent connects to (default --server; another replica's measures the relay across two)")
+	secret := fs.String("jwt-secret", getenv("STREAMSPACE_JWT_SECRET"), "the server's secret, to sign the viewers' tokens (env STREAMSPACE_JWT_SECRET)")
+	service := fs.String("service-token", getenv("STREAMSPACE_SERVICE_TOKEN"), "service token: creates the agent, starts its session, sends the commands (env STREAMSPACE_SERVICE_TOKEN)")
+	org := fs.String("org", "bench-org", "organization of the session and its viewers")
+	viewers := fs.Int("viewers", 1, "viewers pulling the stream at once, through each relay")
+	rate := fs.String("rate", "0", "each viewer's stream, bytes a second (1MB, 512KiB, ...; 0: as fast as it goes)")
+	duration := fs.Duration("duration", 10*time.Second, "how long each run measures")
+	runs := fs.Int("runs", 3, "runs through each relay, alternated; the table shows medians (at least 3 for a figure to quote)")
+	var pids pidList
+	fs.Var(&pids, "pid", "server process id, for CPU per MB and memory per idle tunnel (repeat it for two replicas)")
+	websockify := fs.String("websockify-bin", "websockify", "websockify program (Debian's package websockify)")
+	idle := fs.Int("idle-viewers", 100, "with --pid: idle viewers the memory per open tunnel is measured with (0: not measured)")
+	batch := fs.Int("batch", 50, "viewers connecting at once")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	bytesPerS, err := bench.ParseByteRate(*rate)
+	if err != nil {
+		return fmt.Errorf("bench vnc: --rate: %w", err)
+	}
+	if *viewers < 1 || *duration <= 0 || *runs < 1 || *idle < 0 || *batch < 1 {
+		return errors.New("bench vnc: --viewers, --duration, --runs and --batch must be positive, --idle-viewers not negative")
+	}
+	rep, err := bench.RunVNC(ctx, bench.VNCConfig{
+		Server: *server, AgentServer: *agentServer, ServiceToken: *service, Secret: []byte(*secret), Org: *org,
+		Viewers: *viewers, Rate: bytesPerS, Duration: *duration, Runs: *runs, PIDs: pids, IdleViewers: *idle,
+		WebsockifyBin: *websockify, Batch: *batch, Progress: stderr,
 	})
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -159,5 +160,77 @@ func TestServeDebugAddr(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", debug, time.Second); err == nil {
 		t.Fatal("the profiler's listener outlived the server")
+	}
+}
+
+// `bench vnc` against `serve --dev`: the bench's source, websockify and the server (an agent of
+// the bench's own, a session started through the admin API, viewers with minted tokens) all
+// run, and every figure of the report is filled for both relays, in the runs asked for.
+func TestBenchVNCCommandAgainstServe(t *testing.T) {
+	if _, err := exec.LookPath("websockify"); err != nil {
+		t.Fatal("websockify is not installed: run scripts/tools.sh")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	service := "bench-vnc-service-token"
+	var out, errs testkit.LockedBuffer
+	environ := map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("v", 40), "STREAMSPACE_SERVICE_TOKEN": service}
+	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "vnc.db"), environ, &out, &errs)
+	host := testkit.Submatch(t, banner, `on http://(\S+)`)
+
+	var report, progress testkit.LockedBuffer
+	args := []string{"bench", "vnc", "--server", "http://" + host, "--viewers", "2", "--rate", "2MB", "--duration", "1s",
+		"--runs", "2", "--idle-viewers", "3", "--batch", "1", "--pid", strconv.Itoa(os.Getpid()), "--json"}
+	if err := run(ctx, args, env(environ), &report, &progress); err != nil {
+		t.Fatalf("bench vnc: %v\n%s\nserver log:\n%s", err, progress.String(), errs.String())
+	}
+	var rep bench.VNCReport
+	if err := json.Unmarshal([]byte(report.String()), &rep); err != nil {
+		t.Fatalf("report %q: %v", report.String(), err)
+	}
+	if rep.Viewers != 2 || rep.Rate != 2e6 || rep.AcrossReplicas || len(rep.Websockify) != 2 || len(rep.Server) != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	for _, r := range append(rep.Websockify, rep.Server...) {
+		if r.Viewers != 2 || r.Dropped != 0 || r.Seconds <= 0 || r.TunnelMinMBps <= 0 || r.TunnelMedianMBps < r.TunnelMinMBps ||
+			r.TotalMBps < 2*r.TunnelMinMBps || r.RoundTrips < 2 || r.RoundTripMaxMs < r.RoundTripP99Ms || r.RoundTripP99Ms < r.RoundTripP50Ms ||
+			r.CPUMsPerMB <= 0 {
+			t.Fatalf("%s: %+v", r.Target, r)
+		}
+	}
+	for _, r := range rep.Server {
+		if r.Target != bench.TargetServer || r.IdleTunnels != 3 || r.CommandsIdle < 1 || r.CommandsBusy < 1 ||
+			r.CommandIdleP50Ms <= 0 || r.CommandBusyP50Ms <= 0 || r.CommandIdleP99Ms < r.CommandIdleP50Ms {
+			t.Fatalf("server figures %+v", r)
+		}
+	}
+	if rep.Websockify[0].IdleTunnels != 0 || rep.Websockify[0].CommandsIdle != 0 {
+		t.Fatalf("websockify has server-only figures: %+v", rep.Websockify[0])
+	}
+	if !strings.Contains(progress.String(), "viewers connected through server 2/2") || !strings.Contains(progress.String(), "idle viewers connected 3/3") {
+		t.Fatalf("progress %q", progress.String())
+	}
+
+	// Prerequisites missing or refused: clear errors.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--websockify-bin", filepath.Join(t.TempDir(), "none")}, "websockify not found"},
+		{[]string{"--service-token", "wrong"}, "create the agent"},
+		{[]string{"--rate", "fast"}, "--rate"},
+		{[]string{"--viewers", "0"}, "must be positive"},
+		{[]string{"--idle-viewers", "300"}, "at most 256"},
+	} {
+		err := run(ctx, append([]string{"bench", "vnc", "--server", "http://" + host, "--duration", "1s"}, c.args...), env(environ), &report, &progress)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err %v, want %q", c.args, err, c.want)
+		}
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
 	}
 }

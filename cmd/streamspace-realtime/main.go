@@ -21,8 +21,9 @@ commands:
   token   mint a browser JWT for a user of an organization
   watch   print the frames of a sessions socket (what a browser receives)
   agent   run the reference agent (simulated sessions) against a control plane
-  bench   load a server with browser clients and broadcasts, and report (bench baseline:
-          run the gorilla chat-example hub it compares against)
+  bench   load a server with browser clients and broadcasts, and report (bench agents:
+          agents and commands; bench vnc: viewers of a session's desktop beside websockify;
+          bench baseline: run the gorilla chat-example hub it compares against)
 
 Run 'streamspace-realtime <command> -h' for a command's flags.
 `

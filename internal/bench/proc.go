@@ -51,18 +51,24 @@ func processCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / clockTicks
 }
 
-// memorySampler follows a process's resident set and keeps the peak.
+// memorySampler follows a process's resident set (or several processes') and keeps the peak.
 type memorySampler struct {
 	pid  int
+	pids []int // or several processes together, when pid is 0
 	mu   sync.Mutex
 	peak int64
 }
 
 func (m *memorySampler) sample() int64 {
-	if m.pid <= 0 {
+	var v int64
+	switch {
+	case m.pid > 0:
+		v = rssKiB(m.pid)
+	case len(m.pids) > 0:
+		v = pidsRSS(m.pids)
+	default:
 		return 0
 	}
-	v := rssKiB(m.pid)
 	m.mu.Lock()
 	m.peak = max(m.peak, v)
 	m.mu.Unlock()
@@ -115,4 +121,64 @@ func (m *memorySampler) run(interval time.Duration) (stop func() int64) {
 		defer m.mu.Unlock()
 		return m.peak
 	}
+}
+
+// treeCPU is the user plus system CPU time of pid and every process descending from it (a
+// relay that forks a process per connection spends its time in the children), read from
+// /proc; 0 when it cannot be read. Children that already exited are not counted: read it while
+// they run.
+func treeCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return processCPU(pid)
+	}
+	children := make(map[int][]int)
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(data[i+1:]))
+		if len(fields) < 2 {
+			continue
+		}
+		if parent, err := strconv.Atoi(fields[1]); err == nil {
+			children[parent] = append(children[parent], child)
+		}
+	}
+	var total time.Duration
+	for queue := []int{pid}; len(queue) > 0; queue = queue[1:] {
+		total += processCPU(queue[0])
+		queue = append(queue, children[queue[0]]...)
+	}
+	return total
+}
+
+// pidsCPU is the CPU time of several processes together.
+func pidsCPU(pids []int) time.Duration {
+	var total time.Duration
+	for _, p := range pids {
+		total += processCPU(p)
+	}
+	return total
+}
+
+// pidsRSS is the resident set of several processes together, in KiB.
+func pidsRSS(pids []int) int64 {
+	var total int64
+	for _, p := range pids {
+		total += rssKiB(p)
+	}
+	return total
 }
