@@ -16,6 +16,7 @@ COPY --from=build /out/streamspace-realtime /streamspace-realtime
 # The home of the nonroot user is writable, so `serve --dev` can create its SQLite file there.
 WORKDIR /home/nonroot
 USER 65532:65532
-EXPOSE 8080
+# 8080: HTTP (browsers, agents, services); 8090: the peer link between replicas.
+EXPOSE 8080 8090
 ENTRYPOINT ["/streamspace-realtime"]
 CMD ["serve"]

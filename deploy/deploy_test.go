@@ -13,6 +13,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -148,6 +149,7 @@ func TestServerDeployment(t *testing.T) {
 		t.Fatalf("listen address %q: %v", cfg.Addr, err)
 	}
 	listen, _ := strconv.Atoi(addrPort)
+	checkPeerLink(t, m, w, c, cfg, int32(listen))
 	checkHTTPProbe(t, w, c, "readinessProbe", c.ReadinessProbe, "/readyz", listen)
 	checkHTTPProbe(t, w, c, "livenessProbe", c.LivenessProbe, "/healthz", listen)
 	if c.StartupProbe != nil {
@@ -458,4 +460,90 @@ func mountsToken(m *manifests, spec *corev1.PodSpec) bool {
 		}
 	}
 	return true
+}
+
+// checkPeerLink checks the link between replicas: its port declared as "peer", the pod's IP
+// (status.podIP) as the address advertised, and a NetworkPolicy that admits the peer port from
+// the server's own pods only, leaving the HTTP port open to every client.
+func checkPeerLink(t *testing.T, m *manifests, w workload, c *corev1.Container, cfg server.Config, listen int32) {
+	t.Helper()
+	_, p, err := net.SplitHostPort(cfg.PeerAddr)
+	if err != nil {
+		t.Fatalf("%v: peer address %q: %v", w, cfg.PeerAddr, err)
+	}
+	n, _ := strconv.Atoi(p)
+	peerPort := int32(n)
+	if got, ok := containerPort(c, intstr.FromString("peer")); !ok || got != peerPort {
+		t.Errorf("%v: container port \"peer\" is %d (declared %v); the server listens for its peers on %d", w, got, ok, peerPort)
+	}
+	if want := net.JoinHostPort(podIP, p); cfg.PeerAdvertiseAddr != want {
+		t.Errorf("%v: the peer address advertised is %q; want %q, the pod's IP (POD_IP from fieldRef status.podIP)", w, cfg.PeerAdvertiseAddr, want)
+	}
+	if e := findEnv(c, "POD_IP"); e == nil || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+		t.Errorf("%v: POD_IP does not come from fieldRef status.podIP", w)
+	}
+
+	covers := func(rule networkingv1.NetworkPolicyIngressRule, port int32) bool {
+		if len(rule.Ports) == 0 {
+			return true
+		}
+		for _, np := range rule.Ports {
+			if np.Port == nil {
+				return true
+			}
+			first, ok := containerPort(c, *np.Port)
+			if !ok {
+				continue
+			}
+			last := first
+			if np.EndPort != nil {
+				last = *np.EndPort
+			}
+			if port >= first && port <= last {
+				return true
+			}
+		}
+		return false
+	}
+	var policies, peerRules, openHTTP int
+	for _, np := range m.policies {
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil || !sel.Matches(labels.Set(w.pod.Labels)) {
+			continue
+		}
+		if len(np.Spec.PolicyTypes) != 0 && !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+			continue
+		}
+		policies++
+		for i, rule := range np.Spec.Ingress {
+			if covers(rule, listen) && len(rule.From) == 0 {
+				openHTTP++
+			}
+			if !covers(rule, peerPort) {
+				continue
+			}
+			peerRules++
+			if len(rule.From) == 0 {
+				t.Errorf("NetworkPolicy %s, ingress rule %d: admits the peer port from anywhere", np.Name, i)
+			}
+			for _, from := range rule.From {
+				if from.IPBlock != nil || from.NamespaceSelector != nil || from.PodSelector == nil {
+					t.Errorf("NetworkPolicy %s, ingress rule %d: admits the peer port from %+v; want the server's pods only", np.Name, i, from)
+					continue
+				}
+				sel, err := metav1.LabelSelectorAsSelector(from.PodSelector)
+				if got := m.selecting(sel); err != nil || len(got) != 1 || got[0].name != w.name || got[0].kind != w.kind {
+					t.Errorf("NetworkPolicy %s, ingress rule %d: admits the peer port from the pods of %v; want those of %v only", np.Name, i, got, w)
+				}
+			}
+		}
+	}
+	switch {
+	case policies == 0:
+		t.Errorf("no NetworkPolicy selects the pods of %v: any pod may try their peer port", w)
+	case peerRules == 0:
+		t.Errorf("the NetworkPolicies of %v admit no one on the peer port: replicas cannot relay to each other", w)
+	case openHTTP == 0:
+		t.Errorf("the NetworkPolicies of %v do not leave the HTTP port %d open to browsers and agents", w, listen)
+	}
 }

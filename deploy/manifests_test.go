@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -25,6 +26,8 @@ const (
 	serverName = "streamspace-realtime"
 	// podName stands for what the downward API's metadata.name gives a replica.
 	podName = "streamspace-realtime-7c9d5b6f4-x2k8p"
+	// podIP stands for what the downward API's status.podIP gives a replica.
+	podIP = "10.244.1.7"
 )
 
 // manifests is every object in deploy/kubernetes, each decoded into its Kubernetes type.
@@ -37,6 +40,7 @@ type manifests struct {
 	services      []*corev1.Service
 	accounts      []*corev1.ServiceAccount
 	budgets       []*policyv1.PodDisruptionBudget
+	policies      []*networkingv1.NetworkPolicy
 	secrets       []*corev1.Secret
 	objects       []object
 }
@@ -142,6 +146,8 @@ func (m *manifests) add(file string, doc []byte) error {
 		meta, err = decode(doc, &m.statefulSets)
 	case "policy/v1 PodDisruptionBudget":
 		meta, err = decode(doc, &m.budgets)
+	case "networking.k8s.io/v1 NetworkPolicy":
+		meta, err = decode(doc, &m.policies)
 	default:
 		return fmt.Errorf("%q %q: not a kind this test checks (add its type to manifests.add)", tm.APIVersion, tm.Kind)
 	}
@@ -228,7 +234,7 @@ func (m *manifests) selecting(sel labels.Selector) []workload {
 }
 
 // resolveEnv gives a container's environment as the kubelet would: secrets from the example
-// Secrets, metadata.name as podName, and $(NAME) replaced by earlier variables. It also returns
+// Secrets, metadata.name as podName, status.podIP as podIP, and $(NAME) replaced by earlier variables. It also returns
 // what would not resolve in a cluster (TestWorkloads reports it).
 func resolveEnv(c *corev1.Container, secrets map[string]map[string]string) (map[string]string, []error) {
 	var errs []error
@@ -249,6 +255,8 @@ func resolveEnv(c *corev1.Container, secrets map[string]map[string]string) (map[
 			env[e.Name] = v
 		case from.FieldRef != nil && from.FieldRef.FieldPath == "metadata.name":
 			env[e.Name] = podName
+		case from.FieldRef != nil && from.FieldRef.FieldPath == "status.podIP":
+			env[e.Name] = podIP
 		case from.SecretKeyRef != nil:
 			ref := from.SecretKeyRef
 			v, ok := secrets[ref.Name][ref.Key]

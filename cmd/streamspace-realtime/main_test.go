@@ -201,7 +201,7 @@ func TestServeRefusesIncompleteConfig(t *testing.T) {
 	}
 	deadAddr := ln.Addr().String()
 	_ = ln.Close()
-	err = run(context.Background(), []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--redis-url", "redis://" + deadAddr}, env(nil), &out, &errs)
+	err = run(context.Background(), []string{"serve", "--dev", "--addr", "127.0.0.1:0", "--peer-addr", "127.0.0.1:0", "--redis-url", "redis://" + deadAddr}, env(nil), &out, &errs)
 	if err == nil || !strings.Contains(err.Error(), "STREAMSPACE_REDIS_URL") || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("serve with an unreachable redis: %v", err)
 	}

@@ -38,6 +38,7 @@ func openCluster(ctx context.Context, cfg Config, log *slog.Logger, reg promethe
 		Prefix:       cfg.RedisPrefix,
 		OwnershipTTL: cfg.AgentOwnershipTTL,
 		History:      cfg.history(),
+		PeerAddr:     cfg.PeerAdvertiseAddr,
 		Logger:       log,
 		Registerer:   reg,
 	})

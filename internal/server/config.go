@@ -90,12 +90,23 @@ type Config struct {
 	VNCWindow      int64
 	// NoVNCDir is the noVNC directory served at /novnc/ (empty: found, see internal/novnc).
 	NoVNCDir string
+	// The link between replicas (package peer), started only with Redis: PeerAddr is where this
+	// replica listens for the others, PeerAdvertiseAddr what they dial (complete fills it in),
+	// PeerSecret what every replica proves it knows (complete derives it from JWTSecret when
+	// not set).
+	PeerAddr          string
+	PeerAdvertiseAddr string
+	PeerSecret        string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
 	// Kubernetes, when set, is the session and log source whatever SessionSource says; it
 	// stays the caller's. Embedders and tests set it; otherwise SessionSource "kubernetes"
 	// builds one from Kubeconfig (empty: in-cluster).
 	Kubernetes *k8s.Client
+
+	// podIP is $POD_IP, which Kubernetes sets from status.podIP: the default advertised
+	// address.
+	podIP string
 
 	// explicit names the environment variables of the settings given by flag or environment,
 	// so that --dev can change a default without overriding a choice.
@@ -120,6 +131,8 @@ const (
 	// users at once, and a bound on what one tenant takes of the memory all share.
 	DefaultMaxConnectionsPerOrg = 5000
 	DefaultShutdownTimeout      = 10 * time.Second
+	// DefaultPeerAddr is where replicas listen for each other.
+	DefaultPeerAddr = ":8090"
 )
 
 // envFlag binds one setting to its flag and environment variable.
@@ -251,6 +264,9 @@ func (c *Config) bindings() []envFlag {
 		{"vnc-max-per-agent", "STREAMSPACE_VNC_MAX_PER_AGENT", "VNC tunnels through one agent on a replica, over: 429 too_many_tunnels (0: no limit)", count(&vncAgent, &c.VNCMaxPerAgent), "32"},
 		{"vnc-window", "STREAMSPACE_VNC_WINDOW", "flow-control window of each direction of a tunnel/1 tunnel, in bytes (at most 16 MiB)", integer(&c.VNCWindow), strconv.Itoa(models.DefaultTunnelWindow)},
 		{"novnc-dir", "STREAMSPACE_NOVNC_DIR", "noVNC directory (holding core/rfb.js) served at /novnc/ (empty: Debian's /usr/share/novnc, or with --dev a verified download)", str(&c.NoVNCDir), ""},
+		{"peer-addr", "STREAMSPACE_PEER_ADDR", "with Redis: listen address of the direct link other replicas relay viewers through", str(&c.PeerAddr), DefaultPeerAddr},
+		{"peer-advertise-addr", "STREAMSPACE_PEER_ADVERTISE_ADDR", "host:port other replicas dial to reach --peer-addr (empty: $POD_IP, else --peer-addr's host, else this host's first non-loopback address, with --peer-addr's port)", str(&c.PeerAdvertiseAddr), ""},
+		{"peer-secret", "STREAMSPACE_PEER_SECRET", "secret (≥ 32 bytes) every replica proves it knows on the peer link (empty: derived from the JWT secret)", str(&c.PeerSecret), ""},
 		{"debug-addr", "STREAMSPACE_DEBUG_ADDR", "listen address of the Go profiler, /debug/pprof/ (empty: off; keep it on loopback)", str(&c.DebugAddr), ""},
 		{"log-level", "STREAMSPACE_LOG_LEVEL", "debug, info, warn or error", str(&c.LogLevel), "info"},
 		{"log-format", "STREAMSPACE_LOG_FORMAT", "text or json", str(&c.LogFormat), "text"},
@@ -260,7 +276,7 @@ func (c *Config) bindings() []envFlag {
 // LoadConfig reads the environment through getenv, then the `serve` flags in
 // args, and validates the result.
 func LoadConfig(args []string, getenv func(string) string) (Config, error) {
-	c := Config{explicit: make(map[string]bool)}
+	c := Config{explicit: make(map[string]bool), podIP: getenv("POD_IP")}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: generated secrets and agent bootstrap key, auto-approved agents, an in-process agent (dev-agent), printed tokens and lines to try")
@@ -343,6 +359,9 @@ func (c *Config) complete() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("STREAMSPACE_LOG_FORMAT %q: want text or json", c.LogFormat))
+	}
+	if err := c.completePeer(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +102,85 @@ func TestLoadConfigDevAgents(t *testing.T) {
 	b, errB := LoadConfig([]string{"--dev"}, noEnv)
 	if errA != nil || errB != nil || a.AgentBootstrapKey == b.AgentBootstrapKey {
 		t.Fatalf("two dev starts: same bootstrap key %q (%v, %v)", a.AgentBootstrapKey, errA, errB)
+	}
+}
+
+// The peer link's settings: defaults, the advertised address's choice, the secret derived
+// from the JWT secret (the same on every replica, and not the JWT secret), and clear refusals.
+func TestLoadConfigPeer(t *testing.T) {
+	base := map[string]string{
+		"STREAMSPACE_JWT_SECRET":    strings.Repeat("k", 32),
+		"STREAMSPACE_SERVICE_TOKEN": "svc",
+	}
+	load := func(args []string, env map[string]string) (Config, error) {
+		return LoadConfig(args, func(k string) string {
+			if v, ok := env[k]; ok {
+				return v
+			}
+			return base[k]
+		})
+	}
+	cfg, err := load(nil, map[string]string{"POD_IP": "10.1.2.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PeerAddr != ":8090" || cfg.PeerAdvertiseAddr != "10.1.2.3:8090" {
+		t.Errorf("defaults: listen %q, advertise %q; want :8090 and the pod's IP", cfg.PeerAddr, cfg.PeerAdvertiseAddr)
+	}
+	if len(cfg.PeerSecret) < 32 || cfg.PeerSecret == cfg.JWTSecret {
+		t.Errorf("derived secret %q: want 32 bytes or more, other than the JWT secret", cfg.PeerSecret)
+	}
+	again, err := load(nil, nil)
+	if err != nil || again.PeerSecret != cfg.PeerSecret {
+		t.Errorf("another replica derives %q (%v), want the same secret", again.PeerSecret, err)
+	}
+	other, err := load(nil, map[string]string{"STREAMSPACE_JWT_SECRET": strings.Repeat("j", 32)})
+	if err != nil || other.PeerSecret == cfg.PeerSecret {
+		t.Errorf("another JWT secret derives the same peer secret (%v)", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"the listener's host", []string{"--peer-addr", "192.0.2.7:9000"}, nil, "192.0.2.7:9000"},
+		{"the pod's IP first", []string{"--peer-addr", "192.0.2.7:9000"}, map[string]string{"POD_IP": "10.0.0.9"}, "10.0.0.9:9000"},
+		{"IPv6 pod", nil, map[string]string{"POD_IP": "fd00::5"}, "[fd00::5]:8090"},
+		{"explicit", nil, map[string]string{"STREAMSPACE_PEER_ADVERTISE_ADDR": "peer-0.rt.svc:7000", "POD_IP": "10.0.0.9"}, "peer-0.rt.svc:7000"},
+		{"explicit flag", []string{"--peer-advertise-addr", "198.51.100.1:8090"}, nil, "198.51.100.1:8090"},
+	} {
+		c, err := load(tc.args, tc.env)
+		if err != nil || c.PeerAdvertiseAddr != tc.want {
+			t.Errorf("%s: advertise %q (%v), want %q", tc.name, c.PeerAdvertiseAddr, err, tc.want)
+		}
+	}
+	// No host anywhere: an address of this machine's interfaces, or loopback, never empty.
+	c, err := load(nil, nil)
+	if host, port, splitErr := net.SplitHostPort(c.PeerAdvertiseAddr); err != nil || splitErr != nil || host == "" || port != "8090" || net.ParseIP(host) == nil {
+		t.Errorf("guessed advertise address %q (%v)", c.PeerAdvertiseAddr, err)
+	}
+	if c, err := load(nil, map[string]string{"STREAMSPACE_PEER_SECRET": strings.Repeat("s", 40)}); err != nil || c.PeerSecret != strings.Repeat("s", 40) {
+		t.Errorf("explicit secret: %q (%v)", c.PeerSecret, err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"short secret", nil, map[string]string{"STREAMSPACE_PEER_SECRET": "short"}, "STREAMSPACE_PEER_SECRET must be at least 32 bytes"},
+		{"listen address without port", []string{"--peer-addr", "10.0.0.1"}, nil, "STREAMSPACE_PEER_ADDR"},
+		{"listen port not a number", []string{"--peer-addr", ":http-alt"}, nil, "STREAMSPACE_PEER_ADDR"},
+		{"advertise without port", nil, map[string]string{"STREAMSPACE_PEER_ADVERTISE_ADDR": "10.0.0.1"}, "STREAMSPACE_PEER_ADVERTISE_ADDR"},
+		{"advertise without host", nil, map[string]string{"STREAMSPACE_PEER_ADVERTISE_ADDR": ":8090"}, "STREAMSPACE_PEER_ADVERTISE_ADDR"},
+		{"advertise port 0", []string{"--peer-advertise-addr", "10.0.0.1:0"}, nil, "STREAMSPACE_PEER_ADVERTISE_ADDR"},
+		{"advertise port too big", []string{"--peer-advertise-addr", "10.0.0.1:70000"}, nil, "STREAMSPACE_PEER_ADVERTISE_ADDR"},
+	} {
+		if _, err := load(tc.args, tc.env); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want mention of %s", tc.name, err, tc.want)
+		}
 	}
 }

@@ -60,6 +60,11 @@ func testConfig(t testing.TB, dialect string, env map[string]string) Config {
 			return testService
 		case "STREAMSPACE_DATABASE_URL":
 			return dbtest.URL(t, dialect)
+		case "STREAMSPACE_PEER_ADDR":
+			if v := env[k]; v != "" {
+				return v
+			}
+			return "127.0.0.1:0" // replicas in one process, each with its own port
 		}
 		return env[k]
 	})

@@ -39,7 +39,8 @@ func startReplica(t *testing.T, name string, args ...string) *replicaProc {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	p := &replicaProc{name: name, base: "http://" + addr, log: &testkit.LockedBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"serve", "--addr", addr, "--replica", name}, args...)...)
+	// The peer link on a port of the system's choosing, advertised on loopback.
+	p.cmd = exec.Command(bin, append([]string{"serve", "--addr", addr, "--replica", name, "--peer-addr", "127.0.0.1:0"}, args...)...)
 	p.cmd.Env = append(os.Environ(), "STREAMSPACE_LOG_LEVEL=warn")
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {

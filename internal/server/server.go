@@ -52,6 +52,14 @@ type Server struct {
 	agentUpgrader *gorilla.Upgrader
 	// vncUpgrader accepts viewer sockets (binary subprotocol, larger buffers).
 	vncUpgrader *gorilla.Upgrader
+	// mesh links this replica to the others, which relay viewers to the agents held here and
+	// from the viewers here to the agents held there; peers is where they listen. Both nil on
+	// a single node. peerUpgrader accepts the viewers they relay.
+	mesh         peerLink
+	peers        peerLocator
+	peerUpgrader *gorilla.Upgrader
+	relayMetrics *relayMetrics
+	peerServing  sync.WaitGroup // the peer listener's accept loop
 	// viewerLife ends at Shutdown, ending every viewer socket; viewers counts those being
 	// served, which Shutdown waits for.
 	viewerLife context.Context
@@ -113,18 +121,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		dir cluster.Directory
 		rc  *redisCluster
 	)
-	// The cluster first: a replica that cannot join refuses before touching the database.
+	// The cluster first: a replica that cannot join refuses before touching the database. Its
+	// peer listener comes before, so that the address published is the one listened on.
+	var peerLn net.Listener
 	if cfg.RedisURL != "" {
+		if peerLn, err = listenPeers(&cfg); err != nil {
+			return nil, err
+		}
 		if rc, err = openCluster(ctx, cfg, log, registry); err != nil {
+			_ = peerLn.Close()
 			return nil, err
 		}
 		bus, dir = rc.node.Bus(), rc.node.Directory()
 	}
-	database, err := db.Open(ctx, cfg.DatabaseURL, cfg.dbOptions(log)...)
-	if err != nil {
+	closeCluster := func() {
 		if rc != nil {
+			_ = peerLn.Close()
 			_ = rc.close()
 		}
+	}
+	database, err := db.Open(ctx, cfg.DatabaseURL, cfg.dbOptions(log)...)
+	if err != nil {
+		closeCluster()
 		return nil, err
 	}
 	if rc != nil && database.Dialect() == db.SQLite {
@@ -133,9 +151,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	kube, ownKube, err := openKubernetes(cfg, log)
 	if err != nil {
 		_ = database.Close()
-		if rc != nil {
-			_ = rc.close()
-		}
+		closeCluster()
 		return nil, err
 	}
 	// Pod logs first: the Manager serves logs sockets with them, and the hub (made after the
@@ -207,6 +223,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		upgrader:      websocket.NewUpgrader(nil),
 		agentUpgrader: websocket.NewUpgrader(nil),
 		vncUpgrader:   newVNCUpgrader(),
+		peerUpgrader:  newPeerUpgrader(),
+		relayMetrics:  newRelayMetrics(registry),
 	}
 	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
 	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.
@@ -216,6 +234,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.fail(w, r, status, "upgrade_failed", reason.Error())
 	}
 	s.vncUpgrader.Error = s.upgrader.Error
+	s.peerUpgrader.Error = s.upgrader.Error
 	s.http = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -230,6 +249,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	manager.Start()
 	go agents.Run()
+	if rc != nil {
+		// Only now: the streams other replicas open are served by this server's handler.
+		if err := s.startPeers(peerLn, rc.node.Directory()); err != nil {
+			_ = s.Shutdown(ctx)
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -273,6 +299,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		httpErr := s.http.Shutdown(ctx)
 		s.endViewers()
 		viewersErr := s.waitViewers(ctx)
+		// After the viewers relayed from other replicas were told 1001: their replicas pass it on.
+		var peerErr error
+		if s.mesh != nil {
+			peerErr = s.mesh.Close()
+			s.peerServing.Wait()
+		}
 		agentErr := s.agents.Shutdown(ctx)
 		wsErr := s.manager.Shutdown(ctx)
 		var clusterErr error
@@ -283,7 +315,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.kube.Close()
 		}
 		dbErr := s.db.Close()
-		s.shutdownErr = errors.Join(httpErr, viewersErr, agentErr, wsErr, clusterErr, dbErr)
+		s.shutdownErr = errors.Join(httpErr, viewersErr, peerErr, agentErr, wsErr, clusterErr, dbErr)
 		s.log.Info("server stopped", "err", s.shutdownErr)
 	})
 	return s.shutdownErr

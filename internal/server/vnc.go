@@ -44,15 +44,14 @@ func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := grant.Session
-	if sess.State != models.SessionStateRunning {
-		s.fail(w, r, http.StatusConflict, "session_not_running", "the session is "+string(sess.State)+", not running")
-		return
-	}
-	if sess.AgentID == "" {
-		s.fail(w, r, http.StatusServiceUnavailable, "agent_offline", "the session has no agent")
+	if !s.sessionViewable(w, r, sess) {
 		return
 	}
 	tunnel, err := s.agents.OpenTunnel(r.Context(), websocket.TunnelRequest{Session: sess, UserID: id.UserID, ViewOnly: grant.ViewOnly})
+	if errors.Is(err, websocket.ErrAgentOffline) && s.mesh != nil {
+		s.relayViewer(w, r, id, org, grant) // the agent may be held by another replica
+		return
+	}
 	if err != nil {
 		s.refuseTunnel(w, r, sess, err)
 		return
@@ -72,11 +71,26 @@ func (s *Server) handleVNCSocket(w http.ResponseWriter, r *http.Request) {
 	s.serveViewer(r.Context(), conn, tunnel, grant, org, websocket.SessionsRequest{ClientIP: clientIP(r), UserAgent: r.UserAgent()})
 }
 
+// sessionViewable answers the refusal of a session whose desktop cannot be viewed now: not
+// running (409), or placed on no agent (503).
+func (s *Server) sessionViewable(w http.ResponseWriter, r *http.Request, sess models.Session) bool {
+	if sess.State != models.SessionStateRunning {
+		s.fail(w, r, http.StatusConflict, "session_not_running", "the session is "+string(sess.State)+", not running")
+		return false
+	}
+	if sess.AgentID == "" {
+		s.fail(w, r, http.StatusServiceUnavailable, "agent_offline", "the session has no agent")
+		return false
+	}
+	return true
+}
+
 // refuseTunnel answers the AgentHub's refusal of a tunnel.
 func (s *Server) refuseTunnel(w http.ResponseWriter, r *http.Request, sess models.Session, err error) {
 	var limit *websocket.TunnelLimitError
 	switch {
 	case errors.Is(err, websocket.ErrAgentOffline):
+		// Without a peer link (a replica without Redis) a viewer must go to the agent's replica.
 		if s.agents.IsAgentConnected(sess.AgentID) {
 			s.fail(w, r, http.StatusServiceUnavailable, "agent_elsewhere", "the session's agent is connected to another replica; connect to that one")
 			return
