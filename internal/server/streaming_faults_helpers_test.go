@@ -405,29 +405,29 @@ type faultViewer struct {
 	ended     time.Time
 }
 
-// refusal is an answer other than 101 to a viewer's upgrade.
-type refusal struct {
+// viewerRefusal is an answer other than 101 to a viewer's upgrade.
+type viewerRefusal struct {
 	status int
 	body   string
 }
 
-func (e *refusal) Error() string { return fmt.Sprintf("%d %s", e.status, e.body) }
+func (e *viewerRefusal) Error() string { return fmt.Sprintf("%d %s", e.status, e.body) }
 
-// dialViewer opens session's viewer socket on r as alice, runs the RFB handshake and reads a
+// dialFaultViewer opens session's viewer socket on r as alice, runs the RFB handshake and reads a
 // region of the screen: the desktop is there.
-func dialViewer(t *testing.T, r *faultReplica, session string) (*faultViewer, error) {
-	return dialViewerWithin(t, r, session, 10*time.Second)
+func dialFaultViewer(t *testing.T, r *faultReplica, session string) (*faultViewer, error) {
+	return dialFaultViewerWithin(t, r, session, 10*time.Second)
 }
 
-// dialViewerWithin is dialViewer waiting up to handshake for the answer to the upgrade.
-func dialViewerWithin(t *testing.T, r *faultReplica, session string, handshake time.Duration) (*faultViewer, error) {
+// dialFaultViewerWithin is dialFaultViewer waiting up to handshake for the answer to the upgrade.
+func dialFaultViewerWithin(t *testing.T, r *faultReplica, session string, handshake time.Duration) (*faultViewer, error) {
 	tok := aliceToken(t)
 	d := gorilla.Dialer{Subprotocols: []string{"binary"}, HandshakeTimeout: handshake}
 	ws, resp, err := d.Dial("ws://"+r.addr+"/api/v1/vnc/"+session+"?token="+tok, nil)
 	if err != nil {
 		if resp != nil {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			return nil, &refusal{status: resp.StatusCode, body: strings.TrimSpace(string(b))}
+			return nil, &viewerRefusal{status: resp.StatusCode, body: strings.TrimSpace(string(b))}
 		}
 		return nil, err
 	}
@@ -466,21 +466,21 @@ func dialViewerWithin(t *testing.T, r *faultReplica, session string, handshake t
 	return v, nil
 }
 
-// waitDesktop retries dialViewer until the desktop answers, for up to within: while the
-// cluster recovers, 503 answers and sockets that end early are expected; any other refusal
+// waitDesktop retries dialFaultViewer until the desktop answers, for up to within: while the
+// cluster recovers, 503 answers and sockets that end early are expected; any other viewerRefusal
 // fails at once. It returns the viewer and how long it took.
 func waitDesktop(t *testing.T, r *faultReplica, session string, within time.Duration) (*faultViewer, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	var last error
 	for time.Since(start) < within {
-		v, err := dialViewer(t, r, session)
+		v, err := dialFaultViewer(t, r, session)
 		if err == nil {
 			t.Cleanup(v.close)
 			return v, time.Since(start)
 		}
 		last = err
-		if ref := (*refusal)(nil); errors.As(err, &ref) && ref.status != http.StatusServiceUnavailable {
+		if ref := (*viewerRefusal)(nil); errors.As(err, &ref) && ref.status != http.StatusServiceUnavailable {
 			break
 		}
 		time.Sleep(200 * time.Millisecond) // kept: a viewer's pause between attempts

@@ -208,13 +208,13 @@ func TestStreamingFaults(t *testing.T) {
 			keepsStreaming(t, v, 10)
 		}
 		// A viewer whose agent is elsewhere cannot be placed while the directory is away.
-		_, err := dialViewer(t, a, session("c", 2))
-		var ref *refusal
+		_, err := dialFaultViewer(t, a, session("c", 2))
+		var ref *viewerRefusal
 		if !errors.As(err, &ref) || ref.status != 503 {
 			t.Errorf("a new viewer across replicas during the Redis outage: %v, want 503", err)
 		}
 		// One whose agent is on its own replica needs no directory.
-		local, err := dialViewer(t, a, session("a", 3))
+		local, err := dialFaultViewer(t, a, session("a", 3))
 		if err != nil {
 			t.Errorf("a new viewer on the agent's own replica during the Redis outage: %v, want its desktop", err)
 		} else {
@@ -255,7 +255,7 @@ func TestStreamingFaults(t *testing.T) {
 		waiting := make(chan error, 1)
 		var answeredAfter time.Duration // written before the send on waiting
 		go func() {
-			v, err := dialViewerWithin(t, a, session("c", 3), time.Minute)
+			v, err := dialFaultViewerWithin(t, a, session("c", 3), time.Minute)
 			answeredAfter = time.Since(stopped)
 			if err == nil {
 				v.close()
@@ -285,9 +285,9 @@ func TestStreamingFaults(t *testing.T) {
 		// c's link given up, a new viewer of c's session is refused plainly while c is still
 		// stopped, and one between a and b still gets through meanwhile.
 		refusedAC := make(chan error, 1)
-		go func() { _, err := dialViewer(t, a, session("c", 3)); refusedAC <- err }()
+		go func() { _, err := dialFaultViewer(t, a, session("c", 3)); refusedAC <- err }()
 		_, newAB2 := fx.desktop(t, a, session("b", 3))
-		var ref *refusal
+		var ref *viewerRefusal
 		if err := <-refusedAC; !errors.As(err, &ref) || ref.status != http.StatusServiceUnavailable {
 			t.Errorf("a viewer on a of c's session, with c stopped and its link given up: %v, want 503", err)
 		}
