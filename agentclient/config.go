@@ -23,6 +23,10 @@ const (
 	DefaultShutdownTimeout   = 10 * time.Second
 )
 
+// TunnelWriteBufferSize is the default Dialer's write buffer: one tunnel/1 data frame, its
+// tunnel id and the largest chunk (PROTOCOL.md 6.3).
+const TunnelWriteBufferSize = models.TunnelDataHeader + models.MaxTunnelChunk
+
 // Config configures an Agent. Zero values mean the documented defaults. New copies it; the
 // maps are read, never written, and must not be modified while the Agent runs.
 type Config struct {
@@ -58,7 +62,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 
 	// Dialer dials the WebSocket; nil uses a copy of websocket.DefaultDialer with a 10s
-	// handshake timeout.
+	// handshake timeout and a write buffer that holds a whole tunnel data frame
+	// (TunnelWriteBufferSize), so each frame is one masked frame and one write. A Dialer with
+	// a smaller WriteBufferSize works, but splits each tunnel frame into fragments.
 	Dialer *websocket.Dialer
 	// HTTPClient sends registrations; nil uses a client with a 30s timeout.
 	HTTPClient *http.Client
@@ -121,6 +127,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Dialer == nil {
 		d := *websocket.DefaultDialer
 		d.HandshakeTimeout = 10 * time.Second
+		d.WriteBufferSize = TunnelWriteBufferSize
 		c.Dialer = &d
 	}
 	if c.HTTPClient == nil {

@@ -45,8 +45,10 @@
 // session, opened by OpenTunnel and announced with vnc_ready, bytes as base64 in vnc_data, and
 // a new tunnel right after each vnc_close, so viewers can come one after another. In both, the
 // writer sends control frames (acks, results, heartbeats, credit) before tunnel data, and
-// tunnels take turns, one chunk of at most 32 KiB each; a tunnel holds at most one chunk
-// waiting, so a fast VNC server is slowed by TCP.
+// tunnels take turns, one chunk each (64 KiB with tunnel/1, 32 KiB of bytes in a vnc_data);
+// a tunnel holds at most one chunk waiting, so a fast VNC server is slowed by TCP. An io.Copy
+// to a Tunnel (ProxyTo's) reads straight into the frame that carries the bytes, and the
+// default Dialer's write buffer takes a whole frame, so a chunk is one write on the socket.
 //
 // Package agenttest holds a fake control plane to test agents against.
 package agentclient

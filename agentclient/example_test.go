@@ -95,7 +95,7 @@ func ExampleProxyTo() {
 	cancel()
 	fmt.Println("Run:", <-done)
 	// Output:
-	// tunnel_opened {"tunnelId":1,"window":262144}
+	// tunnel_opened {"tunnelId":1,"window":1048576}
 	// tunnel 1: "RFB 003.008\n"
 	// Run: <nil>
 }

@@ -29,8 +29,12 @@ var ErrNoTunnels = errors.New("tunnels not served by this agent")
 
 // Tunnel limits on the agent's side.
 const (
-	// tunnelChunk bounds one data frame (PROTOCOL.md 6.4: tunnels take turns one chunk each).
-	tunnelChunk = 32 << 10
+	// tunnelChunk bounds one data frame (PROTOCOL.md 6.4: tunnels take turns one chunk each):
+	// the largest 6.3 allows, so a fast VNC server costs the fewest frames and wake-ups.
+	tunnelChunk = models.MaxTunnelChunk
+	// legacyChunk bounds the RFB bytes of one vnc_data (StreamSpace's messages): base64 in
+	// JSON makes them a third larger, and a control plane's frame limit must hold them.
+	legacyChunk = 32 << 10
 	// legacyRecvLimit bounds the viewer's bytes buffered for a StreamSpace-mode tunnel, which
 	// has no window: a control plane that outruns the handler by more closes the tunnel.
 	legacyRecvLimit = 4 << 20
@@ -58,6 +62,7 @@ type Tunnel struct {
 
 	acceptOnce sync.Once
 	accepted   atomic.Bool // Accept sent tunnel_opened or vnc_ready
+	writeMu    sync.Mutex  // one Write or ReadFrom at a time: each is one run of frames
 
 	mu         sync.Mutex
 	recv       []byte        // the viewer's bytes not read yet
@@ -177,14 +182,15 @@ func (t *Tunnel) Read(p []byte) (int, error) {
 	}
 }
 
-// takeCredit counts n bytes read and returns the credit to grant now: at least every 64 KiB
-// or a quarter of the window (PROTOCOL.md 6.3). Called with mu held.
+// takeCredit counts n bytes read and returns the credit to grant now: once a quarter of the
+// window was read (PROTOCOL.md 6.3), so a busy tunnel costs a credit frame per quarter
+// window, not per chunk. Called with mu held.
 func (t *Tunnel) takeCredit(n int) int64 {
 	if t.id == 0 {
 		return 0
 	}
 	t.unacked += int64(n)
-	if t.unacked < min(64<<10, int64(t.recvCap)/4) {
+	if t.unacked < int64(t.recvCap)/4 {
 		return 0
 	}
 	credit := t.unacked
@@ -193,61 +199,150 @@ func (t *Tunnel) takeCredit(n int) int64 {
 	return credit
 }
 
-// Write sends p to the viewer in chunks of at most 32 KiB, each within the control plane's
+// Write sends p to the viewer in chunks of at most 64 KiB, each within the control plane's
 // window; it blocks while the window is zero or the previous chunk waits for the writer.
 func (t *Tunnel) Write(p []byte) (int, error) {
 	if err := t.Accept(); err != nil {
 		return 0, err
 	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
 	written := 0
 	for len(p) > 0 {
+		n, err := t.awaitSend(len(p))
+		if err != nil {
+			return written, err
+		}
+		var frame []byte
+		if t.id != 0 {
+			frame = getFrame()[:models.TunnelDataHeader+n]
+			binary.BigEndian.PutUint32(frame, t.id)
+			copy(frame[models.TunnelDataHeader:], p[:n])
+		} else if frame, err = t.legacyFrame(p[:n]); err != nil {
+			return written, err
+		}
+		if err := t.submit(frame, n); err != nil {
+			return written, err
+		}
+		p = p[n:]
+		written += n
+	}
+	return written, nil
+}
+
+// ReadFrom sends what r yields to the viewer until r ends, as Write would: io.Copy to a
+// tunnel/1 tunnel (ProxyTo's, from the VNC server) uses it, and each read then lands in the
+// frame that carries it, up to a chunk and the window, with no copy in between.
+func (t *Tunnel) ReadFrom(r io.Reader) (int64, error) {
+	if t.id == 0 {
+		return io.Copy(writerOnly{t}, r)
+	}
+	if err := t.Accept(); err != nil {
+		return 0, err
+	}
+	t.writeMu.Lock()
+	defer t.writeMu.Unlock()
+	var total int64
+	for {
+		n, err := t.awaitSend(tunnelChunk)
+		if err != nil {
+			return total, err
+		}
+		frame := getFrame()
+		m, rerr := r.Read(frame[models.TunnelDataHeader : models.TunnelDataHeader+n])
+		if m > 0 {
+			frame = frame[:models.TunnelDataHeader+m]
+			binary.BigEndian.PutUint32(frame, t.id)
+			if err := t.submit(frame, m); err != nil {
+				return total, err
+			}
+			total += int64(m)
+		} else {
+			putFrame(frame)
+		}
+		switch {
+		case errors.Is(rerr, io.EOF):
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+	}
+}
+
+// writerOnly hides a Tunnel's ReadFrom from io.Copy.
+type writerOnly struct{ io.Writer }
+
+// awaitSend waits until the tunnel may make its next frame (the previous one was taken by the
+// writer, and for tunnel/1 the window is open) and returns how many of want bytes it may
+// carry. Called with writeMu held, so the answer holds until submit.
+func (t *Tunnel) awaitSend(want int) (int, error) {
+	for {
 		select {
 		case <-t.wdl.wait():
-			return written, os.ErrDeadlineExceeded
+			return 0, os.ErrDeadlineExceeded
 		default:
 		}
 		t.mu.Lock()
 		if t.closed || t.peerClosed {
 			t.mu.Unlock()
-			return written, net.ErrClosed
+			return 0, net.ErrClosed
 		}
 		if t.pending == nil && (t.id == 0 || t.sendWindow > 0) {
-			n := min(len(p), tunnelChunk)
+			n := min(want, legacyChunk)
 			if t.id != 0 {
-				n = int(min(int64(n), t.sendWindow))
-				t.sendWindow -= int64(n)
+				n = int(min(int64(want), tunnelChunk, t.sendWindow))
 			}
-			frame, err := t.dataFrame(p[:n])
-			if err != nil {
-				t.mu.Unlock()
-				return written, err
-			}
-			t.pending = frame
-			t.flowed = true
 			t.mu.Unlock()
-			t.c.schedule(t)
-			p = p[n:]
-			written += n
-			continue
+			return n, nil
 		}
 		t.mu.Unlock()
 		select {
 		case <-t.writable:
 		case <-t.wdl.wait():
-			return written, os.ErrDeadlineExceeded
+			return 0, os.ErrDeadlineExceeded
 		}
 	}
-	return written, nil
 }
 
-// dataFrame is the frame carrying b: a binary frame for tunnel/1, vnc_data otherwise.
-func (t *Tunnel) dataFrame(b []byte) ([]byte, error) {
-	if t.id != 0 {
-		f := make([]byte, models.TunnelDataHeader+len(b))
-		binary.BigEndian.PutUint32(f, t.id)
-		copy(f[models.TunnelDataHeader:], b)
-		return f, nil
+// submit hands the writer frame, carrying n bytes of RFB, and takes them from the window.
+func (t *Tunnel) submit(frame []byte, n int) error {
+	t.mu.Lock()
+	if t.closed || t.peerClosed {
+		t.mu.Unlock()
+		putFrame(frame)
+		return net.ErrClosed
 	}
+	if t.id != 0 {
+		t.sendWindow -= int64(n)
+	}
+	t.pending = frame
+	t.flowed = true
+	t.mu.Unlock()
+	t.c.schedule(t)
+	return nil
+}
+
+// framePool lends tunnel/1 data frames of the largest size: taken when a chunk is made, given
+// back once the writer wrote it, so a busy tunnel allocates nothing per chunk and an idle one
+// holds no buffer.
+var framePool = sync.Pool{New: func() any {
+	b := make([]byte, models.TunnelDataHeader+tunnelChunk)
+	return &b
+}}
+
+func getFrame() []byte { return *framePool.Get().(*[]byte) }
+
+// putFrame gives back a frame getFrame lent; other buffers are left to the collector.
+func putFrame(b []byte) {
+	if cap(b) != models.TunnelDataHeader+tunnelChunk {
+		return
+	}
+	b = b[:cap(b)]
+	framePool.Put(&b)
+}
+
+// legacyFrame is the vnc_data frame carrying b (StreamSpace's messages).
+func (t *Tunnel) legacyFrame(b []byte) ([]byte, error) {
 	f, err := t.c.a.encode(models.MessageTypeVNCData, models.VNCDataMessage{SessionID: t.session, Data: base64.StdEncoding.EncodeToString(b)})
 	if err != nil {
 		return nil, fmt.Errorf("agentclient: tunnel of session %s: %w", t.session, err)
@@ -306,6 +401,9 @@ func (t *Tunnel) peerClose() {
 		return
 	}
 	t.peerClosed = true
+	if t.id != 0 && t.pending != nil {
+		putFrame(t.pending)
+	}
 	t.pending, t.closeFrame = nil, nil
 	t.mu.Unlock()
 	t.wake()

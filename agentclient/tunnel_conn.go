@@ -97,6 +97,9 @@ func (c *conn) writeData() bool {
 	if !c.write(outFrame{kind: kind, data: frame}) {
 		return false
 	}
+	if kind == websocket.BinaryMessage {
+		putFrame(frame) // written: gorilla copied it into its buffer
+	}
 	if !last && t.hasMore() {
 		c.schedule(t)
 	}

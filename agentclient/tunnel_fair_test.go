@@ -89,7 +89,7 @@ func TestTunnelControlFramesGoFirst(t *testing.T) {
 		for _, n := range counters {
 			taken += n.Load()
 		}
-		return taken-int64(len(c.DataFrames())) >= 64
+		return taken-int64(len(c.DataFrames())) >= 2<<20/tunnelChunk
 	})
 	if err := c.SendCommand("c1", "probe", nil, 1); err != nil {
 		t.Fatal(err)
@@ -135,7 +135,7 @@ func TestTunnelControlFramesGoFirst(t *testing.T) {
 func TestTunnelsTakeTurns(t *testing.T) {
 	var accepted atomic.Int64
 	_, _, c := setupTunnels(t, true, stamped(&accepted))
-	const window = 4 << 20 // 128 chunks each
+	const window = 8 << 20 // 128 chunks each
 	openTunnel(t, c, 1, "s1", false, window)
 	openTunnel(t, c, 2, "s2", false, window)
 	got := map[uint32]int{}

@@ -1,6 +1,7 @@
 package agentclient
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -94,53 +95,67 @@ func TestTunnelRelaysBothWaysAndClosesFromEitherSide(t *testing.T) {
 	testkit.Eventually(t, waitTimeout, "handlers to end", func() bool { return live.Load() == 0 })
 }
 
+// A handler's Write and an io.Copy to the tunnel (ReadFrom, reading straight into frames) both
+// send chunks of at most tunnelChunk within the window, resume on credit, and keep the bytes.
 func TestTunnelNeverExceedsTheWindowAndResumesOnCredit(t *testing.T) {
 	const total = 1 << 20
 	const window = 100_000
-	done := make(chan error, 1)
-	_, _, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
-		b := make([]byte, total)
-		for i := range b {
-			b[i] = byte(i % 251)
-		}
-		n, err := tn.Write(b)
-		if err == nil && n != total {
-			err = io.ErrShortWrite
-		}
-		done <- err
-		<-ctx.Done()
-		return nil
-	})
-	openTunnel(t, c, 1, "s1", false, window)
-	granted, got := int64(window), 0
-	var all []byte
-	for got < total {
-		d := nextData(t, c, 1)
-		if len(d) > tunnelChunk {
-			t.Fatalf("chunk of %d bytes, over %d", len(d), tunnelChunk)
-		}
-		got += len(d)
-		all = append(all, d...)
-		if int64(got) > granted {
-			t.Fatalf("received %d bytes with only %d granted", got, granted)
-		}
-		if int64(got) == granted {
-			// The window is exhausted: the agent must stop until credit comes.
-			roundTrip(t, c)
-			if n := recorded(c); int64(n) > granted {
-				t.Fatalf("%d bytes arrived with only %d granted", n, granted)
+	pattern := make([]byte, total)
+	for i := range pattern {
+		pattern[i] = byte(i % 251)
+	}
+	send := map[string]func(tn *Tunnel) (int64, error){
+		"Write": func(tn *Tunnel) (int64, error) {
+			n, err := tn.Write(pattern)
+			return int64(n), err
+		},
+		// The wrapper hides bytes.Reader's WriteTo, as a net.Conn's reads are.
+		"ReadFrom": func(tn *Tunnel) (int64, error) {
+			return io.Copy(tn, struct{ io.Reader }{bytes.NewReader(pattern)})
+		},
+	}
+	for name, write := range send {
+		t.Run(name, func(t *testing.T) {
+			done := make(chan error, 1)
+			_, _, c := setupTunnels(t, true, func(ctx context.Context, tn *Tunnel) error {
+				n, err := write(tn)
+				if err == nil && n != total {
+					err = io.ErrShortWrite
+				}
+				done <- err
+				<-ctx.Done()
+				return nil
+			})
+			openTunnel(t, c, 1, "s1", false, window)
+			granted, got := int64(window), 0
+			var all []byte
+			for got < total {
+				d := nextData(t, c, 1)
+				if len(d) > tunnelChunk {
+					t.Fatalf("chunk of %d bytes, over %d", len(d), tunnelChunk)
+				}
+				got += len(d)
+				all = append(all, d...)
+				if int64(got) > granted {
+					t.Fatalf("received %d bytes with only %d granted", got, granted)
+				}
+				if int64(got) == granted {
+					// The window is exhausted: the agent must stop until credit comes.
+					roundTrip(t, c)
+					if n := recorded(c); int64(n) > granted {
+						t.Fatalf("%d bytes arrived with only %d granted", n, granted)
+					}
+					credit(t, c, 1, 70_000)
+					granted += 70_000
+				}
 			}
-			credit(t, c, 1, 70_000)
-			granted += 70_000
-		}
-	}
-	if err := recvErr(t, done); err != nil {
-		t.Fatalf("Write: %v", err)
-	}
-	for i, b := range all {
-		if b != byte(i%251) {
-			t.Fatalf("byte %d is %d, want %d", i, b, byte(i%251))
-		}
+			if err := recvErr(t, done); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !bytes.Equal(all, pattern) {
+				t.Fatal("the viewer got other bytes than the handler sent")
+			}
+		})
 	}
 }
 
@@ -168,12 +183,18 @@ func TestTunnelCreditFollowsWhatTheHandlerRead(t *testing.T) {
 	})
 	t.Cleanup(func() { close(reads) })
 	openTunnel(t, c, 1, "s1", false, models.DefaultTunnelWindow)
+	// Credit comes once a quarter of the window was read (PROTOCOL.md 6.3).
+	const quarter = models.DefaultTunnelWindow / 4
 	chunk := make([]byte, 16<<10)
-	for range 12 { // 192 KiB, within the window
-		if err := c.SendData(1, chunk); err != nil {
-			t.Fatal(err)
+	send := func(n int) {
+		t.Helper()
+		for range n / len(chunk) {
+			if err := c.SendData(1, chunk); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	send(3 * quarter) // within the window
 	read := func(n int) {
 		t.Helper()
 		reads <- n
@@ -197,28 +218,24 @@ func TestTunnelCreditFollowsWhatTheHandlerRead(t *testing.T) {
 	if n := credits(); n != 0 {
 		t.Fatalf("%d bytes of credit before the handler read anything", n)
 	}
-	read(30 << 10)
+	read(quarter / 2)
 	roundTrip(t, c)
 	if n := credits(); n != 0 {
-		t.Fatalf("%d bytes of credit after 30 KiB read, want none below 64 KiB", n)
+		t.Fatalf("%d bytes of credit after %d read, want none below a quarter of the window", n, quarter/2)
 	}
-	read(40 << 10)
+	read(quarter/2 + 16<<10)
 	roundTrip(t, c)
-	if n := credits(); n != 70<<10 {
-		t.Fatalf("credit %d after 70 KiB read, want %d", n, 70<<10)
+	if n := credits(); n != quarter+16<<10 {
+		t.Fatalf("credit %d after %d read, want %d", n, quarter+16<<10, quarter+16<<10)
 	}
-	read(122 << 10)
+	read(2*quarter - 16<<10)
 	roundTrip(t, c)
-	if n := credits(); n != 192<<10 {
-		t.Fatalf("credit %d after 192 KiB read, want %d", n, 192<<10)
+	if n := credits(); n != 3*quarter {
+		t.Fatalf("credit %d after %d read, want %d", n, 3*quarter, 3*quarter)
 	}
-	// The credit granted makes room: 256 KiB more fit.
-	for range 16 {
-		if err := c.SendData(1, chunk); err != nil {
-			t.Fatal(err)
-		}
-	}
-	read(256 << 10)
+	// The credit granted makes room: a whole window more fits.
+	send(models.DefaultTunnelWindow)
+	read(models.DefaultTunnelWindow)
 	roundTrip(t, c)
 	if cls := closesOf(t, c); len(cls) != 0 {
 		t.Fatalf("data within the granted window closed the tunnel: %+v", cls)
@@ -256,7 +273,7 @@ func TestTunnelViolationsCloseOnlyThatTunnel(t *testing.T) {
 
 	// Beyond tunnel 1's window.
 	chunk := make([]byte, 64<<10)
-	for range 5 {
+	for range models.DefaultTunnelWindow/len(chunk) + 1 {
 		if err := c.SendData(1, chunk); err != nil {
 			t.Fatal(err)
 		}
@@ -340,7 +357,7 @@ func TestTunnelOpenRefusedWithoutTunnels(t *testing.T) {
 	}
 }
 
-// stamped writes 32 KiB chunks numbered from 0 (big-endian in the first 4 bytes) until its
+// stamped writes chunks of tunnelChunk bytes numbered from 0 (big-endian in the first 4 bytes) until its
 // ctx ends, counting in accepted the chunks Write took.
 func stamped(accepted *atomic.Int64) TunnelHandler {
 	return func(ctx context.Context, tn *Tunnel) error {

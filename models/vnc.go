@@ -32,7 +32,7 @@ const (
 	// MaxTunnelChunk bounds the RFB bytes of one data frame or one vnc_data.
 	MaxTunnelChunk = 64 << 10
 	// DefaultTunnelWindow is each direction's window when a tunnel opens.
-	DefaultTunnelWindow = 256 << 10
+	DefaultTunnelWindow = 1 << 20
 	// MaxTunnelWindow bounds a window grown by credit.
 	MaxTunnelWindow = 16 << 20
 )

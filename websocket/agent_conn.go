@@ -1,6 +1,8 @@
 package websocket
 
 import (
+	"encoding/binary"
+	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -8,6 +10,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
+
+	"github.com/streamspace/streamspace-realtime/models"
 )
 
 // AgentConnection represents a single agent's WebSocket connection.
@@ -258,6 +262,12 @@ func (c *AgentConnection) readPump() {
 			c.closeWith(readCloseCode(err))
 			return
 		}
+		if mt == websocket.BinaryMessage {
+			if !c.readTunnelData(r) {
+				return
+			}
+			continue
+		}
 		data, err := io.ReadAll(io.LimitReader(r, cfg.MaxMessageSize+1))
 		if err != nil {
 			c.closeWith(readCloseCode(err))
@@ -274,12 +284,6 @@ func (c *AgentConnection) readPump() {
 		}
 		now := cfg.Clock.Now()
 		c.touch(now)
-		if mt == websocket.BinaryMessage {
-			// Tunnel data (PROTOCOL.md 6.3): outside the frame budget, bounded by the windows.
-			c.hub.metrics.frameIn("tunnel_data")
-			c.tunnels.onData(data)
-			continue
-		}
 		f, ferr := decodeAgentFrame(data)
 		tunnelFrame := ferr == nil && isTunnelType(f.Type)                // bounded by the tunnels' backlog instead (6.2)
 		if !tunnelFrame && !c.budget.limiter.Allow() && !c.relaysLogs() { // wall time: a flood is measured in real seconds
@@ -294,6 +298,58 @@ func (c *AgentConnection) readPump() {
 			c.offer(f.Type, data)
 		}
 	}
+}
+
+// readTunnelData reads a binary frame, tunnel data (PROTOCOL.md 6.3: outside the frame
+// budget, bounded by the windows), straight into a pooled chunk that the viewer's writer gives
+// back: no allocation or copy per frame. It reports false when the socket failed.
+func (c *AgentConnection) readTunnelData(r io.Reader) bool {
+	cfg := c.hub.cfg
+	var head [models.TunnelDataHeader]byte
+	h, err := io.ReadFull(r, head[:])
+	if err != nil && !isShortFrame(err) {
+		c.closeWith(readCloseCode(err))
+		return false
+	}
+	chunk := getChunk()
+	n, err := io.ReadFull(r, chunk)
+	if err != nil && !isShortFrame(err) {
+		putChunk(chunk)
+		c.closeWith(readCloseCode(err))
+		return false
+	}
+	// Beyond a chunk: a violation of this tunnel, or of the frame limit when too big.
+	extra, err := io.Copy(io.Discard, io.LimitReader(r, cfg.MaxMessageSize))
+	if err != nil {
+		putChunk(chunk)
+		c.closeWith(readCloseCode(err))
+		return false
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
+	if c.closing() {
+		putChunk(chunk)
+		return true // discard until the peer answers our close frame
+	}
+	if int64(h+n)+extra > cfg.MaxMessageSize {
+		putChunk(chunk)
+		c.hub.metrics.refused.WithLabelValues("too_big").Inc()
+		c.closeWith(websocket.CloseMessageTooBig, "message too big", "too_big")
+		return true
+	}
+	c.touch(cfg.Clock.Now())
+	c.hub.metrics.frameIn("tunnel_data")
+	if h < models.TunnelDataHeader || n == 0 {
+		putChunk(chunk)
+		c.hub.metrics.vnc.refused.WithLabelValues("protocol_violation").Inc()
+		return true
+	}
+	c.tunnels.onData(binary.BigEndian.Uint32(head[:]), chunk[:n], extra > 0)
+	return true
+}
+
+// isShortFrame reports a frame that ended before the buffer was full: not an error here.
+func isShortFrame(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // writePump is the only writer of the socket: queued frames one per WebSocket frame, pings,

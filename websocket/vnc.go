@@ -167,9 +167,8 @@ func (h *AgentHub) OpenTunnel(ctx context.Context, req TunnelRequest) (*Tunnel, 
 	}
 	s.count++
 	if s.tunnel1 {
-		t.proto, t.id, t.recvWindow = protoTunnel1, s.nextID, cfg.Window
-		s.nextID++
-		s.byID[t.id] = t
+		// The id comes with tunnel_open (attach), so that ids reach the agent in order.
+		t.proto, t.recvWindow = protoTunnel1, cfg.Window
 		t.filter = newViewerFilter(t)
 		return t, nil
 	}
@@ -203,21 +202,19 @@ func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 		expiry := time.AfterFunc(time.Until(t.req.Expires), func() { t.finish(CloseTokenExpired, "token expired") })
 		defer expiry.Stop()
 	}
+	// No goroutine waits for ctx: an idle tunnel costs two, its reader and its writer.
+	stop := context.AfterFunc(ctx, func() {
+		var cause CloseCause
+		if errors.As(context.Cause(ctx), &cause) {
+			t.finish(cause.Code, cause.Reason)
+		} else {
+			t.finish(websocket.CloseGoingAway, "server shutting down")
+		}
+	})
+	defer stop()
 	readDone := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { t.writePump(conn, readDone) })
-	wg.Go(func() {
-		select {
-		case <-ctx.Done():
-			var cause CloseCause
-			if errors.As(context.Cause(ctx), &cause) {
-				t.finish(cause.Code, cause.Reason)
-			} else {
-				t.finish(websocket.CloseGoingAway, "server shutting down")
-			}
-		case <-t.end:
-		}
-	})
 	t.readPump(conn)
 	close(readDone)
 	wg.Wait()
@@ -232,9 +229,27 @@ func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 func (t *Tunnel) attach() {
 	s, cfg := t.set, t.hub.cfg.VNC
 	if t.proto == protoTunnel1 {
+		// Ids are numbered and queued in one step: an agent takes a tunnel_open whose id is
+		// not above every earlier one for a reused id (PROTOCOL.md 6.3), and two viewers
+		// attaching at once must not swap their frames.
+		s.openMu.Lock()
+		s.mu.Lock()
+		if s.closed { // the agent left since OpenTunnel
+			shutdown := s.shutdown
+			s.mu.Unlock()
+			s.openMu.Unlock()
+			t.agentGone()
+			t.agentClosed(shutdown)
+			return
+		}
+		t.id = s.nextID
+		s.nextID++
+		s.byID[t.id] = t
+		s.mu.Unlock()
 		s.c.push(outbound(models.MessageTypeTunnelOpen, t.hub.cfg.Clock.Now(), models.TunnelOpenMessage{
 			TunnelID: t.id, SessionID: t.req.Session.ID, ViewOnly: t.req.ViewOnly, Window: cfg.Window,
 		}))
+		s.openMu.Unlock()
 		timer := time.AfterFunc(cfg.OpenTimeout, func() {
 			select {
 			case <-t.openedCh:

@@ -22,8 +22,9 @@ const (
 )
 
 // tunnelChunk bounds the RFB bytes one tunnel sends before the next tunnel (or a control
-// frame) gets its turn on the agent's socket (PROTOCOL.md 6.4).
-const tunnelChunk = 32 << 10
+// frame) gets its turn on the agent's socket (PROTOCOL.md 6.4): the largest data frame 6.3
+// allows.
+const tunnelChunk = models.MaxTunnelChunk
 
 // maxViewerFrame bounds one browser frame (PROTOCOL.md 6.1).
 const maxViewerFrame = models.MaxTunnelChunk
@@ -50,6 +51,8 @@ type agentTunnels struct {
 	c       *AgentConnection
 	tunnel1 bool // the connection negotiated tunnel/1
 
+	openMu sync.Mutex // numbers tunnel/1 tunnels and queues their tunnel_open, in that order
+
 	mu        sync.Mutex
 	nextID    uint32
 	byID      map[uint32]*Tunnel
@@ -57,6 +60,7 @@ type agentTunnels struct {
 	count     int       // reserved tunnels, for the per-agent limit
 	ready     []*Tunnel // tunnels with bytes for the agent, in turn order
 	closed    bool
+	shutdown  bool // closed for the server's shutdown
 
 	wake       chan struct{} // the writer has tunnel data to look at
 	errLimiter *rate.Limiter // error answers to tunnel frames, 10 a second
@@ -136,7 +140,7 @@ func (s *agentTunnels) nextChunk(now time.Time) (frame []byte, msgType int, ok b
 // closeAll ends every viewer when the agent's socket closes: 1001 for a shutdown, else 1011.
 func (s *agentTunnels) closeAll(shutdown bool) {
 	s.mu.Lock()
-	s.closed = true
+	s.closed, s.shutdown = true, shutdown
 	var viewers []*Tunnel
 	for _, t := range s.byID {
 		viewers = append(viewers, t)
@@ -149,11 +153,16 @@ func (s *agentTunnels) closeAll(shutdown bool) {
 	s.mu.Unlock()
 	for _, t := range viewers {
 		t.agentGone()
-		if shutdown {
-			t.finish(websocket.CloseGoingAway, "server shutting down")
-		} else {
-			t.finish(websocket.CloseInternalServerErr, "agent disconnected")
-		}
+		t.agentClosed(shutdown)
+	}
+}
+
+// agentClosed ends a viewer whose agent's socket closed: 1001 for a shutdown, else 1011.
+func (t *Tunnel) agentClosed(shutdown bool) {
+	if shutdown {
+		t.finish(websocket.CloseGoingAway, "server shutting down")
+	} else {
+		t.finish(websocket.CloseInternalServerErr, "agent disconnected")
 	}
 }
 
@@ -404,32 +413,54 @@ func (s *agentTunnels) onTunnelControl(typ string, id uint32, window, credit int
 	s.mu.Unlock()
 }
 
-// onData handles a tunnel/1 binary data frame: the tunnel id, then RFB bytes for its viewer.
-func (s *agentTunnels) onData(frame []byte) {
-	if !s.tunnel1 || len(frame) <= models.TunnelDataHeader {
+// onData handles a tunnel/1 binary data frame: the tunnel id, then RFB bytes for its viewer
+// in a pooled chunk (getChunk), which the viewer's writer gives back; tooBig: the frame
+// carried more than a chunk.
+func (s *agentTunnels) onData(id uint32, data []byte, tooBig bool) {
+	if !s.tunnel1 {
+		putChunk(data)
 		s.c.hub.metrics.vnc.refused.WithLabelValues("protocol_violation").Inc()
 		return
 	}
-	id := binary.BigEndian.Uint32(frame)
-	data := frame[models.TunnelDataHeader:]
 	s.mu.Lock()
 	t := s.byID[id]
 	if t == nil {
 		known := id != 0 && id < s.nextID
 		s.mu.Unlock()
+		putChunk(data)
 		if !known {
 			s.violation(id, nil)
 		}
 		return
 	}
-	if !t.opened || len(data) > models.MaxTunnelChunk || int64(len(data)) > t.recvWindow {
+	if !t.opened || tooBig || int64(len(data)) > t.recvWindow {
 		s.mu.Unlock()
+		putChunk(data)
 		s.violation(id, t)
 		return
 	}
 	t.recvWindow -= int64(len(data))
 	s.mu.Unlock()
 	t.fromAgent(data)
+}
+
+// chunkPool lends the buffers tunnel data is read into from an agent's socket: a chunk each
+// (models.MaxTunnelChunk), taken by the agent's reader, given back by the viewer's writer once
+// written, so a busy tunnel allocates nothing per frame and an idle one holds no buffer.
+var chunkPool = sync.Pool{New: func() any {
+	b := make([]byte, models.MaxTunnelChunk)
+	return &b
+}}
+
+func getChunk() []byte { return *chunkPool.Get().(*[]byte) }
+
+// putChunk gives back a chunk getChunk lent; any other buffer is left to the collector.
+func putChunk(b []byte) {
+	if cap(b) != models.MaxTunnelChunk {
+		return
+	}
+	b = b[:cap(b)]
+	chunkPool.Put(&b)
 }
 
 // violation closes one tunnel the agent broke 6.3 on; the agent's socket goes on.

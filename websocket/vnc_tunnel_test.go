@@ -121,6 +121,12 @@ func TestVNCTunnelRefusals(t *testing.T) {
 	violation(id)
 	closedWith(v, websocket.CloseInternalServerErr, "tunnel protocol violation")
 	alive()
+	// A frame over a chunk (64 KiB): that tunnel's violation, the socket goes on.
+	v, id = openTunnel1(t, r, a, "s1", "u1", false, 1<<20)
+	a.sendData(id, make([]byte, models.MaxTunnelChunk+1))
+	violation(id)
+	closedWith(v, websocket.CloseInternalServerErr, "tunnel protocol violation")
+	alive()
 	// Credit past 16 MiB.
 	v, id = openTunnel1(t, r, a, "s1", "u1", false, 1<<20)
 	a.send(models.MessageTypeTunnelCredit, models.TunnelCreditMessage{TunnelID: id, Bytes: models.MaxTunnelWindow})
@@ -420,5 +426,40 @@ func TestVNCViewerCloses(t *testing.T) {
 	_ = r.hub.Shutdown(stopCtx)
 	if c, rsn := viewerClosed(t, v); c != websocket.CloseGoingAway || rsn != "server shutting down" {
 		t.Fatalf("viewer closed %d %q", c, rsn)
+	}
+}
+
+// TestVNCTunnelIDsReachTheAgentInOrder: viewers attaching at once get their tunnel_open
+// frames to the agent with ids rising, as an agent requires of ids it has not seen
+// (PROTOCOL.md 6.3: it answers an id not above every earlier one as reused).
+func TestVNCTunnelIDsReachTheAgentInOrder(t *testing.T) {
+	const viewers = 16
+	r := newVNCRig(t, AgentHubConfig{VNC: VNCConfig{MaxPerUser: viewers, MaxPerAgent: viewers}})
+	r.addSession("a1", "s1")
+	a := r.dialAgent("a1", true, 0)
+	var wg sync.WaitGroup
+	errs := make(chan error, viewers)
+	for range viewers {
+		wg.Go(func() {
+			conn, _, err := websocket.DefaultDialer.Dial(r.viewerURL+"/s1?user=u1", nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("viewer: %v", err)
+	}
+	last := uint32(0)
+	for range viewers {
+		o := decodeAs[models.TunnelOpenMessage](t, a.expect(models.MessageTypeTunnelOpen))
+		if o.TunnelID <= last {
+			t.Fatalf("tunnel_open %d after %d", o.TunnelID, last)
+		}
+		last = o.TunnelID
 	}
 }

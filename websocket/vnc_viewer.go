@@ -54,6 +54,7 @@ func (t *Tunnel) fromAgent(data []byte) {
 	s.mu.Lock()
 	if t.ended() {
 		s.mu.Unlock()
+		t.giveBack(data)
 		return
 	}
 	t.toViewer = append(t.toViewer, data)
@@ -68,6 +69,14 @@ func (t *Tunnel) fromAgent(data []byte) {
 	select {
 	case t.more <- struct{}{}:
 	default:
+	}
+}
+
+// giveBack returns a chunk of the agent's bytes to the pool it was read into (tunnel/1 only:
+// StreamSpace's bytes are decoded into buffers of their own).
+func (t *Tunnel) giveBack(b []byte) {
+	if t.proto == protoTunnel1 {
+		putChunk(b)
 	}
 }
 
@@ -168,11 +177,12 @@ func (t *Tunnel) writePump(conn *websocket.Conn, readDone <-chan struct{}) {
 	}
 }
 
-// flush writes what waits for the browser, then grants the agent credit for it (tunnel/1)
-// or lets a held update request go (StreamSpace's messages).
+// flush writes what waits for the browser, then grants the agent credit for it (tunnel/1:
+// once a quarter of the window was written, PROTOCOL.md 6.3) or lets a held update request go
+// (StreamSpace's messages).
 func (t *Tunnel) flush(conn *websocket.Conn) error {
 	s, cfg := t.set, t.hub.cfg
-	threshold := min(int64(models.MaxTunnelChunk), cfg.VNC.Window/4)
+	threshold := cfg.VNC.Window / 4
 	for {
 		s.mu.Lock()
 		batch := t.toViewer
@@ -190,6 +200,7 @@ func (t *Tunnel) flush(conn *websocket.Conn) error {
 				return err
 			}
 			n += int64(len(b))
+			t.giveBack(b)
 		}
 		t.hub.metrics.vnc.bytes.WithLabelValues("to_viewer").Add(float64(n))
 		var credit int64

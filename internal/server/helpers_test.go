@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,12 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, redistest.LeakOptions()...) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(envTunnelPeer); spec != "" {
+		os.Exit(runTunnelPeer(spec))
+	}
+	goleak.VerifyTestMain(m, redistest.LeakOptions()...)
+}
 
 const (
 	testSecret  = "0123456789abcdef0123456789abcdef-test"

@@ -227,8 +227,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		relayMetrics:  newRelayMetrics(registry),
 	}
 	s.viewerLife, s.endViewers = context.WithCancel(context.Background())
-	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more.
-	s.agentUpgrader.ReadBufferSize = 4096
+	// Agents send heartbeats, results and log lines: a read buffer that takes a frame or more,
+	// the HTTP server's own 4 KiB one, kept (tunnel data is read past it, into pooled chunks).
+	s.agentUpgrader.ReadBufferSize = 0
 	// The handshake's own failures (bad version, missing key) are JSON too.
 	s.upgrader.Error = func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 		s.fail(w, r, status, "upgrade_failed", reason.Error())

@@ -16,12 +16,14 @@ import (
 // served the same way (PROTOCOL.md 6.1).
 var vncSubprotocols = []string{"binary"}
 
-// newVNCUpgrader upgrades viewer sockets: RFB frames are large, so the buffers are larger than
-// the sessions socket's, and the write buffers are pooled.
+// newVNCUpgrader upgrades viewer sockets. The read buffer is the HTTP server's own 4 KiB one,
+// kept: a viewer sends small input, and a large frame is read past the buffer anyway. Writes
+// take a pooled buffer for the frame header and the first bytes and hand the rest of a chunk
+// to the same writev, so a larger one would only copy more. An idle viewer then holds no
+// buffer of its own.
 func newVNCUpgrader() *gorilla.Upgrader {
 	u := websocket.NewUpgrader(nil)
-	u.ReadBufferSize = 16 << 10
-	u.WriteBufferSize = 16 << 10
+	u.ReadBufferSize = 0
 	u.Subprotocols = vncSubprotocols
 	return u
 }
