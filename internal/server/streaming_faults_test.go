@@ -210,7 +210,7 @@ func TestStreamingFaults(t *testing.T) {
 		// A viewer whose agent is elsewhere cannot be placed while the directory is away.
 		_, err := dialFaultViewer(t, a, session("c", 2))
 		var ref *viewerRefusal
-		if !errors.As(err, &ref) || ref.status != 503 {
+		if !errors.As(err, &ref) || ref.status != http.StatusServiceUnavailable {
 			t.Errorf("a new viewer across replicas during the Redis outage: %v, want 503", err)
 		}
 		// One whose agent is on its own replica needs no directory.
