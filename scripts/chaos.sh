@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The fault-injection tests, with their figures: a replica killed with SIGKILL under load and
-# Redis restarted (TestThreeReplicas), a graceful SIGTERM, PostgreSQL crashed and started again,
-# an agent that stops reading, and a flood of malformed input. Loopback only; each test starts
-# its own processes (replicas, a private redis-server, a private PostgreSQL). They also run in
-# `make test`; this script runs them alone and prints what each measured (docs/RELIABILITY.md).
+# Redis restarted (TestThreeReplicas), the same faults and a replica stalled with SIGSTOP under
+# VNC streaming across replicas (TestStreamingFaults, Linux), a graceful SIGTERM, PostgreSQL
+# crashed and started again, an agent that stops reading, and a flood of malformed input.
+# Loopback only; each test starts its own processes (replicas, a private redis-server, a private
+# PostgreSQL; the streaming test also needs the test Xvnc of scripts/services.sh). They also run
+# in `make test`; this script runs them alone and prints what each measured
+# (docs/RELIABILITY.md).
 #
 #   scripts/chaos.sh             # once
 #   COUNT=5 scripts/chaos.sh     # five times each, to see the spread
@@ -19,10 +22,10 @@ out="$(mktemp)"
 trap 'rm -f "${out}"' EXIT
 status=0
 go test -race -count="${COUNT:-1}" -timeout 30m -v \
-	-run '^(TestThreeReplicas|TestGracefulShutdownHandsAgentsOver|TestChaosPostgresCrash|TestChaosPausedAgentReads|TestChaosMalformedFlood)$' \
+	-run '^(TestThreeReplicas|TestStreamingFaults|TestGracefulShutdownHandsAgentsOver|TestChaosPostgresCrash|TestChaosPausedAgentReads|TestChaosMalformedFlood)$' \
 	./internal/server/ >"${out}" 2>&1 || status=$?
 # The figures each test logs, then the verdicts.
-grep -E '^\s+(replicas|shutdown|chaos)_test\.go:[0-9]+: ' "${out}" | sed -E 's/^\s+//' || true
+grep -E '^\s+(replicas|streaming_faults|shutdown|chaos)_test\.go:[0-9]+: ' "${out}" | sed -E 's/^\s+//' || true
 grep -E '^(--- |ok|FAIL)' "${out}" || true
 if [[ ${status} -ne 0 ]]; then
 	echo "chaos.sh: a test failed; its output:" >&2
