@@ -116,7 +116,9 @@ type Tunnel struct {
 	end        chan struct{}
 	endCode    int
 	endReason  string
-	agentKnows atomic.Bool // the agent ended the tunnel or was told: no close to send
+	agentKnows atomic.Bool            // the agent ended the tunnel or was told: no close to send
+	pong       atomic.Pointer[[]byte] // the pong frame of the viewer's latest ping, for the writer
+	peerClose  atomic.Int32           // the close code the viewer sent, echoed by the writer
 	served     atomic.Bool
 	release    sync.Once
 }
@@ -187,7 +189,9 @@ func (h *AgentHub) OpenTunnel(ctx context.Context, req TunnelRequest) (*Tunnel, 
 
 // Serve relays RFB bytes between conn, the viewer's upgraded socket, and the agent until
 // either ends or ctx does, then closes conn with the code of PROTOCOL.md 6.1 and releases the
-// tunnel. It returns why the tunnel ended (nil for a clean end).
+// tunnel. It returns why the tunnel ended (nil for a clean end). conn is a server's socket
+// (its frames go out unmasked) and Serve is its only writer: it writes the frames on
+// conn.NetConn() itself.
 func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 	if !t.served.CompareAndSwap(false, true) {
 		return errors.New("websocket: tunnel served twice")

@@ -463,3 +463,54 @@ func TestVNCTunnelIDsReachTheAgentInOrder(t *testing.T) {
 		last = o.TunnelID
 	}
 }
+
+// TestVNCViewerWriterAnswersControl: the viewer's writer is the socket's only writer, so it
+// answers the browser's pings with their pongs between data frames, keeps a burst of chunks
+// (written together) whole and in order, and echoes the browser's close code.
+func TestVNCViewerWriterAnswersControl(t *testing.T) {
+	r := newVNCRig(t, AgentHubConfig{})
+	r.addSession("a1", "s1")
+	a := r.dialAgent("a1", true, 0)
+	v, id := openTunnel1(t, r, a, "s1", "u1", false, models.DefaultTunnelWindow)
+	pongs := make(chan string, 4)
+	v.SetPongHandler(func(data string) error {
+		pongs <- data
+		return nil
+	})
+	if err := v.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for i := range 12 {
+		chunk := bytes.Repeat([]byte{byte(i)}, 60<<10)
+		want = append(want, chunk...)
+		a.sendData(id, chunk)
+	}
+	if got := readViewer(t, v, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("viewer got %d bytes, not the %d sent in order", len(got), len(want))
+	}
+	// The pong goes out whenever the writer has seen the ping: the viewer reads on (a byte at
+	// a time from the agent) until it has come.
+	deadline := time.Now().Add(10 * time.Second)
+	for len(pongs) == 0 && time.Now().Before(deadline) {
+		a.sendData(id, []byte{0xff})
+		readViewer(t, v, 1)
+	}
+	select {
+	case p := <-pongs:
+		if p != "are you there" {
+			t.Fatalf("pong %q", p)
+		}
+	default:
+		t.Fatal("no pong for the viewer's ping")
+	}
+	if err := v.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := viewerClosed(t, v); code != 4000 {
+		t.Fatalf("viewer's close answered with %d, want its 4000 echoed", code)
+	}
+	if c := decodeAs[models.TunnelCloseMessage](t, a.expect(models.MessageTypeTunnelClose)); c.TunnelID != id {
+		t.Fatalf("tunnel_close %+v", c)
+	}
+}
