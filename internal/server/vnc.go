@@ -116,23 +116,34 @@ func (s *Server) refuseTunnel(w http.ResponseWriter, r *http.Request, sess model
 // access is withdrawn (4004) or the server shuts down (1001), counting it as a connection to
 // the session meanwhile.
 func (s *Server) serveViewer(ctx context.Context, conn *gorilla.Conn, tunnel *websocket.Tunnel, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) {
-	s.viewers.Add(1)
-	defer s.viewers.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Shutdown ends every viewer; Serve then closes it with 1001.
-	stopOnShutdown := context.AfterFunc(s.viewerLife, cancel)
-	defer stopOnShutdown()
-	if !org.ExpiresAt.IsZero() {
-		var cancelExp context.CancelFunc
-		ctx, cancelExp = context.WithDeadlineCause(ctx, org.ExpiresAt,
-			websocket.CloseCause{Code: websocket.CloseTokenExpired, Reason: "token expired"})
-		defer cancelExp()
-	}
-	ctx, untrack := s.manager.TrackViewer(ctx, grant, org, req)
-	defer untrack()
+	ctx, done := s.viewerLifetime(ctx, grant, org, req)
+	defer done()
 	start := time.Now()
 	err := tunnel.Serve(ctx, conn)
 	s.log.Debug("viewer closed", "org_id", org.OrgID, "user_id", org.UserID, "session_id", grant.Session.ID,
 		"view_only", grant.ViewOnly, "duration", time.Since(start), "err", err)
+}
+
+// viewerLifetime is the life of a browser's viewer socket on this replica, whether its tunnel
+// is held here or relayed: the returned context ends at shutdown (then 1001), when the token
+// expires (its cause a CloseCause for 4003) or when the viewer's access is withdrawn (4004),
+// and the viewer counts as a connection to the session until done is called.
+func (s *Server) viewerLifetime(ctx context.Context, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) (_ context.Context, done func()) {
+	s.viewers.Add(1)
+	ctx, cancel := context.WithCancel(ctx)
+	// Shutdown ends every viewer; its server then closes it with 1001.
+	stopOnShutdown := context.AfterFunc(s.viewerLife, cancel)
+	cancelExp := context.CancelFunc(func() {})
+	if !org.ExpiresAt.IsZero() {
+		ctx, cancelExp = context.WithDeadlineCause(ctx, org.ExpiresAt,
+			websocket.CloseCause{Code: websocket.CloseTokenExpired, Reason: "token expired"})
+	}
+	ctx, untrack := s.manager.TrackViewer(ctx, grant, org, req)
+	return ctx, func() {
+		untrack()
+		cancelExp()
+		stopOnShutdown()
+		cancel()
+		s.viewers.Done()
+	}
 }

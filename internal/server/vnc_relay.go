@@ -196,22 +196,10 @@ func (s *Server) dialHolder(ctx context.Context, id auth.Identity, sessionID, re
 // (4003), its access is withdrawn (4004) or the server shuts down (1001), counting it as a
 // connection to the session meanwhile, as serveViewer does for a tunnel held here.
 func (s *Server) serveRelay(ctx context.Context, browser, upstream *gorilla.Conn, grant websocket.ViewerGrant, org *websocket.OrgContext, req websocket.SessionsRequest) {
-	s.viewers.Add(1)
-	defer s.viewers.Done()
 	s.relayMetrics.open.Inc()
 	defer s.relayMetrics.open.Dec()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopOnShutdown := context.AfterFunc(s.viewerLife, cancel)
-	defer stopOnShutdown()
-	if !org.ExpiresAt.IsZero() {
-		var cancelExp context.CancelFunc
-		ctx, cancelExp = context.WithDeadlineCause(ctx, org.ExpiresAt,
-			websocket.CloseCause{Code: websocket.CloseTokenExpired, Reason: "token expired"})
-		defer cancelExp()
-	}
-	ctx, untrack := s.manager.TrackViewer(ctx, grant, org, req)
-	defer untrack()
+	ctx, done := s.viewerLifetime(ctx, grant, org, req)
+	defer done()
 	start := time.Now()
 	rl := &relay{browser: browser, upstream: upstream, end: make(chan struct{}),
 		pingInterval: s.cfg.PingInterval, pongWait: s.cfg.PongWait, writeWait: s.cfg.WriteWait}

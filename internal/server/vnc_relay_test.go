@@ -22,6 +22,7 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/vnctest"
 	"github.com/streamspace/streamspace-realtime/models"
 	"github.com/streamspace/streamspace-realtime/peer"
+	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
 // relayFixture is two replicas on one PostgreSQL and one Redis: viewers connect to a, and the
@@ -513,4 +514,32 @@ func TestRelayStalledViewerDoesNotBlockTheLink(t *testing.T) {
 	if n := metricSum(t, f.a, "streamspace_peer_links", nil); n != 1 {
 		t.Fatalf("a holds %v peer links, want the one both tunnels share", n)
 	}
+}
+
+// The viewer's replica owns the viewer's life: a withdrawn share closes a relayed viewer with
+// 4004 and an expired token with 4003, as for a tunnel held here, and each ends the tunnel on
+// the agent's replica.
+func TestRelayViewerCloses(t *testing.T) {
+	t.Parallel()
+	f := newRelayFixtureOn(t, testRedisURL(), relayPrefix(t), func(c *Config) { c.SessionsInterval = 50 * time.Millisecond })
+	_, watcher, _, _ := openViewer(t, f.a, "s1", mint(t, "watch", "org-a", auth.RoleUser, time.Hour))
+	if err := f.a.Database().UnshareSession(context.Background(), "s1", "watch"); err != nil {
+		t.Fatal(err)
+	}
+	if got := closeCode(t, watcher, 15*time.Second); got != websocket.CloseAccessRevoked {
+		t.Fatalf("after unshare: close %d, want 4004", got)
+	}
+	testkit.Eventually(t, 20*time.Second, "the withdrawn viewer's tunnel to end on b", func() bool { return f.open.Load() == 0 })
+
+	_, expiring, _, _ := openViewer(t, f.a, "s1", mint(t, "alice", "org-a", auth.RoleUser, 2*time.Second))
+	if got := closeCode(t, expiring, 20*time.Second); got != websocket.CloseTokenExpired {
+		t.Fatalf("token expiry: close %d, want 4003", got)
+	}
+	testkit.Eventually(t, 20*time.Second, "the expired viewer's tunnel to end on b", func() bool { return f.open.Load() == 0 })
+}
+
+func relayPrefix(t *testing.T) string {
+	t.Helper()
+	_, prefix := redistest.Client(t)
+	return prefix
 }
