@@ -2,7 +2,7 @@
 # Run three replicas of the server on one machine, as a production install runs them behind a
 # load balancer: PostgreSQL as the database, Redis as the cluster bus, no sticky sessions.
 #
-#   scripts/replicas.sh            # replicas on :8081, :8082 and :8083; Ctrl-C stops them
+#   scripts/replicas.sh            # replicas on :8081, :8082 and :8083 (peer links :8091-:8093); Ctrl-C stops them
 #
 # It makes sure PostgreSQL and Redis run (scripts/services.sh), creates the database
 # "streamspace" if missing, builds the binary into bin/, and prints the secrets it used and what
@@ -39,7 +39,8 @@ stop() {
 trap stop EXIT INT TERM
 
 for i in 1 2 3; do
-	bin/streamspace-realtime serve --addr "127.0.0.1:808${i}" --replica "r${i}" >".replicas/r${i}.log" 2>&1 &
+	# Each replica's peer link (desktops relayed between replicas) on a port of its own.
+	bin/streamspace-realtime serve --addr "127.0.0.1:808${i}" --peer-addr "127.0.0.1:809${i}" --replica "r${i}" >".replicas/r${i}.log" 2>&1 &
 	pids+=($!)
 done
 for i in 1 2 3; do
