@@ -116,9 +116,7 @@ type Tunnel struct {
 	end        chan struct{}
 	endCode    int
 	endReason  string
-	agentKnows atomic.Bool            // the agent ended the tunnel or was told: no close to send
-	pong       atomic.Pointer[[]byte] // the pong frame of the viewer's latest ping, for the writer
-	peerClose  atomic.Int32           // the close code the viewer sent, echoed by the writer
+	agentKnows atomic.Bool // the agent ended the tunnel or was told: no close to send
 	served     atomic.Bool
 	release    sync.Once
 }

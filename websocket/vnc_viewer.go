@@ -2,10 +2,7 @@ package websocket
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"net"
-	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -111,24 +108,12 @@ func (t *Tunnel) sendToAgent(p []byte) error {
 
 // readPump reads the browser's frames: binary only (1003), at most 64 KiB each (1009), each
 // through the viewer filter toward the agent. After the tunnel ends it discards frames until
-// the browser answers the close. Pings and the browser's close are answered by the writer
-// (the socket's only writer): the reader records them and wakes it.
+// the browser answers the close.
 func (t *Tunnel) readPump(conn *websocket.Conn) {
 	cfg := t.hub.cfg
 	_ = conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(cfg.PongWait))
-	})
-	conn.SetPingHandler(func(data string) error {
-		pong := controlFrame(opPong, []byte(data)) // only the latest ping is answered (RFC 6455 5.5.3)
-		t.pong.Store(&pong)
-		t.wakeWriter()
-		return nil
-	})
-	conn.SetCloseHandler(func(code int, _ string) error {
-		t.peerClose.Store(int32(code)) // echoed, as RFC 6455 5.5.1 asks
-		t.finish(websocket.CloseNormalClosure, "")
-		return nil
 	})
 	refused := t.hub.metrics.vnc.refused
 	for {
@@ -160,77 +145,60 @@ func (t *Tunnel) readPump(conn *websocket.Conn) {
 	}
 }
 
-func (t *Tunnel) wakeWriter() {
-	select {
-	case t.more <- struct{}{}:
-	default:
-	}
-}
-
 // writePump is the viewer socket's only writer: the agent's bytes, one binary frame per
-// chunk, every chunk queued at once in one writev(2); pings and pongs; at the end the close
-// frame (after what the tunnel sent when it ended cleanly). It writes the frames itself on the
-// socket under gorilla's Conn (server frames are unmasked; nothing is compressed), which
-// gorilla then only reads.
+// chunk, pings, and at the end the close frame (after what the tunnel sent when it ended
+// cleanly).
 func (t *Tunnel) writePump(conn *websocket.Conn, readDone <-chan struct{}) {
 	cfg := t.hub.cfg
-	nc := conn.NetConn()
 	ticker := time.NewTicker(cfg.PingInterval)
 	defer ticker.Stop()
 	defer func() { _ = conn.Close() }()
 	for {
 		select {
 		case <-t.more:
-			if err := t.flush(nc); err != nil {
+			if err := t.flush(conn); err != nil {
 				t.finish(websocket.CloseGoingAway, "write failed")
 				return
 			}
 		case <-ticker.C:
-			if err := writeFrames(nc, pingFrame, nil, cfg.WriteWait); err != nil {
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(cfg.WriteWait)); err != nil {
 				t.finish(websocket.CloseGoingAway, "ping failed")
 				return
 			}
 		case <-t.end:
 			if t.endCode == websocket.CloseNormalClosure && t.endReason != "" {
-				_ = t.flush(nc)
+				_ = t.flush(conn)
 			}
-			code, reason := t.endCode, t.endReason
-			if peer := int(t.peerClose.Load()); peer != 0 && code == websocket.CloseNormalClosure && reason == "" {
-				code = peer
-			}
-			_ = writeFrames(nc, controlFrame(opClose, websocket.FormatCloseMessage(code, reason)), nil, cfg.WriteWait)
+			_ = conn.WriteControl(websocket.CloseMessage,
+				websocket.FormatCloseMessage(t.endCode, t.endReason), time.Now().Add(cfg.WriteWait))
 			awaitClosed(readDone)
 			return
 		}
 	}
 }
 
-// flush writes what waits for the browser (a pong first), then grants the agent credit for it
-// (tunnel/1: once a quarter of the window was written, PROTOCOL.md 6.3) or lets a held update
-// request go (StreamSpace's messages).
-func (t *Tunnel) flush(nc net.Conn) error {
+// flush writes what waits for the browser, then grants the agent credit for it (tunnel/1:
+// once a quarter of the window was written, PROTOCOL.md 6.3) or lets a held update request go
+// (StreamSpace's messages).
+func (t *Tunnel) flush(conn *websocket.Conn) error {
 	s, cfg := t.set, t.hub.cfg
 	threshold := cfg.VNC.Window / 4
 	for {
-		var pong []byte
-		if p := t.pong.Swap(nil); p != nil {
-			pong = *p
-		}
 		s.mu.Lock()
 		batch := t.toViewer
 		t.toViewer = nil
 		s.mu.Unlock()
 		if len(batch) == 0 {
-			if pong != nil {
-				return writeFrames(nc, pong, nil, cfg.WriteWait)
-			}
 			return nil
-		}
-		if err := writeFrames(nc, pong, batch, cfg.WriteWait); err != nil {
-			return err
 		}
 		var n int64
 		for _, b := range batch {
+			if err := conn.SetWriteDeadline(time.Now().Add(cfg.WriteWait)); err != nil {
+				return err
+			}
+			if err := conn.WriteMessage(websocket.BinaryMessage, b); err != nil {
+				return err
+			}
 			n += int64(len(b))
 			t.giveBack(b)
 		}
@@ -255,48 +223,4 @@ func (t *Tunnel) flush(nc net.Conn) error {
 				models.TunnelCreditMessage{TunnelID: t.id, Bytes: credit}))
 		}
 	}
-}
-
-// viewerWrite is one write to a viewer in progress: the frames' headers and the buffers of
-// one writev(2). Writers borrow it from a pool, so an idle viewer holds none.
-type viewerWrite struct {
-	heads []byte
-	bufs  net.Buffers
-}
-
-var viewerWritePool = sync.Pool{New: func() any { return new(viewerWrite) }}
-
-// maxPooledWrite bounds the batch a pooled viewerWrite keeps room for.
-const maxPooledWrite = 64
-
-// writeFrames writes the frame control (when not nil) and then each payload as one binary
-// frame, in one writev(2) within wait (sequential writes where the conn has no writev: TLS).
-func writeFrames(nc net.Conn, control []byte, payloads [][]byte, wait time.Duration) error {
-	w := viewerWritePool.Get().(*viewerWrite)
-	if need := len(payloads) * frameHeaderRoom; cap(w.heads) < need {
-		w.heads = make([]byte, 0, need) // appends below never move it: the buffers point into it
-	}
-	heads, bufs := w.heads[:0], w.bufs[:0]
-	if control != nil {
-		bufs = append(bufs, control)
-	}
-	for _, p := range payloads {
-		at := len(heads)
-		heads = appendFrameHeader(heads, opBinary, len(p))
-		bufs = append(bufs, heads[at:], p)
-	}
-	err := nc.SetWriteDeadline(time.Now().Add(wait))
-	if err == nil {
-		v := bufs // WriteTo consumes v
-		_, err = v.WriteTo(nc)
-	}
-	clear(bufs)
-	if len(payloads) <= maxPooledWrite {
-		w.bufs = bufs[:0]
-		viewerWritePool.Put(w)
-	}
-	if err != nil {
-		return fmt.Errorf("websocket: write to viewer: %w", err)
-	}
-	return nil
 }

@@ -18,7 +18,6 @@ const frameHeaderRoom = 10
 const (
 	finBit     = 0x80
 	opText     = websocket.TextMessage
-	opBinary   = websocket.BinaryMessage
 	opClose    = websocket.CloseMessage
 	opPing     = websocket.PingMessage
 	opPong     = websocket.PongMessage
@@ -69,17 +68,4 @@ func sealFrame(op int, buf []byte) []byte {
 	}
 	buf[start] = finBit | byte(op)
 	return buf[start:]
-}
-
-// appendFrameHeader appends the header of a final, unmasked frame of n payload bytes: for a
-// payload written behind it from a buffer of its own (one writev(2)).
-func appendFrameHeader(dst []byte, op, n int) []byte {
-	switch {
-	case n <= maxLen7Bit:
-		return append(dst, finBit|byte(op), byte(n))
-	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(dst, finBit|byte(op), len16), uint16(n))
-	default:
-		return binary.BigEndian.AppendUint64(append(dst, finBit|byte(op), len64), uint64(n))
-	}
 }
