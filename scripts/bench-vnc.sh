@@ -11,7 +11,7 @@
 # One replica on SQLite (the default), or REPLICAS=2: two replicas on a fresh PostgreSQL
 # database (PGURL names the server) and a Redis prefix of their own (REDIS_URL), the agent on
 # replica 2 and the viewers on replica 1, so every tunnel crosses the peer link.
-# Settings: DURATION (10s), RUNS (3), BATCH (viewers connecting at once, 1), ROWS (which rows,
+# Settings: DURATION (10s), RUNS (3), BATCH (viewers connecting at once, 50), ROWS (which rows,
 # "1 2 3 4"), PORT (18090: the server's; two replicas take the next two, their peer links
 # PORT+101 and PORT+102); extra arguments go to every `bench vnc` (for example --json). Everything the
 # script starts is stopped when it ends, however it ends.
@@ -23,7 +23,7 @@ RUNS=${RUNS:-3}
 VIEWERS=${VIEWERS:-100}
 RATE=${RATE:-1MB}
 IDLE=${IDLE:-250}
-BATCH=${BATCH:-1}
+BATCH=${BATCH:-50}
 PORT=${PORT:-18090}
 ROWS=${ROWS:-1 2 3 4}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}

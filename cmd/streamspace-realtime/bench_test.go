@@ -180,7 +180,7 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 
 	var report, progress testkit.LockedBuffer
 	args := []string{"bench", "vnc", "--server", "http://" + host, "--viewers", "2", "--rate", "2MB", "--duration", "1s",
-		"--runs", "2", "--idle-viewers", "3", "--batch", "1", "--pid", strconv.Itoa(os.Getpid()), "--json"}
+		"--runs", "2", "--idle-viewers", "3", "--batch", "5", "--pid", strconv.Itoa(os.Getpid()), "--json"}
 	if err := run(ctx, args, env(environ), &report, &progress); err != nil {
 		t.Fatalf("bench vnc: %v\n%s\nserver log:\n%s", err, progress.String(), errs.String())
 	}
