@@ -187,9 +187,7 @@ func (h *AgentHub) OpenTunnel(ctx context.Context, req TunnelRequest) (*Tunnel, 
 
 // Serve relays RFB bytes between conn, the viewer's upgraded socket, and the agent until
 // either ends or ctx does, then closes conn with the code of PROTOCOL.md 6.1 and releases the
-// tunnel. It returns why the tunnel ended (nil for a clean end). conn is a server's socket
-// (its frames go out unmasked) and Serve is its only writer: it writes the frames on
-// conn.NetConn() itself.
+// tunnel. It returns why the tunnel ended (nil for a clean end).
 func (t *Tunnel) Serve(ctx context.Context, conn *websocket.Conn) error {
 	if !t.served.CompareAndSwap(false, true) {
 		return errors.New("websocket: tunnel served twice")
