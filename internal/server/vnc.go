@@ -18,8 +18,9 @@ var vncSubprotocols = []string{"binary"}
 
 // newVNCUpgrader upgrades viewer sockets. The read buffer is the HTTP server's own 4 KiB one,
 // kept: a viewer sends small input, and a large frame is read past the buffer anyway. Writes
-// do not go through gorilla's writer: the tunnel frames its chunks itself and hands them to one
-// writev. An idle viewer then holds no buffer of its own.
+// take a pooled buffer for the frame header and the first bytes and hand the rest of a chunk
+// to the same writev, so a larger one would only copy more. An idle viewer then holds no
+// buffer of its own.
 func newVNCUpgrader() *gorilla.Upgrader {
 	u := websocket.NewUpgrader(nil)
 	u.ReadBufferSize = 0
