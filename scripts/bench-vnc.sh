@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Measures session streaming side by side with websockify: builds the binary, starts `serve`
-# and runs `bench vnc` for each row of the streaming targets (docs/PERFORMANCE.md):
+# Measures session streaming side by side with websockify, and with websockify behind one plain
+# TCP hop (socat: the floor of a two-hop path such as the server's, control plane and agent):
+# builds the binary, starts `serve` and runs `bench vnc` for each row of the streaming targets
+# (docs/PERFORMANCE.md):
 #   1. memory per idle open tunnel: IDLE (250; the agent SDK serves at most 256) viewers that
 #      complete the handshake and wait, first, while the server is fresh (a process keeps
 #      memory it has freed);
@@ -8,11 +10,14 @@
 #   3. the round trip of a 10-byte message: one viewer at 1 MB/s;
 #   4. VIEWERS viewers (100) at RATE (1MB) each: every tunnel keeps its rate? command round trip
 #      on the busy agent against the idle one.
+# Rows 2 and 3 compare relays alone: the server's agent gets no commands during them, as
+# websockify gets none (COMMANDS=true sends them, 20 a second, as row 4 does).
 # One replica on SQLite (the default), or REPLICAS=2: two replicas on a fresh PostgreSQL
 # database (PGURL names the server) and a Redis prefix of their own (REDIS_URL), the agent on
 # replica 2 and the viewers on replica 1, so every tunnel crosses the peer link.
 # Settings: DURATION (10s), RUNS (3), BATCH (viewers connecting at once, 50), ROWS (which rows,
-# "1 2 3 4"), PORT (18090: the server's; two replicas take the next two, their peer links
+# "1 2 3 4"), RTT_INTERVAL (row 3's 10-byte requests, one outstanding at a time: 5ms, about
+# 2,000 round trips a run, so that a run's p99 is not its second-slowest sample), PORT (18090: the server's; two replicas take the next two, their peer links
 # PORT+101 and PORT+102); extra arguments go to every `bench vnc` (for example --json). Everything the
 # script starts is stopped when it ends, however it ends.
 set -euo pipefail
@@ -24,6 +29,8 @@ VIEWERS=${VIEWERS:-100}
 RATE=${RATE:-1MB}
 IDLE=${IDLE:-250}
 BATCH=${BATCH:-50}
+RTT_INTERVAL=${RTT_INTERVAL:-5ms}
+COMMANDS=${COMMANDS:-false}
 PORT=${PORT:-18090}
 ROWS=${ROWS:-1 2 3 4}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
@@ -40,6 +47,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 command -v websockify >/dev/null || { echo "bench-vnc.sh: websockify is not installed (Debian's package websockify; scripts/tools.sh)" >&2; exit 2; }
+command -v socat >/dev/null || { echo "bench-vnc.sh: socat is not installed (Debian's package socat; scripts/tools.sh), or pass --hop=false" >&2; exit 2; }
 go build -o "$tmp/ssr" ./cmd/streamspace-realtime
 export STREAMSPACE_JWT_SECRET=${STREAMSPACE_JWT_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 export STREAMSPACE_SERVICE_TOKEN=${STREAMSPACE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM}
@@ -106,11 +114,11 @@ for row in $ROWS; do
 		;;
 	2)
 		echo "== 2. one tunnel at full speed"
-		bench --viewers 1 --rate 0 --idle-viewers 0 "$@"
+		bench --viewers 1 --rate 0 --idle-viewers 0 --commands="$COMMANDS" "$@"
 		;;
 	3)
 		echo "== 3. round trip of a 10-byte message, one viewer at 1 MB/s"
-		bench --viewers 1 --rate 1MB --idle-viewers 0 "$@"
+		bench --viewers 1 --rate 1MB --idle-viewers 0 --rtt-interval "$RTT_INTERVAL" --commands="$COMMANDS" "$@"
 		;;
 	4)
 		echo "== 4. $VIEWERS viewers at $RATE each"

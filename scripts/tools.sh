@@ -7,6 +7,7 @@
 #                skipped when STREAMSPACE_CHROMIUM names a browser that exists
 #   novnc        Debian's package (/usr/share/novnc), the viewer the dashboard serves at /novnc/
 #   websockify   Debian's package, the reference relay session streaming is measured against
+#   socat        Debian's package, the plain TCP hop of bench vnc's two-hop floor
 #
 # Also checks that cgo has a C compiler, which `go test -race` needs, and
 # installs gcc with apt-get when it is missing.
@@ -86,11 +87,13 @@ if [[ ! -x ${chromium} ]]; then
 fi
 
 # Session streaming: the dashboard's viewer is noVNC, served from Debian's /usr/share/novnc by
-# default, and websockify is the relay the viewer socket is compared with.
+# default; websockify is the relay the viewer socket is compared with, and socat the plain TCP
+# hop put before it for the two-hop floor (bench vnc --hop).
 missing=()
 [[ -f /usr/share/novnc/core/rfb.js ]] || missing+=(novnc)
 command -v websockify >/dev/null 2>&1 || missing+=(websockify)
+command -v socat >/dev/null 2>&1 || missing+=(socat)
 if ((${#missing[@]} > 0)); then
-	apt_install "the dashboard's viewer and the streaming tests need noVNC and websockify" "${missing[@]}"
+	apt_install "the dashboard's viewer and the streaming tests need noVNC, websockify and socat" "${missing[@]}"
 	[[ -f /usr/share/novnc/core/rfb.js ]] || die "novnc installed but /usr/share/novnc/core/rfb.js is missing"
 fi

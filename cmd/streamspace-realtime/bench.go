@@ -156,7 +156,8 @@ func (p *pidList) Set(v string) error {
 }
 
 // benchVNC runs the streaming mode: viewers pulling a framebuffer stream from a VNC-like source
-// through websockify and through this server (an agent of the bench's own), side by side.
+// through websockify, through this server (an agent of the bench's own) and through websockify
+// behind a plain TCP relay (the two-hop floor), side by side.
 func benchVNC(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench vnc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -172,8 +173,12 @@ func benchVNC(ctx context.Context, args []string, getenv func(string) string, st
 	var pids pidList
 	fs.Var(&pids, "pid", "server process id, for CPU per MB and memory per idle tunnel (repeat it for two replicas)")
 	websockify := fs.String("websockify-bin", "websockify", "websockify program (Debian's package websockify)")
+	hop := fs.Bool("hop", true, "also measure websockify behind one plain TCP relay (socat): the floor of a two-hop path such as the server's")
+	hopBin := fs.String("hop-bin", "socat", "the plain TCP relay of --hop (Debian's package socat)")
 	idle := fs.Int("idle-viewers", 100, "with --pid: idle viewers the memory per open tunnel is measured with (0: not measured)")
 	batch := fs.Int("batch", 50, "viewers connecting at once")
+	commands := fs.Bool("commands", true, "send the agent a command every 50ms during the server's runs and report their round trip, idle and while the tunnels are busy (false: the relay alone, as websockify's runs)")
+	rtt := fs.Duration("rtt-interval", 50*time.Millisecond, "how often each viewer asks for a 1×1 update, whose round trip is measured (one outstanding at a time)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -182,13 +187,13 @@ func benchVNC(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return fmt.Errorf("bench vnc: --rate: %w", err)
 	}
-	if *viewers < 1 || *duration <= 0 || *runs < 1 || *idle < 0 || *batch < 1 {
-		return errors.New("bench vnc: --viewers, --duration, --runs and --batch must be positive, --idle-viewers not negative")
+	if *viewers < 1 || *duration <= 0 || *runs < 1 || *idle < 0 || *batch < 1 || *rtt <= 0 {
+		return errors.New("bench vnc: --viewers, --duration, --runs, --batch and --rtt-interval must be positive, --idle-viewers not negative")
 	}
 	rep, err := bench.RunVNC(ctx, bench.VNCConfig{
 		Server: *server, AgentServer: *agentServer, ServiceToken: *service, Secret: []byte(*secret), Org: *org,
 		Viewers: *viewers, Rate: bytesPerS, Duration: *duration, Runs: *runs, PIDs: pids, IdleViewers: *idle,
-		WebsockifyBin: *websockify, Batch: *batch, Progress: stderr,
+		WebsockifyBin: *websockify, HopBin: *hopBin, NoHop: !*hop, Batch: *batch, RTTInterval: *rtt, NoCommands: !*commands, Progress: stderr,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -188,10 +189,10 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 	if err := json.Unmarshal([]byte(report.String()), &rep); err != nil {
 		t.Fatalf("report %q: %v", report.String(), err)
 	}
-	if rep.Viewers != 2 || rep.Rate != 2e6 || rep.AcrossReplicas || len(rep.Websockify) != 2 || len(rep.Server) != 2 {
+	if rep.Viewers != 2 || rep.Rate != 2e6 || rep.AcrossReplicas || len(rep.Websockify) != 2 || len(rep.Server) != 2 || len(rep.WebsockifyHop) != 2 {
 		t.Fatalf("report %+v", rep)
 	}
-	for _, r := range append(rep.Websockify, rep.Server...) {
+	for _, r := range slices.Concat(rep.Websockify, rep.Server, rep.WebsockifyHop) {
 		if r.Viewers != 2 || r.Dropped != 0 || r.Seconds <= 0 || r.TunnelMinMBps <= 0 || r.TunnelMedianMBps < r.TunnelMinMBps ||
 			r.TotalMBps < 2*r.TunnelMinMBps || r.RoundTrips < 2 || r.RoundTripMaxMs < r.RoundTripP99Ms || r.RoundTripP99Ms < r.RoundTripP50Ms ||
 			r.CPUMsPerMB <= 0 {
@@ -204,11 +205,32 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 			t.Fatalf("server figures %+v", r)
 		}
 	}
-	if rep.Websockify[0].IdleTunnels != 0 || rep.Websockify[0].CommandsIdle != 0 {
+	if rep.Websockify[0].IdleTunnels != 0 || rep.Websockify[0].CommandsIdle != 0 || rep.WebsockifyHop[0].CommandsIdle != 0 {
 		t.Fatalf("websockify has server-only figures: %+v", rep.Websockify[0])
+	}
+	if rep.Websockify[0].Target != bench.TargetWebsockify || rep.WebsockifyHop[0].Target != bench.TargetWebsockifyHop {
+		t.Fatalf("targets %q %q", rep.Websockify[0].Target, rep.WebsockifyHop[0].Target)
 	}
 	if !strings.Contains(progress.String(), "viewers connected through server 2/2") || !strings.Contains(progress.String(), "idle viewers connected 3/3") {
 		t.Fatalf("progress %q", progress.String())
+	}
+
+	// The relays alone: no commands, no two-hop floor.
+	var alone testkit.LockedBuffer
+	args = []string{"bench", "vnc", "--server", "http://" + host, "--viewers", "1", "--rate", "1MB", "--duration", "1s",
+		"--runs", "1", "--idle-viewers", "0", "--rtt-interval", "5ms", "--commands=false", "--hop=false", "--json"}
+	if err := run(ctx, args, env(environ), &alone, &progress); err != nil {
+		t.Fatalf("bench vnc --commands=false --hop=false: %v", err)
+	}
+	rep = bench.VNCReport{}
+	if err := json.Unmarshal([]byte(alone.String()), &rep); err != nil {
+		t.Fatalf("report %q: %v", alone.String(), err)
+	}
+	if len(rep.Server) != 1 || len(rep.Websockify) != 1 || len(rep.WebsockifyHop) != 0 {
+		t.Fatalf("report %+v", rep)
+	}
+	if r := rep.Server[0]; r.CommandsIdle != 0 || r.CommandsBusy != 0 || r.RoundTrips < 50 {
+		t.Fatalf("server without commands, 5ms round trips for 1s: %+v", r)
 	}
 
 	// Prerequisites missing or refused: clear errors.
@@ -217,6 +239,7 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 		want string
 	}{
 		{[]string{"--websockify-bin", filepath.Join(t.TempDir(), "none")}, "websockify not found"},
+		{[]string{"--hop-bin", filepath.Join(t.TempDir(), "none")}, "socat not found"},
 		{[]string{"--service-token", "wrong"}, "create the agent"},
 		{[]string{"--rate", "fast"}, "--rate"},
 		{[]string{"--viewers", "0"}, "must be positive"},

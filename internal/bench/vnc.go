@@ -26,10 +26,14 @@ import (
 // maxAgentTunnels is how many tunnels the agent SDK serves at once on one connection.
 const maxAgentTunnels = 256
 
-// The two relays a streaming run measures.
+// The relays a streaming run measures. TargetWebsockifyHop is websockify behind one plain TCP
+// relay (socat) in front of the source: two hops, as the server's path has (control plane,
+// agent), with nothing in the second but a read and a write, so it is the floor of any two-hop
+// relay on the machine the bench runs on.
 const (
-	TargetWebsockify = "websockify"
-	TargetServer     = "server"
+	TargetWebsockify    = "websockify"
+	TargetServer        = "server"
+	TargetWebsockifyHop = "websockify+hop"
 )
 
 // VNCConfig describes a run of the streaming mode.
@@ -56,12 +60,19 @@ type VNCConfig struct {
 	IdleViewers int
 	// WebsockifyBin is the websockify program (default "websockify" from PATH).
 	WebsockifyBin string
+	// HopBin is the plain TCP relay of the two-hop floor (default "socat" from PATH); NoHop
+	// leaves the floor out.
+	HopBin string
+	NoHop  bool
 	// RTTInterval is how often each viewer asks for a 1×1 update (default 50ms), InputInterval
 	// how often it sends an input message (default 250ms), CommandInterval how often a command
 	// is sent to the agent (default 50ms), one at a time.
 	RTTInterval     time.Duration
 	InputInterval   time.Duration
 	CommandInterval time.Duration
+	// NoCommands sends the agent no commands: the server's runs then measure the relay alone,
+	// as websockify's do, and report no command round trip.
+	NoCommands bool
 	// Batch is how many viewers connect at once (default 50); SourceIPs how many loopback
 	// source addresses they are spread over (default 16).
 	Batch     int
@@ -74,6 +85,7 @@ func (c VNCConfig) withDefaults() VNCConfig {
 	c.AgentServer = cmp.Or(c.AgentServer, c.Server)
 	c.Org = cmp.Or(c.Org, "bench-org")
 	c.WebsockifyBin = cmp.Or(c.WebsockifyBin, "websockify")
+	c.HopBin = cmp.Or(c.HopBin, "socat")
 	c.RTTInterval = cmp.Or(c.RTTInterval, 50*time.Millisecond)
 	c.InputInterval = cmp.Or(c.InputInterval, 250*time.Millisecond)
 	c.CommandInterval = cmp.Or(c.CommandInterval, 50*time.Millisecond)
@@ -118,7 +130,7 @@ type VNCTargetReport struct {
 	CommandBusyP99Ms float64 `json:"commandBusyP99Ms,omitempty"`
 }
 
-// VNCReport is every run against both relays.
+// VNCReport is every run against every relay.
 type VNCReport struct {
 	Viewers        int               `json:"viewers"`
 	Rate           int64             `json:"rateBytesPerSecond"`
@@ -126,11 +138,14 @@ type VNCReport struct {
 	AcrossReplicas bool              `json:"acrossReplicas"`
 	Websockify     []VNCTargetReport `json:"websockify"`
 	Server         []VNCTargetReport `json:"server"`
+	// WebsockifyHop is the two-hop floor (TargetWebsockifyHop); empty with NoHop.
+	WebsockifyHop []VNCTargetReport `json:"websockifyHop,omitempty"`
 }
 
 // RunVNC runs the streaming mode: a VNCSource on loopback, websockify relaying straight to it,
-// and this server relaying to it through an agent the bench creates and runs in-process; the
-// viewers pull the stream through each in turn, Runs times.
+// this server relaying to it through an agent the bench creates and runs in-process, and
+// (unless NoHop) a second websockify relaying to it through socat; the viewers pull the stream
+// through each in turn, Runs times.
 func RunVNC(ctx context.Context, cfg VNCConfig) (VNCReport, error) {
 	cfg = cfg.withDefaults()
 	rep := VNCReport{Viewers: cfg.Viewers, Rate: cfg.Rate, Seconds: cfg.Duration.Seconds(), AcrossReplicas: cfg.AgentServer != cfg.Server}
@@ -149,6 +164,12 @@ func RunVNC(ctx context.Context, cfg VNCConfig) (VNCReport, error) {
 	if err != nil {
 		return rep, fmt.Errorf("bench vnc: websockify not found (%v): install Debian's package websockify or name it with --websockify-bin", err)
 	}
+	var hopBin string
+	if !cfg.NoHop {
+		if hopBin, err = exec.LookPath(cfg.HopBin); err != nil {
+			return rep, fmt.Errorf("bench vnc: socat not found (%v): install Debian's package socat, name it with --hop-bin, or leave the two-hop floor out with --hop=false", err)
+		}
+	}
 
 	src := NewVNCSource(VNCSourceConfig{Rate: cfg.Rate})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,6 +186,17 @@ func RunVNC(ctx context.Context, cfg VNCConfig) (VNCReport, error) {
 		return rep, err
 	}
 	defer wsfy.stop()
+	var hop, hopWsfy *relayProcess
+	if !cfg.NoHop {
+		if hop, err = startHop(ctx, hopBin, ln.Addr().String()); err != nil {
+			return rep, err
+		}
+		defer hop.stop()
+		if hopWsfy, err = startWebsockify(ctx, bin, hop.addr); err != nil {
+			return rep, err
+		}
+		defer hopWsfy.stop()
+	}
 
 	side, err := setupServerSide(ctx, cfg, ln.Addr().String())
 	if err != nil {
@@ -176,19 +208,24 @@ func RunVNC(ctx context.Context, cfg VNCConfig) (VNCReport, error) {
 		{name: TargetWebsockify, url: func(int) string { return "ws://" + wsfy.addr + "/" }, cpu: func() time.Duration { return treeCPU(wsfy.pid()) }},
 		{name: TargetServer, url: side.viewerURL, cpu: func() time.Duration { return pidsCPU(cfg.PIDs) }, server: side},
 	}
+	if hop != nil {
+		targets = append(targets, vncTarget{name: TargetWebsockifyHop, url: func(int) string { return "ws://" + hopWsfy.addr + "/" },
+			cpu: func() time.Duration { return treeCPU(hopWsfy.pid()) + treeCPU(hop.pid()) }})
+	}
 	for i := range cfg.Runs {
-		order := targets
-		if i%2 == 1 { // alternate which goes first
-			order = []vncTarget{targets[1], targets[0]}
-		}
+		// Each run starts with another relay, so that none is always measured first.
+		order := append(slices.Clone(targets[i%len(targets):]), targets[:i%len(targets)]...)
 		for _, t := range order {
 			r, err := runVNCTarget(ctx, cfg, t)
 			if err != nil {
 				return rep, fmt.Errorf("bench vnc: run %d through %s: %w", i+1, t.name, err)
 			}
-			if t.server != nil {
+			switch t.name {
+			case TargetServer:
 				rep.Server = append(rep.Server, r)
-			} else {
+			case TargetWebsockifyHop:
+				rep.WebsockifyHop = append(rep.WebsockifyHop, r)
+			default:
 				rep.Websockify = append(rep.Websockify, r)
 			}
 		}
@@ -215,7 +252,8 @@ func runVNCTarget(ctx context.Context, cfg VNCConfig, t vncTarget) (VNCTargetRep
 		}
 		rep.IdleTunnels, rep.KiBPerIdleTunnel = cfg.IdleViewers, kib
 	}
-	if t.server != nil {
+	commands := t.server != nil && !cfg.NoCommands
+	if commands {
 		idle := min(cfg.Duration, 5*time.Second)
 		h, n, err := t.server.commandRoundTrips(ctx, cfg.CommandInterval, func() { sleepCtx(ctx, idle) })
 		if err != nil {
@@ -275,7 +313,7 @@ func runVNCTarget(ctx context.Context, cfg VNCConfig, t vncTarget) (VNCTargetRep
 			rep.CPUMsPerMB = ms(cpu1-cpu0) / (float64(total) / 1e6)
 		}
 	}
-	if t.server == nil {
+	if !commands {
 		measure()
 	} else {
 		h, n, err := t.server.commandRoundTrips(ctx, cfg.CommandInterval, measure)
@@ -367,38 +405,55 @@ func connectViewers(ctx context.Context, cfg VNCConfig, t vncTarget, n int, what
 	return out, cmp.Or(firstErr, ctx.Err())
 }
 
-// websockify is the websockify process the bench started.
-type websockify struct {
+// relayProcess is a relay the bench started: websockify, or socat for the two-hop floor.
+type relayProcess struct {
 	cmd  *exec.Cmd
 	addr string
 	done chan struct{}
 }
 
-func (w *websockify) pid() int { return w.cmd.Process.Pid }
+func (w *relayProcess) pid() int { return w.cmd.Process.Pid }
 
-// stop kills websockify and the processes it forked, and waits for it.
-func (w *websockify) stop() {
+// stop kills the relay and the processes it forked, and waits for it.
+func (w *relayProcess) stop() {
 	stopGroup(w.cmd)
 	<-w.done
 }
 
 // startWebsockify starts bin relaying a free loopback port to target and waits until it
 // accepts connections.
-func startWebsockify(ctx context.Context, bin, target string) (*websockify, error) {
+func startWebsockify(ctx context.Context, bin, target string) (*relayProcess, error) {
+	return startRelay(ctx, "websockify", func(addr string) *exec.Cmd { return exec.Command(bin, addr, target) })
+}
+
+// startHop starts socat relaying a free loopback port to target as plain TCP, a process per
+// connection (fork), in chunks of 64 KiB as the server's tunnels carry and with Nagle's
+// algorithm off on both sides as the other relays have it, and waits until it accepts
+// connections.
+func startHop(ctx context.Context, bin, target string) (*relayProcess, error) {
+	return startRelay(ctx, "socat", func(addr string) *exec.Cmd {
+		host, port, _ := net.SplitHostPort(addr)
+		return exec.Command(bin, "-b", "65536", "TCP-LISTEN:"+port+",bind="+host+",reuseaddr,fork,nodelay", "TCP:"+target+",nodelay")
+	})
+}
+
+// startRelay starts the command made for a free loopback address and waits until it accepts
+// connections there.
+func startRelay(ctx context.Context, name string, command func(addr string) *exec.Cmd) (*relayProcess, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("bench vnc: websockify: %w", err)
+		return nil, fmt.Errorf("bench vnc: %s: %w", name, err)
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	cmd := exec.Command(bin, addr, target)
+	cmd := command(addr)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	ownGroup(cmd)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench vnc: start websockify: %w", err)
+		return nil, fmt.Errorf("bench vnc: start %s: %w", name, err)
 	}
-	w := &websockify{cmd: cmd, addr: addr, done: make(chan struct{})}
+	w := &relayProcess{cmd: cmd, addr: addr, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(w.done) }()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -409,7 +464,7 @@ func startWebsockify(ctx context.Context, bin, target string) (*websockify, erro
 		}
 		select {
 		case <-w.done:
-			return nil, fmt.Errorf("bench vnc: websockify exited: %s", bytes.TrimSpace(out.Bytes()))
+			return nil, fmt.Errorf("bench vnc: %s exited: %s", name, bytes.TrimSpace(out.Bytes()))
 		case <-ctx.Done():
 			w.stop()
 			return nil, ctx.Err()
@@ -417,7 +472,7 @@ func startWebsockify(ctx context.Context, bin, target string) (*websockify, erro
 		}
 		if time.Now().After(deadline) {
 			w.stop()
-			return nil, fmt.Errorf("bench vnc: websockify did not listen on %s within 15s: %s", addr, bytes.TrimSpace(out.Bytes()))
+			return nil, fmt.Errorf("bench vnc: %s did not listen on %s within 15s: %s", name, addr, bytes.TrimSpace(out.Bytes()))
 		}
 	}
 }
@@ -635,7 +690,8 @@ func (c *apiClient) startSession(ctx context.Context, agentID, org string) (stri
 	return reply.SessionID, err
 }
 
-// Table renders the medians of each figure through both relays and their ratio.
+// Table renders the medians of each figure through each relay, and the server's ratio to
+// websockify and, when it was measured, to the two-hop floor.
 func (r VNCReport) Table() string {
 	if len(r.Server) == 0 || len(r.Websockify) == 0 {
 		return "no runs\n"
@@ -649,8 +705,13 @@ func (r VNCReport) Table() string {
 	if r.Rate > 0 {
 		rate = fmt.Sprintf("%.2f MB/s each", float64(r.Rate)/1e6)
 	}
+	hop := len(r.WebsockifyHop) > 0
 	fmt.Fprintf(&b, "%d viewers, %s, %.0fs, %s; medians of %d runs\n", r.Viewers, rate, r.Seconds, where, len(r.Server))
-	fmt.Fprintf(&b, "%-36s %12s %12s %8s\n", "", "websockify", "server", "ratio")
+	fmt.Fprintf(&b, "%-36s %12s %12s %8s", "", "websockify", "server", "ratio")
+	if hop {
+		fmt.Fprintf(&b, " %15s %8s", TargetWebsockifyHop, "ratio")
+	}
+	b.WriteString("\n")
 	med := func(rs []VNCTargetReport, f func(VNCTargetReport) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, x := range rs {
@@ -659,13 +720,20 @@ func (r VNCReport) Table() string {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
+	ratio := func(num, den float64) string {
+		if den == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f×", num/den)
+	}
 	row := func(name string, f func(VNCTargetReport) float64) {
 		w, s := med(r.Websockify, f), med(r.Server, f)
-		ratio := "-"
-		if w != 0 {
-			ratio = fmt.Sprintf("%.2f×", s/w)
+		fmt.Fprintf(&b, "%-36s %12.3f %12.3f %8s", name, w, s, ratio(s, w))
+		if hop {
+			h := med(r.WebsockifyHop, f)
+			fmt.Fprintf(&b, " %15.3f %8s", h, ratio(s, h))
 		}
-		fmt.Fprintf(&b, "%-36s %12.3f %12.3f %8s\n", name, w, s, ratio)
+		b.WriteString("\n")
 	}
 	row("per-tunnel MB/s, min", func(x VNCTargetReport) float64 { return x.TunnelMinMBps })
 	row("per-tunnel MB/s, median", func(x VNCTargetReport) float64 { return x.TunnelMedianMBps })
@@ -680,20 +748,19 @@ func (r VNCReport) Table() string {
 	row("viewers dropped", func(x VNCTargetReport) float64 { return float64(x.Dropped) })
 	p99 := func(x VNCTargetReport) float64 { return x.RoundTripP99Ms }
 	fmt.Fprintf(&b, "added p99 round trip over websockify   %.3f ms\n", med(r.Server, p99)-med(r.Websockify, p99))
+	if hop {
+		fmt.Fprintf(&b, "added p99 round trip over %s %.3f ms\n", TargetWebsockifyHop, med(r.Server, p99)-med(r.WebsockifyHop, p99))
+	}
 	if first := r.Server[0]; first.IdleTunnels > 0 {
 		fmt.Fprintf(&b, "server KiB per idle tunnel           %.1f (run 1, %d idle viewers; median of runs %.1f)\n",
 			first.KiBPerIdleTunnel, first.IdleTunnels, med(r.Server, func(x VNCTargetReport) float64 { return x.KiBPerIdleTunnel }))
 	}
 	idle50, idle99 := med(r.Server, func(x VNCTargetReport) float64 { return x.CommandIdleP50Ms }), med(r.Server, func(x VNCTargetReport) float64 { return x.CommandIdleP99Ms })
 	busy50, busy99 := med(r.Server, func(x VNCTargetReport) float64 { return x.CommandBusyP50Ms }), med(r.Server, func(x VNCTargetReport) float64 { return x.CommandBusyP99Ms })
-	ratio := func(busy, idle float64) string {
-		if idle == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.2f×", busy/idle)
+	if idle99+busy99 > 0 { // runs without commands (NoCommands) have none to show
+		fmt.Fprintf(&b, "command round trip p50 idle / busy   %.2f / %.2f ms (%s)\n", idle50, busy50, ratio(busy50, idle50))
+		fmt.Fprintf(&b, "command round trip p99 idle / busy   %.2f / %.2f ms (%s)\n", idle99, busy99, ratio(busy99, idle99))
 	}
-	fmt.Fprintf(&b, "command round trip p50 idle / busy   %.2f / %.2f ms (%s)\n", idle50, busy50, ratio(busy50, idle50))
-	fmt.Fprintf(&b, "command round trip p99 idle / busy   %.2f / %.2f ms (%s)\n", idle99, busy99, ratio(busy99, idle99))
 	return b.String()
 }
 

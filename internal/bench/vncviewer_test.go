@@ -240,10 +240,32 @@ func TestVNCReportTable(t *testing.T) {
 	table := rep.Table()
 	for _, want := range []string{
 		"2 viewers, 1.00 MB/s each, 5s, one replica; medians of 3 runs",
-		"per-tunnel MB/s, min                        3.000        1.500    0.50×",
+		"per-tunnel MB/s, min                        3.000        1.500    0.50×\n",
 		"added p99 round trip over websockify   0.500 ms",
 		"server KiB per idle tunnel           40.0 (run 1, 10 idle viewers",
 		"command round trip p99 idle / busy   2.00 / 3.00 ms (1.50×)",
+	} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	if strings.Contains(table, TargetWebsockifyHop) {
+		t.Errorf("a report without the two-hop floor shows its column:\n%s", table)
+	}
+	quiet := VNCReport{Viewers: 1, Websockify: rep.Websockify, Server: []VNCTargetReport{{Target: TargetServer, TunnelMinMBps: 1}}}
+	if table := quiet.Table(); strings.Contains(table, "command round trip") {
+		t.Errorf("runs without commands show a command round trip:\n%s", table)
+	}
+
+	// With the two-hop floor: its column and the server's ratio to it.
+	for _, mbps := range []float64{2, 1, 3} {
+		rep.WebsockifyHop = append(rep.WebsockifyHop, VNCTargetReport{Target: TargetWebsockifyHop, TunnelMinMBps: mbps, RoundTripP99Ms: 1.25})
+	}
+	table = rep.Table()
+	for _, want := range []string{
+		"websockify       server    ratio  websockify+hop    ratio\n",
+		"per-tunnel MB/s, min                        3.000        1.500    0.50×           2.000    0.75×\n",
+		"added p99 round trip over websockify+hop 0.250 ms",
 	} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
