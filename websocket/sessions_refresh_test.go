@@ -167,3 +167,51 @@ func waitReleased(t *testing.T, m *Manager) {
 		return true
 	})
 }
+
+// A check of an unchanged organization allocates per check, not per client: the clients'
+// lists are compared by fingerprints combined from one per session, without building them.
+// (Before, each client cost a filtered copy of the list and a JSON encoder every interval.)
+func TestSessionsRefreshUnchangedAllocatesNothingPerClient(t *testing.T) {
+	ctx := context.Background()
+	d := dbtest.Open(t, "sqlite")
+	for i := range 5 {
+		s := models.Session{ID: fmt.Sprintf("s-%d", i), OrgID: "o", UserID: fmt.Sprintf("u%d", i),
+			State: models.SessionStateRunning, Namespace: "ns"}
+		if err := d.CreateSession(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startManager(t, d, Config{SessionsInterval: time.Hour, PongWait: time.Hour})
+	base := sessionsServer(t, m)
+	dialer := &websocket.Dialer{HandshakeTimeout: 30 * time.Second, ReadBufferSize: 1024, WriteBufferSize: 1024}
+	var conns []*websocket.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	connect := func(n int) {
+		from := len(conns)
+		conns = append(conns, dialMany(t, dialer, base, n, func(i int) url.Values {
+			return params("org", "o", "user", fmt.Sprintf("u%d", (from+i)%10))
+		}, func(c *websocket.Conn) error {
+			_, _, err := c.ReadMessage()
+			return err
+		})...)
+		waitReleased(t, m)
+	}
+	perCheck := func() float64 {
+		m.refreshSessions(ctx) // the first check after connecting may still send
+		return testing.AllocsPerRun(20, func() { m.refreshSessions(ctx) })
+	}
+	connect(50)
+	few := perCheck()
+	connect(450)
+	many := perCheck()
+	if perClient := (many - few) / 450; perClient > 0.05 {
+		t.Fatalf("a check allocates %.0f times with 50 clients and %.0f with 500: %.2f per client, want none", few, many, perClient)
+	}
+	if updates := counterValue(t, m.metrics.listUpdates); updates != 0 {
+		t.Fatalf("%v sessions_update frames sent for lists that did not change", updates)
+	}
+}
