@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# Measures this server against the baseline hub (gorilla's chat example) side by side: builds
-# the binary, starts `serve` (SQLite in a temporary directory) and `bench baseline` on loopback
-# ports, runs `bench --baseline` (alternated runs, medians, ratios), and stops both.
+# Measures this server against the floor side by side (one write per delivery from the
+# publishing request, no queues: what a server that may not join messages cannot go below):
+# builds the binary, starts `serve` (SQLite in a temporary directory) and `bench baseline --floor`
+# on loopback ports, runs `bench --baseline` (alternated runs, medians, ratios; memory as RSS and
+# as the live heap both serve on /metrics), and stops both.
 # Settings: CLIENTS (5000), RATE (10 broadcasts/s), DURATION (10s), RUNS (3); extra arguments
-# go to `bench` (for example --json). BASELINE=floor compares with the floor instead (one write
-# per delivery from the publishing request, no queues).
+# go to `bench` (for example --json). BASELINE=chat compares with gorilla's chat example instead
+# (one hub goroutine, queued messages joined into one frame).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-5000}
 RATE=${RATE:-10}
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-3}
+case ${BASELINE:-floor} in
+floor) baseline_args=(--floor) ;;
+chat) baseline_args=() ;;
+*) echo "BASELINE=${BASELINE}: floor or chat" >&2; exit 2 ;;
+esac
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -29,8 +36,6 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 	--max-connections-per-org 0 >"$tmp/serve.log" 2>&1 &
 pids+=($!)
 server_pid=$!
-baseline_args=()
-[ "${BASELINE:-}" = floor ] && baseline_args=(--floor)
 "$tmp/ssr" bench baseline --addr 127.0.0.1:19090 "${baseline_args[@]}" >"$tmp/baseline.log" 2>&1 &
 pids+=($!)
 baseline_pid=$!

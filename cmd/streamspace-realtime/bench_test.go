@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,7 +22,7 @@ import (
 
 // `bench` against `serve --dev` in the same process: its clients authenticate with tokens
 // minted from the server's secret, every broadcast reaches every client, and --json prints
-// the report; the server's memory and CPU are read from --pid.
+// the report; the server's memory and CPU are read from --pid, its live heap from /metrics.
 func TestBenchCommandAgainstServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -30,6 +31,7 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": secret, "STREAMSPACE_SERVICE_TOKEN": service}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "bench.db"), environ, &out, &errs)
 	host := testkit.Submatch(t, banner, `on http://(\S+)`)
+	collectGarbage(t)
 
 	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "--server", "http://" + host, "--clients", "40", "--rate", "20", "--duration", "1s",
@@ -44,6 +46,9 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	if rep.Connected != 40 || rep.Published < 15 || rep.PublishErrors != 0 || rep.Delivered != rep.Expected || rep.OutOfOrder != 0 ||
 		rep.ServerRSSConnKB <= 0 || rep.LatencyP99Ms <= 0 {
 		t.Fatalf("report %+v", rep)
+	}
+	if rep.LiveHeapIdleKB <= 0 || rep.LiveHeapConnKB <= rep.LiveHeapIdleKB || rep.LiveHeapKiBPerConn <= 0 {
+		t.Fatalf("live heap figures %+v", rep)
 	}
 	if !strings.Contains(progress.String(), "connected 40/40") {
 		t.Fatalf("progress %q", progress.String())
@@ -113,11 +118,14 @@ func TestBenchBaselineCommand(t *testing.T) {
 		t.Fatalf("no address printed: %q %q", out.String(), errs.String())
 	}
 	url := testkit.Submatch(t, out.String(), `on (http://\S+)`)
+	collectGarbage(t)
 	var report, progress testkit.LockedBuffer
 	if err := run(ctx, []string{"bench", "--server", url, "--clients", "20", "--rate", "20", "--duration", "500ms"}, env(nil), &report, &progress); err != nil {
 		t.Fatalf("bench: %v", err)
 	}
-	if !strings.Contains(report.String(), "deliveries / expected") || !strings.Contains(report.String(), "(100.00%)") {
+	// The baseline's /metrics carries its live heap: the table shows it without --pid.
+	if !strings.Contains(report.String(), "deliveries / expected") || !strings.Contains(report.String(), "(100.00%)") ||
+		!strings.Contains(report.String(), "live heap idle / connected (last GC)") || strings.Contains(report.String(), "server RSS") {
 		t.Fatalf("report:\n%s", report.String())
 	}
 	if err := run(ctx, []string{"bench", "--clients", "0"}, env(nil), &report, &progress); err == nil {
@@ -256,4 +264,26 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
 	}
+}
+
+// collectGarbage runs a GC now and every 100ms for the rest of the test, so that a live heap
+// read from /metrics (the last GC's figure, 0 before the first) is never older than that.
+func collectGarbage(t *testing.T) {
+	t.Helper()
+	runtime.GC()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				runtime.GC()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(quit); <-done })
 }

@@ -59,32 +59,46 @@ func (c Comparison) Table() string {
 	if len(c.Server) == 0 || len(c.Baseline) == 0 {
 		return "no runs\n"
 	}
+	hasRSS := func(r Report) bool { return r.ServerRSSIdleKB > 0 }
+	hasLiveHeap := func(r Report) bool { return r.LiveHeapIdleKB > 0 }
 	var b strings.Builder
-	fmt.Fprintf(&b, "%-32s %14s %14s %8s   (medians of %d runs)\n", "", "server", "baseline", "ratio", len(c.Server))
+	fmt.Fprintf(&b, "%-38s %14s %14s %8s   (medians of %d runs)\n", "", "server", "baseline", "ratio", len(c.Server))
 	for _, m := range []struct {
 		name string
 		f    func(Report) float64
+		// first takes run 1's figure, not the median: a process keeps memory it freed, and a
+		// live heap is its last GC's, which may predate the previous run's disconnections, so
+		// only a fresh process shows what connections cost.
+		first bool
+		// has, when set, leaves the row out unless one side measured the figure (it needs --pid,
+		// or a live heap on the target's /metrics).
+		has func(Report) bool
 	}{
-		{"delivery ratio %", func(r Report) float64 { return 100 * r.Ratio }},
-		{"deliveries per second", func(r Report) float64 { return r.DeliveriesPerS }},
-		{"latency p50 ms", func(r Report) float64 { return r.LatencyP50Ms }},
-		{"latency p99 ms", func(r Report) float64 { return r.LatencyP99Ms }},
-		{"server CPU µs per delivery", func(r Report) float64 { return r.CPUMicrosPerDel }},
-		{"dropped clients", func(r Report) float64 { return float64(r.Dropped) }},
-		// A process keeps memory it freed, so only a fresh one shows what connections cost.
-		{"KiB per idle connection (run 1)", nil},
+		{name: "delivery ratio %", f: func(r Report) float64 { return 100 * r.Ratio }},
+		{name: "deliveries per second", f: func(r Report) float64 { return r.DeliveriesPerS }},
+		{name: "latency p50 ms", f: func(r Report) float64 { return r.LatencyP50Ms }},
+		{name: "latency p99 ms", f: func(r Report) float64 { return r.LatencyP99Ms }},
+		{name: "server CPU µs per delivery", f: func(r Report) float64 { return r.CPUMicrosPerDel }},
+		{name: "dropped clients", f: func(r Report) float64 { return float64(r.Dropped) }},
+		{name: "server RSS before any connection, KiB", f: func(r Report) float64 { return float64(r.ServerRSSIdleKB) }, first: true, has: hasRSS},
+		{name: "KiB per idle connection (run 1)", f: func(r Report) float64 { return r.KiBPerIdleConn }, first: true},
+		{name: "live heap before any connection, KiB", f: func(r Report) float64 { return float64(r.LiveHeapIdleKB) }, first: true, has: hasLiveHeap},
+		{name: "live heap KiB per connection (run 1)", f: func(r Report) float64 { return r.LiveHeapKiBPerConn }, first: true, has: hasLiveHeap},
 	} {
 		var s, base float64
-		if m.f == nil {
-			s, base = c.Server[0].KiBPerIdleConn, c.Baseline[0].KiBPerIdleConn
+		if m.first {
+			s, base = m.f(c.Server[0]), m.f(c.Baseline[0])
 		} else {
 			s, base = median(c.Server, m.f), median(c.Baseline, m.f)
+		}
+		if m.has != nil && !m.has(c.Server[0]) && !m.has(c.Baseline[0]) {
+			continue
 		}
 		ratio := "-"
 		if base != 0 {
 			ratio = fmt.Sprintf("%.2f×", s/base)
 		}
-		fmt.Fprintf(&b, "%-32s %14.2f %14.2f %8s\n", m.name, s, base, ratio)
+		fmt.Fprintf(&b, "%-38s %14.2f %14.2f %8s\n", m.name, s, base, ratio)
 	}
 	return b.String()
 }

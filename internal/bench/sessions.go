@@ -96,6 +96,14 @@ type Report struct {
 	ServerRSSPeakKB int64   `json:"serverRssPeakKiB,omitempty"`
 	KiBPerIdleConn  float64 `json:"kibPerIdleConnection,omitempty"`
 	CPUMicrosPerDel float64 `json:"serverCpuMicrosPerDelivery,omitempty"`
+	// LiveHeapIdleKB and LiveHeapConnKB are the target's live heap (go_gc_heap_live_bytes on
+	// its /metrics) before connecting and once connected, and LiveHeapKiBPerConn their
+	// difference per connection: unlike RSS it leaves out memory freed but kept. It is the heap
+	// the target's last GC marked, so it lags whatever was allocated since that GC. 0: the
+	// target's /metrics could not be read, has no live heap, or its first GC has yet to run.
+	LiveHeapIdleKB     int64   `json:"liveHeapIdleKiB,omitempty"`
+	LiveHeapConnKB     int64   `json:"liveHeapConnectedKiB,omitempty"`
+	LiveHeapKiBPerConn float64 `json:"liveHeapKiBPerConnection,omitempty"`
 }
 
 // benchMessage is the body of every broadcast: a sequence number unique in the run, the
@@ -175,6 +183,7 @@ func connectRun(ctx context.Context, cfg SessionsConfig) (*sessionsRun, error) {
 		run.mem.pid = cfg.PID
 		run.rep.ServerRSSIdleKB = run.mem.sample()
 	}
+	run.rep.LiveHeapIdleKB = liveHeapKiB(ctx, base)
 	start := time.Now()
 	run.receivers, err = connectAll(ctx, cfg, base)
 	run.rep.ConnectSeconds = time.Since(start).Seconds()
@@ -186,6 +195,13 @@ func connectRun(ctx context.Context, cfg SessionsConfig) (*sessionsRun, error) {
 		run.rep.ServerRSSConnKB = run.mem.settled(10 * time.Second)
 		if run.rep.Connected > 0 {
 			run.rep.KiBPerIdleConn = float64(run.rep.ServerRSSConnKB-run.rep.ServerRSSIdleKB) / float64(run.rep.Connected)
+		}
+	}
+	// After the settle: by then the target has finished with the handshakes.
+	if run.rep.LiveHeapIdleKB > 0 {
+		run.rep.LiveHeapConnKB = liveHeapKiB(ctx, base)
+		if run.rep.LiveHeapConnKB > 0 && run.rep.Connected > 0 {
+			run.rep.LiveHeapKiBPerConn = float64(run.rep.LiveHeapConnKB-run.rep.LiveHeapIdleKB) / float64(run.rep.Connected)
 		}
 	}
 	return run, nil
@@ -487,7 +503,7 @@ func isLoopback(host string) bool {
 // Table renders the report for people.
 func (r Report) Table() string {
 	var b strings.Builder
-	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-34s "+format+"\n", append([]any{k}, v...)...) }
+	row := func(k, format string, v ...any) { fmt.Fprintf(&b, "%-36s "+format+"\n", append([]any{k}, v...)...) }
 	row("clients connected / asked", "%d / %d (in %.1fs)", r.Connected, r.Clients, r.ConnectSeconds)
 	row("clients dropped", "%d", r.Dropped)
 	row("broadcasts published (failed)", "%d (%d)", r.Published, r.PublishErrors)
@@ -499,6 +515,10 @@ func (r Report) Table() string {
 		row("server RSS idle / connected / peak", "%d / %d / %d KiB", r.ServerRSSIdleKB, r.ServerRSSConnKB, r.ServerRSSPeakKB)
 		row("KiB per idle connection", "%.1f", r.KiBPerIdleConn)
 		row("server CPU per delivery", "%.1f µs", r.CPUMicrosPerDel)
+	}
+	if r.LiveHeapIdleKB > 0 {
+		row("live heap idle / connected (last GC)", "%d / %d KiB", r.LiveHeapIdleKB, r.LiveHeapConnKB)
+		row("live heap KiB per connection", "%.1f", r.LiveHeapKiBPerConn)
 	}
 	return b.String()
 }

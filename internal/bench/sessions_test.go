@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -36,9 +37,10 @@ func startBaseline(t *testing.T) string {
 }
 
 // A run against the baseline delivers every broadcast to every client, in order, and reads
-// the server's memory and CPU (this process's here).
+// the server's memory and CPU (this process's here), and its live heap from its /metrics.
 func TestRunSessionsAgainstBaseline(t *testing.T) {
 	server := startBaseline(t)
+	collectGarbage(t)
 	var progress strings.Builder
 	rep, err := RunSessions(context.Background(), SessionsConfig{
 		Server: server, Org: "bench", Clients: 50, Rate: 40, Duration: time.Second,
@@ -58,8 +60,14 @@ func TestRunSessionsAgainstBaseline(t *testing.T) {
 	if rep.LatencyP50Ms <= 0 || rep.LatencyMaxMs < rep.LatencyP99Ms || rep.ServerRSSIdleKB <= 0 || rep.ServerRSSPeakKB < rep.ServerRSSIdleKB {
 		t.Fatalf("latency or memory figures %+v", rep)
 	}
-	if !strings.Contains(progress.String(), "connected 50/50") || !strings.Contains(rep.Table(), "deliveries / expected") {
-		t.Fatalf("progress %q, table:\n%s", progress.String(), rep.Table())
+	if rep.LiveHeapIdleKB <= 0 || rep.LiveHeapConnKB <= rep.LiveHeapIdleKB || rep.LiveHeapKiBPerConn <= 0 {
+		t.Fatalf("live heap figures %+v", rep)
+	}
+	table := rep.Table()
+	if !strings.Contains(progress.String(), "connected 50/50") || !strings.Contains(table, "deliveries / expected") ||
+		!strings.Contains(table, fmt.Sprintf("live heap idle / connected (last GC) %d / %d KiB", rep.LiveHeapIdleKB, rep.LiveHeapConnKB)) ||
+		!strings.Contains(table, "live heap KiB per connection") {
+		t.Fatalf("progress %q, table:\n%s", progress.String(), table)
 	}
 }
 
@@ -173,6 +181,7 @@ func TestRunSessionsAgainstFloor(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- baseline.ServeFloor(ctx, ln) }()
+	collectGarbage(t)
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -188,5 +197,9 @@ func TestRunSessionsAgainstFloor(t *testing.T) {
 	}
 	if rep.Connected != 30 || rep.Published < 10 || rep.Delivered != rep.Expected || rep.OutOfOrder != 0 || rep.Dropped != 0 {
 		t.Fatalf("report %+v", rep)
+	}
+	// The floor serves its live heap too (no --pid here: no settle, so only the readings).
+	if rep.LiveHeapIdleKB <= 0 || rep.LiveHeapConnKB <= 0 || rep.ServerRSSIdleKB != 0 {
+		t.Fatalf("memory figures %+v", rep)
 	}
 }

@@ -22,10 +22,11 @@ type Floor struct {
 	conns map[*websocket.Conn]struct{}
 }
 
-// FloorHandler serves the same two paths as Hub.Handler.
+// FloorHandler serves the same paths as Hub.Handler.
 func (f *Floor) FloorHandler() http.Handler {
 	f.conns = make(map[*websocket.Conn]struct{})
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", serveLiveHeap)
 	mux.HandleFunc("GET /api/v1/ws/sessions", func(w http.ResponseWriter, r *http.Request) {
 		conn, err := upgrader.Upgrade(w, r, nil)
 		if err != nil {

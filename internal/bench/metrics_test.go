@@ -1,0 +1,125 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// collectGarbage runs a GC now and every 100ms for the rest of the test, so that a live heap
+// read from /metrics (the last GC's figure, 0 before the first) is never older than that.
+func collectGarbage(t *testing.T) {
+	t.Helper()
+	runtime.GC()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				runtime.GC()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(quit); <-done })
+}
+
+// The gauge is found among other samples, labelled ones of the same name are not it, and a
+// page without it or with a malformed sample is an error.
+func TestGaugeValue(t *testing.T) {
+	page := `# HELP go_gc_heap_live_bytes Heap memory occupied by live objects.
+# TYPE go_gc_heap_live_bytes gauge
+go_gc_heap_goal_bytes 4.194304e+06
+go_gc_heap_live_bytes{kind="other"} 7
+go_gc_heap_live_bytes 1.879936e+06
+go_goroutines 15
+`
+	if v, err := gaugeValue(strings.NewReader(page), "go_gc_heap_live_bytes"); err != nil || v != 1879936 {
+		t.Fatalf("got %v, %v; want 1879936", v, err)
+	}
+	if v, err := gaugeValue(strings.NewReader("go_gc_heap_live_bytes 2048 1700000000000\n"), "go_gc_heap_live_bytes"); err != nil || v != 2048 {
+		t.Fatalf("with a timestamp: got %v, %v", v, err)
+	}
+	if _, err := gaugeValue(strings.NewReader("go_goroutines 15\n# go_gc_heap_live_bytes 1\n"), "go_gc_heap_live_bytes"); !errors.Is(err, errNoGauge) {
+		t.Fatalf("missing: err %v, want errNoGauge", err)
+	}
+	for _, bad := range []string{"go_gc_heap_live_bytes many\n", "go_gc_heap_live_bytes\n", "go_gc_heap_live_bytes 1 2 3\n",
+		"go_gc_heap_live_bytes -5\n", "go_gc_heap_live_bytes NaN\n", "go_gc_heap_live_bytes +Inf\n"} {
+		if v, err := gaugeValue(strings.NewReader(bad), "go_gc_heap_live_bytes"); err == nil || errors.Is(err, errNoGauge) ||
+			!strings.Contains(err.Error(), "malformed") {
+			t.Errorf("%q: got %v, %v; want a malformed sample", bad, v, err)
+		}
+	}
+}
+
+// The live heap is read from the target's /metrics in KiB; a target that has no /metrics, no
+// gauge or no listener gives 0.
+func TestLiveHeapKiB(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ok/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("go_goroutines 3\ngo_gc_heap_live_bytes 3.1457280e+06\n"))
+	})
+	mux.HandleFunc("GET /without/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("go_goroutines 3\n"))
+	})
+	mux.HandleFunc("GET /refused/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "go_gc_heap_live_bytes 1048576", http.StatusForbidden)
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for path, want := range map[string]int64{"/ok": 3072, "/without": 0, "/refused": 0, "/missing": 0} {
+		u, _ := url.Parse(srv.URL + path)
+		if got := liveHeapKiB(context.Background(), u); got != want {
+			t.Errorf("%s: %d KiB, want %d", path, got, want)
+		}
+	}
+	gone := httptest.NewServer(mux)
+	u, _ := url.Parse(gone.URL + "/ok")
+	gone.Close()
+	if got := liveHeapKiB(context.Background(), u); got != 0 {
+		t.Errorf("no listener: %d KiB, want 0", got)
+	}
+}
+
+// The comparison shows the idle RSS and the live heap beside the RSS per connection, run 1's
+// with ratios, and leaves out the rows neither side measured.
+func TestComparisonTableMemoryRows(t *testing.T) {
+	server := []Report{
+		{Ratio: 1, ServerRSSIdleKB: 30000, KiBPerIdleConn: 12, LiveHeapIdleKB: 4000, LiveHeapConnKB: 14000, LiveHeapKiBPerConn: 10},
+		{Ratio: 1, ServerRSSIdleKB: 90000, KiBPerIdleConn: 1, LiveHeapIdleKB: 9000, LiveHeapKiBPerConn: 1},
+	}
+	base := []Report{
+		{Ratio: 1, ServerRSSIdleKB: 10000, KiBPerIdleConn: 6, LiveHeapIdleKB: 1000, LiveHeapConnKB: 6000, LiveHeapKiBPerConn: 5},
+		{Ratio: 1, ServerRSSIdleKB: 50000, KiBPerIdleConn: 1, LiveHeapIdleKB: 5000, LiveHeapKiBPerConn: 1},
+	}
+	table := Comparison{Server: server, Baseline: base}.Table()
+	for _, want := range []string{
+		"server RSS before any connection, KiB        30000.00       10000.00    3.00×",
+		"KiB per idle connection (run 1)                 12.00           6.00    2.00×",
+		"live heap before any connection, KiB          4000.00        1000.00    4.00×",
+		"live heap KiB per connection (run 1)            10.00           5.00    2.00×",
+	} {
+		if !strings.Contains(table, want+"\n") {
+			t.Errorf("no row %q in:\n%s", want, table)
+		}
+	}
+	// Without --pid and without a live heap on either side: the rows are left out.
+	for i := range server {
+		server[i].ServerRSSIdleKB, server[i].LiveHeapIdleKB, server[i].LiveHeapKiBPerConn = 0, 0, 0
+		base[i].ServerRSSIdleKB, base[i].LiveHeapIdleKB, base[i].LiveHeapKiBPerConn = 0, 0, 0
+	}
+	table = Comparison{Server: server, Baseline: base}.Table()
+	if strings.Contains(table, "server RSS before") || strings.Contains(table, "live heap") || !strings.Contains(table, "KiB per idle connection") {
+		t.Fatalf("rows without figures, or the RSS per connection missing:\n%s", table)
+	}
+}
