@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +30,7 @@ func TestBenchCommandAgainstServe(t *testing.T) {
 	environ := map[string]string{"STREAMSPACE_JWT_SECRET": secret, "STREAMSPACE_SERVICE_TOKEN": service}
 	banner, done := startServeDev(ctx, t, "sqlite://"+filepath.Join(t.TempDir(), "bench.db"), environ, &out, &errs)
 	host := testkit.Submatch(t, banner, `on http://(\S+)`)
-	collectGarbage(t)
+	testkit.CollectGarbage(t)
 
 	var report, progress testkit.LockedBuffer
 	err := run(ctx, []string{"bench", "--server", "http://" + host, "--clients", "40", "--rate", "20", "--duration", "1s",
@@ -118,7 +117,7 @@ func TestBenchBaselineCommand(t *testing.T) {
 		t.Fatalf("no address printed: %q %q", out.String(), errs.String())
 	}
 	url := testkit.Submatch(t, out.String(), `on (http://\S+)`)
-	collectGarbage(t)
+	testkit.CollectGarbage(t)
 	var report, progress testkit.LockedBuffer
 	if err := run(ctx, []string{"bench", "--server", url, "--clients", "20", "--rate", "20", "--duration", "500ms"}, env(nil), &report, &progress); err != nil {
 		t.Fatalf("bench: %v", err)
@@ -264,26 +263,4 @@ func TestBenchVNCCommandAgainstServe(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-}
-
-// collectGarbage runs a GC now and every 100ms for the rest of the test, so that a live heap
-// read from /metrics (the last GC's figure, 0 before the first) is never older than that.
-func collectGarbage(t *testing.T) {
-	t.Helper()
-	runtime.GC()
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				runtime.GC()
-			case <-quit:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { close(quit); <-done })
 }

@@ -6,33 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 )
-
-// collectGarbage runs a GC now and every 100ms for the rest of the test, so that a live heap
-// read from /metrics (the last GC's figure, 0 before the first) is never older than that.
-func collectGarbage(t *testing.T) {
-	t.Helper()
-	runtime.GC()
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-tick.C:
-				runtime.GC()
-			case <-quit:
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { close(quit); <-done })
-}
 
 // The gauge is found among other samples, labelled ones of the same name are not it, and a
 // page without it or with a malformed sample is an error.

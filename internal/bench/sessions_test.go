@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/streamspace/streamspace-realtime/internal/bench/baseline"
+	"github.com/streamspace/streamspace-realtime/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,7 +41,7 @@ func startBaseline(t *testing.T) string {
 // the server's memory and CPU (this process's here), and its live heap from its /metrics.
 func TestRunSessionsAgainstBaseline(t *testing.T) {
 	server := startBaseline(t)
-	collectGarbage(t)
+	testkit.CollectGarbage(t)
 	var progress strings.Builder
 	rep, err := RunSessions(context.Background(), SessionsConfig{
 		Server: server, Org: "bench", Clients: 50, Rate: 40, Duration: time.Second,
@@ -181,7 +182,7 @@ func TestRunSessionsAgainstFloor(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- baseline.ServeFloor(ctx, ln) }()
-	collectGarbage(t)
+	testkit.CollectGarbage(t)
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

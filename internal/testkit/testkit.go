@@ -1,7 +1,8 @@
 // Package testkit holds the helpers the project's tests share, so that each is written once:
 // waiting on a condition instead of sleeping (Eventually, WaitFor), goroutine baselines and
 // leak checks (SteadyGoroutines, GoroutinesBackTo), a log sink safe for concurrent writers
-// (LockedBuffer), reading a value out of a command's output (Submatch), and the server's
+// (LockedBuffer), reading a value out of a command's output (Submatch), a live-heap figure kept
+// fresh for tests that read it from /metrics (CollectGarbage), and the server's
 // static binary for the tests that check or run it (StaticBinary). A Redis per test is
 // internal/redistest's, a database per test db/dbtest's.
 //
@@ -109,4 +110,26 @@ func Submatch(t testing.TB, s, pattern string) string {
 		t.Fatalf("nothing matches %s in:\n%s", pattern, s)
 	}
 	return m[1]
+}
+
+// CollectGarbage runs a GC now and every 100ms for the rest of the test, so that a live heap
+// read from /metrics (the last GC's figure, 0 before the first) is never older than that.
+func CollectGarbage(t testing.TB) {
+	t.Helper()
+	runtime.GC()
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				runtime.GC()
+			case <-quit:
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(quit); <-done })
 }
