@@ -17,9 +17,10 @@
 # replica 2 and the viewers on replica 1, so every tunnel crosses the peer link.
 # Settings: DURATION (10s), RUNS (3), BATCH (viewers connecting at once, 50), ROWS (which rows,
 # "1 2 3 4"), RTT_INTERVAL (row 3's 10-byte requests, one outstanding at a time: 5ms, about
-# 2,000 round trips a run, so that a run's p99 is not its second-slowest sample), PORT (18090: the server's; two replicas take the next two, their peer links
-# PORT+101 and PORT+102); extra arguments go to every `bench vnc` (for example --json). Everything the
-# script starts is stopped when it ends, however it ends.
+# 2,000 round trips a run, so that a run's p99 is not its second-slowest sample), COMMANDS
+# (rows 2 and 3: false), PORT (18090: the server's; two replicas take the next two, their peer
+# links PORT+101 and PORT+102); extra arguments go to every `bench vnc` (for example --json).
+# Everything the script starts is stopped when it ends, however it ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPLICAS=${REPLICAS:-1}
