@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/streamspace/streamspace-realtime/k8s/podlog"
 )
 
 // PodLogs opens the follow stream of a pod's log with a timestamp on each
@@ -30,18 +31,7 @@ func (c *Client) PodLogs(ctx context.Context, namespace, pod string, tailLines i
 	return rc, nil
 }
 
-// ParseLogLine splits a line of a log streamed with timestamps
-// ("2026-11-26T10:30:00.123456789Z message") into its time and message. A
-// line without a valid RFC 3339 prefix returns the zero time and the whole
-// line, so output that was not stamped still reaches the reader.
-func ParseLogLine(line string) (time.Time, string) {
-	stamp, msg, found := strings.Cut(line, " ")
-	t, err := time.Parse(time.RFC3339Nano, stamp)
-	if err != nil {
-		return time.Time{}, line
-	}
-	if !found {
-		msg = ""
-	}
-	return t, msg
-}
+// ParseLogLine splits a line of a log streamed with timestamps into its time and message:
+// podlog.ParseLine, which holds it so that readers of pod logs (package websocket) need not
+// link client-go. The name stays for this package's callers.
+func ParseLogLine(line string) (time.Time, string) { return podlog.ParseLine(line) }
