@@ -83,8 +83,10 @@
 //     implementations: NewManagerWithSources and NewAgentHubWithStore take
 //     any, "not found" being an error wrapping ErrNotFound.
 //   - Kubernetes: a *k8s.Client (k8s.New over its clientsets, k8s.NewForConfig
-//     over its rest.Config) or its own SessionSource, which is also the pod
-//     log source when it implements PodLogSource; or nil.
+//     over its rest.Config), which NewManager takes as a KubernetesClient, or
+//     its own SessionSource, which is also the pod log source when it
+//     implements PodLogSource; or nil. This package does not import package
+//     k8s, so a program that passes nil links no client-go.
 //   - Agent sockets: RegisterAgent (ServeAgent builds the AgentConnection)
 //     hands the socket to the hub, which then alone reads and writes it; a
 //     Conn that is no upgraded socket is refused with ErrUnusableSocket. The

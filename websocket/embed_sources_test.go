@@ -235,12 +235,15 @@ func TestManagerOverEmbedderSource(t *testing.T) {
 }
 
 // Nil pointers given where the constructors take interfaces mean none: a Manager over a nil
-// *db.Database and a nil *k8s.Client serves an empty snapshot instead of panicking.
+// *db.Database and a nil *k8s.Client (given to NewManager's KubernetesClient too) serves an
+// empty snapshot instead of panicking.
 func TestManagerTypedNilSources(t *testing.T) {
 	t.Parallel()
 	for name, m := range map[string]*Manager{
-		"NewManagerWithSources": NewManagerWithSources((*db.Database)(nil), (*k8s.Client)(nil), Config{}),
-		"NewManagerWithConfig":  NewManagerWithConfig(nil, nil, Config{}),
+		"NewManagerWithSources":             NewManagerWithSources((*db.Database)(nil), (*k8s.Client)(nil), Config{}),
+		"NewManagerWithConfig":              NewManagerWithConfig(nil, nil, Config{}),
+		"NewManager(*k8s.Client)":           NewManager(nil, (*k8s.Client)(nil)),
+		"NewManagerWithConfig(*k8s.Client)": NewManagerWithConfig(nil, (*k8s.Client)(nil), Config{}),
 	} {
 		t.Run(name, func(t *testing.T) {
 			m.Start()

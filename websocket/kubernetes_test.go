@@ -29,6 +29,15 @@ import (
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
+// *k8s.Client is what KubernetesClient names: a session source that streams pod logs. The
+// check lives here, as package websocket itself does not import k8s (and so links no
+// client-go).
+var (
+	_ SessionSource    = (*k8s.Client)(nil)
+	_ PodLogSource     = (*k8s.Client)(nil)
+	_ KubernetesClient = (*k8s.Client)(nil)
+)
+
 // kubeFixture is a Kubernetes source: Session resources in client-go's fake dynamic client,
 // and pod logs from an API server stand-in over real HTTP, whose log endpoint is logs.
 type kubeFixture struct {

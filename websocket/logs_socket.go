@@ -13,7 +13,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/streamspace/streamspace-realtime/k8s"
+	"github.com/streamspace/streamspace-realtime/k8s/podlog"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -321,7 +321,7 @@ func (s *logSocket) openPodLogs(ctx context.Context) (*logSource, error) {
 	}
 	if err != nil {
 		cancel()
-		if errors.Is(err, k8s.ErrPodNotFound) || errors.Is(err, ErrPodNotFound) {
+		if errors.Is(err, ErrPodNotFound) { // k8s.ErrPodNotFound is the same error
 			return nil, errors.New("the pod does not exist in Kubernetes")
 		}
 		return nil, fmt.Errorf("opening the pod's log stream: %w", err)
@@ -334,7 +334,7 @@ func (s *logSocket) openPodLogs(ctx context.Context) (*logSource, error) {
 		sc := bufio.NewScanner(rc)
 		sc.Buffer(make([]byte, 0, 64<<10), maxLogLine)
 		for sc.Scan() {
-			at, line := k8s.ParseLogLine(sc.Text())
+			at, line := podlog.ParseLine(sc.Text())
 			if err := q.put(sctx, logRecord{Line: line, At: at}); err != nil {
 				return
 			}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -89,21 +88,23 @@ type managerLife struct {
 
 // NewManager creates a manager with the default configuration. A nil
 // database means no snapshots and no session subscriptions can be
-// authorized; a nil k8sClient means the database is the session source.
-func NewManager(database *db.Database, k8sClient *k8s.Client) *Manager {
+// authorized; a nil k8sClient (or a nil *k8s.Client) means the database is
+// the session source.
+func NewManager(database *db.Database, k8sClient KubernetesClient) *Manager {
 	return NewManagerWithConfig(database, k8sClient, Config{})
 }
 
-// NewManagerWithConfig creates a manager; zero Config fields take defaults. A nil k8sClient
+// NewManagerWithConfig creates a manager; zero Config fields take defaults. k8sClient, a
+// *k8s.Client for example, is the session source and streams pod logs; nil (or a nil pointer)
 // means the database is the session source and agents relay pod logs.
-func NewManagerWithConfig(database *db.Database, k8sClient *k8s.Client, cfg Config) *Manager {
+func NewManagerWithConfig(database *db.Database, k8sClient KubernetesClient, cfg Config) *Manager {
 	var store SessionStore
 	if database != nil {
 		store = database
 	}
 	var source SessionSource
 	if k8sClient != nil {
-		source = k8sClient
+		source = k8sClient // a nil pointer inside is none too: newManager's isNil
 	}
 	return newManager(store, source, cfg)
 }

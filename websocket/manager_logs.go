@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/streamspace/streamspace-realtime/k8s/podlog"
 )
 
 // The Manager's side of pod logs: who may read which pod's logs. Streaming them is PodLogs'
@@ -17,8 +19,10 @@ var (
 	ErrLogsForbidden = errors.New("websocket: pod logs are for operators and admins")
 	// ErrNamespaceForbidden: the namespace is not the caller's organization's.
 	ErrNamespaceForbidden = errors.New("websocket: namespace is not the organization's")
-	// ErrPodNotFound: no session of the caller's organization runs the pod.
-	ErrPodNotFound = errors.New("websocket: no session of the organization runs this pod")
+	// ErrPodNotFound: no session of the caller's organization runs the pod, or the pod does
+	// not exist. It is podlog.ErrPodNotFound, which k8s.ErrPodNotFound is too, so one check
+	// covers a pod the sources do not name and one a PodLogSource does not find.
+	ErrPodNotFound = podlog.ErrPodNotFound
 )
 
 // HandleLogsWebSocket serves a logs connection without an organization.

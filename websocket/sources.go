@@ -6,7 +6,6 @@ import (
 	"reflect"
 
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
 )
 
@@ -18,7 +17,9 @@ var ErrNotFound = db.ErrNotFound
 
 // SessionSource tells which sessions exist in a namespace and their state: the Session
 // resources of a Kubernetes cluster. *k8s.Client implements it (k8s.New over a clientset and
-// dynamic client the caller has, or k8s.NewForConfig over its rest.Config).
+// dynamic client the caller has, or k8s.NewForConfig over its rest.Config); this package
+// names none of package k8s's types, so a program that embeds it without Kubernetes does not
+// link client-go.
 //
 // With a source the Manager lists what the source says exists, merged with the SessionStore's
 // rows of the same ids for what only the control plane knows (browser connections, activity,
@@ -36,16 +37,22 @@ type SessionSource interface {
 // closed) and starts tailLines lines back. Each line is text ending in '\n', preferably
 // prefixed with its RFC 3339 time and a space, as the Kubernetes API sends it with
 // timestamps=true (a line without one is sent with the time it was read). A pod that does not
-// exist is an error wrapping ErrPodNotFound (k8s.ErrPodNotFound counts too). The Manager closes
-// the stream when the browser leaves.
+// exist is an error wrapping ErrPodNotFound (k8s.ErrPodNotFound is the same error). The
+// Manager closes the stream when the browser leaves.
 type PodLogSource interface {
 	PodLogs(ctx context.Context, namespace, pod string, tailLines int64) (io.ReadCloser, error)
 }
 
-var (
-	_ SessionSource = (*k8s.Client)(nil)
-	_ PodLogSource  = (*k8s.Client)(nil)
-)
+// KubernetesClient is a Kubernetes cluster as both the session source and the pod log
+// source: what NewManager and NewManagerWithConfig take. *k8s.Client implements it, so a
+// caller passes one as before. The parameter is an interface so that this package does not
+// import package k8s, whose client-go initializes its API machinery in every process that
+// links it (about half of an idle server's memory, docs/ARCHITECTURE.md). nil, or a nil
+// pointer, means the database is the session source and agents relay pod logs.
+type KubernetesClient interface {
+	SessionSource
+	PodLogSource
+}
 
 // isNil reports whether v is nil or an interface holding a nil pointer (or map, func, chan,
 // slice): a (*db.Database)(nil) or (*k8s.Client)(nil) given where an interface is expected

@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// ErrPodNotFound means the pod whose logs were asked for does not exist. k8s.ErrPodNotFound
-// is this value.
+// ErrPodNotFound means the pod whose logs were asked for does not exist, or not for the
+// caller. It is one error for every layer (k8s.ErrPodNotFound and websocket.ErrPodNotFound are
+// this value), so a caller checks one sentinel whichever layer found the pod missing.
 var ErrPodNotFound = errors.New("pod not found")
 
 // ParseLine splits a line of a log streamed with timestamps
