@@ -8,7 +8,8 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 # A static binary (modernc.org/sqlite is pure Go, so it needs no libc and runs on a static
-# base), built by the script that scripts/test.sh also runs, so the tests check this very build.
+# base) with Kubernetes as a session source (-tags kubernetes), built by the script that
+# scripts/test.sh also runs, so the tests check this very build.
 RUN bash scripts/build-static.sh /out/streamspace-realtime
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -198,6 +198,20 @@ func scriptGoBuild(t *testing.T, script string, args []string) (goBuild, bool) {
 	return goBuild{}, false
 }
 
+// hasTag reports whether the build's -tags list names tag.
+func (b goBuild) hasTag(tag string) bool {
+	for k, a := range b.args {
+		list, ok := strings.CutPrefix(a, "-tags=")
+		if !ok && a == "-tags" && k+1 < len(b.args) {
+			list, ok = b.args[k+1], true
+		}
+		if ok && slices.Contains(strings.Split(list, ","), tag) {
+			return true
+		}
+	}
+	return false
+}
+
 func (b goBuild) getenv(key string) string {
 	v := ""
 	for _, kv := range b.env {
@@ -235,6 +249,9 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !slices.Contains(b.args, "./cmd/streamspace-realtime") {
 		t.Errorf("go build does not build ./cmd/streamspace-realtime: %q", b.args)
+	}
+	if !b.hasTag("kubernetes") {
+		t.Errorf("go build without -tags kubernetes: the image could not read sessions from Kubernetes: %q", b.args)
 	}
 	if b.output == "" {
 		t.Fatalf("go build has no -o: %q", b.args)
@@ -330,6 +347,19 @@ func TestStaticBinary(t *testing.T) {
 		if strings.HasPrefix(e.Name, "STREAMSPACE_") && !strings.Contains(help, "env "+e.Name+",") {
 			t.Errorf("serve -h does not list %s, which the Deployment sets", e.Name)
 		}
+	}
+
+	// Built with -tags kubernetes, the binary goes on to load the kubeconfig it is given,
+	// where one built without refuses the kubernetes source for want of support.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "--addr", "127.0.0.1:0",
+		"--database-url", "sqlite://"+filepath.Join(t.TempDir(), "k.db"),
+		"--session-source", "kubernetes", "--kubeconfig", "/nonexistent/kubeconfig")
+	cmd.Env = append(os.Environ(), "STREAMSPACE_JWT_SECRET="+strings.Repeat("s", 32), "STREAMSPACE_SERVICE_TOKEN=svc")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "/nonexistent/kubeconfig") || strings.Contains(string(out), "without Kubernetes support") {
+		t.Errorf("serve --session-source kubernetes --kubeconfig /nonexistent/kubeconfig: %v, want an error about that kubeconfig:\n%s", err, out)
 	}
 }
 

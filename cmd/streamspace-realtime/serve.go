@@ -13,6 +13,11 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/server"
 )
 
+// openKubernetes builds the client of --session-source kubernetes. It is nil unless the binary
+// is built with -tags kubernetes (kubernetes.go), and the server then refuses that source with
+// the fix: only the tagged binary links client-go.
+var openKubernetes server.KubernetesOpener
+
 // serve runs the server until ctx ends (SIGINT, SIGTERM), then drains it. With --dev it also
 // prepares and runs what a developer tries it with (serveDev).
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -20,6 +25,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
+	cfg.OpenKubernetes = openKubernetes
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err

@@ -15,8 +15,8 @@ import (
 
 	"github.com/streamspace/streamspace-realtime/cluster"
 	"github.com/streamspace/streamspace-realtime/db"
-	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/models"
+	"github.com/streamspace/streamspace-realtime/websocket"
 )
 
 // Config is the server's whole configuration. Every field is a flag of
@@ -99,10 +99,15 @@ type Config struct {
 	PeerSecret        string
 	// Dev generates missing secrets and prints how to connect.
 	Dev bool
-	// Kubernetes, when set, is the session and log source whatever SessionSource says; it
-	// stays the caller's. Embedders and tests set it; otherwise SessionSource "kubernetes"
-	// builds one from Kubeconfig (empty: in-cluster).
-	Kubernetes *k8s.Client
+	// Kubernetes, when set (a *k8s.Client, say), is the session and log source whatever
+	// SessionSource says; it stays the caller's. Embedders and tests set it; otherwise
+	// SessionSource "kubernetes" has OpenKubernetes build one from Kubeconfig (empty:
+	// in-cluster).
+	Kubernetes websocket.KubernetesClient
+	// OpenKubernetes builds the client of SessionSource "kubernetes" when Kubernetes is not
+	// set, and the server closes what it built. Nil (a binary built without -tags
+	// kubernetes): that source is refused at New, before anything is opened.
+	OpenKubernetes KubernetesOpener
 
 	// podIP is $POD_IP, which Kubernetes sets from status.podIP: the default advertised
 	// address.
@@ -209,7 +214,7 @@ func (c *Config) bindings() []envFlag {
 			c.AllowedOrigins = splitList(v)
 			return nil
 		}, ""},
-		{"session-source", "STREAMSPACE_SESSION_SOURCE", "database or kubernetes", str(&c.SessionSource), DefaultSessionSource},
+		{"session-source", "STREAMSPACE_SESSION_SOURCE", "database or kubernetes (kubernetes: a binary built with -tags kubernetes, as the container image is)", str(&c.SessionSource), DefaultSessionSource},
 		{"kubeconfig", "STREAMSPACE_KUBECONFIG", "kubeconfig path (empty: in-cluster)", str(&c.Kubeconfig), ""},
 		{"default-org", "STREAMSPACE_DEFAULT_ORG", "organization of deprecated org-less entry points", str(&c.DefaultOrg), "default-org"},
 		{"default-namespace", "STREAMSPACE_DEFAULT_NAMESPACE", "namespace of last resort", str(&c.DefaultNamespace), "streamspace"},

@@ -27,7 +27,6 @@ import (
 	"github.com/streamspace/streamspace-realtime/internal/agentadmin"
 	"github.com/streamspace/streamspace-realtime/internal/auth"
 	"github.com/streamspace/streamspace-realtime/internal/novnc"
-	"github.com/streamspace/streamspace-realtime/k8s"
 	"github.com/streamspace/streamspace-realtime/web"
 	"github.com/streamspace/streamspace-realtime/websocket"
 )
@@ -71,8 +70,8 @@ type Server struct {
 	viewers    sync.WaitGroup
 	http       *http.Server
 	draining   atomic.Bool
-	// kube is the Kubernetes client the server built and closes (nil: none, or the caller's).
-	kube *k8s.Client
+	// closeKube closes the Kubernetes client the server built (nil: none, or the caller's).
+	closeKube func()
 	// dashboard serves the page at / and its files.
 	dashboard *web.Handler
 	// novnc serves noVNC at /novnc/ (nil: none found).
@@ -89,6 +88,9 @@ type Server struct {
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := cfg.checkKubernetes(); err != nil {
+		return nil, err
 	}
 	verifier, err := auth.NewVerifier([]byte(cfg.JWTSecret), nil)
 	if err != nil {
@@ -156,7 +158,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if rc != nil && database.Dialect() == db.SQLite {
 		log.Warn("several replicas on SQLite: each replica has its own file unless they share one; use PostgreSQL")
 	}
-	kube, ownKube, err := openKubernetes(cfg, log)
+	kube, closeKube, err := openKubernetes(cfg, log)
 	if err != nil {
 		_ = database.Close()
 		closeCluster()
@@ -209,13 +211,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Registerer: registry,
 	})
 	s := &Server{
-		kube:    ownKube,
-		cfg:     cfg,
-		log:     log,
-		db:      database,
-		cluster: rc,
-		manager: manager,
-		agents:  agents,
+		closeKube: closeKube,
+		cfg:       cfg,
+		log:       log,
+		db:        database,
+		cluster:   rc,
+		manager:   manager,
+		agents:    agents,
 		admin: agentadmin.New(database, agents, manager, agentadmin.Config{
 			DefaultOrg: cfg.DefaultOrg, BootstrapKey: cfg.AgentBootstrapKey, AutoApprove: cfg.AgentAutoApprove, Logger: log,
 		}),
@@ -322,8 +324,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		if s.cluster != nil {
 			clusterErr = s.cluster.close()
 		}
-		if s.kube != nil {
-			s.kube.Close()
+		if s.closeKube != nil {
+			s.closeKube()
 		}
 		dbErr := s.db.Close()
 		s.shutdownErr = errors.Join(httpErr, viewersErr, peerErr, agentErr, wsErr, clusterErr, dbErr)
