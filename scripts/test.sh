@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: services, tools, lint (gofmt/vet/staticcheck),
 # go.mod tidiness, a short fuzz run (scripts/fuzz.sh), the static binary
-# (scripts/build-static.sh, as the Dockerfile builds it), then go test -race.
+# (scripts/build-static.sh, as the Dockerfile builds it), the command's test
+# built with -tags kubernetes, then go test -race.
 #
 #   scripts/test.sh                       # everything, go test ./...
 #   scripts/test.sh -run Foo ./websocket/ # extra args replace ./... (give packages too) and skip fuzzing
@@ -50,6 +51,18 @@ for arg in "${args[@]}"; do
 		step "static binary (scripts/build-static.sh ${static})"
 		bash scripts/build-static.sh "${static}"
 		export STREAMSPACE_STATIC_BINARY="${static}"
+		break
+		;;
+	esac
+done
+# The command's Kubernetes support is behind -tags kubernetes, which the run below does not set:
+# its test runs here with the tag (the run below has the untagged build's test of that name).
+# Only when the command is among the packages tested.
+for arg in "${args[@]}"; do
+	case "${arg}" in
+	*...* | *cmd/streamspace-realtime*)
+		step "go test -race -count=1 -tags kubernetes -run TestServeKubernetesSource ./cmd/streamspace-realtime"
+		go test -race -count=1 -tags kubernetes -run TestServeKubernetesSource ./cmd/streamspace-realtime
 		break
 		;;
 	esac
