@@ -74,10 +74,10 @@ type holdGate struct {
 	pending [][]byte
 }
 
-// expirySlot is the client's token deadline on the hub's expiry queue (monotonic), and its
+// expirySlot is the client's token deadline on the hub's expiry queue (monoNow), and its
 // place there (-1: not queued).
 type expirySlot struct {
-	at    time.Time
+	at    int64
 	index int
 }
 
@@ -127,7 +127,7 @@ func (c *Client) start(conn *websocket.Conn) {
 		c.hub.expiries.add(c, time.Now().Add(c.org.ExpiresAt.Sub(c.hub.cfg.Now())))
 	}
 	if c.out.raw != nil {
-		go c.readRaw()
+		c.startRawReader()
 	} else {
 		// gorilla answers pings and close frames by writing to the socket itself; here every
 		// write goes through the client's queue, so the answers do too.
@@ -384,6 +384,7 @@ func (c *Client) finish(queued [][]byte) {
 	}
 	_ = c.out.writeBlocking([][]byte{controlFrame(opClose, websocket.FormatCloseMessage(c.closedWith.code, c.closedWith.reason))}, wait)
 	c.out.awaitReader(closeGrace)
+	c.stopRawReader()
 	c.hub.expiries.remove(c)
 	if c.out.netConn != nil {
 		_ = c.out.netConn.Close()

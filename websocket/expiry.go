@@ -16,11 +16,21 @@ type expiryQueue struct {
 	stopped bool
 }
 
+// monoBase is the origin of the monotonic times in nanoseconds (monoNow) that a client keeps
+// instead of a time.Time, three times its size: its token deadline and its last read.
+var monoBase = time.Now()
+
+// monoNow is the time since monoBase, read from the monotonic clock.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// monoAt is t (which must carry a monotonic reading, as time.Now's do) as monoNow would give it.
+func monoAt(t time.Time) int64 { return int64(t.Sub(monoBase)) }
+
 // expiryHeap orders clients by deadline; each client knows its index (-1: not queued).
 type expiryHeap []*Client
 
 func (e expiryHeap) Len() int           { return len(e) }
-func (e expiryHeap) Less(i, j int) bool { return e[i].expiry.at.Before(e[j].expiry.at) }
+func (e expiryHeap) Less(i, j int) bool { return e[i].expiry.at < e[j].expiry.at }
 func (e expiryHeap) Swap(i, j int) {
 	e[i], e[j] = e[j], e[i]
 	e[i].expiry.index, e[j].expiry.index = i, j
@@ -46,7 +56,7 @@ func (q *expiryQueue) add(c *Client, deadline time.Time) {
 	if q.stopped {
 		return
 	}
-	c.expiry.at = deadline
+	c.expiry.at = monoAt(deadline)
 	heap.Push(&q.due, c)
 	if q.due[0] == c {
 		q.arm()
@@ -67,7 +77,7 @@ func (q *expiryQueue) arm() {
 	if len(q.due) == 0 {
 		return
 	}
-	wait := time.Until(q.due[0].expiry.at)
+	wait := time.Duration(q.due[0].expiry.at - monoNow())
 	if q.timer == nil {
 		q.timer = time.AfterFunc(wait, q.fire)
 		return
@@ -79,8 +89,8 @@ func (q *expiryQueue) arm() {
 func (q *expiryQueue) fire() {
 	var expired []*Client
 	q.mu.Lock()
-	now := time.Now()
-	for len(q.due) > 0 && !q.due[0].expiry.at.After(now) {
+	now := monoNow()
+	for len(q.due) > 0 && q.due[0].expiry.at <= now {
 		expired = append(expired, heap.Pop(&q.due).(*Client))
 	}
 	if !q.stopped {

@@ -19,10 +19,12 @@ import (
 // by role, so a delivery costs the number of its receivers, not the number
 // of connections. Delivery never blocks the caller: each client has a
 // bounded queue, and a client whose queue is full is closed with 4001. No
-// socket I/O ever happens under the hub's lock. Each Client has one goroutine
-// of its own, its reader; its frames are written without blocking by the
-// goroutine that delivers them, and a writer goroutine exists only while the
-// socket cannot take what is queued (see Client).
+// socket I/O ever happens under the hub's lock. On Linux the clients' plain
+// TCP sockets are read by one poller goroutine of the hub (epoll), elsewhere
+// and on TLS each Client has a reader goroutine of its own; its frames are
+// written without blocking by the goroutine that delivers them, and a writer
+// goroutine exists only while the socket cannot take what is queued (see
+// Client).
 //
 // Lifecycle: NewHub, then `go hub.Run()`. Clients may be served before Run
 // starts. Stop (or Shutdown) closes every client with 1001 and refuses new
@@ -50,6 +52,8 @@ type Hub struct {
 	// flushers are the goroutines that write a large delivery (handOut); shutdown waits for
 	// them too.
 	flushers sync.WaitGroup
+	// poller reads the clients' raw sockets (inbound_poll_linux.go).
+	poller poller
 	// review, when set, is handed the clients held by a delivery that may have ended their
 	// access to sessionID (see changesAccess); it must not block, and releases each once
 	// checked. Set before the hub receives anything.
@@ -144,8 +148,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 func (h *Hub) wait(ctx context.Context) error {
 	select {
 	case <-h.stopping.drained:
-		// No client is left to deliver to: the last flushers are ending.
+		// No client is left to deliver to: the last flushers and the poller are ending.
 		h.flushers.Wait()
+		h.poller.wait()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -161,8 +166,8 @@ func (h *Hub) ServeClient(conn *websocket.Conn, clientID string) {
 	h.ServeClientWithOrg(conn, clientID, h.cfg.DefaultOrg, h.cfg.DefaultNamespace, "")
 }
 
-// ServeClientWithOrg registers conn as a client of orgID and starts its
-// reader and writer goroutines; it returns at once. The client receives the
+// ServeClientWithOrg registers conn as a client of orgID and starts reading
+// and writing it (see Hub for which goroutines do); it returns at once. The client receives the
 // organization's broadcasts, and session events once subscribed through the
 // Notifier. An empty orgID is refused with close code 1008.
 func (h *Hub) ServeClientWithOrg(conn *websocket.Conn, clientID, orgID, k8sNamespace, userID string) {
@@ -288,9 +293,10 @@ func (h *Hub) pingLoop() {
 			return
 		case <-tick.C:
 		}
+		now := monoNow()
 		h.mu.RLock()
 		for _, c := range h.byID {
-			if uint64(c.pingSlot) == slot {
+			if uint64(c.pingSlot) == slot || c.pongOverdue(now) {
 				due = append(due, c)
 			}
 		}
@@ -306,6 +312,10 @@ func (h *Hub) pingLoop() {
 			h.mu.Unlock()
 		}
 		for _, c := range due {
+			if c.pongOverdue(now) {
+				c.closePongOverdue()
+				continue
+			}
 			c.out.offer(pingFrame)
 		}
 		clear(due)

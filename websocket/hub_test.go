@@ -97,9 +97,14 @@ func TestTwoThousandClients(t *testing.T) {
 		return params("org", fmt.Sprintf("org-%d", i%5), "user", fmt.Sprintf("u%d", i))
 	}, nil)
 	testkit.Eventually(t, 30*time.Second, "all clients registered", func() bool { return m.Hub().ClientCount() == n })
-	// One reader each; writers exist only while a client has a backlog (none here).
-	if per := float64(runtime.NumGoroutine()-baseline) / n; per > 1.01 {
-		t.Fatalf("%.2f goroutines per connection, want 1 (the reader)", per)
+	// On Linux one poller reads them all; elsewhere each has a reader. Writers exist only
+	// while a client has a backlog (none here).
+	want := 1.0
+	if runtime.GOOS == "linux" {
+		want = 0
+	}
+	if per := float64(runtime.NumGoroutine()-baseline) / n; per > want+0.01 {
+		t.Fatalf("%.3f goroutines per connection, want %v", per, want)
 	}
 
 	for org := 0; org < 5; org++ {

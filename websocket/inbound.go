@@ -12,9 +12,10 @@ import (
 // A browser sends almost nothing: pongs, now and then a close. Waiting for those in gorilla's
 // reader parks a goroutine deep in its call chain with a 4 KiB stack and a read buffer, per
 // connection, for the connection's whole life. A browser client on a plain TCP socket is
-// therefore read here instead: its reader waits for data in the runtime's poller with no
-// buffer and a shallow stack (the runtime shrinks it to 2 KiB), then reads what arrived into a
-// pooled buffer and parses the frames (RFC 6455 5, client to server) with a small state
+// therefore read here instead: on Linux one poller goroutine per hub waits for all such
+// sockets (inbound_poll_linux.go), elsewhere each waits in the runtime's poller on a goroutine
+// of its own with no buffer and a shallow stack (inbound_unix.go); what arrived is read into a
+// pooled buffer and the frames (RFC 6455 5, client to server) are parsed with a small state
 // machine. gorilla still does the handshake, and reads connections this cannot (TLS).
 
 // maxControlPayload is the largest payload of a control frame (RFC 6455 5.5).
@@ -47,6 +48,7 @@ type inbound struct {
 	msgLen     uint64 // the data message's length so far
 	control    []byte // a control frame's payload, unmasked
 	rate       frameRate
+	pollState  // where a poller reads the socket (inbound_poll_linux.go)
 }
 
 // frameRate counts a connection's frames in the current second (a fixed window: cheaper than

@@ -30,10 +30,12 @@ var rawReadPool = sync.Pool{New: func() any {
 	return r
 }}
 
-// readRaw is the reader of a client on a raw socket: it reads and discards browser messages
-// (the sessions socket takes no commands), answers pings and close frames through the queue,
-// and enforces the size limit and the pong deadline. After a too-big message it keeps
-// discarding until the peer answers the close frame or the closer gives up on the handshake.
+// readRaw is the reader of a client on a raw socket when no poller reads it (see
+// startRawReader): a goroutine of its own that waits for data holding no buffer. It reads and
+// discards browser messages (the sessions socket takes no commands), answers pings and close
+// frames through the queue, and enforces the size limit and the pong deadline. After a
+// too-big message it keeps discarding until the peer answers the close frame or the closer
+// gives up on the handshake.
 func (c *Client) readRaw() {
 	defer c.pumpDone()
 	defer c.out.readerDone()
@@ -50,15 +52,7 @@ func (c *Client) readRaw() {
 		done, err := c.readAvailable(r)
 		rawReadPool.Put(r)
 		if err != nil {
-			var perr errProtocol
-			switch {
-			case errors.As(err, &perr):
-				c.closeWith(websocket.CloseProtocolError, string(perr), "protocol_error")
-			case errors.Is(err, errRateExceeded):
-				c.closeWith(websocket.ClosePolicyViolation, err.Error(), "rate_limited")
-			default:
-				c.closeWith(readCloseCode(err))
-			}
+			c.readFailed(err)
 			return
 		}
 		if done {
@@ -68,10 +62,28 @@ func (c *Client) readRaw() {
 	}
 }
 
-// readAvailable reads and parses what the socket holds, without waiting. done reports the
-// peer's close frame.
+// readFailed closes the client for what ended its reading: a frame it may not send (1002), a
+// frame rate over the limit (1008), or the socket's error.
+func (c *Client) readFailed(err error) {
+	var perr errProtocol
+	switch {
+	case errors.As(err, &perr):
+		c.closeWith(websocket.CloseProtocolError, string(perr), "protocol_error")
+	case errors.Is(err, errRateExceeded):
+		c.closeWith(websocket.ClosePolicyViolation, err.Error(), "rate_limited")
+	default:
+		c.closeWith(readCloseCode(err))
+	}
+}
+
+// maxReadsPerWake bounds what one wake reads from one socket (16 reads of 4 KiB): a peer that
+// keeps its socket full is read again at its next wake, after the others.
+const maxReadsPerWake = 16
+
+// readAvailable reads and parses what the socket holds (at most maxReadsPerWake reads),
+// without waiting. done reports the peer's close frame.
 func (c *Client) readAvailable(r *rawRead) (done bool, err error) {
-	for {
+	for range maxReadsPerWake {
 		err := c.out.raw.Read(r.fn)
 		n, rerr := r.n, r.err
 		r.err = nil
@@ -92,6 +104,7 @@ func (c *Client) readAvailable(r *rawRead) (done bool, err error) {
 			return false, nil
 		}
 	}
+	return false, nil
 }
 
 // waitReadable reports whether the socket has data (or an error or end of stream) to read:
