@@ -531,7 +531,7 @@ func TestRelayViewerCloses(t *testing.T) {
 	}
 	testkit.Eventually(t, 20*time.Second, "the withdrawn viewer's tunnel to end on b", func() bool { return f.open.Load() == 0 })
 
-	_, expiring, _, _ := openViewer(t, f.a, "s1", mint(t, "alice", "org-a", auth.RoleUser, 2*time.Second))
+	_, expiring, _, _ := openViewer(t, f.a, "s1", mint(t, "alice", "org-a", auth.RoleUser, 5*time.Second))
 	if got := closeCode(t, expiring, 20*time.Second); got != websocket.CloseTokenExpired {
 		t.Fatalf("token expiry: close %d, want 4003", got)
 	}
