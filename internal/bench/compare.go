@@ -60,7 +60,7 @@ func (c Comparison) Table() string {
 		return "no runs\n"
 	}
 	hasRSS := func(r Report) bool { return r.ServerRSSIdleKB > 0 }
-	hasLiveHeap := func(r Report) bool { return r.LiveHeapIdleKB > 0 }
+	hasLiveHeap := func(r Report) bool { return r.LiveHeapConnKB > 0 }
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-38s %14s %14s %8s   (medians of %d runs)\n", "", "server", "baseline", "ratio", len(c.Server))
 	for _, m := range []struct {
@@ -95,7 +95,7 @@ func (c Comparison) Table() string {
 			continue
 		}
 		ratio := "-"
-		if base != 0 {
+		if base != 0 && s != 0 { // 0: not measured (or, for an idle live heap, no GC yet)
 			ratio = fmt.Sprintf("%.2f×", s/base)
 		}
 		fmt.Fprintf(&b, "%-38s %14.2f %14.2f %8s\n", m.name, s, base, ratio)

@@ -20,29 +20,30 @@ import (
 var errNoGauge = errors.New("no such gauge")
 
 // liveHeapKiB reads the live heap of the target at base from its /metrics, in KiB: the heap
-// its last GC marked. It is 0 when /metrics cannot be read or lacks the gauge, so that a target
+// its last GC marked, 0 before its first GC (a small process may not have collected yet when
+// it is idle). ok is false when /metrics cannot be read or lacks the gauge, so that a target
 // without it is measured all the same.
-func liveHeapKiB(ctx context.Context, base *url.URL) int64 {
+func liveHeapKiB(ctx context.Context, base *url.URL) (kib int64, ok bool) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base.JoinPath("/metrics").String(), nil)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	req.Close = true // no idle connection left behind on the measured server
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return 0, false
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0
+		return 0, false
 	}
 	v, err := gaugeValue(io.LimitReader(resp.Body, 16<<20), baseline.LiveHeapGauge)
 	if err != nil {
-		return 0
+		return 0, false
 	}
-	return int64(v) / 1024
+	return int64(v) / 1024, true
 }
 
 // gaugeValue finds the unlabelled sample of the gauge name in a page of the Prometheus text

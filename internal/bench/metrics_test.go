@@ -38,12 +38,15 @@ go_goroutines 15
 	}
 }
 
-// The live heap is read from the target's /metrics in KiB; a target that has no /metrics, no
-// gauge or no listener gives 0.
+// The live heap is read from the target's /metrics in KiB, 0 before the target's first GC; a
+// target that has no /metrics, no gauge or no listener gives not ok.
 func TestLiveHeapKiB(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ok/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("go_goroutines 3\ngo_gc_heap_live_bytes 3.1457280e+06\n"))
+	})
+	mux.HandleFunc("GET /fresh/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("go_gc_heap_live_bytes 0\n"))
 	})
 	mux.HandleFunc("GET /without/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("go_goroutines 3\n"))
@@ -53,17 +56,20 @@ func TestLiveHeapKiB(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
-	for path, want := range map[string]int64{"/ok": 3072, "/without": 0, "/refused": 0, "/missing": 0} {
+	for path, want := range map[string]struct {
+		kib int64
+		ok  bool
+	}{"/ok": {3072, true}, "/fresh": {0, true}, "/without": {0, false}, "/refused": {0, false}, "/missing": {0, false}} {
 		u, _ := url.Parse(srv.URL + path)
-		if got := liveHeapKiB(context.Background(), u); got != want {
-			t.Errorf("%s: %d KiB, want %d", path, got, want)
+		if got, ok := liveHeapKiB(context.Background(), u); got != want.kib || ok != want.ok {
+			t.Errorf("%s: %d KiB ok=%v, want %d ok=%v", path, got, ok, want.kib, want.ok)
 		}
 	}
 	gone := httptest.NewServer(mux)
 	u, _ := url.Parse(gone.URL + "/ok")
 	gone.Close()
-	if got := liveHeapKiB(context.Background(), u); got != 0 {
-		t.Errorf("no listener: %d KiB, want 0", got)
+	if got, ok := liveHeapKiB(context.Background(), u); got != 0 || ok {
+		t.Errorf("no listener: %d KiB ok=%v, want 0, not ok", got, ok)
 	}
 }
 
@@ -89,10 +95,16 @@ func TestComparisonTableMemoryRows(t *testing.T) {
 			t.Errorf("no row %q in:\n%s", want, table)
 		}
 	}
+	// A server that had not collected when idle reads 0 there: the row stays, without a ratio.
+	server[0].LiveHeapIdleKB = 0
+	table = Comparison{Server: server, Baseline: base}.Table()
+	if want := "live heap before any connection, KiB             0.00        1000.00        -\n"; !strings.Contains(table, want) {
+		t.Errorf("no row %q in:\n%s", want, table)
+	}
 	// Without --pid and without a live heap on either side: the rows are left out.
 	for i := range server {
-		server[i].ServerRSSIdleKB, server[i].LiveHeapIdleKB, server[i].LiveHeapKiBPerConn = 0, 0, 0
-		base[i].ServerRSSIdleKB, base[i].LiveHeapIdleKB, base[i].LiveHeapKiBPerConn = 0, 0, 0
+		server[i].ServerRSSIdleKB, server[i].LiveHeapIdleKB, server[i].LiveHeapConnKB, server[i].LiveHeapKiBPerConn = 0, 0, 0, 0
+		base[i].ServerRSSIdleKB, base[i].LiveHeapIdleKB, base[i].LiveHeapConnKB, base[i].LiveHeapKiBPerConn = 0, 0, 0, 0
 	}
 	table = Comparison{Server: server, Baseline: base}.Table()
 	if strings.Contains(table, "server RSS before") || strings.Contains(table, "live heap") || !strings.Contains(table, "KiB per idle connection") {

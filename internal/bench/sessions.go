@@ -183,7 +183,8 @@ func connectRun(ctx context.Context, cfg SessionsConfig) (*sessionsRun, error) {
 		run.mem.pid = cfg.PID
 		run.rep.ServerRSSIdleKB = run.mem.sample()
 	}
-	run.rep.LiveHeapIdleKB = liveHeapKiB(ctx, base)
+	idleHeap, heapExported := liveHeapKiB(ctx, base)
+	run.rep.LiveHeapIdleKB = idleHeap
 	start := time.Now()
 	run.receivers, err = connectAll(ctx, cfg, base)
 	run.rep.ConnectSeconds = time.Since(start).Seconds()
@@ -197,9 +198,10 @@ func connectRun(ctx context.Context, cfg SessionsConfig) (*sessionsRun, error) {
 			run.rep.KiBPerIdleConn = float64(run.rep.ServerRSSConnKB-run.rep.ServerRSSIdleKB) / float64(run.rep.Connected)
 		}
 	}
-	// After the settle: by then the target has finished with the handshakes.
-	if run.rep.LiveHeapIdleKB > 0 {
-		run.rep.LiveHeapConnKB = liveHeapKiB(ctx, base)
+	// After the settle: by then the target has finished with the handshakes. An idle figure of
+	// 0 (no GC had run) makes the per-connection figure an upper bound, by the idle heap over N.
+	if heapExported {
+		run.rep.LiveHeapConnKB, _ = liveHeapKiB(ctx, base)
 		if run.rep.LiveHeapConnKB > 0 && run.rep.Connected > 0 {
 			run.rep.LiveHeapKiBPerConn = float64(run.rep.LiveHeapConnKB-run.rep.LiveHeapIdleKB) / float64(run.rep.Connected)
 		}
