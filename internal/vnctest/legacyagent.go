@@ -97,6 +97,12 @@ func DialLegacyAgent(ctx context.Context, cfg LegacyAgentConfig) (*LegacyAgent, 
 		cfg: cfg, ws: ws, ctx: actx, cancel: cancel, done: make(chan struct{}),
 		tunnels: map[string]net.Conn{}, received: map[string][]models.AgentMessage{}, counts: map[string]int{},
 	}
+	// The first heartbeat goes before anything is read, so it precedes every answer.
+	if err := a.heartbeat(); err != nil {
+		cancel()
+		_ = ws.Close()
+		return nil, fmt.Errorf("agent %s: first heartbeat: %w", cfg.AgentID, err)
+	}
 	a.wg.Add(2)
 	go a.readLoop()
 	go a.heartbeatLoop()
@@ -266,16 +272,20 @@ func (a *LegacyAgent) heartbeatLoop() {
 	t := time.NewTicker(a.cfg.Heartbeat)
 	defer t.Stop()
 	for {
-		if err := a.Send(models.MessageTypeHeartbeat, models.HeartbeatMessage{Status: "online", ActiveSessions: a.TunnelsOpen(),
-			Capacity: map[string]any{"maxCpu": 4000, "maxMemory": 8192, "maxSessions": 10}}); err != nil {
-			return
-		}
 		select {
 		case <-a.ctx.Done():
 			return
 		case <-t.C:
 		}
+		if err := a.heartbeat(); err != nil {
+			return
+		}
 	}
+}
+
+func (a *LegacyAgent) heartbeat() error {
+	return a.Send(models.MessageTypeHeartbeat, models.HeartbeatMessage{Status: "online", ActiveSessions: a.TunnelsOpen(),
+		Capacity: map[string]any{"maxCpu": 4000, "maxMemory": 8192, "maxSessions": 10}})
 }
 
 func (a *LegacyAgent) readLoop() {
