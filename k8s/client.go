@@ -91,6 +91,20 @@ func NewForConfig(cfg *rest.Config, opts Options) (*Client, error) {
 	return New(dyn, typed, opts), nil
 }
 
+// Open builds a Client from the kubeconfig as LoadConfig finds it, and reports the API
+// server's address: what a server with Kubernetes as its session source starts with.
+func Open(kubeconfig string, opts Options) (c *Client, host string, err error) {
+	rc, err := LoadConfig(kubeconfig)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err = NewForConfig(rc, opts)
+	if err != nil {
+		return nil, "", err
+	}
+	return c, rc.Host, nil
+}
+
 // LoadConfig returns the in-cluster config when kubeconfig is "" and the
 // process runs in a pod; otherwise the current context of the kubeconfig file
 // (with "", the usual $KUBECONFIG or ~/.kube/config), so the same binary runs

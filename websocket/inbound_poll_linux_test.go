@@ -24,6 +24,7 @@ func TestPollerAnswersOthersWhileOneFloods(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "2 clients", func() bool { return m.Hub().ClientCount() == 2 })
 
 	var stop atomic.Bool
+	var sentSoFar atomic.Int64
 	flooded := make(chan int64)
 	go func() {
 		payload := bytes.Repeat([]byte("x"), 64<<10)
@@ -34,6 +35,7 @@ func TestPollerAnswersOthersWhileOneFloods(t *testing.T) {
 				break
 			}
 			sent += int64(len(payload))
+			sentSoFar.Store(sent)
 		}
 		flooded <- sent
 	}()
@@ -57,7 +59,7 @@ func TestPollerAnswersOthersWhileOneFloods(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // the flood is under way
+	testkit.Eventually(t, 10*time.Second, "the flood under way", func() bool { return sentSoFar.Load() >= 4<<20 })
 	var slowest time.Duration
 	for i := 0; i < 20; i++ {
 		start := time.Now()

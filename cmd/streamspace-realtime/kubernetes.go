@@ -3,7 +3,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 
 	"github.com/streamspace/streamspace-realtime/k8s"
@@ -18,14 +17,10 @@ func init() { openKubernetes = openK8s }
 // openK8s builds the Kubernetes client of --session-source kubernetes from the kubeconfig
 // (empty: the in-cluster config, else $KUBECONFIG or ~/.kube/config).
 func openK8s(kubeconfig string, log *slog.Logger) (websocket.KubernetesClient, func(), error) {
-	rc, err := k8s.LoadConfig(kubeconfig)
+	c, host, err := k8s.Open(kubeconfig, k8s.Options{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := k8s.NewForConfig(rc, k8s.Options{Logger: log})
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes client for %s: %w", rc.Host, err)
-	}
-	log.Info("sessions and pod logs come from Kubernetes", "api", rc.Host)
+	log.Info("sessions and pod logs come from Kubernetes", "api", host)
 	return c, c.Close, nil
 }

@@ -21,11 +21,7 @@ import (
 // openK8s is the opener of a binary built with -tags kubernetes (cmd/streamspace-realtime's
 // kubernetes.go), which this package does not import.
 func openK8s(kubeconfig string, log *slog.Logger) (websocket.KubernetesClient, func(), error) {
-	rc, err := k8s.LoadConfig(kubeconfig)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := k8s.NewForConfig(rc, k8s.Options{Logger: log})
+	c, _, err := k8s.Open(kubeconfig, k8s.Options{Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}
