@@ -301,7 +301,15 @@ func TestVNCControlFirst(t *testing.T) {
 	})
 	cmd, err := r.hub.SubmitCommand(t.Context(), models.AgentCommand{AgentID: "a1", Action: models.ActionStopSession, Payload: map[string]any{"sessionId": "s1"}}, nil)
 	if err == nil {
-		err = testkit.WaitFor(5*time.Second, func() bool { return len(conn.Send) > 0 })
+		// Queued for the writer, or already taken by it: a writer waiting between two writes
+		// (the kernel's buffers not yet full) takes the command at once and marks it sent.
+		err = testkit.WaitFor(5*time.Second, func() bool {
+			if len(conn.Send) > 0 {
+				return true
+			}
+			got, err := r.db.GetCommand(t.Context(), cmd.CommandID)
+			return err == nil && got.Status == models.CommandStatusSent
+		})
 	}
 	conn.tunnels.mu.Unlock()
 	close(stop)
