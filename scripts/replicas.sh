@@ -29,7 +29,7 @@ fi
 
 mkdir -p bin .replicas
 log "building bin/streamspace-realtime"
-go build -o bin/streamspace-realtime ./cmd/streamspace-realtime
+CGO_ENABLED=0 go build -o bin/streamspace-realtime ./cmd/streamspace-realtime
 
 pids=()
 stop() {

@@ -1,15 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
-	"text/template"
 	"time"
 
 	"github.com/streamspace/streamspace-realtime/agentclient"
@@ -105,42 +104,65 @@ type devBanner struct {
 
 // write prints the banner in one write, so that it is never interleaved with other output.
 func (b devBanner) write(w io.Writer) error {
-	var buf bytes.Buffer
-	if err := bannerTemplate.Execute(&buf, b); err != nil {
-		return fmt.Errorf("dev: render banner: %w", err)
-	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
+	if _, err := io.WriteString(w, b.text()); err != nil {
 		return fmt.Errorf("dev: print banner: %w", err)
 	}
 	return nil
 }
 
-// bannerTemplate keeps each printed command on lines a shell accepts when pasted.
-var bannerTemplate = template.Must(template.New("banner").Parse(`StreamSpace Realtime (dev mode) on http://{{.Host}}
-  dashboard:     http://{{.Host}}/   (open it in a browser on this machine: the token below is filled in;
-                 a running session's "view" shows its desktop through noVNC{{if not .NoVNC}}, once noVNC is installed: scripts/tools.sh{{end}})
-  database:      {{.Database}}
-  service token: {{.ServiceToken}}
-  browser token (admin of {{.Org}}, 24h):
-    {{.BrowserToken}}
+// text fills bannerText in. It is not a text/template: a template looks fields and methods up
+// by name through reflection, and a binary that may call a method by name keeps every
+// exported method of every type it links (go-redis's thousand commands, 4 MB of code), which
+// an idle server then pays for in pages of its executable (docs/PERFORMANCE.md).
+func (b devBanner) text() string {
+	noVNC := ""
+	if !b.NoVNC {
+		noVNC = ", once noVNC is installed: scripts/tools.sh"
+	}
+	agent := "is not connected yet, see its logs"
+	if b.AgentConnected {
+		agent = "is connected"
+	}
+	approval := "(auto-approval is off: approve it with curl -sS -X POST http://{host}/api/v1/admin/agents/my-agent/approve -H 'Authorization: Bearer {service-token}'\n" +
+		"                  then run it with the apiKey of the answer)"
+	if b.AutoApprove {
+		approval = "(auto-approval is on: the server issues the agent its own key and the command prints it; later runs use that key)"
+	}
+	// One pass: a value is never scanned for placeholders, so none can inject another.
+	sections := strings.NewReplacer("{novnc}", noVNC, "{agent-state}", agent, "{approval}", approval)
+	values := strings.NewReplacer(
+		"{host}", b.Host, "{database}", b.Database, "{service-token}", b.ServiceToken,
+		"{org}", b.Org, "{browser-token}", b.BrowserToken, "{agent}", b.AgentID,
+		"{bootstrap-key}", b.BootstrapKey,
+	)
+	return values.Replace(sections.Replace(bannerText))
+}
 
-  watch events:  go run ./cmd/streamspace-realtime watch --server ws://{{.Host}} --token {{.BrowserToken}}
-                 (or: websocat 'ws://{{.Host}}/api/v1/ws/sessions?token={{.BrowserToken}}')
-  org metrics:   websocat 'ws://{{.Host}}/api/v1/ws/cluster?token={{.BrowserToken}}'   (every 5 s)
-  publish one:   curl -sS -X POST http://{{.Host}}/api/v1/events \
-                   -H 'Authorization: Bearer {{.ServiceToken}}' -H 'Content-Type: application/json' \
-                   -d '{"orgId":"{{.Org}}","type":"session.created","sessionId":"demo-1","userId":"dev-user","data":{"template":"firefox-browser","state":"running"}}'
+// bannerText keeps each printed command on lines a shell accepts when pasted.
+const bannerText = `StreamSpace Realtime (dev mode) on http://{host}
+  dashboard:     http://{host}/   (open it in a browser on this machine: the token below is filled in;
+                 a running session's "view" shows its desktop through noVNC{novnc})
+  database:      {database}
+  service token: {service-token}
+  browser token (admin of {org}, 24h):
+    {browser-token}
 
-  agent:         {{.AgentID}} (docker, shared, simulated) runs in this process and {{if .AgentConnected}}is connected{{else}}is not connected yet, see its logs{{end}} (component={{.AgentID}})
+  watch events:  go run ./cmd/streamspace-realtime watch --server ws://{host} --token {browser-token}
+                 (or: websocat 'ws://{host}/api/v1/ws/sessions?token={browser-token}')
+  org metrics:   websocat 'ws://{host}/api/v1/ws/cluster?token={browser-token}'   (every 5 s)
+  publish one:   curl -sS -X POST http://{host}/api/v1/events \
+                   -H 'Authorization: Bearer {service-token}' -H 'Content-Type: application/json' \
+                   -d '{"orgId":"{org}","type":"session.created","sessionId":"demo-1","userId":"dev-user","data":{"template":"firefox-browser","state":"running"}}'
+
+  agent:         {agent} (docker, shared, simulated) runs in this process and {agent-state} (component={agent})
   start a session on it (the watcher sees session.created, then session.state.changed pending → running):
-                 curl -sS -X POST http://{{.Host}}/api/v1/admin/agents/{{.AgentID}}/command \
-                   -H 'Authorization: Bearer {{.ServiceToken}}' -H 'Content-Type: application/json' \
+                 curl -sS -X POST http://{host}/api/v1/admin/agents/{agent}/command \
+                   -H 'Authorization: Bearer {service-token}' -H 'Content-Type: application/json' \
                    -d '{"action":"start_session","sessionId":"demo-2","payload":{"user":"dev-user","template":"firefox-browser"}}'
-  its pod logs:  websocat 'ws://{{.Host}}/api/v1/ws/logs/sim-demo-2?token={{.BrowserToken}}'   (the last 100 lines, then one a second, relayed by {{.AgentID}})
-  run another:   go run ./cmd/streamspace-realtime agent --server http://{{.Host}} --id my-agent --platform docker --key {{.BootstrapKey}}
-                 {{if .AutoApprove}}(auto-approval is on: the server issues the agent its own key and the command prints it; later runs use that key){{else}}(auto-approval is off: approve it with curl -sS -X POST http://{{.Host}}/api/v1/admin/agents/my-agent/approve -H 'Authorization: Bearer {{.ServiceToken}}'
-                  then run it with the apiKey of the answer){{end}}
-`))
+  its pod logs:  websocat 'ws://{host}/api/v1/ws/logs/sim-demo-2?token={browser-token}'   (the last 100 lines, then one a second, relayed by {agent})
+  run another:   go run ./cmd/streamspace-realtime agent --server http://{host} --id my-agent --platform docker --key {bootstrap-key}
+                 {approval}
+`
 
 // awaitAgent waits up to bound for the hub to hold a connection of agentID.
 func awaitAgent(ctx context.Context, hub *websocket.AgentHub, agentID string, bound time.Duration) bool {

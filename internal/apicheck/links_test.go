@@ -2,6 +2,7 @@ package apicheck
 
 import (
 	"bytes"
+	"debug/elf"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -59,3 +60,42 @@ func deps(t *testing.T, dir, pkg string, flags ...string) map[string][]string {
 }
 
 func isKubernetes(path string) bool { return strings.HasPrefix(path, "k8s.io/") }
+
+// TestCommandKeepsNoUncalledMethods fails when the command's binary keeps an exported method
+// that nothing calls. The linker drops such methods unless some linked code may call a
+// method by name through reflection (text/template, reflect.Value.MethodByName); then it
+// keeps every exported method of every linked type (go-redis's commands alone are 4 MB of
+// code), and an idle server pays for the bigger executable in resident pages
+// (docs/PERFORMANCE.md).
+func TestCommandKeepsNoUncalledMethods(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command")
+	}
+	bin := filepath.Join(t.TempDir(), "streamspace-realtime")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/streamspace-realtime")
+	cmd.Dir = filepath.Join("..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// GeoRadius: a go-redis command this project never sends; cmdable.Publish: one it does.
+	const uncalled, called = "github.com/redis/go-redis/v9.cmdable.GeoRadius", "github.com/redis/go-redis/v9.cmdable.Publish"
+	found := map[string]bool{}
+	for _, s := range syms {
+		found[s.Name] = true
+	}
+	if !found[called] {
+		t.Fatalf("%s is not in the binary: the check no longer looks at go-redis's methods", called)
+	}
+	if found[uncalled] {
+		t.Errorf("%s is linked though nothing calls it: some linked package looks methods up by name (text/template, reflect's MethodByName), so every exported method is kept", uncalled)
+	}
+}
