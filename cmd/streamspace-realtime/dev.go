@@ -128,7 +128,8 @@ func (b devBanner) text() string {
 	if b.AutoApprove {
 		approval = "(auto-approval is on: the server issues the agent its own key and the command prints it; later runs use that key)"
 	}
-	// One pass: a value is never scanned for placeholders, so none can inject another.
+	// The sections go in first (they hold placeholders of their own); the values go in last, in
+	// one pass that never rescans what it put in, so no value can inject a placeholder.
 	sections := strings.NewReplacer("{novnc}", noVNC, "{agent-state}", agent, "{approval}", approval)
 	values := strings.NewReplacer(
 		"{host}", b.Host, "{database}", b.Database, "{service-token}", b.ServiceToken,
