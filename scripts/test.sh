@@ -41,12 +41,12 @@ else
 	FUZZTIME="${FUZZTIME:-5s}" bash scripts/fuzz.sh
 fi
 # The image's binary, built here rather than inside a test, so that no test's time depends on
-# how fast a cold build is: deploy's TestStaticBinary checks it, internal/browsertest and the
-# replica tests of internal/server run it (see testkit.StaticBinary, which builds it when it
+# how fast a cold build is: deploy's TestStaticBinary and internal/apicheck's function-table
+# check read it, internal/browsertest and the replica tests of internal/server run it (see testkit.StaticBinary, which builds it when it
 # is not given). Only when those packages are among the ones tested.
 for arg in "${args[@]}"; do
 	case "${arg}" in
-	*...* | *deploy* | *browsertest* | *internal/server*)
+	*...* | *deploy* | *browsertest* | *internal/server* | *apicheck*)
 		static="${PWD}/bin/streamspace-realtime-static"
 		step "static binary (scripts/build-static.sh ${static})"
 		bash scripts/build-static.sh "${static}"
